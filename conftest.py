@@ -1,0 +1,89 @@
+"""The test harness: a real Kafka-protocol broker and a real database for every test tier.
+
+Broker: ``KAFKA_BOOTSTRAP_SERVERS`` if set, else a testcontainers Kafka where a Docker engine
+runs, else the embedded broker binary. Database: ``DATABASE_URL`` (PostgreSQL; each test gets
+its own schema) if set, else a fresh SQLite file per test.
+"""
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from shared.db import async_url
+from shared.embedded_broker import free_port, start_broker, stop_broker
+from shared.settings import AuthSettings, KafkaSettings
+from shared.testing import TEST_JWT_SECRET
+
+
+def _docker_engine_running() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=5).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+    elif _docker_engine_running():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer().with_kraft() as kafka:
+            yield kafka.get_bootstrap_server()
+    else:
+        port = free_port()
+        broker = start_broker(port)
+        try:
+            yield f"127.0.0.1:{port}"
+        finally:
+            stop_broker(broker)
+
+
+@pytest.fixture
+def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
+    return KafkaSettings(
+        bootstrap_servers=kafka_bootstrap,
+        fetch_max_wait_ms=10,
+        session_timeout_ms=1000,
+        heartbeat_interval_ms=300,
+    )
+
+
+@pytest.fixture
+def auth_settings() -> AuthSettings:
+    return AuthSettings(secret=TEST_JWT_SECRET)
+
+
+@pytest.fixture
+async def database(tmp_path: Any) -> AsyncIterator[dict[str, Any]]:
+    """Settings for an isolated, empty database: ``database_url`` (+ ``database_schema``)."""
+    base = os.environ.get("DATABASE_URL")
+    if not base:
+        yield {"database_url": f"sqlite+aiosqlite:///{tmp_path / 'service.db'}"}
+        return
+    schema = "t_" + uuid.uuid4().hex[:16]
+    yield {"database_url": async_url(base), "database_schema": schema}
+    engine = create_async_engine(async_url(base))
+    async with engine.begin() as connection:
+        await connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    await engine.dispose()
+
+
+@pytest.fixture
+async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
+    """A plain producer, for tests that play another service or an integrator."""
+    client = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=False)
+    await client.start()
+    yield client
+    await client.stop()

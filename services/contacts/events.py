@@ -1,0 +1,57 @@
+"""The events contacts emits on crm.contacts.v1, always keyed by the contact id."""
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.contacts.models import Contact
+from shared import events, topics
+from shared.events import ContactErased, ContactMerged, ContactPolicy, ContactSnapshot, Identity
+from shared.outbox import add_event, add_tombstone
+
+SOURCE = "/crm/contacts"
+
+
+def snapshot(contact: Contact) -> ContactSnapshot:
+    return ContactSnapshot(
+        contact_id=contact.id,
+        first_name=contact.first_name or "",
+        last_name=contact.last_name,
+        email=contact.email,
+        phone=contact.phone,
+        company=contact.company,
+        country=contact.country,
+        external_id=contact.external_id,
+        identities=[Identity(kind=i.kind, value=i.value) for i in contact.identities],
+        preferences=contact.preferences or {},
+        created_at=contact.created_at,
+        updated_at=contact.updated_at,
+    )
+
+
+def _publish(session: AsyncSession, event_type: str, key: str, data: object) -> None:
+    add_event(session, topic=topics.CONTACTS, key=key, event_type=event_type, source=SOURCE,
+              subject=key, data=data)  # type: ignore[arg-type]
+
+
+def contact_created(session: AsyncSession, contact: Contact) -> None:
+    _publish(session, events.CONTACT_CREATED, str(contact.id), snapshot(contact))
+
+
+def contact_updated(session: AsyncSession, contact: Contact) -> None:
+    _publish(session, events.CONTACT_UPDATED, str(contact.id), snapshot(contact))
+
+
+def contact_merged(session: AsyncSession, merged: Contact, survivor: Contact) -> None:
+    _publish(session, events.CONTACT_MERGED, str(merged.id),
+             ContactMerged(merged_id=merged.id, survivor_id=survivor.id))
+
+
+def contact_erased(session: AsyncSession, contact: Contact) -> None:
+    _publish(session, events.CONTACT_ERASED, str(contact.id),
+             ContactErased(contact_id=contact.id, erased_at=contact.updated_at))
+    # The tombstone lets compaction drop every earlier message (and its PII) for this key.
+    add_tombstone(session, topic=topics.CONTACTS, key=str(contact.id))
+
+
+def policy_updated(session: AsyncSession, policy: ContactPolicy) -> None:
+    add_event(session, topic=topics.CONTACTS, key=events.CONTACT_POLICY_KEY,
+              event_type=events.CONTACT_POLICY_UPDATED, source=SOURCE, data=policy)

@@ -1,0 +1,206 @@
+"""Bulk import: CSV or NDJSON rows, validated one by one; good rows kept, bad rows reported."""
+
+import csv
+import io
+import json
+import uuid
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.contacts import events
+from services.contacts.models import Contact, ContactIdentity, ContactStatus
+from services.contacts.schemas import ContactCreate, ImportResult, ImportRowError
+from services.contacts.service import (
+    PRIMARY_IDENTITY_FIELDS,
+    find_identity_owners,
+    new_contact,
+    refresh_keys,
+)
+from shared.errors import InvalidInput
+from shared.events import utcnow
+
+CSV_COLUMNS = frozenset({"first_name", "last_name", "email", "phone", "company", "country", "external_id"})
+UPDATABLE = ("first_name", "last_name", "company", "country")
+
+
+def parse_rows(body: bytes, content_type: str, max_rows: int) -> list[dict[str, Any] | ImportRowError]:
+    """Rows as dicts, or a row error where a line cannot even be read."""
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InvalidInput("the file must be UTF-8 encoded", field="body") from None
+    kind = content_type.split(";")[0].strip().lower()
+    if kind in ("text/csv", "application/csv"):
+        rows = _csv_rows(text)
+    elif kind in ("application/x-ndjson", "application/ndjson", "application/jsonl"):
+        rows = _ndjson_rows(text)
+    else:
+        raise InvalidInput(
+            "send text/csv or application/x-ndjson", field="content-type"
+        )
+    if not rows:
+        raise InvalidInput("the file has no data rows", field="body")
+    if len(rows) > max_rows:
+        raise InvalidInput(f"at most {max_rows} rows per import, got {len(rows)}", field="body")
+    return rows
+
+
+def _csv_rows(text: str) -> list[dict[str, Any] | ImportRowError]:
+    reader = csv.DictReader(io.StringIO(text))
+    header = [name.strip() for name in reader.fieldnames or []]
+    unknown = sorted(set(header) - CSV_COLUMNS)
+    if unknown:
+        raise InvalidInput(f"unknown columns {unknown}; allowed: {sorted(CSV_COLUMNS)}", field="header")
+    reader.fieldnames = header
+    rows: list[dict[str, Any] | ImportRowError] = []
+    for row in reader:
+        if None in row:  # more cells than the header has columns
+            rows.append(ImportRowError(row=len(rows) + 1, field="row", reason="more cells than columns"))
+            continue
+        rows.append({k: v.strip() for k, v in row.items() if v is not None and v.strip() != ""})
+    return rows
+
+
+def _ndjson_rows(text: str) -> list[dict[str, Any] | ImportRowError]:
+    rows: list[dict[str, Any] | ImportRowError] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            rows.append(ImportRowError(row=len(rows) + 1, field="row", reason=f"malformed JSON: {exc}"))
+            continue
+        if not isinstance(value, dict):
+            rows.append(ImportRowError(row=len(rows) + 1, field="row", reason="each line must be a JSON object"))
+            continue
+        rows.append(value)
+    return rows
+
+
+async def import_contacts(session: AsyncSession, rows: list[dict[str, Any] | ImportRowError]) -> ImportResult:
+    """Create new contacts, update those matched by ``external_id``; every row reported."""
+    errors: list[ImportRowError] = []
+    ids: list[uuid.UUID | None] = [None] * len(rows)
+    valid: dict[int, ContactCreate] = {}
+    for index, row in enumerate(rows):
+        if isinstance(row, ImportRowError):
+            errors.append(row)
+            continue
+        try:
+            valid[index] = ContactCreate.model_validate(row)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            errors.append(ImportRowError(
+                row=index + 1, field=".".join(str(p) for p in first["loc"]) or "row", reason=first["msg"]
+            ))
+
+    by_external = await _contacts_by_external_id(
+        session, [c.external_id for c in valid.values() if c.external_id]
+    )
+    owners = await find_identity_owners(
+        session, list({(f, v) for c in valid.values() for f in PRIMARY_IDENTITY_FIELDS if (v := getattr(c, f))})
+    )
+    claimed: dict[tuple[str, str], int] = {}  # identity -> first row in this file that uses it
+    seen_external: set[str] = set()
+    created = updated = unchanged = 0
+    now = utcnow()
+    for index, data in valid.items():
+        row_no = index + 1
+        if data.external_id and data.external_id in seen_external:
+            errors.append(ImportRowError(row=row_no, field="external_id", reason="repeated in this file"))
+            continue
+        existing = by_external.get(data.external_id) if data.external_id else None
+        problem = _identity_problem(data, row_no, existing, owners, claimed)
+        if problem:
+            errors.append(problem)
+            continue
+        if data.external_id:
+            seen_external.add(data.external_id)
+        for f in PRIMARY_IDENTITY_FIELDS:
+            if value := getattr(data, f):
+                claimed[(f, value)] = row_no
+        if existing is None:
+            contact = new_contact(data, now)
+            session.add(contact)
+            events.contact_created(session, contact)
+            created += 1
+        elif _apply_update(existing, data, now):
+            events.contact_updated(session, existing)
+            contact = existing
+            updated += 1
+        else:
+            contact = existing
+            unchanged += 1
+        ids[index] = contact.id
+    await session.flush()
+    errors.sort(key=lambda e: e.row)
+    return ImportResult(
+        received=len(rows), created=created, updated=updated, unchanged=unchanged,
+        failed=len(errors), errors=errors, ids=ids,
+    )
+
+
+def _identity_problem(
+    data: ContactCreate,
+    row_no: int,
+    existing: Contact | None,
+    owners: dict[tuple[str, str], uuid.UUID],
+    claimed: dict[tuple[str, str], int],
+) -> ImportRowError | None:
+    for f in PRIMARY_IDENTITY_FIELDS:
+        value = getattr(data, f)
+        if not value:
+            continue
+        owner = owners.get((f, value))
+        if owner is not None and (existing is None or owner != existing.id):
+            return ImportRowError(row=row_no, field=f, reason="belongs to another contact", existing_id=owner)
+        if (f, value) in claimed:
+            return ImportRowError(row=row_no, field=f, reason=f"also used by row {claimed[(f, value)]}")
+    return None
+
+
+async def _contacts_by_external_id(session: AsyncSession, external_ids: list[str]) -> dict[str, Contact]:
+    found: dict[str, Contact] = {}
+    for start in range(0, len(external_ids), 500):
+        chunk = external_ids[start : start + 500]
+        for contact in (await session.scalars(select(Contact).where(Contact.external_id.in_(chunk)))).all():
+            if contact.external_id:
+                found[contact.external_id] = contact
+    # A merged record's external id leads to its survivor.
+    for key, contact in list(found.items()):
+        if contact.status == ContactStatus.merged and contact.merged_into:
+            survivor = await session.get(Contact, contact.merged_into)
+            if survivor is not None and survivor.status == ContactStatus.active:
+                found[key] = survivor
+    return found
+
+
+def _apply_update(contact: Contact, data: ContactCreate, now: Any) -> bool:
+    """Copy the row's non-empty fields; True if anything changed."""
+    changed = False
+    for f in UPDATABLE:
+        value = getattr(data, f)
+        if value is not None and value != getattr(contact, f):
+            setattr(contact, f, value)
+            changed = True
+    for f in PRIMARY_IDENTITY_FIELDS:
+        value = getattr(data, f)
+        if value is not None and value != getattr(contact, f):
+            old = getattr(contact, f)
+            contact.identities[:] = [i for i in contact.identities if not (i.kind == f and i.value == old)]
+            contact.identities.append(ContactIdentity(kind=f, value=value))
+            setattr(contact, f, value)
+            changed = True
+    if data.preferences is not None:
+        prefs = data.preferences.model_dump(mode="json")
+        if prefs != contact.preferences:
+            contact.preferences = prefs
+            changed = True
+    if changed:
+        refresh_keys(contact)
+        contact.updated_at = now
+    return changed

@@ -1,0 +1,96 @@
+"""Contact data rules: normalisation, near-duplicate scoring, merging. Plain Python, no I/O."""
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+from rapidfuzz import fuzz
+
+from shared.events import ContactPreferences
+
+COUNTRIES = frozenset(phonenumbers.SUPPORTED_REGIONS)
+
+
+def normalize_email(value: str) -> str:
+    """Lower-cased, syntax-checked address; ValueError with the reason otherwise."""
+    try:
+        result = validate_email(value.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"not a valid e-mail address: {exc}") from None
+    return result.normalized.lower()
+
+
+def normalize_phone(value: str, country: str | None = None) -> str:
+    """E.164 (``+4930123456``); a local number needs the contact's country."""
+    try:
+        number = phonenumbers.parse(value, country)
+    except phonenumbers.NumberParseException as exc:
+        hint = "" if country or value.strip().startswith("+") else " (use +<country code> or set country)"
+        raise ValueError(f"not a valid phone number: {exc}{hint}") from None
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError("not a valid phone number for its country")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalize_country(value: str) -> str:
+    code = value.strip().upper()
+    if code not in COUNTRIES:
+        raise ValueError("not an ISO 3166-1 alpha-2 country code")
+    return code
+
+
+def blocking_key(value: str | None) -> str | None:
+    """Lower-cased, space-collapsed: contacts sharing a key are compared for duplicates."""
+    if not value:
+        return None
+    key = " ".join(value.lower().split())
+    return key or None
+
+
+K = TypeVar("K")
+
+
+@dataclass(frozen=True)
+class Person:
+    first_name: str | None
+    last_name: str | None
+    company: str | None
+
+    @property
+    def full_name(self) -> str:
+        return " ".join(part for part in (self.first_name, self.last_name) if part).lower()
+
+
+def similarity(a: Person, b: Person) -> float:
+    """0-100: how likely two records are the same person (name, and company where both have one)."""
+    name_score = fuzz.token_sort_ratio(a.full_name, b.full_name)
+    if a.company and b.company:
+        company_score = fuzz.token_set_ratio(a.company.lower(), b.company.lower())
+        return round(0.7 * name_score + 0.3 * company_score, 1)
+    if a.company or b.company:
+        return round(0.9 * name_score, 1)  # only one side has a company: a little less sure
+    return round(name_score, 1)
+
+
+def best_matches(
+    person: Person, candidates: Iterable[tuple[K, Person]], threshold: float
+) -> list[tuple[K, float]]:
+    scored = [(key, similarity(person, other)) for key, other in candidates]
+    return sorted([(k, s) for k, s in scored if s >= threshold], key=lambda pair: -pair[1])
+
+
+def merged_preferences(survivor: ContactPreferences, others: Sequence[ContactPreferences]) -> ContactPreferences:
+    """The most restrictive consent wins: an opt-out given on any record is kept."""
+    opted_out = set(survivor.opted_out_channels)
+    caps = [p.max_outbound_per_week for p in (survivor, *others) if p.max_outbound_per_week is not None]
+    for other in others:
+        opted_out.update(other.opted_out_channels)
+    return ContactPreferences(
+        opted_out_channels=sorted(opted_out),
+        preferred_channel=survivor.preferred_channel
+        or next((o.preferred_channel for o in others if o.preferred_channel), None),
+        quiet_hours=survivor.quiet_hours or next((o.quiet_hours for o in others if o.quiet_hours), None),
+        max_outbound_per_week=min(caps) if caps else None,
+    )

@@ -1,0 +1,147 @@
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from services.contacts import rules
+from shared.events import ContactPolicy, ContactPreferences
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Email = Annotated[str, StringConstraints(max_length=254), AfterValidator(rules.normalize_email)]
+Country = Annotated[str, StringConstraints(min_length=2, max_length=2), AfterValidator(rules.normalize_country)]
+Company = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+ExternalId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+Phone = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=32)]
+
+IdentityKind = Literal["email", "phone", "telegram", "whatsapp", "social", "other"]
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ContactCreate(_Input):
+    first_name: Name
+    last_name: Name | None = None
+    email: Email | None = None
+    # country before phone: a local phone number is read in the contact's country.
+    country: Country | None = None
+    phone: Phone | None = None
+    company: Company | None = None
+    external_id: ExternalId | None = None
+    preferences: ContactPreferences | None = None
+
+    @field_validator("phone")
+    @classmethod
+    def _phone_to_e164(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else rules.normalize_phone(value, info.data.get("country"))
+
+
+class ContactUpdate(_Input):
+    """Only the fields sent are changed; ``null`` clears an optional field."""
+
+    first_name: Name | None = None
+    last_name: Name | None = None
+    email: Email | None = None
+    country: Country | None = None
+    phone: Phone | None = None
+    company: Company | None = None
+    external_id: ExternalId | None = None
+    preferences: ContactPreferences | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "ContactUpdate":
+        if "first_name" in self.model_fields_set and self.first_name is None:
+            raise ValueError("first_name cannot be removed")
+        return self
+
+
+class IdentityIn(_Input):
+    kind: IdentityKind
+    value: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=254)]
+
+
+class IdentityRead(BaseModel):
+    kind: str
+    value: str
+
+
+class ActivityRead(BaseModel):
+    interactions_total: int = 0
+    last_interaction_at: datetime | None = None
+    last_inbound_at: datetime | None = None
+    last_outbound_at: datetime | None = None
+
+
+class ContactRead(BaseModel):
+    id: uuid.UUID
+    first_name: str
+    last_name: str | None
+    email: str | None
+    phone: str | None
+    company: str | None
+    country: str | None
+    external_id: str | None
+    identities: list[IdentityRead]
+    preferences: ContactPreferences
+    activity: ActivityRead
+    created_at: datetime
+    updated_at: datetime
+
+
+class PossibleDuplicate(BaseModel):
+    id: uuid.UUID
+    score: float
+    first_name: str | None
+    last_name: str | None
+    company: str | None
+
+
+class ContactCreated(ContactRead):
+    possible_duplicates: list[PossibleDuplicate] = Field(default_factory=list)
+
+
+class DuplicatePair(BaseModel):
+    contact_id: uuid.UUID
+    duplicate_id: uuid.UUID
+    score: float
+
+
+class MergeRequest(_Input):
+    duplicate_ids: list[uuid.UUID] = Field(min_length=1, max_length=50)
+
+
+class PreferencesUpdate(ContactPreferences):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ContactPolicyUpdate(ContactPolicy):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ImportRowError(BaseModel):
+    row: int = Field(description="1-based data row (the CSV header is not counted)")
+    field: str
+    reason: str
+    existing_id: uuid.UUID | None = None
+
+
+class ImportResult(BaseModel):
+    received: int
+    created: int
+    updated: int
+    unchanged: int
+    failed: int
+    errors: list[ImportRowError]
+    ids: list[uuid.UUID | None] = Field(description="the contact id of each row, null where it failed")
+

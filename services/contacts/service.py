@@ -1,0 +1,387 @@
+"""Contact use cases. They take the caller's session and never commit: the caller does."""
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.contacts import events, rules
+from services.contacts.models import (
+    Contact,
+    ContactActivity,
+    ContactIdentity,
+    ContactPolicyRow,
+    ContactStatus,
+)
+from services.contacts.schemas import ContactCreate, ContactUpdate, IdentityIn
+from shared.errors import Conflict, Gone, InvalidInput, NotFound
+from shared.events import ContactPolicy, ContactPreferences, utcnow
+from shared.pagination import decode_cursor, encode_cursor
+
+# The primary e-mail and phone are identities too, so one uniqueness rule covers all of them.
+PRIMARY_IDENTITY_FIELDS = ("email", "phone")
+
+
+async def get_contact(session: AsyncSession, contact_id: uuid.UUID) -> Contact:
+    """An active contact; 404 for unknown or erased ids, 301 to the survivor for merged ones."""
+    contact = await session.get(Contact, contact_id)
+    if contact is None or contact.status == ContactStatus.erased:
+        raise NotFound(f"contact {contact_id} not found")
+    if contact.status == ContactStatus.merged:
+        raise Gone(
+            f"contact {contact_id} was merged into {contact.merged_into}",
+            details={"merged_into": str(contact.merged_into),
+                     "location": f"/v1/contacts/{contact.merged_into}"},
+        )
+    return contact
+
+
+async def activities(
+    session: AsyncSession, contact_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, ContactActivity]:
+    """The touch summaries (from crm.interactions.v1) of these contacts."""
+    if not contact_ids:
+        return {}
+    rows = await session.scalars(
+        select(ContactActivity).where(ContactActivity.contact_id.in_(contact_ids))
+    )
+    return {row.contact_id: row for row in rows}
+
+
+async def _writable(session: AsyncSession, contact_id: uuid.UUID) -> Contact:
+    try:
+        return await get_contact(session, contact_id)
+    except Gone as moved:
+        raise Conflict(moved.message, details={"merged_into": moved.details["merged_into"]}) from None
+
+
+async def find_identity_owners(
+    session: AsyncSession, pairs: list[tuple[str, str]]
+) -> dict[tuple[str, str], uuid.UUID]:
+    """Which contact already holds each (kind, value)."""
+    owners: dict[tuple[str, str], uuid.UUID] = {}
+    for start in range(0, len(pairs), 500):
+        chunk = pairs[start : start + 500]
+        rows = await session.execute(
+            select(ContactIdentity.kind, ContactIdentity.value, ContactIdentity.contact_id).where(
+                or_(*(and_(ContactIdentity.kind == k, ContactIdentity.value == v) for k, v in chunk))
+            )
+        )
+        owners.update({(kind, value): cid for kind, value, cid in rows})
+    return owners
+
+
+def _primary_identities(contact_in: ContactCreate | Contact) -> list[tuple[str, str]]:
+    return [(f, v) for f in PRIMARY_IDENTITY_FIELDS if (v := getattr(contact_in, f))]
+
+
+def new_contact(data: ContactCreate, now: datetime) -> Contact:
+    contact = Contact(
+        id=uuid.uuid4(),
+        status=ContactStatus.active,
+        first_name=data.first_name,
+        last_name=data.last_name,
+        email=data.email,
+        phone=data.phone,
+        company=data.company,
+        country=data.country,
+        external_id=data.external_id,
+        preferences=(data.preferences or ContactPreferences()).model_dump(mode="json"),
+        created_at=now,
+        updated_at=now,
+        identities=[ContactIdentity(kind=k, value=v) for k, v in _primary_identities(data)],
+    )
+    refresh_keys(contact)
+    return contact
+
+
+def refresh_keys(contact: Contact) -> None:
+    contact.last_name_key = rules.blocking_key(contact.last_name)
+    contact.company_key = rules.blocking_key(contact.company)
+
+
+def duplicate_conflict(field: str, existing_id: uuid.UUID) -> Conflict:
+    return Conflict(
+        f"a contact with this {field} already exists: {existing_id}",
+        field=field,
+        details={"existing_id": str(existing_id)},
+    )
+
+
+async def create_contact(
+    session: AsyncSession, data: ContactCreate, *, duplicate_threshold: float
+) -> tuple[Contact, list[tuple[Contact, float]]]:
+    """Create a contact; 409 on an exact e-mail/phone/external id match, near matches returned."""
+    owners = await find_identity_owners(session, _primary_identities(data))
+    for (kind, _), owner in owners.items():
+        raise duplicate_conflict(kind, owner)
+    if data.external_id:
+        existing = await session.scalar(select(Contact.id).where(Contact.external_id == data.external_id))
+        if existing:
+            raise duplicate_conflict("external_id", existing)
+    contact = new_contact(data, utcnow())
+    near = await near_duplicates(session, contact, duplicate_threshold)
+    session.add(contact)
+    await _flush_unique(session, contact)
+    events.contact_created(session, contact)
+    return contact, near
+
+
+async def _flush_unique(session: AsyncSession, contact: Contact) -> None:
+    """Flush; a concurrent request that took the same identity first becomes a 409."""
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise Conflict("a contact with this e-mail, phone or external_id was just created",
+                       field="email") from exc
+
+
+async def near_duplicates(
+    session: AsyncSession, contact: Contact, threshold: float, limit: int = 5
+) -> list[tuple[Contact, float]]:
+    keys = [Contact.last_name_key == contact.last_name_key] if contact.last_name_key else []
+    if contact.company_key:
+        keys.append(Contact.company_key == contact.company_key)
+    if not keys:
+        return []
+    candidates = (
+        await session.scalars(
+            select(Contact)
+            .where(Contact.status == ContactStatus.active, Contact.id != contact.id, or_(*keys))
+            .limit(500)
+        )
+    ).all()
+    person = rules.Person(contact.first_name, contact.last_name, contact.company)
+    by_id = {c.id: c for c in candidates}
+    matches = rules.best_matches(
+        person, ((c.id, rules.Person(c.first_name, c.last_name, c.company)) for c in candidates),
+        threshold,
+    )
+    return [(by_id[cid], score) for cid, score in matches[:limit]]
+
+
+async def list_contacts(
+    session: AsyncSession, *, q: str | None, limit: int, cursor: str | None
+) -> tuple[list[Contact], str | None]:
+    """Newest first; ``q`` matches name, e-mail, phone or company (case-insensitive)."""
+    query = select(Contact).where(Contact.status == ContactStatus.active)
+    if q:
+        pattern = f"%{q.strip()}%"
+        conditions = [Contact.first_name.ilike(pattern), Contact.last_name.ilike(pattern),
+                      Contact.email.ilike(pattern), Contact.company.ilike(pattern),
+                      Contact.phone.ilike(pattern)]
+        digits = "".join(ch for ch in q if ch.isdigit())
+        if len(digits) >= 4:
+            conditions.append(Contact.phone.like(f"%{digits}%"))
+        if " " in q.strip():
+            first, _, last = q.strip().partition(" ")
+            conditions.append(and_(Contact.first_name.ilike(f"{first}%"),
+                                   Contact.last_name.ilike(f"{last.strip()}%")))
+        query = query.where(or_(*conditions))
+    if cursor:
+        created_raw, id_raw = decode_cursor(cursor, 2)
+        try:
+            created_at, last_id = datetime.fromisoformat(created_raw), uuid.UUID(id_raw)
+        except ValueError as exc:
+            raise InvalidInput("not a cursor returned by this API", field="cursor") from exc
+        query = query.where(or_(Contact.created_at < created_at,
+                                and_(Contact.created_at == created_at, Contact.id < last_id)))
+    rows = list(
+        (await session.scalars(
+            query.order_by(Contact.created_at.desc(), Contact.id.desc()).limit(limit + 1)
+        )).all()
+    )
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1].created_at.isoformat(), rows[-1].id)
+    return rows, next_cursor
+
+
+async def update_contact(session: AsyncSession, contact_id: uuid.UUID, changes: ContactUpdate) -> Contact:
+    contact = await _writable(session, contact_id)
+    values: dict[str, Any] = changes.model_dump(exclude_unset=True, mode="json")
+    if "phone" in values and values["phone"] is not None:
+        try:
+            values["phone"] = rules.normalize_phone(values["phone"], values.get("country", contact.country))
+        except ValueError as exc:
+            raise InvalidInput(str(exc), field="phone") from None
+    if not values:
+        return contact
+    for field in PRIMARY_IDENTITY_FIELDS:
+        if field in values and values[field] != getattr(contact, field):
+            await _replace_identity(session, contact, field, getattr(contact, field), values[field])
+    if values.get("external_id") and values["external_id"] != contact.external_id:
+        existing = await session.scalar(select(Contact.id).where(Contact.external_id == values["external_id"]))
+        if existing:
+            raise duplicate_conflict("external_id", existing)
+    for field, value in values.items():
+        setattr(contact, field, value)
+    if changes.preferences is not None:
+        contact.preferences = changes.preferences.model_dump(mode="json")
+    refresh_keys(contact)
+    contact.updated_at = utcnow()
+    await _flush_unique(session, contact)
+    events.contact_updated(session, contact)
+    return contact
+
+
+async def _replace_identity(
+    session: AsyncSession, contact: Contact, kind: str, old: str | None, new: str | None
+) -> None:
+    if new is not None:
+        owner = (await find_identity_owners(session, [(kind, new)])).get((kind, new))
+        if owner is not None and owner != contact.id:
+            raise duplicate_conflict(kind, owner)
+    for identity in list(contact.identities):
+        if identity.kind == kind and identity.value == old:
+            contact.identities.remove(identity)
+    if new is not None and not any(i.kind == kind and i.value == new for i in contact.identities):
+        await session.flush()  # the old row must go before a re-insert of the same value
+        contact.identities.append(ContactIdentity(kind=kind, value=new))
+
+
+async def add_identity(session: AsyncSession, contact_id: uuid.UUID, identity: IdentityIn) -> Contact:
+    contact = await _writable(session, contact_id)
+    value = identity.value
+    try:
+        if identity.kind == "email":
+            value = rules.normalize_email(value)
+        elif identity.kind in ("phone", "whatsapp"):
+            value = rules.normalize_phone(value, contact.country)
+        elif identity.kind == "telegram":
+            value = value.lower().lstrip("@")
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field="value") from None
+    owner = (await find_identity_owners(session, [(identity.kind, value)])).get((identity.kind, value))
+    if owner == contact.id:
+        return contact
+    if owner is not None:
+        raise duplicate_conflict(identity.kind, owner)
+    contact.identities.append(ContactIdentity(kind=identity.kind, value=value))
+    contact.updated_at = utcnow()
+    await _flush_unique(session, contact)
+    events.contact_updated(session, contact)
+    return contact
+
+
+async def set_preferences(
+    session: AsyncSession, contact_id: uuid.UUID, preferences: ContactPreferences
+) -> Contact:
+    contact = await _writable(session, contact_id)
+    contact.preferences = preferences.model_dump(mode="json")
+    contact.updated_at = utcnow()
+    events.contact_updated(session, contact)
+    return contact
+
+
+async def merge_contacts(
+    session: AsyncSession, survivor_id: uuid.UUID, duplicate_ids: list[uuid.UUID]
+) -> Contact:
+    """Fold duplicates into the survivor: its empty fields filled, identities and consent kept."""
+    if survivor_id in duplicate_ids:
+        raise InvalidInput("a contact cannot be merged into itself", field="duplicate_ids")
+    survivor = await _writable(session, survivor_id)
+    duplicates: list[Contact] = []
+    for duplicate_id in dict.fromkeys(duplicate_ids):
+        try:
+            duplicates.append(await _writable(session, duplicate_id))
+        except NotFound:
+            raise NotFound(f"contact {duplicate_id} not found", field="duplicate_ids") from None
+    now = utcnow()
+    for field in ("last_name", "email", "phone", "company", "country", "external_id"):
+        if getattr(survivor, field) is None:
+            donor = next((d for d in duplicates if getattr(d, field) is not None), None)
+            if donor is not None:
+                setattr(survivor, field, getattr(donor, field))
+                setattr(donor, field, None)  # unique columns: free the value first
+    survivor.preferences = rules.merged_preferences(
+        ContactPreferences.model_validate(survivor.preferences or {}),
+        [ContactPreferences.model_validate(d.preferences or {}) for d in duplicates],
+    ).model_dump(mode="json")
+    await session.flush()
+    for duplicate in duplicates:
+        for identity in list(duplicate.identities):
+            identity.contact_id = survivor.id
+        duplicate.status = ContactStatus.merged
+        duplicate.merged_into = survivor.id
+        _clear_pii(duplicate, now)
+        events.contact_merged(session, duplicate, survivor)
+    await _fold_activity(session, survivor.id, [d.id for d in duplicates])
+    await session.flush()
+    await session.refresh(survivor, ["identities"])
+    # Contacts merged earlier into a duplicate now point straight at the survivor.
+    for earlier in (await session.scalars(
+        select(Contact).where(Contact.merged_into.in_([d.id for d in duplicates]))
+    )).all():
+        earlier.merged_into = survivor.id
+    refresh_keys(survivor)
+    survivor.updated_at = now
+    events.contact_updated(session, survivor)
+    return survivor
+
+
+async def _fold_activity(
+    session: AsyncSession, survivor_id: uuid.UUID, merged_ids: list[uuid.UUID]
+) -> None:
+    """The survivor's touch counts include the merged records' touches."""
+    merged = (await session.scalars(
+        select(ContactActivity).where(ContactActivity.contact_id.in_(merged_ids))
+    )).all()
+    if not merged:
+        return
+    target = await session.get(ContactActivity, survivor_id)
+    if target is None:
+        target = ContactActivity(contact_id=survivor_id, interactions_total=0)
+        session.add(target)
+    for activity in merged:
+        target.interactions_total += activity.interactions_total
+        for field in ("last_interaction_at", "last_inbound_at", "last_outbound_at"):
+            values = [v for v in (getattr(target, field), getattr(activity, field)) if v]
+            setattr(target, field, max(values) if values else None)
+        await session.delete(activity)
+
+
+def _clear_pii(contact: Contact, now: datetime) -> None:
+    for field in ("first_name", "last_name", "email", "phone", "company", "country", "external_id"):
+        setattr(contact, field, None)
+    contact.preferences = {}
+    contact.last_name_key = contact.company_key = None
+    contact.updated_at = now
+
+
+async def erase_contact(session: AsyncSession, contact_id: uuid.UUID) -> None:
+    """GDPR erasure: PII removed here and, through the bus, in every other service."""
+    contact = await session.get(Contact, contact_id)
+    if contact is None or contact.status == ContactStatus.erased:
+        raise NotFound(f"contact {contact_id} not found")
+    if contact.status == ContactStatus.merged:
+        raise Conflict(f"contact {contact_id} was merged into {contact.merged_into}; erase that one",
+                       details={"merged_into": str(contact.merged_into)})
+    contact.identities.clear()
+    contact.status = ContactStatus.erased
+    _clear_pii(contact, utcnow())
+    # Records merged into it held the same person's PII; they go too.
+    for merged in (await session.scalars(select(Contact).where(Contact.merged_into == contact.id))).all():
+        merged.status = ContactStatus.erased
+        events.contact_erased(session, merged)
+    events.contact_erased(session, contact)
+
+
+async def get_policy(session: AsyncSession) -> ContactPolicy:
+    row = await session.get(ContactPolicyRow, 1)
+    return ContactPolicy.model_validate(row.policy) if row else ContactPolicy()
+
+
+async def set_policy(session: AsyncSession, policy: ContactPolicy) -> ContactPolicy:
+    row = await session.get(ContactPolicyRow, 1)
+    data = policy.model_dump(mode="json")
+    if row is None:
+        session.add(ContactPolicyRow(id=1, policy=data, updated_at=utcnow()))
+    else:
+        row.policy, row.updated_at = data, utcnow()
+    events.policy_updated(session, policy)
+    return policy

@@ -1,0 +1,254 @@
+"""The app factory every service uses: lifespan, health, metrics, request ids, error format."""
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared import metrics
+from shared.bus import Bus
+from shared.consumer import EventConsumer, Subscription
+from shared.db import create_engine, create_session_factory, ensure_schema, ping, session_scope
+from shared.errors import DomainError
+from shared.logs import configure_logging
+from shared.migrations import upgrade_to_head
+from shared.outbox import NOTIFY
+from shared.relay import OutboxRelay
+from shared.request_context import reset_request_id, set_request_id
+from shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceSpec:
+    """What makes one service: its settings, routes, migrations and subscriptions."""
+
+    name: str
+    title: str
+    settings: ServiceSettings
+    routers: Sequence[APIRouter]
+    migrations: Path
+    subscriptions: Sequence[Subscription] = field(default_factory=tuple)
+
+
+def create_service_app(spec: ServiceSpec) -> FastAPI:
+    app = FastAPI(title=spec.title, version="1.0", lifespan=_lifespan(spec))
+    app.state.settings = spec.settings
+    app.state.service = spec.name
+    for router in spec.routers:
+        app.include_router(router)
+    app.include_router(_operations_router())
+    _install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, service=spec.name)
+    return app
+
+
+def _lifespan(spec: ServiceSpec) -> Any:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings = spec.settings
+        configure_logging(spec.name, settings.log_level)
+        engine = create_engine(settings.database_url, settings.database_schema)
+        await ensure_schema(engine, settings.database_schema)
+        await upgrade_to_head(engine, spec.migrations)
+        bus = Bus(settings.kafka, client_id=f"crm-{spec.name}")
+        session_factory = create_session_factory(engine)
+        tasks: list[asyncio.Task[None]] = []
+        relay = OutboxRelay(
+            service=spec.name,
+            session_factory=session_factory,
+            bus=bus,
+            batch_size=settings.relay_batch_size,
+            poll_interval_s=settings.relay_poll_interval_s,
+            lease_s=settings.relay_lease_s,
+        )
+        session_factory.configure(info={NOTIFY: relay.wake})
+        consumers = [
+            EventConsumer(
+                service=spec.name,
+                subscription=subscription,
+                session_factory=session_factory,
+                kafka=settings.kafka,
+                bus=bus,
+                group_id=f"crm.{spec.name}.{subscription.name}",
+                max_attempts=settings.consumer_max_attempts,
+                batch_size=settings.consumer_batch_size,
+            )
+            for subscription in spec.subscriptions
+        ]
+        if settings.run_relay:
+            tasks.append(asyncio.create_task(relay.run(), name=f"{spec.name}.relay"))
+        if settings.run_consumers:
+            tasks += [asyncio.create_task(c.run(), name=c.name) for c in consumers]
+        app.state.engine = engine
+        app.state.session_factory = session_factory
+        app.state.bus = bus
+        app.state.relay = relay
+        app.state.consumers = consumers
+        log.info("service started", extra={"port": settings.port})
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await relay.release_lease()
+            await bus.close()
+            await engine.dispose()
+            log.info("service stopped")
+
+    return lifespan
+
+
+# ---- request dependencies -------------------------------------------------------------------
+
+
+async def _session(request: Request) -> AsyncIterator[AsyncSession]:
+    async for session in session_scope(request.app.state.session_factory):
+        yield session
+
+
+# scope="function": the commit happens before the response is sent, so a 201 means committed.
+SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
+
+
+# ---- health and metrics ---------------------------------------------------------------------
+
+
+def _operations_router() -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz")
+    async def readyz(request: Request) -> JSONResponse:
+        checks: dict[str, str] = {}
+        try:
+            await asyncio.wait_for(ping(request.app.state.engine), 2.0)
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"unavailable: {exc!r}"
+        try:
+            await request.app.state.bus.ping()
+            checks["broker"] = "ok"
+        except Exception as exc:
+            checks["broker"] = f"unavailable: {exc!r}"
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    @router.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+# ---- one error format for every 4xx ---------------------------------------------------------
+
+
+def error_body(
+    status: int, code: str, message: str, fields: list[dict[str, str]] | None = None, **extra: Any
+) -> dict[str, Any]:
+    return {"error": {"status": status, "code": code, "message": message,
+                      "fields": fields or [], **extra}}
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = [_field_error(error) for error in exc.errors()]
+        summary = "; ".join(f"{f['field']}: {f['reason']}" for f in fields)
+        return JSONResponse(error_body(422, "invalid_input", summary, fields), status_code=422)
+
+    @app.exception_handler(DomainError)
+    async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
+        fields = [{"field": exc.field, "reason": exc.message}] if exc.field else []
+        headers = {}
+        if "location" in exc.details:
+            headers["Location"] = str(exc.details["location"])
+        return JSONResponse(
+            error_body(exc.status, exc.code, exc.message, fields, **exc.details),
+            status_code=exc.status,
+            headers=headers,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {401: "unauthorized", 403: "forbidden", 404: "not_found",
+                405: "method_not_allowed"}.get(exc.status_code, "error")
+        return JSONResponse(
+            error_body(exc.status_code, code, str(exc.detail)),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+
+def _field_error(error: dict[str, Any]) -> dict[str, str]:
+    location = [str(part) for part in error.get("loc", ())]
+    if error.get("type") == "json_invalid":
+        return {"field": "body", "reason": f"malformed JSON: {error.get('ctx', {}).get('error', '')}".strip()}
+    if location and location[0] in ("body", "query", "path", "header"):
+        location = location[1:]
+    return {"field": ".".join(location) or "body", "reason": error.get("msg", "invalid")}
+
+
+# ---- request ids, access metrics ------------------------------------------------------------
+
+
+class RequestContextMiddleware:
+    """Pure ASGI (no BaseHTTPMiddleware overhead): request id in, latency metric out."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _header(scope, b"x-request-id") or uuid.uuid4().hex
+        token = set_request_id(request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []),
+                                      (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            metrics.REQUEST_LATENCY.labels(
+                self.service, scope["method"], path, str(status)
+            ).observe(time.perf_counter() - started)
+            reset_request_id(token)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")[:128]
+    return None

@@ -1,0 +1,170 @@
+"""``crm``: run the platform locally and mint dev tokens.
+
+    crm up                      broker + every service, SQLite files under .crm-data/
+    crm serve contacts          one service (what the container image runs)
+    crm token [--scope "..."]   a JWT signed with the dev secret (every scope by default)
+"""
+
+import argparse
+import importlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+
+from shared.auth import ALL_SCOPES, mint_token
+from shared.settings import AuthSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICES_DIR = ROOT / "services"
+DEFAULT_DATA_DIR = Path(".crm-data")
+SECRET_FILE = "jwt-secret"
+
+
+def available_services() -> list[str]:
+    """Every service folder that has an app (department folders fill in issue by issue)."""
+    return sorted(p.parent.name for p in SERVICES_DIR.glob("*/app.py"))
+
+
+def _settings(service: str):  # type: ignore[no-untyped-def]
+    config = importlib.import_module(f"services.{service}.config")
+    settings_class = next(
+        value for name, value in vars(config).items()
+        if name.endswith("Settings") and getattr(value, "__module__", "") == config.__name__
+    )
+    return settings_class()
+
+
+def serve(service: str) -> None:
+    import uvicorn
+
+    if service not in available_services():
+        sys.exit(f"unknown service {service!r}; known: {', '.join(available_services())}")
+    settings = _settings(service)
+    app_module = importlib.import_module(f"services.{service}.app")
+    uvicorn.run(app_module.create_app(settings), host=settings.host, port=settings.port,
+                log_config=None, access_log=False)
+
+
+def dev_secret(data_dir: Path) -> str:
+    """The dev signing secret: from CRM_JWT_SECRET, else a random one kept in the data dir."""
+    if os.environ.get("CRM_JWT_SECRET"):
+        return os.environ["CRM_JWT_SECRET"]
+    path = data_dir / SECRET_FILE
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def token(scopes: list[str], subject: str, hours: float, data_dir: Path) -> None:
+    settings = AuthSettings(secret=dev_secret(data_dir))
+    print(mint_token(settings, subject=subject, scopes=scopes, ttl=timedelta(hours=hours)))
+
+
+def up(data_dir: Path, broker_port: int) -> None:
+    from shared.embedded_broker import start_broker, stop_broker
+
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "CRM_JWT_SECRET": dev_secret(data_dir)}
+    broker = None
+    if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        print(f"starting the embedded broker on 127.0.0.1:{broker_port} (its log is in memory)")
+        broker = start_broker(broker_port, log_file=data_dir / "broker.log")
+        env["KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{broker_port}"
+        env.setdefault("KAFKA_FETCH_MAX_WAIT_MS", "10")
+        env.setdefault("KAFKA_SESSION_TIMEOUT_MS", "1000")
+        env.setdefault("KAFKA_HEARTBEAT_INTERVAL_MS", "300")
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    urls: dict[str, str] = {}
+    try:
+        for service in available_services():
+            prefix = service.upper()
+            env.setdefault(f"{prefix}_DATABASE_URL", f"sqlite+aiosqlite:///{data_dir / service}.db")
+            settings_port = int(env.get(f"{prefix}_PORT", _settings(service).port))
+            env[f"{prefix}_PORT"] = str(settings_port)
+            log = open(data_dir / f"{service}.log", "ab")  # noqa: SIM115
+            children[service] = subprocess.Popen(
+                [sys.executable, "-m", "shared.cli", "serve", service],
+                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+            )
+            urls[service] = f"http://127.0.0.1:{settings_port}"
+        _wait_healthy(urls, children, data_dir)
+        print("\nCRM platform is up:")
+        for service, url in urls.items():
+            print(f"  {service:<10} {url}   (API docs: {url}/docs)")
+        print(f"\nlogs and SQLite files: {data_dir}")
+        print("a token with every scope:  .venv/bin/crm token")
+        print('one with some scopes:      .venv/bin/crm token --scope "contacts:read"')
+        print("stop everything with Ctrl-C")
+        while all(child.poll() is None for child in children.values()):
+            time.sleep(0.5)
+        failed = [name for name, child in children.items() if child.poll() is not None]
+        print(f"service(s) stopped unexpectedly: {failed}; see {data_dir}/<service>.log")
+    except KeyboardInterrupt:
+        print("\nstopping...")
+    finally:
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children.values():
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if broker is not None:
+            stop_broker(broker)
+
+
+def _wait_healthy(urls: dict[str, str], children: dict[str, subprocess.Popen[bytes]],
+                  data_dir: Path, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    pending = dict(urls)
+    while pending and time.monotonic() < deadline:
+        for service, url in list(pending.items()):
+            if children[service].poll() is not None:
+                raise SystemExit(f"{service} failed to start; see {data_dir / service}.log")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    del pending[service]
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.2)
+    if pending:
+        raise SystemExit(f"not ready after {timeout_s}s: {sorted(pending)}; see logs in {data_dir}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="crm", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    up_cmd = commands.add_parser("up", help="start the broker and every service locally")
+    up_cmd.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    up_cmd.add_argument("--broker-port", type=int, default=9092)
+    serve_cmd = commands.add_parser("serve", help="run one service")
+    serve_cmd.add_argument("service")
+    token_cmd = commands.add_parser("token", help="print a dev JWT")
+    token_cmd.add_argument("--scope", default=" ".join(ALL_SCOPES),
+                           help='space-separated, e.g. "contacts:read support:write"')
+    token_cmd.add_argument("--subject", default="dev")
+    token_cmd.add_argument("--hours", type=float, default=12.0)
+    token_cmd.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    args = parser.parse_args(argv)
+    if args.command == "up":
+        up(args.data_dir, args.broker_port)
+    elif args.command == "serve":
+        serve(args.service)
+    else:
+        token(args.scope.split(), args.subject, args.hours, args.data_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""The consumer runner: idempotent processing, offsets after the DB commit, a dead-letter topic.
+
+A handler gets the session of one transaction and one event. The runner records the event id
+in ``processed_events`` in that same transaction, commits, and only then commits the Kafka
+offset: a redelivery finds the id and changes nothing.
+"""
+
+import asyncio
+import logging
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaConnectionError
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+    wait_exponential_jitter,
+)
+
+from shared import metrics, topics
+from shared.bus import Bus
+from shared.events import Envelope, MalformedEvent, decode_event, utcnow
+from shared.kafka import new_consumer
+from shared.models import ProcessedEvent
+from shared.request_context import reset_request_id, set_request_id
+from shared.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """What one consumer group of a service reads and which event types it applies."""
+
+    name: str
+    topics: tuple[str, ...]
+    handlers: dict[str, Handler]
+
+
+@dataclass
+class _Decoded:
+    record: ConsumerRecord
+    envelope: Envelope | None  # None: a tombstone or an event type this consumer ignores
+
+
+class EventConsumer:
+    def __init__(
+        self,
+        *,
+        service: str,
+        subscription: Subscription,
+        session_factory: async_sessionmaker[AsyncSession],
+        kafka: KafkaSettings,
+        bus: Bus,
+        group_id: str,
+        max_attempts: int = 3,
+        batch_size: int = 500,
+        retry_wait_s: float = 0.05,
+    ) -> None:
+        self.service = service
+        self.subscription = subscription
+        self.session_factory = session_factory
+        self.kafka = kafka
+        self.bus = bus
+        self.group_id = group_id
+        self.max_attempts = max_attempts
+        self.batch_size = batch_size
+        self.retry_wait_s = retry_wait_s
+        self.name = f"{service}.{subscription.name}"
+
+    async def run(self) -> None:
+        """Consume until cancelled; reconnect with backoff when the broker goes away."""
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(Exception),
+            wait=wait_exponential_jitter(multiplier=0.2, max=5.0),
+            before_sleep=lambda state: log.warning(
+                "consumer failed, restarting",
+                extra={"consumer": self.name, "error": repr(state.outcome.exception())},
+            ),
+        ):
+            with attempt:
+                consumer = new_consumer(
+                    self.kafka, *self.subscription.topics, group_id=self.group_id,
+                    client_id=self.name,
+                )
+                try:
+                    await consumer.start()
+                    await self._consume(consumer)
+                finally:
+                    await consumer.stop()
+
+    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=self.batch_size)
+            for tp, records in batches.items():
+                await self.process(records)
+                await consumer.commit({tp: records[-1].offset + 1})
+                self._record_lag(consumer, tp, records[-1])
+
+    async def process(self, records: list[ConsumerRecord]) -> None:
+        """Apply records of one partition in order; poison ones go to the dead-letter topic."""
+        decoded: list[_Decoded] = []
+        for record in records:
+            try:
+                decoded.append(_Decoded(record, self._decode(record)))
+            except MalformedEvent as exc:
+                # Nothing can fix a message that does not parse: no point retrying it.
+                await self._dead_letter(record, exc)
+                decoded.append(_Decoded(record, None))
+        todo = [d for d in decoded if d.envelope is not None]
+        if not todo:
+            return
+        try:
+            # The fast path: the whole batch in one transaction.
+            async with self.session_factory() as session:
+                await self._apply(session, todo)
+                await session.commit()
+            return
+        except Exception:
+            log.info("batch failed, applying one by one", extra={"consumer": self.name})
+        for item in todo:
+            await self._apply_one_with_retries(item)
+
+    def _decode(self, record: ConsumerRecord) -> Envelope | None:
+        if record.value is None:
+            return None  # tombstone on a compacted topic
+        envelope = decode_event(record.value)
+        if envelope.type not in self.subscription.handlers:
+            return None
+        return envelope
+
+    async def _apply(self, session: AsyncSession, items: list[_Decoded]) -> None:
+        ids = [item.envelope.id for item in items if item.envelope]
+        seen = set(
+            (
+                await session.scalars(
+                    select(ProcessedEvent.event_id)
+                    .where(ProcessedEvent.consumer == self.name)
+                    .where(ProcessedEvent.event_id.in_(ids))
+                )
+            ).all()
+        )
+        now = utcnow()
+        for item in items:
+            envelope = item.envelope
+            assert envelope is not None
+            if envelope.id in seen:
+                continue
+            seen.add(envelope.id)
+            token = set_request_id(_header(item.record, "x-request-id") or envelope.id)
+            try:
+                await self.subscription.handlers[envelope.type](session, envelope)
+            finally:
+                reset_request_id(token)
+            session.add(ProcessedEvent(consumer=self.name, event_id=envelope.id, processed_at=now))
+            await session.flush()
+            metrics.EVENTS_CONSUMED.labels(self.service, self.name, item.record.topic).inc()
+
+    async def _apply_one_with_retries(self, item: _Decoded) -> None:
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self.max_attempts),
+                wait=wait_exponential(multiplier=self.retry_wait_s, max=2.0),
+                reraise=True,
+            ):
+                with attempt:
+                    try:
+                        async with self.session_factory() as session:
+                            await self._apply(session, [item])
+                            await session.commit()
+                    except Exception:
+                        metrics.EVENTS_FAILED.labels(self.service, self.name).inc()
+                        raise
+        except Exception as exc:
+            if is_transient(exc):
+                raise  # the DB or the network is down: redeliver later, never dead-letter
+            await self._dead_letter(item.record, exc)
+
+    async def _dead_letter(self, record: ConsumerRecord, error: Exception) -> None:
+        log.error(
+            "event sent to the dead-letter topic",
+            extra={"consumer": self.name, "topic": record.topic, "partition": record.partition,
+                   "offset": record.offset, "error": repr(error)},
+        )
+        headers = list(record.headers or ()) + [
+            ("dlq.error", repr(error)[:2000].encode()),
+            ("dlq.error.trace", "".join(traceback.format_exception(error))[-4000:].encode()),
+            ("dlq.topic", record.topic.encode()),
+            ("dlq.partition", str(record.partition).encode()),
+            ("dlq.offset", str(record.offset).encode()),
+            ("dlq.consumer", self.name.encode()),
+            ("dlq.failed_at", utcnow().isoformat().encode()),
+        ]
+        producer = await self.bus.producer()
+        await producer.send_and_wait(
+            topics.DEAD_LETTER, value=record.value, key=record.key, headers=headers
+        )
+        metrics.EVENTS_DEAD_LETTERED.labels(self.service, self.name).inc()
+
+    def _record_lag(self, consumer: AIOKafkaConsumer, tp: TopicPartition, last: ConsumerRecord) -> None:
+        highwater = consumer.highwater(tp)
+        lag = max(0, highwater - (last.offset + 1)) if highwater is not None else 0
+        labels = (self.service, self.name, tp.topic, str(tp.partition))
+        metrics.CONSUMER_LAG.labels(*labels).set(lag)
+        age = max(0.0, time.time() - last.timestamp / 1000) if lag else 0.0
+        metrics.CONSUMER_LAG_SECONDS.labels(*labels).set(age)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors of the infrastructure, not of the message: retrying later will succeed."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OSError | TimeoutError | KafkaConnectionError)
+
+
+def _header(record: ConsumerRecord, name: str) -> str | None:
+    for key, value in record.headers or ():
+        if key == name and value is not None:
+            return value.decode(errors="replace")
+    return None
+
+
+async def run_consumers(consumers: list[EventConsumer]) -> list[asyncio.Task[None]]:
+    return [asyncio.create_task(c.run(), name=c.name) for c in consumers]

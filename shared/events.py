@@ -1,0 +1,227 @@
+"""The bus contract: CloudEvents 1.0 envelopes (structured JSON mode) and their data models.
+
+These pydantic models are the single source of the event schemas integrators see.
+"""
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from cloudevents.core.bindings.kafka import KafkaMessage, from_structured, to_structured
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+CONTENT_TYPE = "application/cloudevents+json"
+_JSON_FORMAT = JSONFormat()
+
+
+class Envelope(BaseModel):
+    """A received CloudEvent: the attributes consumers use, and the data as a dict."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    source: str
+    type: str
+    time: datetime | None = None
+    subject: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class MalformedEvent(ValueError):
+    """The message is not a CloudEvent this platform can read."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def encode_event(
+    *,
+    event_type: str,
+    source: str,
+    data: dict[str, Any],
+    subject: str | None = None,
+    event_id: uuid.UUID | None = None,
+    time: datetime | None = None,
+) -> tuple[str, bytes, dict[str, bytes]]:
+    """Build a structured-mode CloudEvent; returns (event id, value, headers)."""
+    attributes: dict[str, Any] = {
+        "id": str(event_id or uuid.uuid4()),
+        "source": source,
+        "type": event_type,
+        "time": (time or utcnow()).astimezone(UTC),
+        "datacontenttype": "application/json",
+    }
+    if subject is not None:
+        attributes["subject"] = subject
+    message = to_structured(CloudEvent(attributes, data), _JSON_FORMAT, key_mapper=lambda _: None)
+    return attributes["id"], message.value, message.headers
+
+
+def decode_event(value: bytes | None, key: bytes | None = None) -> Envelope:
+    """Parse a Kafka message value with the CloudEvents SDK."""
+    if not value:
+        raise MalformedEvent("empty message value")
+    try:
+        event = from_structured(KafkaMessage(headers={}, key=None, value=value), _JSON_FORMAT)
+    except Exception as exc:  # the SDK raises several unrelated types for bad input
+        raise MalformedEvent(f"not a CloudEvent: {exc}") from exc
+    data = event.get_data()
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise MalformedEvent("event data is not a JSON object")
+    return Envelope(
+        id=event.get_id(),
+        source=event.get_source(),
+        type=event.get_type(),
+        time=event.get_time(),
+        subject=event.get_subject(),
+        data=data,
+    )
+
+
+# ---- Interactions: every customer touch of every department (crm.interactions.v1) ----------
+
+INTERACTION_RECORDED = "crm.interaction.recorded.v1"
+
+
+class Department(StrEnum):
+    sales = "sales"
+    marketing = "marketing"
+    support = "support"
+
+
+class Channel(StrEnum):
+    phone = "phone"
+    email = "email"
+    sms = "sms"
+    telegram = "telegram"
+    whatsapp = "whatsapp"
+    chat = "chat"
+    web = "web"
+    in_person = "in_person"
+    social = "social"
+    fax = "fax"
+    mobile_app = "mobile_app"
+    other = "other"
+
+
+class Direction(StrEnum):
+    inbound = "inbound"
+    outbound = "outbound"
+
+
+class Sentiment(StrEnum):
+    positive = "positive"
+    neutral = "neutral"
+    negative = "negative"
+
+
+class SourceRef(BaseModel):
+    type: str = Field(max_length=64)
+    id: str = Field(max_length=128)
+
+
+class InteractionRecorded(BaseModel):
+    """One customer touch. No e-mail addresses or phone numbers: PII stays in contacts."""
+
+    interaction_id: uuid.UUID
+    customer_id: uuid.UUID
+    department: Department
+    channel: Channel
+    direction: Direction
+    kind: str = Field(max_length=64, description="call, meeting, email, campaign_send, ...")
+    subject: str | None = Field(default=None, max_length=500)
+    occurred_at: AwareDatetime
+    actor: str | None = Field(default=None, max_length=200, description="who handled it")
+    sentiment: Sentiment | None = None
+    outcome: str | None = Field(default=None, max_length=200)
+    ref: SourceRef | None = None
+
+
+# ---- Contacts: lifecycle of customer master data (crm.contacts.v1, compacted) --------------
+
+CONTACT_CREATED = "crm.contact.created.v1"
+CONTACT_UPDATED = "crm.contact.updated.v1"
+CONTACT_MERGED = "crm.contact.merged.v1"
+CONTACT_ERASED = "crm.contact.erased.v1"
+CONTACT_POLICY_UPDATED = "crm.contact_policy.updated.v1"
+# Key of the company-wide policy on crm.contacts.v1 (not a customer, so not a contact id).
+CONTACT_POLICY_KEY = "contact-policy"
+
+
+class QuietHours(BaseModel):
+    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", examples=["21:00"])
+    end: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", examples=["08:00"])
+    timezone: str = Field(default="UTC", max_length=64, examples=["Europe/Berlin"])
+
+
+class ContactPreferences(BaseModel):
+    """Consent and channel preferences every department must honour."""
+
+    opted_out_channels: list[Channel] = Field(default_factory=list)
+    preferred_channel: Channel | None = None
+    quiet_hours: QuietHours | None = None
+    max_outbound_per_week: int | None = Field(default=None, ge=0, le=1000)
+
+
+class Identity(BaseModel):
+    kind: str
+    value: str
+
+
+class ContactSnapshot(BaseModel):
+    """The full current state of a contact: the latest one per key is the contact."""
+
+    contact_id: uuid.UUID
+    first_name: str
+    last_name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    company: str | None = None
+    country: str | None = None
+    external_id: str | None = None
+    identities: list[Identity] = Field(default_factory=list)
+    preferences: ContactPreferences = Field(default_factory=ContactPreferences)
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class ContactMerged(BaseModel):
+    """Keyed by the merged (losing) id: re-point everything of ``merged_id`` to ``survivor_id``."""
+
+    merged_id: uuid.UUID
+    survivor_id: uuid.UUID
+
+
+class ContactErased(BaseModel):
+    """GDPR erasure: drop every piece of PII held for this contact."""
+
+    contact_id: uuid.UUID
+    erased_at: AwareDatetime
+
+
+class ContactPolicy(BaseModel):
+    """Company-wide default contact policy, applied where a contact has no preference."""
+
+    max_outbound_per_week: int = Field(default=5, ge=0, le=1000)
+    quiet_hours: QuietHours | None = None
+    # An open ticket of one of these priorities blocks marketing touches.
+    block_marketing_on_ticket_priorities: list[str] = Field(
+        default_factory=lambda: ["high", "urgent"]
+    )
+
+
+# Every event type and its data model: the input for the generated JSON Schemas.
+EVENT_TYPES: dict[str, type[BaseModel]] = {
+    INTERACTION_RECORDED: InteractionRecorded,
+    CONTACT_CREATED: ContactSnapshot,
+    CONTACT_UPDATED: ContactSnapshot,
+    CONTACT_MERGED: ContactMerged,
+    CONTACT_ERASED: ContactErased,
+    CONTACT_POLICY_UPDATED: ContactPolicy,
+}

@@ -1,0 +1,168 @@
+"""The outbox relay: publishes unsent outbox rows to Kafka in insertion order, marks them sent."""
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+
+from shared import metrics
+from shared.bus import Bus
+from shared.events import utcnow
+from shared.models import OutboxMessage, RelayLease
+
+log = logging.getLogger(__name__)
+
+
+class OutboxRelay:
+    """Publishes the outbox to Kafka. Safe with several replicas: only the lease holder sends."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        session_factory: async_sessionmaker[AsyncSession],
+        bus: Bus,
+        batch_size: int = 500,
+        poll_interval_s: float = 0.5,
+        lease_s: float = 10.0,
+        retention: timedelta = timedelta(hours=24),
+    ) -> None:
+        self.service = service
+        self.session_factory = session_factory
+        self.bus = bus
+        self.batch_size = batch_size
+        self.poll_interval_s = poll_interval_s
+        self.lease_s = lease_s
+        self.retention = retention
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._wakeup = asyncio.Event()
+        self._last_purge = datetime.min.replace(tzinfo=UTC)
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Publish until cancelled; on broker or DB errors back off and try again."""
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(Exception),
+            wait=wait_exponential_jitter(multiplier=0.1, max=5.0),
+            before_sleep=lambda state: log.warning(
+                "outbox relay failed, retrying",
+                extra={"service": self.service, "error": repr(state.outcome.exception())},
+            ),
+        ):
+            with attempt:
+                await self._loop()
+
+    async def _loop(self) -> None:
+        while True:
+            self._wakeup.clear()
+            published = await self.publish_pending()
+            await self._purge_old()
+            if published >= self.batch_size:
+                continue  # more may be waiting
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), self.poll_interval_s)
+
+    async def publish_pending(self) -> int:
+        """Publish one batch if this replica holds the lease; returns how many were sent."""
+        if not await self._hold_lease():
+            return 0
+        async with self.session_factory() as session:
+            rows = (
+                await session.scalars(
+                    select(OutboxMessage)
+                    .where(OutboxMessage.published_at.is_(None))
+                    .order_by(OutboxMessage.id)
+                    .limit(self.batch_size)
+                )
+            ).all()
+            if rows:
+                producer = await self.bus.producer()
+                # Send the whole batch, then wait for every ack: aiokafka keeps one request in
+                # flight per partition, so per-key order is kept while the batch is pipelined.
+                deliveries = [
+                    await producer.send(
+                        row.topic,
+                        value=row.value,
+                        key=row.key.encode() if row.key is not None else None,
+                        headers=[(k, str(v).encode()) for k, v in row.headers.items()],
+                    )
+                    for row in rows
+                ]
+                await asyncio.gather(*deliveries)
+                await session.execute(
+                    update(OutboxMessage)
+                    .where(OutboxMessage.id.in_([row.id for row in rows]))
+                    .values(published_at=utcnow())
+                )
+            await self._record_backlog(session)
+            await session.commit()
+        for row in rows:
+            metrics.EVENTS_PUBLISHED.labels(self.service, row.topic).inc()
+        return len(rows)
+
+    async def _hold_lease(self) -> bool:
+        now = utcnow()
+        expires = now + timedelta(seconds=self.lease_s)
+        async with self.session_factory() as session:
+            result = await session.execute(
+                update(RelayLease)
+                .where(RelayLease.name == "outbox")
+                .where((RelayLease.holder == self.holder) | (RelayLease.expires_at < now))
+                .values(holder=self.holder, expires_at=expires)
+            )
+            if result.rowcount == 0:
+                exists = await session.get(RelayLease, "outbox")
+                if exists is not None:
+                    await session.rollback()
+                    return False
+                session.add(RelayLease(name="outbox", holder=self.holder, expires_at=expires))
+            try:
+                await session.commit()
+            except IntegrityError:
+                return False  # another replica inserted the lease first
+        return True
+
+    async def release_lease(self) -> None:
+        async with self.session_factory() as session:
+            await session.execute(
+                delete(RelayLease)
+                .where(RelayLease.name == "outbox")
+                .where(RelayLease.holder == self.holder)
+            )
+            await session.commit()
+
+    async def _record_backlog(self, session: AsyncSession) -> None:
+        count, oldest = (
+            await session.execute(
+                select(func.count(), func.min(OutboxMessage.created_at)).where(
+                    OutboxMessage.published_at.is_(None)
+                )
+            )
+        ).one()
+        metrics.OUTBOX_BACKLOG.labels(self.service).set(count)
+        age = 0.0
+        if oldest is not None:
+            age = max(0.0, (utcnow() - oldest).total_seconds())
+        metrics.OUTBOX_OLDEST_AGE.labels(self.service).set(age)
+
+    async def _purge_old(self) -> None:
+        """Drop rows published longer ago than the retention, at most once a minute."""
+        now = utcnow()
+        if now - self._last_purge < timedelta(minutes=1):
+            return
+        self._last_purge = now
+        async with self.session_factory() as session:
+            await session.execute(
+                delete(OutboxMessage).where(OutboxMessage.published_at < now - self.retention)
+            )
+            await session.commit()

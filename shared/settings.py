@@ -1,0 +1,71 @@
+"""Configuration from environment variables.
+
+Platform-wide settings (the broker, the JWT secret) have one name for every service;
+what belongs to one service (its database, its port) carries the service's prefix,
+e.g. ``CONTACTS_DATABASE_URL``.
+"""
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    """``KAFKA_*``: how every service reaches the broker."""
+
+    model_config = SettingsConfigDict(env_prefix="KAFKA_", extra="ignore")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    # The embedded broker rejects InitProducerId, so idempotence is opt-in (on for Apache Kafka).
+    enable_idempotence: bool = False
+    # The embedded broker answers a fetch only when this wait expires: keep it low there.
+    fetch_max_wait_ms: int = Field(default=10, ge=0, le=10_000)
+    # The embedded broker answers a group join only after half the session timeout: 1000 there.
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    # Create the platform's topics at start-up (off where a deploy job owns them).
+    create_topics: bool = True
+    topic_partitions: int = Field(default=6, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+
+
+class AuthSettings(BaseSettings):
+    """``CRM_JWT_*``: bearer-token verification, the same for every service."""
+
+    model_config = SettingsConfigDict(env_prefix="CRM_JWT_", extra="ignore")
+
+    # No default: a service refuses to start without a secret from the environment.
+    secret: SecretStr
+    algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    issuer: str = "crm-platform"
+
+
+class ServiceSettings(BaseSettings):
+    """What one service needs; subclasses set ``env_prefix`` (``CONTACTS_``, ...)."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    service_name: str
+    host: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+    database_url: str
+    # PostgreSQL only: the schema this service owns when several share one database.
+    database_schema: str | None = None
+    log_level: str = "INFO"
+    # Outbox relay
+    relay_batch_size: int = Field(default=500, ge=1, le=10_000)
+    relay_poll_interval_s: float = Field(default=0.5, gt=0)
+    relay_lease_s: float = Field(default=10.0, gt=0)
+    # Consumers
+    consumer_max_attempts: int = Field(default=3, ge=1)
+    consumer_batch_size: int = Field(default=500, ge=1)
+    run_consumers: bool = True
+    run_relay: bool = True
