@@ -5,6 +5,7 @@ runs, else the embedded broker binary. Database: ``DATABASE_URL`` (PostgreSQL; e
 its own schema) if set, else a fresh SQLite file per test.
 """
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.db import async_url
 from shared.embedded_broker import free_port, start_broker, stop_broker
+from shared.kafka import ensure_topics
 from shared.settings import AuthSettings, KafkaSettings
 from shared.testing import TEST_JWT_SECRET
 
@@ -34,6 +36,13 @@ def _docker_engine_running() -> bool:
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
+    """The broker's address, with the platform's topics created."""
+    for bootstrap in _broker():
+        asyncio.run(ensure_topics(KafkaSettings(bootstrap_servers=bootstrap)))
+        yield bootstrap
+
+
+def _broker() -> Iterator[str]:
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         yield os.environ["KAFKA_BOOTSTRAP_SERVERS"]
     elif _docker_engine_running():

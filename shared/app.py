@@ -23,7 +23,6 @@ from shared.bus import Bus
 from shared.consumer import EventConsumer, Subscription
 from shared.db import create_engine, create_session_factory, ensure_schema, ping, session_scope
 from shared.errors import DomainError
-from shared.logs import configure_logging
 from shared.migrations import upgrade_to_head
 from shared.outbox import NOTIFY
 from shared.relay import OutboxRelay
@@ -61,7 +60,6 @@ def _lifespan(spec: ServiceSpec) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings = spec.settings
-        configure_logging(spec.name, settings.log_level)
         engine = create_engine(settings.database_url, settings.database_schema)
         await ensure_schema(engine, settings.database_schema)
         await upgrade_to_head(engine, spec.migrations)

@@ -38,8 +38,16 @@ class Bus:
         producer = await asyncio.wait_for(self.producer(), timeout_s)
         await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout_s)
 
+    async def reset(self) -> None:
+        """Drop the producer after a failure; the next use reconnects (and re-creates topics)."""
+        try:
+            # stop() flushes pending batches, which may never complete against a sick broker.
+            await asyncio.wait_for(self.close(), 5.0)
+        except Exception as exc:  # a broken producer may fail to stop; it is dropped anyway
+            log.info("dropped a producer that did not stop cleanly", extra={"error": repr(exc)})
+
     async def close(self) -> None:
         async with self._lock:
-            if self._producer is not None:
-                await self._producer.stop()
-                self._producer = None
+            producer, self._producer = self._producer, None
+            if producer is not None:
+                await producer.stop()

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from shared.auth import ALL_SCOPES, mint_token
+from shared.logs import configure_logging
 from shared.settings import AuthSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +48,7 @@ def serve(service: str) -> None:
     if service not in available_services():
         sys.exit(f"unknown service {service!r}; known: {', '.join(available_services())}")
     settings = _settings(service)
+    configure_logging(service, settings.log_level)
     app_module = importlib.import_module(f"services.{service}.app")
     uvicorn.run(app_module.create_app(settings), host=settings.host, port=settings.port,
                 log_config=None, access_log=False)

@@ -21,12 +21,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_broker(port: int, log_file: Path | None = None, timeout_s: float = 15.0) -> subprocess.Popen[bytes]:
-    """Start the broker on 127.0.0.1:``port`` and return once it accepts connections."""
+def start_broker(
+    port: int,
+    log_file: Path | None = None,
+    timeout_s: float = 15.0,
+    advertised_port: int | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start the broker on 127.0.0.1:``port`` and return once it accepts connections.
+
+    ``advertised_port`` makes clients connect elsewhere (a fault-injecting proxy in tests).
+    """
     url = f"tcp://127.0.0.1:{port}"
+    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
     output = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
     process = subprocess.Popen(
-        [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+        [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", advertised,
          "--storage-engine", "memory://tansu/"],
         stdout=output,
         stderr=subprocess.STDOUT,

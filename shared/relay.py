@@ -34,6 +34,7 @@ class OutboxRelay:
         poll_interval_s: float = 0.5,
         lease_s: float = 10.0,
         retention: timedelta = timedelta(hours=24),
+        send_timeout_s: float = 30.0,
     ) -> None:
         self.service = service
         self.session_factory = session_factory
@@ -42,6 +43,7 @@ class OutboxRelay:
         self.poll_interval_s = poll_interval_s
         self.lease_s = lease_s
         self.retention = retention
+        self.send_timeout_s = send_timeout_s
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wakeup = asyncio.Event()
         self._last_purge = datetime.min.replace(tzinfo=UTC)
@@ -60,7 +62,11 @@ class OutboxRelay:
             ),
         ):
             with attempt:
-                await self._loop()
+                try:
+                    await self._loop()
+                except Exception:
+                    await self.bus.reset()
+                    raise
 
     async def _loop(self) -> None:
         while True:
@@ -98,7 +104,8 @@ class OutboxRelay:
                     )
                     for row in rows
                 ]
-                await asyncio.gather(*deliveries)
+                # Bounded: a broker that accepts connections but never acks must not hang us.
+                await asyncio.wait_for(asyncio.gather(*deliveries), self.send_timeout_s)
                 await session.execute(
                     update(OutboxMessage)
                     .where(OutboxMessage.id.in_([row.id for row in rows]))

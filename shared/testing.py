@@ -60,10 +60,12 @@ class TopicTail:
 
     async def __aenter__(self) -> "TopicTail":
         await self.consumer.start()
-        partitions = self.consumer.partitions_for_topic(self.topic)
-        if partitions is None:
+        deadline = time.monotonic() + 30
+        while not (partitions := self.consumer.partitions_for_topic(self.topic)):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"topic {self.topic} does not exist")
+            await asyncio.sleep(0.1)
             await self.consumer._client.force_metadata_update()  # noqa: SLF001
-            partitions = self.consumer.partitions_for_topic(self.topic) or set()
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         self.consumer.assign(tps)
         await self.consumer.seek_to_end(*tps)
@@ -88,3 +90,73 @@ class TopicTail:
         raise AssertionError(f"expected {count} records on {self.topic}, got {len(found)}")
 
 
+
+
+def app_of(client: httpx.AsyncClient) -> FastAPI:
+    return client._transport.app  # type: ignore[attr-defined]  # noqa: SLF001
+
+
+async def outbox_drained(client: httpx.AsyncClient) -> None:
+    """Wait until the service behind ``client`` has published its whole outbox."""
+    from sqlalchemy import func, select
+
+    from shared.models import OutboxMessage
+
+    async def drained() -> None:
+        async with app_of(client).state.session_factory() as session:
+            pending = await session.scalar(
+                select(func.count()).where(OutboxMessage.published_at.is_(None))
+            )
+        assert pending == 0, f"{pending} outbox rows not yet published"
+
+    await eventually(drained)
+
+
+class BrokerProxy:
+    """A TCP proxy in front of a broker that advertises the proxy's port: cutting the proxy
+    takes the broker away from every client while the broker keeps its log."""
+
+    def __init__(self, listen_port: int, upstream_port: int) -> None:
+        self.listen_port = listen_port
+        self.upstream_port = upstream_port
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._connect, "127.0.0.1", self.listen_port)
+
+    async def stop(self) -> None:
+        """The broker becomes unreachable: no new connections, open ones are cut."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for writer in list(self._writers):
+            writer.close()
+        for task in list(self._pipes):
+            task.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+
+    async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            writer.close()
+            return
+        self._writers.update((writer, up_writer))
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pipe(source, sink))
+            self._pipes.add(task)
+            task.add_done_callback(self._pipes.discard)
+
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            sink.close()
+            self._writers.discard(sink)

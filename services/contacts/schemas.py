@@ -10,7 +10,6 @@ from pydantic import (
     StringConstraints,
     ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 from services.contacts import rules
@@ -59,11 +58,13 @@ class ContactUpdate(_Input):
     external_id: ExternalId | None = None
     preferences: ContactPreferences | None = None
 
-    @model_validator(mode="after")
-    def _check(self) -> "ContactUpdate":
-        if "first_name" in self.model_fields_set and self.first_name is None:
+    @field_validator("first_name")
+    @classmethod
+    def _keep_first_name(cls, value: str | None) -> str | None:
+        # Runs only when first_name is sent: an explicit null is an error on that field.
+        if value is None:
             raise ValueError("first_name cannot be removed")
-        return self
+        return value
 
 
 class IdentityIn(_Input):

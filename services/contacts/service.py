@@ -185,6 +185,8 @@ async def list_contacts(
         created_raw, id_raw = decode_cursor(cursor, 2)
         try:
             created_at, last_id = datetime.fromisoformat(created_raw), uuid.UUID(id_raw)
+            if created_at.tzinfo is None:
+                raise ValueError("naive timestamp")
         except ValueError as exc:
             raise InvalidInput("not a cursor returned by this API", field="cursor") from exc
         query = query.where(or_(Contact.created_at < created_at,
