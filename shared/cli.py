@@ -20,7 +20,7 @@ import httpx
 
 from shared.auth import ALL_SCOPES, mint_token
 from shared.logs import configure_logging
-from shared.settings import AuthSettings
+from shared.settings import AuthSettings, ServiceSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES_DIR = ROOT / "services"
@@ -33,13 +33,18 @@ def available_services() -> list[str]:
     return sorted(p.parent.name for p in SERVICES_DIR.glob("*/app.py"))
 
 
-def _settings(service: str):  # type: ignore[no-untyped-def]
+def _settings_class(service: str) -> type[ServiceSettings]:
+    """The ``<Name>Settings`` class in ``services/<name>/config.py``."""
     config = importlib.import_module(f"services.{service}.config")
-    settings_class = next(
-        value for name, value in vars(config).items()
-        if name.endswith("Settings") and getattr(value, "__module__", "") == config.__name__
+    return next(
+        value for value in vars(config).values()
+        if isinstance(value, type) and issubclass(value, ServiceSettings)
+        and value.__module__ == config.__name__
     )
-    return settings_class()
+
+
+def _settings(service: str) -> ServiceSettings:
+    return _settings_class(service)()
 
 
 def serve(service: str) -> None:
@@ -74,6 +79,7 @@ def token(scopes: list[str], subject: str, hours: float, data_dir: Path) -> None
 def up(data_dir: Path, broker_port: int) -> None:
     from shared.embedded_broker import start_broker, stop_broker
 
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "CRM_JWT_SECRET": dev_secret(data_dir)}
@@ -91,7 +97,8 @@ def up(data_dir: Path, broker_port: int) -> None:
         for service in available_services():
             prefix = service.upper()
             env.setdefault(f"{prefix}_DATABASE_URL", f"sqlite+aiosqlite:///{data_dir / service}.db")
-            settings_port = int(env.get(f"{prefix}_PORT", _settings(service).port))
+            default_port = _settings_class(service).model_fields["port"].default
+            settings_port = int(env.get(f"{prefix}_PORT", default_port))
             env[f"{prefix}_PORT"] = str(settings_port)
             log = open(data_dir / f"{service}.log", "ab")  # noqa: SIM115
             children[service] = subprocess.Popen(

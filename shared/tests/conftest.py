@@ -1,0 +1,19 @@
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.db import create_engine, create_session_factory, ensure_schema
+from shared.models import PlatformBase
+
+
+@pytest.fixture
+async def session_factory(database: dict[str, Any]) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """A fresh database holding the platform tables (outbox, processed events, lease)."""
+    engine = create_engine(database["database_url"], database.get("database_schema"))
+    await ensure_schema(engine, database.get("database_schema"))
+    async with engine.begin() as connection:
+        await connection.run_sync(PlatformBase.metadata.create_all)
+    yield create_session_factory(engine)
+    await engine.dispose()

@@ -1,0 +1,113 @@
+"""The consumer runner against the real broker and a real database."""
+
+import asyncio
+import uuid
+
+import pytest
+from sqlalchemy import Column, MetaData, String, Table, insert, select
+from sqlalchemy.exc import OperationalError
+
+from shared import topics
+from shared.bus import Bus
+from shared.consumer import EventConsumer, Subscription
+from shared.events import encode_event
+from shared.models import ProcessedEvent
+from shared.testing import TopicTail, eventually
+
+pytestmark = pytest.mark.bus
+
+TEST_EVENT = "crm.test.consumed.v1"
+projection = Table("applied", MetaData(), Column("event_id", String(64), primary_key=True),
+                   Column("key", String(64)), Column("label", String(64)))
+
+
+@pytest.fixture
+async def tables(session_factory):
+    async with session_factory() as session:
+        await (await session.connection()).run_sync(projection.metadata.create_all)
+        await session.commit()
+    return session_factory
+
+
+async def publish(producer, key: str, label: str) -> str:
+    event_id, value, headers = encode_event(event_type=TEST_EVENT, source="/crm/test",
+                                            subject=key, data={"label": label})
+    await producer.send_and_wait(topics.ANALYTICS, value=value, key=key.encode(),
+                                 headers=list(headers.items()))
+    return event_id
+
+
+async def applied_labels(session_factory, key: str) -> list[str]:
+    """What the projection holds for ``key`` (a new group replays the topic's older events)."""
+    async with session_factory() as session:
+        query = select(projection.c.label).where(projection.c.key == key)
+        return sorted((await session.scalars(query)).all())
+
+
+class Harness:
+    def __init__(self, session_factory, kafka_settings, handler) -> None:
+        self.bus = Bus(kafka_settings, "test-consumer")
+        self.consumer = EventConsumer(
+            service="test", subscription=Subscription("t", (topics.ANALYTICS,), {TEST_EVENT: handler}),
+            session_factory=session_factory, kafka=kafka_settings, bus=self.bus,
+            group_id=f"test-{uuid.uuid4()}", max_attempts=3, retry_wait_s=0.01,
+        )
+
+    async def __aenter__(self) -> "Harness":
+        self.task = asyncio.create_task(self.consumer.run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        await self.bus.close()
+
+
+class TestEventConsumer:
+    async def test_one_bad_event_does_not_hold_back_the_good_ones_of_its_batch(
+        self, tables, kafka_settings, producer, kafka_bootstrap
+    ):
+        async def handler(session, event):
+            if event.data["label"] == "bad":
+                raise ValueError("cannot apply this one")
+            await session.execute(insert(projection).values(
+                event_id=event.id, key=event.subject, label=event.data["label"]))
+
+        key = str(uuid.uuid4())
+        async with TopicTail(kafka_bootstrap, topics.DEAD_LETTER) as dead_letters:
+            # one key, so one partition and (most likely) one batch
+            ids = [await publish(producer, key, label) for label in ("a", "bad", "c")]
+            async with Harness(tables, kafka_settings, handler):
+                async def good_ones_applied():
+                    assert await applied_labels(tables, key) == ["a", "c"]
+                await eventually(good_ones_applied)
+                [dead] = await dead_letters.collect(lambda r: r.key == key.encode())
+        assert b"cannot apply this one" in dict(dead.headers)["dlq.error"]
+        async with tables() as session:
+            tracked = set((await session.scalars(select(ProcessedEvent.event_id))).all())
+        # the tracking records of a and c were committed with them; the bad one has none
+        assert ids[0] in tracked and ids[2] in tracked and ids[1] not in tracked
+
+    async def test_an_infrastructure_error_is_retried_never_dead_lettered(
+        self, tables, kafka_settings, producer, kafka_bootstrap
+    ):
+        failures = {"left": 5}  # more than max_attempts: the runner must restart, not give up
+
+        async def handler(session, event):
+            if failures["left"] > 0:
+                failures["left"] -= 1
+                raise OperationalError("SELECT 1", {}, ConnectionRefusedError("database down"))
+            await session.execute(insert(projection).values(
+                event_id=event.id, key=event.subject, label=event.data["label"]))
+
+        key = str(uuid.uuid4())
+        async with TopicTail(kafka_bootstrap, topics.DEAD_LETTER) as dead_letters:
+            await publish(producer, key, "survives")
+            async with Harness(tables, kafka_settings, handler):
+                async def applied():
+                    assert await applied_labels(tables, key) == ["survives"]
+                await eventually(applied, timeout=30)
+            await asyncio.sleep(0.2)
+            await dead_letters.consumer.getmany(timeout_ms=200)
+            assert [r for r in dead_letters.records if r.key == key.encode()] == []
+        assert failures["left"] == 0

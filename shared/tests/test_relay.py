@@ -1,0 +1,111 @@
+"""The outbox relay against the real broker and a real database."""
+
+import asyncio
+import json
+import uuid
+
+import pytest
+
+from shared import topics
+from shared.bus import Bus
+from shared.outbox import NOTIFY, add_event
+from shared.relay import OutboxRelay
+from shared.testing import TopicTail
+
+pytestmark = pytest.mark.bus
+
+
+async def write_events(session_factory, keys: list[str], per_key: int) -> None:
+    """Interleaved events, each carrying its key's sequence number, one transaction per event."""
+    for seq in range(per_key):
+        for key in keys:
+            async with session_factory() as session:
+                add_event(session, topic=topics.ANALYTICS, key=key, event_type="crm.test.seq.v1",
+                          source="/crm/test", subject=key, data={"seq": seq})
+                await session.commit()
+
+
+def sequences(records, keys: list[str]) -> dict[str, list[int]]:
+    found: dict[str, list[int]] = {key: [] for key in keys}
+    for record in records:
+        key = record.key.decode()
+        if key in found:
+            found[key].append(json.loads(record.value)["data"]["seq"])
+    return found
+
+
+class TestOutboxRelay:
+    async def test_two_replicas_publish_everything_in_per_key_order(
+        self, session_factory, kafka_settings, kafka_bootstrap
+    ):
+        keys = [str(uuid.uuid4()) for _ in range(4)]
+        buses = [Bus(kafka_settings, f"relay-{i}") for i in range(2)]
+        relays = [
+            OutboxRelay(service="test", session_factory=session_factory, bus=bus,
+                        batch_size=7, poll_interval_s=0.05, lease_s=0.3)
+            for bus in buses
+        ]
+        async with TopicTail(kafka_bootstrap, topics.ANALYTICS) as tail:
+            tasks = [asyncio.create_task(relay.run()) for relay in relays]
+            try:
+                await write_events(session_factory, keys, per_key=30)
+                records = await tail.collect(lambda r: r.key.decode() in keys, count=120)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                for bus in buses:
+                    await bus.close()
+        for key, seqs in sequences(records, keys).items():
+            assert seqs == sorted(seqs), f"order went backwards for {key}: {seqs}"
+            assert set(seqs) == set(range(30))
+
+    async def test_only_the_lease_holder_publishes(self, session_factory, kafka_settings):
+        first = OutboxRelay(service="test", session_factory=session_factory,
+                            bus=Bus(kafka_settings, "a"), lease_s=60)
+        second = OutboxRelay(service="test", session_factory=session_factory,
+                             bus=Bus(kafka_settings, "b"), lease_s=60)
+        await write_events(session_factory, ["k"], per_key=1)
+        try:
+            assert await first.publish_pending() == 1
+            await write_events(session_factory, ["k"], per_key=1)
+            assert await second.publish_pending() == 0  # the lease is held by the first
+            await first.release_lease()
+            assert await second.publish_pending() == 1
+        finally:
+            await first.bus.close()
+            await second.bus.close()
+
+    async def test_a_commit_wakes_the_relay_without_waiting_for_the_poll(
+        self, session_factory, kafka_settings, kafka_bootstrap
+    ):
+        bus = Bus(kafka_settings, "wake")
+        relay = OutboxRelay(service="test", session_factory=session_factory, bus=bus,
+                            poll_interval_s=3600)  # only a wake-up can make it publish
+        session_factory.configure(info={NOTIFY: relay.wake})
+        key = str(uuid.uuid4())
+        async with TopicTail(kafka_bootstrap, topics.ANALYTICS) as tail:
+            task = asyncio.create_task(relay.run())
+            try:
+                await asyncio.sleep(0.3)  # the relay has polled once and sleeps for an hour
+                await write_events(session_factory, [key], per_key=1)
+                await tail.collect(lambda r: r.key == key.encode(), timeout=10)
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                await bus.close()
+
+    async def test_a_rolled_back_transaction_publishes_nothing(
+        self, session_factory, kafka_settings
+    ):
+        async with session_factory() as session:
+            add_event(session, topic=topics.ANALYTICS, key="k", event_type="t", source="/s", data={})
+            await session.rollback()
+        relay = OutboxRelay(service="test", session_factory=session_factory,
+                            bus=Bus(kafka_settings, "rb"))
+        try:
+            assert await relay.publish_pending() == 0
+        finally:
+            await relay.bus.close()
+
+
