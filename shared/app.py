@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -24,7 +24,7 @@ from shared.consumer import EventConsumer, Subscription
 from shared.db import create_engine, create_session_factory, ensure_schema, ping, session_scope
 from shared.errors import DomainError
 from shared.migrations import upgrade_to_head
-from shared.outbox import NOTIFY
+from shared.outbox import NOTIFY, NOTIFY_CHANNEL
 from shared.relay import OutboxRelay
 from shared.request_context import reset_request_id, set_request_id
 from shared.settings import ServiceSettings
@@ -61,8 +61,7 @@ def _lifespan(spec: ServiceSpec) -> Any:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings = spec.settings
         engine = create_engine(settings.database_url, settings.database_schema)
-        await ensure_schema(engine, settings.database_schema)
-        await upgrade_to_head(engine, spec.migrations)
+        await migrate(engine, settings, spec.migrations)
         bus = Bus(settings.kafka, client_id=f"crm-{spec.name}")
         session_factory = create_session_factory(engine)
         tasks: list[asyncio.Task[None]] = []
@@ -73,8 +72,11 @@ def _lifespan(spec: ServiceSpec) -> Any:
             batch_size=settings.relay_batch_size,
             poll_interval_s=settings.relay_poll_interval_s,
             lease_s=settings.relay_lease_s,
+            notify_channel=f"crm_outbox_{spec.name}_{settings.database_schema or 'public'}"[:63],
         )
-        session_factory.configure(info={NOTIFY: relay.wake})
+        session_factory.configure(
+            info={NOTIFY: relay.wake, NOTIFY_CHANNEL: relay.notify_channel}
+        )
         consumers = [
             EventConsumer(
                 service=spec.name,
@@ -103,14 +105,21 @@ def _lifespan(spec: ServiceSpec) -> Any:
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            if tasks:
+                await asyncio.wait(tasks, timeout=10)
             with contextlib.suppress(Exception):
-                await relay.release_lease()
-            await bus.close()
+                await asyncio.wait_for(relay.release_lease(), 5)
+            await bus.reset()  # bounded: a sick broker must not hold up the shutdown
             await engine.dispose()
             log.info("service stopped")
 
     return lifespan
+
+
+async def migrate(engine: AsyncEngine, settings: ServiceSettings, migrations: Path) -> None:
+    """Create the service's schema if needed and apply its Alembic migrations."""
+    await ensure_schema(engine, settings.database_schema)
+    await upgrade_to_head(engine, migrations)
 
 
 # ---- request dependencies -------------------------------------------------------------------

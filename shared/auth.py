@@ -1,8 +1,10 @@
 """Bearer-token auth: HS256 JWTs whose ``scope`` claim lists ``<service>:read|write`` scopes."""
 
-from collections.abc import Callable, Iterable
+import functools
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 import jwt
 from fastapi import Depends, HTTPException, Request, status
@@ -35,6 +37,13 @@ def mint_token(
     return jwt.encode(claims, settings.secret.get_secret_value(), algorithm=settings.algorithm)
 
 
+@functools.lru_cache(maxsize=4096)
+def _verified_claims(token: str, secret: str, algorithm: str, issuer: str) -> dict[str, Any]:
+    """Signature check once per token (a client sends the same token on every request)."""
+    return jwt.decode(token, secret, algorithms=[algorithm], issuer=issuer,
+                      options={"require": ["exp", "sub"]})
+
+
 class Principal:
     def __init__(self, subject: str, scopes: frozenset[str]) -> None:
         self.subject = subject
@@ -47,7 +56,7 @@ def _unauthorized(reason: str) -> HTTPException:
     )
 
 
-def authenticate(
+async def authenticate(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
@@ -55,25 +64,25 @@ def authenticate(
         raise _unauthorized("a bearer token is required")
     settings: AuthSettings = request.app.state.settings.auth
     try:
-        claims = jwt.decode(
-            credentials.credentials,
-            settings.secret.get_secret_value(),
-            algorithms=[settings.algorithm],
-            issuer=settings.issuer,
-            options={"require": ["exp", "sub"]},
-        )
+        claims = _verified_claims(credentials.credentials, settings.secret.get_secret_value(),
+                                  settings.algorithm, settings.issuer)
     except jwt.PyJWTError as exc:
         raise _unauthorized(f"invalid token: {exc}") from exc
+    if claims["exp"] <= time.time():  # a cached token may have expired since
+        raise _unauthorized("invalid token: Signature has expired")
     scope = claims.get("scope", "")
     if not isinstance(scope, str):
         raise _unauthorized("invalid token: scope must be a space-separated string")
     return Principal(subject=str(claims["sub"]), scopes=frozenset(scope.split()))
 
 
-def require_scope(scope: str) -> Callable[..., Principal]:
-    """A dependency that lets the request through only with ``scope`` in the token."""
+def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that lets the request through only with ``scope`` in the token.
 
-    def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    Async on purpose: FastAPI runs sync dependencies in a thread pool, a hand-off per request.
+    """
+
+    async def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
         if scope not in principal.scopes:
             raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"missing scope {scope}")
         return principal

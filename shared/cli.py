@@ -6,6 +6,7 @@
 """
 
 import argparse
+import asyncio
 import importlib
 import os
 import secrets
@@ -18,8 +19,10 @@ from pathlib import Path
 
 import httpx
 
+from shared.app import migrate
 from shared.auth import ALL_SCOPES, mint_token
-from shared.logs import configure_logging
+from shared.db import create_engine
+from shared.logs import logging_config
 from shared.settings import AuthSettings, ServiceSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,10 +56,25 @@ def serve(service: str) -> None:
     if service not in available_services():
         sys.exit(f"unknown service {service!r}; known: {', '.join(available_services())}")
     settings = _settings(service)
-    configure_logging(service, settings.log_level)
+    options = {"host": settings.host, "port": settings.port, "access_log": False,
+               "log_config": logging_config(service, settings.log_level)}
+    if settings.workers > 1:
+        # Migrate once here, so the workers do not race to create the same tables.
+        asyncio.run(_migrate(service, settings))
+        # Each worker process builds its own app (and reads the same environment).
+        uvicorn.run(f"services.{service}.app:create_app", factory=True, workers=settings.workers,
+                    **options)
+        return
     app_module = importlib.import_module(f"services.{service}.app")
-    uvicorn.run(app_module.create_app(settings), host=settings.host, port=settings.port,
-                log_config=None, access_log=False)
+    uvicorn.run(app_module.create_app(settings), **options)
+
+
+async def _migrate(service: str, settings: ServiceSettings) -> None:
+    engine = create_engine(settings.database_url, settings.database_schema)
+    try:
+        await migrate(engine, settings, SERVICES_DIR / service / "migrations")
+    finally:
+        await engine.dispose()
 
 
 def dev_secret(data_dir: Path) -> str:

@@ -76,7 +76,7 @@ def create_engine(database_url: str, schema: str | None = None) -> AsyncEngine:
     if schema:
         connect_args["server_settings"] = {"search_path": schema}
     return create_async_engine(
-        database_url, pool_size=10, max_overflow=20, pool_pre_ping=True, connect_args=connect_args
+        database_url, pool_size=10, max_overflow=20, pool_pre_ping=False, connect_args=connect_args
     )
 
 

@@ -1,15 +1,13 @@
 """JSON logs carrying the service name and the current request or event id."""
 
 import logging
-import sys
-
-from pythonjsonlogger.json import JsonFormatter
+from typing import Any
 
 from shared.request_context import current_request_id
 
 
-class _ContextFilter(logging.Filter):
-    def __init__(self, service: str) -> None:
+class ContextFilter(logging.Filter):
+    def __init__(self, service: str = "") -> None:
         super().__init__()
         self.service = service
 
@@ -19,17 +17,24 @@ class _ContextFilter(logging.Filter):
         return True
 
 
-def configure_logging(service: str, level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter(
-            "%(asctime)s %(levelname)s %(name)s %(message)s %(service)s %(request_id)s",
-            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-        )
-    )
-    handler.addFilter(_ContextFilter(service))
-    root = logging.getLogger()
-    root.handlers = [handler]
-    root.setLevel(level.upper())
-    # The broker client logs every reconnect attempt at ERROR; the runners report those.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+def logging_config(service: str, level: str = "INFO") -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` (uvicorn applies it in every worker process)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"context": {"()": ContextFilter, "service": service}},
+        "formatters": {
+            "json": {
+                "()": "pythonjsonlogger.json.JsonFormatter",
+                "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(service)s %(request_id)s",
+                "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+            }
+        },
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "json",
+                       "filters": ["context"], "stream": "ext://sys.stderr"}
+        },
+        "root": {"handlers": ["stderr"], "level": level.upper()},
+        # The broker client logs every reconnect attempt at ERROR; the runners report those.
+        "loggers": {"aiokafka": {"level": "CRITICAL"}, "alembic": {"level": "WARNING"}},
+    }

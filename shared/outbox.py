@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import event as sa_event
+from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -17,9 +18,11 @@ from shared.events import encode_event, utcnow
 from shared.models import OutboxMessage
 from shared.request_context import current_request_id
 
-# Session.info keys: set by add_event, read by the after_commit hook below.
+# Session.info keys: _PENDING is set by add_event; the service's session factory sets the
+# in-process wake-up (NOTIFY) and the PostgreSQL channel other replicas listen on.
 _PENDING = "outbox_pending"
 NOTIFY = "outbox_notify"
+NOTIFY_CHANNEL = "outbox_notify_channel"
 
 
 def add_event(
@@ -34,23 +37,47 @@ def add_event(
     time: datetime | None = None,
 ) -> uuid.UUID:
     """Stage an event in the caller's transaction; it is published only if that commits."""
-    payload = data.model_dump(mode="json") if isinstance(data, BaseModel) else data
-    event_id, value, headers = encode_event(
-        event_type=event_type, source=source, data=payload, subject=subject, time=time
-    )
-    add_raw(session, event_id=uuid.UUID(event_id), event_type=event_type, topic=topic, key=key,
-            value=value, headers={k: v.decode() for k, v in headers.items()})
-    return uuid.UUID(event_id)
+    row = event_row(topic=topic, key=key, event_type=event_type, source=source, data=data,
+                    subject=subject, time=time)
+    session.add(OutboxMessage(**row))
+    session.info[_PENDING] = True
+    return row["event_id"]
 
 
 def add_tombstone(session: AsyncSession, *, topic: str, key: str) -> None:
     """A null value for ``key`` on a compacted topic, so compaction drops the key's history."""
-    add_raw(session, event_id=uuid.uuid4(), event_type="tombstone", topic=topic, key=key,
-            value=None, headers={})
+    session.add(OutboxMessage(**_row(event_id=uuid.uuid4(), event_type="tombstone", topic=topic,
+                                     key=key, value=None, headers={})))
+    session.info[_PENDING] = True
 
 
-def add_raw(
-    session: AsyncSession,
+def event_row(
+    *,
+    topic: str,
+    key: str | None,
+    event_type: str,
+    source: str,
+    data: BaseModel | dict[str, Any],
+    subject: str | None = None,
+    time: datetime | None = None,
+) -> dict[str, Any]:
+    """An outbox row as a dict: ``add_rows`` inserts many of them in one statement."""
+    payload = data.model_dump(mode="json") if isinstance(data, BaseModel) else data
+    event_id, value, headers = encode_event(
+        event_type=event_type, source=source, data=payload, subject=subject, time=time
+    )
+    return _row(event_id=uuid.UUID(event_id), event_type=event_type, topic=topic, key=key,
+                value=value, headers={k: v.decode() for k, v in headers.items()})
+
+
+async def add_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Bulk paths (imports, batches): many events in one INSERT, in list order."""
+    if rows:
+        await session.execute(insert(OutboxMessage), rows)
+        session.info[_PENDING] = True
+
+
+def _row(
     *,
     event_id: uuid.UUID,
     event_type: str,
@@ -58,22 +85,20 @@ def add_raw(
     key: str | None,
     value: bytes | None,
     headers: dict[str, str],
-) -> None:
+) -> dict[str, Any]:
     request_id = current_request_id()
     if request_id:
         headers = {**headers, "x-request-id": request_id}
-    session.add(
-        OutboxMessage(
-            event_id=event_id,
-            event_type=event_type,
-            topic=topic,
-            key=key,
-            value=value,
-            headers=headers,
-            created_at=utcnow(),
-        )
-    )
-    session.info[_PENDING] = True
+    return {"event_id": event_id, "event_type": event_type, "topic": topic, "key": key,
+            "value": value, "headers": headers, "created_at": utcnow()}
+
+
+@sa_event.listens_for(Session, "before_commit")
+def _notify_other_replicas(session: Session) -> None:
+    channel = session.info.get(NOTIFY_CHANNEL)
+    if channel and session.info.get(_PENDING) and session.get_bind().dialect.name == "postgresql":
+        # Delivered by PostgreSQL only if this transaction commits.
+        session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": channel})
 
 
 @sa_event.listens_for(Session, "after_commit")

@@ -5,6 +5,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -35,6 +36,7 @@ class OutboxRelay:
         lease_s: float = 10.0,
         retention: timedelta = timedelta(hours=24),
         send_timeout_s: float = 30.0,
+        notify_channel: str | None = None,
     ) -> None:
         self.service = service
         self.session_factory = session_factory
@@ -44,9 +46,12 @@ class OutboxRelay:
         self.lease_s = lease_s
         self.retention = retention
         self.send_timeout_s = send_timeout_s
+        self.notify_channel = notify_channel
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wakeup = asyncio.Event()
         self._last_purge = datetime.min.replace(tzinfo=UTC)
+        self._trusted_until = 0.0
+        self._backlog_recorded = 0.0
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -69,14 +74,31 @@ class OutboxRelay:
                     raise
 
     async def _loop(self) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            await self._listen_for_commits(stack)
+            await self._publish_forever()
+
+    async def _listen_for_commits(self, stack: contextlib.AsyncExitStack) -> None:
+        """On PostgreSQL, commits of other replicas wake this one through LISTEN/NOTIFY."""
+        engine = self.session_factory.kw.get("bind")
+        if self.notify_channel is None or engine is None or engine.dialect.name != "postgresql":
+            return
+        connection = await stack.enter_async_context(engine.connect())
+        raw = (await connection.get_raw_connection()).driver_connection
+        await raw.add_listener(self.notify_channel, lambda *_: self.wake())
+
+    async def _publish_forever(self) -> None:
         while True:
             self._wakeup.clear()
             published = await self.publish_pending()
             await self._purge_old()
             if published >= self.batch_size:
                 continue  # more may be waiting
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # races with the wake-up, and the relay would outlive its service.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self.poll_interval_s)
+                async with asyncio.timeout(self.poll_interval_s):
+                    await self._wakeup.wait()
 
     async def publish_pending(self) -> int:
         """Publish one batch if this replica holds the lease; returns how many were sent."""
@@ -105,19 +127,24 @@ class OutboxRelay:
                     for row in rows
                 ]
                 # Bounded: a broker that accepts connections but never acks must not hang us.
-                await asyncio.wait_for(asyncio.gather(*deliveries), self.send_timeout_s)
+                async with asyncio.timeout(self.send_timeout_s):
+                    await asyncio.gather(*deliveries)
                 await session.execute(
                     update(OutboxMessage)
                     .where(OutboxMessage.id.in_([row.id for row in rows]))
                     .values(published_at=utcnow())
                 )
-            await self._record_backlog(session)
+            if time.monotonic() - self._backlog_recorded > 1.0 or not rows:
+                await self._record_backlog(session)
             await session.commit()
         for row in rows:
             metrics.EVENTS_PUBLISHED.labels(self.service, row.topic).inc()
         return len(rows)
 
     async def _hold_lease(self) -> bool:
+        # Renew only past half the lease: no other replica can take it before it expires.
+        if time.monotonic() < self._trusted_until:
+            return True
         now = utcnow()
         expires = now + timedelta(seconds=self.lease_s)
         async with self.session_factory() as session:
@@ -137,9 +164,11 @@ class OutboxRelay:
                 await session.commit()
             except IntegrityError:
                 return False  # another replica inserted the lease first
+        self._trusted_until = time.monotonic() + self.lease_s / 2
         return True
 
     async def release_lease(self) -> None:
+        self._trusted_until = 0.0
         async with self.session_factory() as session:
             await session.execute(
                 delete(RelayLease)
@@ -149,6 +178,7 @@ class OutboxRelay:
             await session.commit()
 
     async def _record_backlog(self, session: AsyncSession) -> None:
+        self._backlog_recorded = time.monotonic()
         count, oldest = (
             await session.execute(
                 select(func.count(), func.min(OutboxMessage.created_at)).where(

@@ -60,6 +60,8 @@ class ServiceSettings(BaseSettings):
     # PostgreSQL only: the schema this service owns when several share one database.
     database_schema: str | None = None
     log_level: str = "INFO"
+    # Worker processes for `crm serve`; each runs a relay (one publishes) and consumers.
+    workers: int = Field(default=1, ge=1, le=64)
     # Outbox relay
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)
     relay_poll_interval_s: float = Field(default=0.5, gt=0)
