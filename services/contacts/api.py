@@ -63,12 +63,8 @@ async def create_contact(body: ContactCreate, session: SessionDep, request: Requ
         session, body, duplicate_threshold=request.app.state.settings.duplicate_threshold
     )
     return ContactCreated(
-        **to_read(contact).model_dump(),
-        possible_duplicates=[
-            PossibleDuplicate(id=c.id, score=score, first_name=c.first_name,
-                              last_name=c.last_name, company=c.company)
-            for c, score in near
-        ],
+        **to_read(contact).__dict__,
+        possible_duplicates=[PossibleDuplicate.model_validate(m, from_attributes=True) for m in near],
     )
 
 

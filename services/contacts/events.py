@@ -1,13 +1,29 @@
 """The events contacts emits on crm.contacts.v1, always keyed by the contact id."""
 
+from typing import Any
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.contacts.models import Contact
 from shared import events, topics
 from shared.events import ContactErased, ContactMerged, ContactPolicy, ContactSnapshot, Identity
-from shared.outbox import add_event, add_tombstone
+from shared.outbox import add_event, add_tombstone, event_row
 
 SOURCE = "/crm/contacts"
+
+
+def created_row(values: dict[str, Any]) -> dict[str, Any]:
+    """The outbox row announcing a contact inserted from ``values`` (bulk import)."""
+    contact_id = str(values["id"])
+    data = ContactSnapshot(
+        contact_id=values["id"],
+        first_name=values["first_name"],
+        identities=[Identity(kind=f, value=values[f]) for f in ("email", "phone") if values[f]],
+        **{f: values[f] for f in ("last_name", "email", "phone", "company", "country",
+                                  "external_id", "preferences", "created_at", "updated_at")},
+    )
+    return event_row(topic=topics.CONTACTS, key=contact_id, event_type=events.CONTACT_CREATED,
+                     source=SOURCE, subject=contact_id, data=data)
 
 
 def snapshot(contact: Contact) -> ContactSnapshot:

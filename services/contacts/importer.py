@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.contacts import events
@@ -16,11 +16,12 @@ from services.contacts.schemas import ContactCreate, ImportResult, ImportRowErro
 from services.contacts.service import (
     PRIMARY_IDENTITY_FIELDS,
     find_identity_owners,
-    new_contact,
+    new_contact_row,
     refresh_keys,
 )
 from shared.errors import InvalidInput
 from shared.events import utcnow
+from shared.outbox import add_rows
 
 CSV_COLUMNS = frozenset({"first_name", "last_name", "email", "phone", "company", "country", "external_id"})
 UPDATABLE = ("first_name", "last_name", "company", "country")
@@ -106,7 +107,8 @@ async def import_contacts(session: AsyncSession, rows: list[dict[str, Any] | Imp
     )
     claimed: dict[tuple[str, str], int] = {}  # identity -> first row in this file that uses it
     seen_external: set[str] = set()
-    created = updated = unchanged = 0
+    new_rows: list[dict[str, Any]] = []
+    updated = unchanged = 0
     now = utcnow()
     for index, data in valid.items():
         row_no = index + 1
@@ -124,24 +126,35 @@ async def import_contacts(session: AsyncSession, rows: list[dict[str, Any] | Imp
             if value := getattr(data, f):
                 claimed[(f, value)] = row_no
         if existing is None:
-            contact = new_contact(data, now)
-            session.add(contact)
-            events.contact_created(session, contact)
-            created += 1
-        elif _apply_update(existing, data, now):
-            events.contact_updated(session, existing)
-            contact = existing
-            updated += 1
+            row = new_contact_row(data, now)
+            new_rows.append(row)
+            ids[index] = row["id"]
         else:
-            contact = existing
-            unchanged += 1
-        ids[index] = contact.id
+            if _apply_update(existing, data, now):
+                events.contact_updated(session, existing)
+                updated += 1
+            else:
+                unchanged += 1
+            ids[index] = existing.id
     await session.flush()
+    await _insert_new(session, new_rows)
     errors.sort(key=lambda e: e.row)
     return ImportResult(
-        received=len(rows), created=created, updated=updated, unchanged=unchanged,
+        received=len(rows), created=len(new_rows), updated=updated, unchanged=unchanged,
         failed=len(errors), errors=errors, ids=ids,
     )
+
+
+async def _insert_new(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """New contacts, their identities and their events, one multi-row INSERT each."""
+    if not rows:
+        return
+    await session.execute(insert(Contact), rows)
+    identities = [{"contact_id": row["id"], "kind": f, "value": row[f]}
+                  for row in rows for f in PRIMARY_IDENTITY_FIELDS if row[f]]
+    if identities:
+        await session.execute(insert(ContactIdentity), identities)
+    await add_rows(session, [events.created_row(row) for row in rows])
 
 
 def _identity_problem(

@@ -3,7 +3,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, UniqueConstraint, Uuid
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Uuid
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from shared.db import UTCDateTime, new_metadata
@@ -41,7 +41,7 @@ class Contact(Base):
 
     identities: Mapped[list["ContactIdentity"]] = relationship(
         back_populates="contact", cascade="all, delete-orphan", lazy="selectin",
-        order_by="ContactIdentity.id",
+        order_by="(ContactIdentity.kind, ContactIdentity.value)",
     )
 
     __table_args__ = (Index("ix_contacts_created", "created_at", "id"),)
@@ -52,14 +52,14 @@ class ContactIdentity(Base):
 
     __tablename__ = "contact_identities"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    contact_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[str] = mapped_column(String(16))
-    value: Mapped[str] = mapped_column(String(254))
+    # The identity itself is the key: one e-mail or phone belongs to one contact.
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    value: Mapped[str] = mapped_column(String(254), primary_key=True)
+    contact_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
 
     contact: Mapped[Contact] = relationship(back_populates="identities")
-
-    __table_args__ = (UniqueConstraint("kind", "value", name="uq_contact_identities_kind_value"),)
 
 
 class ContactActivity(Base):

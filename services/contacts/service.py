@@ -1,6 +1,7 @@
 """Contact use cases. They take the caller's session and never commit: the caller does."""
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -62,15 +63,18 @@ async def find_identity_owners(
     session: AsyncSession, pairs: list[tuple[str, str]]
 ) -> dict[tuple[str, str], uuid.UUID]:
     """Which contact already holds each (kind, value)."""
+    values_by_kind: dict[str, list[str]] = {}
+    for kind, value in pairs:
+        values_by_kind.setdefault(kind, []).append(value)
     owners: dict[tuple[str, str], uuid.UUID] = {}
-    for start in range(0, len(pairs), 500):
-        chunk = pairs[start : start + 500]
-        rows = await session.execute(
-            select(ContactIdentity.kind, ContactIdentity.value, ContactIdentity.contact_id).where(
-                or_(*(and_(ContactIdentity.kind == k, ContactIdentity.value == v) for k, v in chunk))
+    for kind, values in values_by_kind.items():
+        for start in range(0, len(values), 1000):
+            rows = await session.execute(
+                select(ContactIdentity.value, ContactIdentity.contact_id).where(
+                    ContactIdentity.kind == kind, ContactIdentity.value.in_(values[start : start + 1000])
+                )
             )
-        )
-        owners.update({(kind, value): cid for kind, value, cid in rows})
+            owners.update({(kind, value): cid for value, cid in rows})
     return owners
 
 
@@ -78,24 +82,31 @@ def _primary_identities(contact_in: ContactCreate | Contact) -> list[tuple[str, 
     return [(f, v) for f in PRIMARY_IDENTITY_FIELDS if (v := getattr(contact_in, f))]
 
 
+def new_contact_row(data: ContactCreate, now: datetime) -> dict[str, Any]:
+    """The column values of a new contact (bulk paths insert these without ORM objects)."""
+    return {
+        "id": uuid.uuid4(),
+        "status": ContactStatus.active.value,
+        "first_name": data.first_name,
+        "last_name": data.last_name,
+        "email": data.email,
+        "phone": data.phone,
+        "company": data.company,
+        "country": data.country,
+        "external_id": data.external_id,
+        "preferences": (data.preferences or ContactPreferences()).model_dump(mode="json"),
+        "last_name_key": rules.blocking_key(data.last_name),
+        "company_key": rules.blocking_key(data.company),
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
 def new_contact(data: ContactCreate, now: datetime) -> Contact:
-    contact = Contact(
-        id=uuid.uuid4(),
-        status=ContactStatus.active,
-        first_name=data.first_name,
-        last_name=data.last_name,
-        email=data.email,
-        phone=data.phone,
-        company=data.company,
-        country=data.country,
-        external_id=data.external_id,
-        preferences=(data.preferences or ContactPreferences()).model_dump(mode="json"),
-        created_at=now,
-        updated_at=now,
+    return Contact(
+        **new_contact_row(data, now),
         identities=[ContactIdentity(kind=k, value=v) for k, v in _primary_identities(data)],
     )
-    refresh_keys(contact)
-    return contact
 
 
 def refresh_keys(contact: Contact) -> None:
@@ -113,7 +124,7 @@ def duplicate_conflict(field: str, existing_id: uuid.UUID) -> Conflict:
 
 async def create_contact(
     session: AsyncSession, data: ContactCreate, *, duplicate_threshold: float
-) -> tuple[Contact, list[tuple[Contact, float]]]:
+) -> tuple[Contact, list["NearMatch"]]:
     """Create a contact; 409 on an exact e-mail/phone/external id match, near matches returned."""
     owners = await find_identity_owners(session, _primary_identities(data))
     for (kind, _), owner in owners.items():
@@ -139,28 +150,39 @@ async def _flush_unique(session: AsyncSession, contact: Contact) -> None:
                        field="email") from exc
 
 
+@dataclass(frozen=True)
+class NearMatch:
+    id: uuid.UUID
+    first_name: str | None
+    last_name: str | None
+    company: str | None
+    score: float
+
+
 async def near_duplicates(
     session: AsyncSession, contact: Contact, threshold: float, limit: int = 5
-) -> list[tuple[Contact, float]]:
+) -> list[NearMatch]:
+    """Active contacts sharing the last name or company whose name + company look alike."""
     keys = [Contact.last_name_key == contact.last_name_key] if contact.last_name_key else []
     if contact.company_key:
         keys.append(Contact.company_key == contact.company_key)
     if not keys:
         return []
-    candidates = (
-        await session.scalars(
-            select(Contact)
+    rows = (
+        await session.execute(
+            select(Contact.id, Contact.first_name, Contact.last_name, Contact.company)
             .where(Contact.status == ContactStatus.active, Contact.id != contact.id, or_(*keys))
             .limit(500)
         )
     ).all()
     person = rules.Person(contact.first_name, contact.last_name, contact.company)
-    by_id = {c.id: c for c in candidates}
+    by_id = {row.id: row for row in rows}
     matches = rules.best_matches(
-        person, ((c.id, rules.Person(c.first_name, c.last_name, c.company)) for c in candidates),
+        person, ((row.id, rules.Person(row.first_name, row.last_name, row.company)) for row in rows),
         threshold,
     )
-    return [(by_id[cid], score) for cid, score in matches[:limit]]
+    return [NearMatch(cid, by_id[cid].first_name, by_id[cid].last_name, by_id[cid].company, score)
+            for cid, score in matches[:limit]]
 
 
 async def list_contacts(

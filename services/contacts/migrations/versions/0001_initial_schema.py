@@ -2,20 +2,19 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-24 16:18:37.507566
+Create Date: 2026-11-24 16:42:07.513134
 
 """
-from typing import Sequence, Union
+from collections.abc import Sequence
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = '0001'
-down_revision: Union[str, Sequence[str], None] = None
-branch_labels: Union[str, Sequence[str], None] = None
-depends_on: Union[str, Sequence[str], None] = None
+down_revision: str | Sequence[str] | None = None
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
@@ -60,13 +59,11 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_contacts_last_name_key'), ['last_name_key'], unique=False)
 
     op.create_table('contact_identities',
-    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
-    sa.Column('contact_id', sa.Uuid(), nullable=False),
     sa.Column('kind', sa.String(length=16), nullable=False),
     sa.Column('value', sa.String(length=254), nullable=False),
+    sa.Column('contact_id', sa.Uuid(), nullable=False),
     sa.ForeignKeyConstraint(['contact_id'], ['contacts.id'], name=op.f('fk_contact_identities_contact_id_contacts'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_contact_identities')),
-    sa.UniqueConstraint('kind', 'value', name='uq_contact_identities_kind_value')
+    sa.PrimaryKeyConstraint('kind', 'value', name=op.f('pk_contact_identities'))
     )
     with op.batch_alter_table('contact_identities', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_contact_identities_contact_id'), ['contact_id'], unique=False)
