@@ -1,0 +1,490 @@
+"""API tests of every contacts endpoint, against the running app and a real database."""
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+Contact = dict[str, Any]
+CSV = {"content-type": "text/csv"}
+NDJSON = {"content-type": "application/x-ndjson"}
+
+
+async def create(client: httpx.AsyncClient, **fields: Any) -> Contact:
+    response = await client.post("/v1/contacts", json={"first_name": "Anna", **fields})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def get(client: httpx.AsyncClient, contact_id: str) -> Contact:
+    response = await client.get(f"/v1/contacts/{contact_id}")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def all_contacts(client: httpx.AsyncClient, **params: Any) -> list[Contact]:
+    """Every contact the list returns, following next_cursor to the end."""
+    items: list[Contact] = []
+    cursor = None
+    while True:
+        query = {**params, **({"cursor": cursor} if cursor else {})}
+        response = await client.get("/v1/contacts", params=query)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        items += page["items"]
+        if (cursor := page["next_cursor"]) is None:
+            return items
+
+
+async def ids(client: httpx.AsyncClient, **params: Any) -> set[str]:
+    return {c["id"] for c in await all_contacts(client, **params)}
+
+
+def identities(contact: Contact) -> set[tuple[str, str]]:
+    return {(i["kind"], i["value"]) for i in contact["identities"]}
+
+
+def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    return response.json()["error"]
+
+
+async def import_file(client: httpx.AsyncClient, body: str, headers: dict[str, str]) -> Any:
+    return await client.post("/v1/contacts/import", content=body.encode(), headers=headers)
+
+
+class TestCreateContact:
+    async def test_answers_201_with_the_normalised_contact(self, client):
+        created = await create(client, last_name="Schmidt", email="  Anna.Schmidt@Example.COM ",
+                               country="de", phone="030 1234567", company="Acme",
+                               external_id="crm-1")
+        assert created["id"]
+        assert created["email"] == "anna.schmidt@example.com"
+        assert created["phone"] == "+49301234567"
+        assert created["country"] == "DE"
+        assert identities(created) == {("email", "anna.schmidt@example.com"),
+                                       ("phone", "+49301234567")}
+        assert created["possible_duplicates"] == []
+        stored = await get(client, created["id"])
+        assert {k: stored[k] for k in ("first_name", "last_name", "company", "external_id")} == {
+            "first_name": "Anna", "last_name": "Schmidt", "company": "Acme", "external_id": "crm-1"}
+        assert stored["created_at"].endswith("Z")
+
+    async def test_an_exact_email_match_is_409_naming_the_existing_contact(self, client):
+        existing = await create(client, email="anna@example.com")
+        error = error_of(await client.post(
+            "/v1/contacts", json={"first_name": "Someone", "email": "ANNA@example.com"}), 409)
+        assert error["existing_id"] == existing["id"]
+        assert error["fields"][0]["field"] == "email"
+        assert await ids(client) == {existing["id"]}
+
+    async def test_the_same_phone_in_another_format_is_409(self, client):
+        existing = await create(client, phone="+49 30 1234567")
+        body = {"first_name": "Other", "country": "DE", "phone": "030/123 45 67"}
+        error = error_of(await client.post("/v1/contacts", json=body), 409)
+        assert error["existing_id"] == existing["id"]
+        assert error["fields"][0]["field"] == "phone"
+        assert await ids(client) == {existing["id"]}
+
+    async def test_an_existing_external_id_is_409(self, client):
+        existing = await create(client, external_id="crm-1")
+        error = error_of(await client.post(
+            "/v1/contacts", json={"first_name": "Other", "external_id": "crm-1"}), 409)
+        assert error["existing_id"] == existing["id"]
+
+    async def test_a_near_match_is_created_and_returned_as_possible_duplicate(self, client):
+        anna = await create(client, last_name="Schmidt", company="Acme GmbH")
+        await create(client, first_name="Peter", last_name="Schmidt", company="Acme GmbH")
+        ana = await create(client, first_name="Ana", last_name="Schmidt", company="ACME GmbH")
+        [match] = ana["possible_duplicates"]
+        assert match["id"] == anna["id"]
+        assert match["score"] > 85
+        assert (match["first_name"], match["last_name"]) == ("Anna", "Schmidt")
+        assert ana["id"] in await ids(client)
+
+
+class TestUpdateContact:
+    async def test_changes_only_the_fields_sent(self, client):
+        contact = await create(client, last_name="Schmidt", company="Acme", country="DE")
+        response = await client.patch(f"/v1/contacts/{contact['id']}",
+                                      json={"company": "Globex", "last_name": None})
+        assert response.status_code == 200, response.text
+        stored = await get(client, contact["id"])
+        assert [stored[k] for k in ("first_name", "last_name", "company", "country")] == [
+            "Anna", None, "Globex", "DE"]
+        assert stored["updated_at"] > contact["updated_at"]
+
+    async def test_a_local_phone_is_read_in_the_stored_country(self, client):
+        contact = await create(client, country="DE")
+        response = await client.patch(f"/v1/contacts/{contact['id']}",
+                                      json={"phone": "030 1234567"})
+        assert response.status_code == 200, response.text
+        assert response.json()["phone"] == "+49301234567"
+        assert ("phone", "+49301234567") in identities(await get(client, contact["id"]))
+
+    async def test_a_new_email_replaces_the_old_identity_and_frees_it(self, client):
+        contact = await create(client, email="old@example.com")
+        response = await client.patch(f"/v1/contacts/{contact['id']}",
+                                      json={"email": "New@Example.com"})
+        assert response.status_code == 200, response.text
+        assert identities(await get(client, contact["id"])) == {("email", "new@example.com")}
+        await create(client, first_name="Other", email="old@example.com")
+
+    async def test_another_contacts_email_is_409_and_changes_nothing(self, client):
+        anna = await create(client, email="anna@example.com")
+        bob = await create(client, first_name="Bob", email="bob@example.com")
+        body = {"email": "anna@example.com", "company": "X"}
+        error = error_of(await client.patch(f"/v1/contacts/{bob['id']}", json=body), 409)
+        assert error["existing_id"] == anna["id"]
+        assert await get(client, bob["id"]) == {k: v for k, v in bob.items()
+                                                if k != "possible_duplicates"}
+
+
+class TestListContacts:
+    @pytest.fixture
+    async def people(self, client) -> dict[str, str]:
+        anna = await create(client, last_name="Schmidt", email="anna@example.com",
+                            phone="+49 30 1234567", company="Acme GmbH")
+        bob = await create(client, first_name="Bob", last_name="Jones", email="bj@globex.com",
+                           phone="+44 20 7946 0958", company="Globex")
+        carla = await create(client, first_name="Carla", last_name="Annaberg", company="Initech")
+        return {"anna": anna["id"], "bob": bob["id"], "carla": carla["id"]}
+
+    @pytest.mark.parametrize(
+        ("q", "expected"),
+        [
+            ("bob", {"bob"}),  # first name, case-insensitive
+            ("JONES", {"bob"}),  # last name
+            ("anna", {"anna", "carla"}),  # first name of one, part of the last name of another
+            ("Anna Schm", {"anna"}),  # first and last name
+            ("globex.com", {"bob"}),  # e-mail
+            ("anna@example", {"anna"}),
+            ("30 1234567", {"anna"}),  # phone digits, formatted another way
+            ("+442079460958", {"bob"}),
+            ("initech", {"carla"}),  # company
+            ("acme", {"anna"}),
+            ("nobody", set()),
+        ],
+    )
+    async def test_q_searches_name_email_phone_and_company(self, client, people, q, expected):
+        assert await ids(client, q=q) == {people[name] for name in expected}
+
+    async def test_cursor_paging_returns_every_contact_exactly_once(self, client):
+        created = [(await create(client, first_name=f"Person{n}"))["id"] for n in range(7)]
+        pages: list[list[str]] = []
+        cursor = None
+        while True:
+            params = {"limit": 3, **({"cursor": cursor} if cursor else {})}
+            page = (await client.get("/v1/contacts", params=params)).json()
+            pages.append([c["id"] for c in page["items"]])
+            if (cursor := page["next_cursor"]) is None:
+                break
+        assert [len(p) for p in pages] == [3, 3, 1]
+        seen = [cid for page in pages for cid in page]
+        assert seen == list(reversed(created))  # newest first, each exactly once
+
+    async def test_an_exact_page_ends_with_a_null_cursor(self, client):
+        for n in range(3):
+            await create(client, first_name=f"Person{n}")
+        page = (await client.get("/v1/contacts", params={"limit": 3})).json()
+        assert len(page["items"]) == 3
+        assert page["next_cursor"] is None
+
+
+class TestDuplicates:
+    async def test_lists_near_duplicate_pairs_with_a_score(self, client):
+        anna = await create(client, last_name="Schmidt", company="Acme")
+        ana = await create(client, first_name="Ana", last_name="Schmidt", company="Acme")
+        await create(client, first_name="Peter", last_name="Schmidt", company="Acme")
+        await create(client, first_name="Bob", last_name="Jones")
+        response = await client.get("/v1/contacts/duplicates")
+        assert response.status_code == 200, response.text
+        [pair] = response.json()["items"]
+        assert {pair["contact_id"], pair["duplicate_id"]} == {anna["id"], ana["id"]}
+        assert 85 < pair["score"] <= 100
+        assert response.json()["next_cursor"] is None
+
+    async def test_min_score_filters_pairs(self, client):
+        await create(client, last_name="Schmidt", company="Acme")
+        await create(client, first_name="Ana", last_name="Schmidt", company="Acme")
+        loose = (await client.get("/v1/contacts/duplicates", params={"min_score": 50})).json()
+        strict = (await client.get("/v1/contacts/duplicates", params={"min_score": 99.5})).json()
+        assert len(loose["items"]) == 1
+        assert strict["items"] == []
+
+    async def test_pairs_are_paged(self, client):
+        for first in ("Anna", "Ana", "Anne"):
+            await create(client, first_name=first, last_name="Schmidt")
+        first = (await client.get("/v1/contacts/duplicates",
+                                  params={"limit": 2, "min_score": 50})).json()
+        rest = (await client.get("/v1/contacts/duplicates",
+                                 params={"limit": 2, "min_score": 50,
+                                         "cursor": first["next_cursor"]})).json()
+        pairs = [(p["contact_id"], p["duplicate_id"]) for p in first["items"] + rest["items"]]
+        assert len(pairs) == len(set(pairs)) == 3
+        assert rest["next_cursor"] is None
+
+
+class TestMergeContacts:
+    async def test_survivor_keeps_the_duplicates_identities_and_consent(self, client):
+        survivor = await create(client, last_name="Schmidt", email="anna@example.com",
+                                preferences={"max_outbound_per_week": 5})
+        duplicate = await create(client, first_name="Ana", last_name="Schmidt",
+                                 email="anna.s@work.example", phone="+49 30 1234567",
+                                 company="Acme",
+                                 preferences={"opted_out_channels": ["sms"],
+                                              "max_outbound_per_week": 2})
+        response = await client.post(f"/v1/contacts/{survivor['id']}/merge",
+                                     json={"duplicate_ids": [duplicate["id"]]})
+        assert response.status_code == 200, response.text
+        merged = await get(client, survivor["id"])
+        assert identities(merged) == {("email", "anna@example.com"),
+                                      ("email", "anna.s@work.example"), ("phone", "+49301234567")}
+        assert (merged["first_name"], merged["email"]) == ("Anna", "anna@example.com")
+        assert (merged["phone"], merged["company"]) == ("+49301234567", "Acme")  # filled in
+        assert merged["preferences"]["opted_out_channels"] == ["sms"]
+        assert merged["preferences"]["max_outbound_per_week"] == 2
+        assert await ids(client) == {survivor["id"]}
+
+    async def test_the_duplicate_answers_301_to_the_survivor(self, client):
+        survivor = await create(client)
+        duplicate = await create(client, first_name="Ana")
+        await client.post(f"/v1/contacts/{survivor['id']}/merge",
+                          json={"duplicate_ids": [duplicate["id"]]})
+        response = await client.get(f"/v1/contacts/{duplicate['id']}")
+        error = error_of(response, 301)
+        assert error["merged_into"] == survivor["id"]
+        assert response.headers["location"] == f"/v1/contacts/{survivor['id']}"
+
+    async def test_a_merged_contact_cannot_be_changed(self, client):
+        survivor = await create(client)
+        duplicate = await create(client, first_name="Ana")
+        await client.post(f"/v1/contacts/{survivor['id']}/merge",
+                          json={"duplicate_ids": [duplicate["id"]]})
+        error = error_of(await client.patch(f"/v1/contacts/{duplicate['id']}",
+                                            json={"company": "X"}), 409)
+        assert error["merged_into"] == survivor["id"]
+
+    async def test_the_duplicates_identities_can_be_found_on_the_survivor_only(self, client):
+        survivor = await create(client)
+        duplicate = await create(client, first_name="Ana", email="ana@example.com")
+        await client.post(f"/v1/contacts/{survivor['id']}/merge",
+                          json={"duplicate_ids": [duplicate["id"]]})
+        error = error_of(await client.post(
+            "/v1/contacts", json={"first_name": "New", "email": "ana@example.com"}), 409)
+        assert error["existing_id"] == survivor["id"]
+
+    async def test_merging_into_itself_is_422(self, client):
+        contact = await create(client)
+        error = error_of(await client.post(f"/v1/contacts/{contact['id']}/merge",
+                                           json={"duplicate_ids": [contact["id"]]}), 422)
+        assert error["fields"][0]["field"] == "duplicate_ids"
+        assert (await get(client, contact["id"]))["updated_at"] == contact["updated_at"]
+
+    async def test_an_unknown_duplicate_is_404_and_merges_nothing(self, client):
+        survivor = await create(client)
+        other = await create(client, first_name="Ana", email="ana@example.com")
+        unknown = "00000000-0000-4000-8000-000000000000"
+        error = error_of(await client.post(f"/v1/contacts/{survivor['id']}/merge",
+                                           json={"duplicate_ids": [other["id"], unknown]}), 404)
+        assert error["fields"][0]["field"] == "duplicate_ids"
+        assert unknown in error["message"]
+        assert await ids(client) == {survivor["id"], other["id"]}
+        assert identities(await get(client, other["id"])) == {("email", "ana@example.com")}
+
+
+class TestEraseContact:
+    async def test_erasure_removes_the_contact_and_frees_its_email(self, client):
+        contact = await create(client, last_name="Schmidt", email="anna@example.com")
+        response = await client.delete(f"/v1/contacts/{contact['id']}")
+        assert response.status_code == 204
+        assert response.content == b""
+        error_of(await client.get(f"/v1/contacts/{contact['id']}"), 404)
+        error_of(await client.delete(f"/v1/contacts/{contact['id']}"), 404)
+        assert await ids(client) == set()
+        assert await ids(client, q="Schmidt") == set()
+        reborn = await create(client, email="anna@example.com")
+        assert reborn["id"] != contact["id"]
+
+    async def test_erasing_a_survivor_erases_the_merged_records(self, client):
+        survivor = await create(client)
+        duplicate = await create(client, first_name="Ana")
+        await client.post(f"/v1/contacts/{survivor['id']}/merge",
+                          json={"duplicate_ids": [duplicate["id"]]})
+        assert (await client.delete(f"/v1/contacts/{survivor['id']}")).status_code == 204
+        error_of(await client.get(f"/v1/contacts/{duplicate['id']}"), 404)
+
+    async def test_a_merged_record_is_erased_through_its_survivor(self, client):
+        survivor = await create(client)
+        duplicate = await create(client, first_name="Ana")
+        await client.post(f"/v1/contacts/{survivor['id']}/merge",
+                          json={"duplicate_ids": [duplicate["id"]]})
+        error = error_of(await client.delete(f"/v1/contacts/{duplicate['id']}"), 409)
+        assert error["merged_into"] == survivor["id"]
+
+
+class TestIdentities:
+    async def test_adds_normalised_identities(self, client):
+        contact = await create(client, country="DE")
+        path = f"/v1/contacts/{contact['id']}/identities"
+        for kind, value in [("email", " Anna@Work.Example "), ("phone", "030 1234567"),
+                            ("whatsapp", "+44 20 7946 0958"), ("telegram", "@AnnaS")]:
+            response = await client.post(path, json={"kind": kind, "value": value})
+            assert response.status_code == 201, response.text
+        assert identities(await get(client, contact["id"])) == {
+            ("email", "anna@work.example"), ("phone", "+49301234567"),
+            ("whatsapp", "+442079460958"), ("telegram", "annas")}
+
+    async def test_adding_an_identity_twice_keeps_one(self, client):
+        contact = await create(client, email="anna@example.com")
+        response = await client.post(f"/v1/contacts/{contact['id']}/identities",
+                                     json={"kind": "email", "value": "ANNA@example.com"})
+        assert response.status_code == 201, response.text
+        assert identities(response.json()) == {("email", "anna@example.com")}
+
+    async def test_another_contacts_identity_is_409(self, client):
+        anna = await create(client)
+        bob = await create(client, first_name="Bob")
+        await client.post(f"/v1/contacts/{anna['id']}/identities",
+                          json={"kind": "telegram", "value": "annas"})
+        error = error_of(await client.post(f"/v1/contacts/{bob['id']}/identities",
+                                           json={"kind": "telegram", "value": "@AnnaS"}), 409)
+        assert error["existing_id"] == anna["id"]
+        assert identities(await get(client, bob["id"])) == set()
+
+    async def test_a_secondary_email_blocks_a_new_contact_with_it(self, client):
+        anna = await create(client)
+        await client.post(f"/v1/contacts/{anna['id']}/identities",
+                          json={"kind": "email", "value": "anna@work.example"})
+        error = error_of(await client.post(
+            "/v1/contacts", json={"first_name": "X", "email": "anna@work.example"}), 409)
+        assert error["existing_id"] == anna["id"]
+
+
+class TestPreferences:
+    async def test_put_replaces_the_preferences(self, client):
+        contact = await create(client, preferences={"preferred_channel": "sms"})
+        wanted = {"opted_out_channels": ["email", "phone"], "preferred_channel": None,
+                  "quiet_hours": {"start": "21:00", "end": "08:00", "timezone": "Europe/Berlin"},
+                  "max_outbound_per_week": 2}
+        response = await client.put(f"/v1/contacts/{contact['id']}/preferences", json=wanted)
+        assert response.status_code == 200, response.text
+        assert response.json() == wanted
+        assert (await get(client, contact["id"]))["preferences"] == wanted
+
+
+class TestContactPolicy:
+    async def test_default_then_replaced(self, client):
+        default = (await client.get("/v1/contact-policy")).json()
+        assert default == {"max_outbound_per_week": 5, "quiet_hours": None,
+                           "block_marketing_on_ticket_priorities": ["high", "urgent"]}
+        wanted = {"max_outbound_per_week": 3,
+                  "quiet_hours": {"start": "20:00", "end": "09:00", "timezone": "UTC"},
+                  "block_marketing_on_ticket_priorities": ["urgent"]}
+        response = await client.put("/v1/contact-policy", json=wanted)
+        assert response.status_code == 200, response.text
+        assert response.json() == wanted
+        assert (await client.get("/v1/contact-policy")).json() == wanted
+        wanted["max_outbound_per_week"] = 0
+        await client.put("/v1/contact-policy", json=wanted)
+        assert (await client.get("/v1/contact-policy")).json()["max_outbound_per_week"] == 0
+
+
+CONTACTS_CSV = (
+    "external_id,first_name,last_name,email,phone,country,company\n"
+    "c-1,Anna,Schmidt,anna@example.com,030 1234567,DE,Acme\n"
+    "c-2,Bob,Jones,not-an-email,,,Globex\n"
+    "c-3,Carla,Rossi,carla@example.com,,IT,\n"
+)
+
+
+class TestImport:
+    async def test_csv_keeps_good_rows_and_reports_bad_ones(self, client):
+        response = await import_file(client, CONTACTS_CSV, CSV)
+        assert response.status_code == 200, response.text
+        result = response.json()
+        counts = ("received", "created", "updated", "unchanged", "failed")
+        assert [result[k] for k in counts] == [3, 2, 0, 0, 1]
+        [error] = result["errors"]
+        assert (error["row"], error["field"]) == (2, "email")
+        assert result["ids"][1] is None
+        contacts = {c["external_id"]: c for c in await all_contacts(client)}
+        assert set(contacts) == {"c-1", "c-3"}
+        assert [contacts["c-1"]["id"], contacts["c-3"]["id"]] == [result["ids"][0],
+                                                                  result["ids"][2]]
+        assert contacts["c-1"]["phone"] == "+49301234567"
+        assert identities(contacts["c-1"]) == {("email", "anna@example.com"),
+                                               ("phone", "+49301234567")}
+
+    async def test_ndjson_keeps_good_rows_and_reports_bad_ones(self, client):
+        lines = [
+            json.dumps({"first_name": "Anna", "email": "anna@example.com", "external_id": "n-1"}),
+            json.dumps({"last_name": "NoFirstName"}),
+            "{not json",
+            json.dumps(["a", "list"]),
+            json.dumps({"first_name": "Dan", "phone": "+1 555 0000"}),
+            json.dumps({"first_name": "Eve", "preferences": {"opted_out_channels": ["sms"]}}),
+        ]
+        response = await import_file(client, "\n".join(lines) + "\n", NDJSON)
+        assert response.status_code == 200, response.text
+        result = response.json()
+        assert (result["received"], result["created"], result["failed"]) == (6, 2, 4)
+        assert [(e["row"], e["field"]) for e in result["errors"]] == [
+            (2, "first_name"), (3, "row"), (4, "row"), (5, "phone")]
+        names = {c["first_name"]: c for c in await all_contacts(client)}
+        assert set(names) == {"Anna", "Eve"}
+        assert names["Eve"]["preferences"]["opted_out_channels"] == ["sms"]
+
+    async def test_reimporting_the_same_file_creates_nothing(self, client):
+        first = (await import_file(client, CONTACTS_CSV, CSV)).json()
+        before = await all_contacts(client)
+        again = (await import_file(client, CONTACTS_CSV, CSV)).json()
+        assert (again["created"], again["updated"], again["unchanged"], again["failed"]) == (
+            0, 0, 2, 1)
+        assert again["ids"] == first["ids"]
+        assert await all_contacts(client) == before
+
+    async def test_a_changed_row_updates_the_contact_with_that_external_id(self, client):
+        first = (await import_file(client, CONTACTS_CSV, CSV)).json()
+        changed = CONTACTS_CSV.replace("c-3,Carla,Rossi,carla@example.com,,IT,",
+                                       "c-3,Carla,Rossi,carla@new.example,,IT,Initech")
+        result = (await import_file(client, changed, CSV)).json()
+        assert (result["created"], result["updated"], result["unchanged"]) == (0, 1, 1)
+        carla = await get(client, first["ids"][2])
+        assert (carla["company"], carla["email"]) == ("Initech", "carla@new.example")
+        assert identities(carla) == {("email", "carla@new.example")}
+        assert len(await all_contacts(client)) == 2
+
+    async def test_rows_clashing_with_a_contact_or_an_earlier_row_are_reported(self, client):
+        existing = await create(client, email="taken@example.com")
+        body = ("first_name,email\n"
+                "Anna,taken@example.com\n"
+                "Bob,bob@example.com\n"
+                "Bobby,BOB@example.com\n")
+        result = (await import_file(client, body, CSV)).json()
+        assert result["created"] == 1
+        assert [(e["row"], e["field"], e["existing_id"]) for e in result["errors"]] == [
+            (1, "email", existing["id"]), (3, "email", None)]
+        assert "row 2" in result["errors"][1]["reason"]
+        assert len(await all_contacts(client)) == 2
+
+    async def test_more_than_the_maximum_rows_is_422_and_writes_nothing(self, client):
+        rows = "".join(f"Person{n},p{n}@example.com\n" for n in range(10_001))
+        error = error_of(await import_file(client, "first_name,email\n" + rows, CSV), 422)
+        assert "10000" in error["message"]
+        assert error["fields"][0]["field"] == "body"
+        assert await all_contacts(client) == []
+
+    async def test_an_unknown_csv_column_is_422_and_writes_nothing(self, client):
+        error = error_of(await import_file(client, "first_name,shoe_size\nAnna,38\n", CSV), 422)
+        assert error["fields"][0]["field"] == "header"
+        assert "shoe_size" in error["message"]
+        assert await all_contacts(client) == []
+
+    @pytest.mark.parametrize("content_type", ["application/json", "text/plain", ""])
+    async def test_a_wrong_content_type_is_422_and_writes_nothing(self, client, content_type):
+        body = json.dumps({"first_name": "Anna"}) + "\n"
+        response = await import_file(client, body, {"content-type": content_type})
+        assert error_of(response, 422)["fields"][0]["field"] == "content-type"
+        assert await all_contacts(client) == []

@@ -1,0 +1,182 @@
+"""Unit tests of the contact data rules: plain functions, no I/O."""
+
+import pytest
+
+from services.contacts.rules import (
+    Person,
+    best_matches,
+    blocking_key,
+    merged_preferences,
+    normalize_country,
+    normalize_email,
+    normalize_phone,
+    similarity,
+)
+from shared.events import ContactPreferences
+
+
+class TestNormalizeEmail:
+    @pytest.mark.parametrize(
+        ("raw", "expected"),
+        [
+            ("anna@example.com", "anna@example.com"),
+            ("  Anna.Smith@Example.COM ", "anna.smith@example.com"),
+            ("BOB+crm@Sub.Example.org", "bob+crm@sub.example.org"),
+        ],
+    )
+    def test_lower_cases_and_strips(self, raw: str, expected: str) -> None:
+        assert normalize_email(raw) == expected
+
+    @pytest.mark.parametrize(
+        "raw",
+        ["", "not-an-email", "anna@", "@example.com", "a b@example.com", "anna@example", "a@@b.c"],
+    )
+    def test_rejects_invalid_addresses_with_a_reason(self, raw: str) -> None:
+        with pytest.raises(ValueError, match="not a valid e-mail address: .+"):
+            normalize_email(raw)
+
+
+class TestNormalizePhone:
+    @pytest.mark.parametrize(
+        "raw", ["+49301234567", "+49 30 1234567", "+49 (30) 123-4567", " +49-30-1234567 "]
+    )
+    def test_international_number_without_country(self, raw: str) -> None:
+        assert normalize_phone(raw) == "+49301234567"
+
+    @pytest.mark.parametrize(
+        ("raw", "country", "expected"),
+        [
+            ("030 1234567", "DE", "+49301234567"),
+            ("(415) 555-2671", "US", "+14155552671"),
+            ("020 7946 0958", "GB", "+442079460958"),
+        ],
+    )
+    def test_local_number_read_in_the_country(self, raw: str, country: str, expected: str) -> None:
+        assert normalize_phone(raw, country) == expected
+
+    def test_international_number_wins_over_the_country(self) -> None:
+        assert normalize_phone("+44 20 7946 0958", "DE") == "+442079460958"
+
+    def test_local_number_without_country_says_what_to_do(self) -> None:
+        with pytest.raises(ValueError, match=r"use \+<country code> or set country"):
+            normalize_phone("030 1234567")
+
+    @pytest.mark.parametrize(
+        ("raw", "country"),
+        [
+            ("abc", "DE"),
+            ("+49 1", None),
+            ("+1 555 0000", None),  # parses, but no such US number
+            ("+999 1234567", None),  # no such country code
+            ("12", "DE"),
+        ],
+    )
+    def test_rejects_invalid_numbers(self, raw: str, country: str | None) -> None:
+        with pytest.raises(ValueError, match="not a valid phone number"):
+            normalize_phone(raw, country)
+
+
+class TestNormalizeCountry:
+    @pytest.mark.parametrize(("raw", "expected"), [("DE", "DE"), ("de", "DE"), (" us ", "US")])
+    def test_upper_cases_known_codes(self, raw: str, expected: str) -> None:
+        assert normalize_country(raw) == expected
+
+    @pytest.mark.parametrize("raw", ["", "XX", "ZZ", "DEU", "Germany", "D"])
+    def test_rejects_unknown_codes(self, raw: str) -> None:
+        with pytest.raises(ValueError, match="ISO 3166-1 alpha-2"):
+            normalize_country(raw)
+
+
+class TestBlockingKey:
+    def test_lower_cases_and_collapses_spaces(self) -> None:
+        assert blocking_key("  Van  der BERG ") == "van der berg"
+
+    @pytest.mark.parametrize("raw", [None, "", "   "])
+    def test_empty_values_have_no_key(self, raw: str | None) -> None:
+        assert blocking_key(raw) is None
+
+
+class TestSimilarity:
+    @pytest.mark.parametrize(
+        ("a", "b"),
+        [
+            (Person("Anna", "Schmidt", "Acme GmbH"), Person("Ana", "Schmidt", "ACME GmbH")),
+            (Person("Jonathan", "Miller", None), Person("Jonathon", "Miller", None)),
+            (Person("Katharina", "Weber", "Globex"), Person("Katharina", "Webber", "Globex")),
+            (Person("Schmidt", "Anna", None), Person("Anna", "Schmidt", None)),  # swapped fields
+        ],
+    )
+    def test_same_person_with_a_typo_scores_above_85(self, a: Person, b: Person) -> None:
+        assert similarity(a, b) > 85
+        assert similarity(b, a) == similarity(a, b)
+
+    @pytest.mark.parametrize(
+        ("a", "b"),
+        [
+            (Person("Anna", "Schmidt", "Acme GmbH"), Person("Peter", "Schmidt", "Acme GmbH")),
+            (Person("Anna", "Schmidt", None), Person("Bob", "Jones", None)),
+            (Person("Maria", "Garcia", "Initech"), Person("Mario", "Rossi", "Initech")),
+        ],
+    )
+    def test_different_people_score_below_85(self, a: Person, b: Person) -> None:
+        assert similarity(a, b) < 85
+
+    def test_identical_records_score_100(self) -> None:
+        person = Person("Anna", "Schmidt", "Acme")
+        assert similarity(person, person) == 100
+
+    def test_a_company_on_one_side_only_lowers_the_score(self) -> None:
+        one_sided = similarity(Person("Anna", "Schmidt", "Acme"), Person("Anna", "Schmidt", None))
+        assert 85 < one_sided < 100
+
+
+class TestBestMatches:
+    def test_keeps_matches_over_the_threshold_best_first(self) -> None:
+        anna = Person("Anna", "Schmidt", None)
+        candidates = [
+            ("exact", Person("Anna", "Schmidt", None)),
+            ("other", Person("Bob", "Jones", None)),
+            ("typo", Person("Ana", "Schmidt", None)),
+        ]
+        matches = best_matches(anna, candidates, threshold=85)
+        assert [key for key, _ in matches] == ["exact", "typo"]
+        assert matches[0][1] == 100 > matches[1][1] >= 85
+
+
+class TestMergedPreferences:
+    def test_an_opt_out_on_any_record_is_kept(self) -> None:
+        survivor = ContactPreferences(opted_out_channels=["sms"])
+        others = [ContactPreferences(opted_out_channels=["email"]),
+                  ContactPreferences(opted_out_channels=["phone", "sms"])]
+        merged = merged_preferences(survivor, others)
+        assert merged.opted_out_channels == ["email", "phone", "sms"]
+
+    def test_an_opt_out_only_on_a_duplicate_is_kept(self) -> None:
+        merged = merged_preferences(ContactPreferences(),
+                                    [ContactPreferences(opted_out_channels=["email"])])
+        assert merged.opted_out_channels == ["email"]
+
+    @pytest.mark.parametrize(
+        ("survivor_cap", "other_caps", "expected"),
+        [(5, [2, 7], 2), (1, [3], 1), (None, [4, None], 4), (None, [None], None)],
+    )
+    def test_the_lowest_weekly_cap_wins(
+        self, survivor_cap: int | None, other_caps: list[int | None], expected: int | None
+    ) -> None:
+        merged = merged_preferences(
+            ContactPreferences(max_outbound_per_week=survivor_cap),
+            [ContactPreferences(max_outbound_per_week=cap) for cap in other_caps],
+        )
+        assert merged.max_outbound_per_week == expected
+
+    def test_a_zero_cap_wins(self) -> None:
+        merged = merged_preferences(ContactPreferences(max_outbound_per_week=3),
+                                    [ContactPreferences(max_outbound_per_week=0)])
+        assert merged.max_outbound_per_week == 0
+
+    def test_survivor_preferred_channel_kept_else_taken_from_a_duplicate(self) -> None:
+        kept = merged_preferences(ContactPreferences(preferred_channel="sms"),
+                                  [ContactPreferences(preferred_channel="email")])
+        others = [ContactPreferences(), ContactPreferences(preferred_channel="email")]
+        filled = merged_preferences(ContactPreferences(), others)
+        assert (kept.preferred_channel, filled.preferred_channel) == ("sms", "email")
