@@ -1,0 +1,183 @@
+"""Contacts throughput and write-to-consumer latency, through the real HTTP API.
+
+Starts an embedded broker (or uses KAFKA_BOOTSTRAP_SERVERS) and the contacts service as a
+real uvicorn process on SQLite (or CONTACTS_DATABASE_URL), then prints:
+  * creates/s through POST /v1/contacts with concurrent clients (and request p50/p99),
+  * rows/s through POST /v1/contacts/import (10,000-row CSV files),
+  * latency from an API write to its event arriving at a Kafka consumer (p50/p99), light load.
+
+    .venv/bin/python benchmarks/contacts_bench.py [--creates 3000] [--concurrency 32]
+"""
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from shared.auth import mint_token  # noqa: E402
+from shared.embedded_broker import free_port, start_broker, stop_broker  # noqa: E402
+from shared.settings import AuthSettings  # noqa: E402
+from shared.topics import CONTACTS  # noqa: E402
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux), to show where the load goes."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
+
+
+async def single_creates(url: str, headers: dict, total: int, concurrency: int) -> None:
+    latencies: list[float] = []
+    counter = iter(range(total))
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        for n in counter:
+            body = {"first_name": f"Bench{n}", "last_name": uuid.uuid4().hex[:10],
+                    "email": f"bench-{uuid.uuid4().hex}@example.com"}
+            started = time.perf_counter()
+            response = await client.post(f"{url}/v1/contacts", json=body, headers=headers)
+            latencies.append(time.perf_counter() - started)
+            assert response.status_code == 201, response.text
+
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    print(f"single creates:   {total / elapsed:8.0f} contacts/s  ({total} with {concurrency} clients;"
+          f" request p50 {percentile(latencies, 50) * 1000:.1f} ms,"
+          f" p99 {percentile(latencies, 99) * 1000:.1f} ms)")
+
+
+async def bulk_import(url: str, headers: dict, files: int, rows: int) -> None:
+    total = 0
+    async with httpx.AsyncClient(timeout=120) as client:
+        started = time.perf_counter()
+        for _ in range(files):
+            lines = ["first_name,last_name,email,phone,company,country,external_id"]
+            for n in range(rows):
+                tag = uuid.uuid4().hex
+                lines.append(f"Imp{n},{tag[:10]},imp-{tag}@example.com,,Company {n % 500},DE,ext-{tag}")
+            response = await client.post(f"{url}/v1/contacts/import", content="\n".join(lines),
+                                         headers={**headers, "Content-Type": "text/csv"})
+            assert response.status_code == 200, response.text
+            assert response.json()["created"] == rows, response.json()["errors"][:3]
+            total += rows
+        elapsed = time.perf_counter() - started
+    print(f"bulk import:      {total / elapsed:8.0f} rows/s      ({files} files of {rows} CSV rows)")
+
+
+async def outbox_drained(url: str) -> None:
+    """Light load means an idle relay: wait until the import's events are all published."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        for _ in range(600):
+            text = (await client.get(f"{url}/metrics")).text
+            backlog = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                       if line.startswith("crm_outbox_backlog{")]
+            if backlog and backlog[0] == 0:
+                return
+            await asyncio.sleep(0.5)
+
+
+async def write_to_consumer(url: str, headers: dict, bootstrap: str, samples: int) -> None:
+    await outbox_drained(url)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, fetch_max_wait_ms=10)
+    await consumer.start()
+    partitions = [TopicPartition(CONTACTS, p) for p in consumer.partitions_for_topic(CONTACTS)]
+    consumer.assign(partitions)
+    await consumer.seek_to_end(*partitions)
+    latencies: list[float] = []
+    async with httpx.AsyncClient(timeout=30) as client:
+        for n in range(-5, samples):  # five warm-up writes, not counted
+            started = time.perf_counter()
+            response = await client.post(f"{url}/v1/contacts", headers=headers,
+                                         json={"first_name": f"Lat{n}", "last_name": uuid.uuid4().hex})
+            key = response.json()["id"].encode()
+            arrived = False
+            while not arrived:
+                for records in (await consumer.getmany(timeout_ms=1000)).values():
+                    arrived = arrived or any(r.key == key for r in records)
+            if n >= 0:
+                latencies.append(time.perf_counter() - started)
+            await asyncio.sleep(0.02)  # light load: one write at a time, with pauses
+    await consumer.stop()
+    print(f"write→consumer:   p50 {percentile(latencies, 50) * 1000:6.1f} ms, "
+          f"p99 {percentile(latencies, 99) * 1000:6.1f} ms, max {max(latencies) * 1000:.1f} ms"
+          f"  ({samples} writes; from sending the POST to the event at a consumer)")
+    print(f"                  mean {statistics.mean(latencies) * 1000:.1f} ms")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--creates", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--import-files", type=int, default=3)
+    parser.add_argument("--import-rows", type=int, default=10_000)
+    parser.add_argument("--latency-samples", type=int, default=300)
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="crm-bench-"))
+    secret = uuid.uuid4().hex * 2
+    broker = None
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not bootstrap:
+        broker_port = free_port()
+        broker = start_broker(broker_port)
+        bootstrap = f"127.0.0.1:{broker_port}"
+    port = free_port()
+    env = {**os.environ, "CRM_JWT_SECRET": secret, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+           "KAFKA_SESSION_TIMEOUT_MS": "1000", "KAFKA_HEARTBEAT_INTERVAL_MS": "300",
+           "CONTACTS_PORT": str(port), "CONTACTS_LOG_LEVEL": "WARNING"}
+    env.setdefault("CONTACTS_DATABASE_URL", f"sqlite+aiosqlite:///{workdir / 'contacts.db'}")
+    service = subprocess.Popen([sys.executable, "-m", "shared.cli", "serve", "contacts"], env=env,
+                               cwd=ROOT, stdout=open(workdir / "contacts.log", "wb"),
+                               stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+        headers = {"Authorization": f"Bearer {mint_token(AuthSettings(secret=secret))}"}
+        database = env["CONTACTS_DATABASE_URL"].split("://")[0]
+        print(f"contacts service on {database}, broker {bootstrap}, {os.cpu_count()} cores "
+              "(the load generator shares them)")
+        cpu = cpu_seconds(service.pid)
+        await single_creates(url, headers, args.creates, args.concurrency)
+        used = cpu_seconds(service.pid) - cpu
+        print(f"                  service CPU {used / args.creates * 1000:.2f} ms per create "
+              "(incl. its outbox relay)")
+        await bulk_import(url, headers, args.import_files, args.import_rows)
+        await write_to_consumer(url, headers, bootstrap, args.latency_samples)
+    finally:
+        service.terminate()
+        service.wait()
+        if broker:
+            stop_broker(broker)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
