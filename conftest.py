@@ -92,7 +92,9 @@ async def database(tmp_path: Any) -> AsyncIterator[dict[str, Any]]:
 @pytest.fixture
 async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
     """A plain producer, for tests that play another service or an integrator."""
-    client = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=False)
+    client = AIOKafkaProducer(
+        bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=False
+    )
     await client.start()
     yield client
     await client.stop()

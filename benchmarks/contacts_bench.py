@@ -52,8 +52,11 @@ async def single_creates(url: str, headers: dict, total: int, concurrency: int) 
 
     async def worker(client: httpx.AsyncClient) -> None:
         for n in counter:
-            body = {"first_name": f"Bench{n}", "last_name": uuid.uuid4().hex[:10],
-                    "email": f"bench-{uuid.uuid4().hex}@example.com"}
+            body = {
+                "first_name": f"Bench{n}",
+                "last_name": uuid.uuid4().hex[:10],
+                "email": f"bench-{uuid.uuid4().hex}@example.com",
+            }
             started = time.perf_counter()
             response = await client.post(f"{url}/v1/contacts", json=body, headers=headers)
             latencies.append(time.perf_counter() - started)
@@ -64,9 +67,11 @@ async def single_creates(url: str, headers: dict, total: int, concurrency: int) 
         started = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-    print(f"single creates:   {total / elapsed:8.0f} contacts/s  ({total} with {concurrency} clients;"
-          f" request p50 {percentile(latencies, 50) * 1000:.1f} ms,"
-          f" p99 {percentile(latencies, 99) * 1000:.1f} ms)")
+    print(
+        f"single creates:   {total / elapsed:8.0f} contacts/s  ({total} with {concurrency} clients;"
+        f" request p50 {percentile(latencies, 50) * 1000:.1f} ms,"
+        f" p99 {percentile(latencies, 99) * 1000:.1f} ms)"
+    )
 
 
 async def bulk_import(url: str, headers: dict, files: int, rows: int) -> None:
@@ -77,14 +82,21 @@ async def bulk_import(url: str, headers: dict, files: int, rows: int) -> None:
             lines = ["first_name,last_name,email,phone,company,country,external_id"]
             for n in range(rows):
                 tag = uuid.uuid4().hex
-                lines.append(f"Imp{n},{tag[:10]},imp-{tag}@example.com,,Company {n % 500},DE,ext-{tag}")
-            response = await client.post(f"{url}/v1/contacts/import", content="\n".join(lines),
-                                         headers={**headers, "Content-Type": "text/csv"})
+                lines.append(
+                    f"Imp{n},{tag[:10]},imp-{tag}@example.com,,Company {n % 500},DE,ext-{tag}"
+                )
+            response = await client.post(
+                f"{url}/v1/contacts/import",
+                content="\n".join(lines),
+                headers={**headers, "Content-Type": "text/csv"},
+            )
             assert response.status_code == 200, response.text
             assert response.json()["created"] == rows, response.json()["errors"][:3]
             total += rows
         elapsed = time.perf_counter() - started
-    print(f"bulk import:      {total / elapsed:8.0f} rows/s      ({files} files of {rows} CSV rows)")
+    print(
+        f"bulk import:      {total / elapsed:8.0f} rows/s      ({files} files of {rows} CSV rows)"
+    )
 
 
 async def outbox_drained(url: str) -> None:
@@ -92,8 +104,11 @@ async def outbox_drained(url: str) -> None:
     async with httpx.AsyncClient(timeout=10) as client:
         for _ in range(600):
             text = (await client.get(f"{url}/metrics")).text
-            backlog = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                       if line.startswith("crm_outbox_backlog{")]
+            backlog = [
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("crm_outbox_backlog{")
+            ]
             if backlog and backlog[0] == 0:
                 return
             await asyncio.sleep(0.5)
@@ -110,8 +125,11 @@ async def write_to_consumer(url: str, headers: dict, bootstrap: str, samples: in
     async with httpx.AsyncClient(timeout=30) as client:
         for n in range(-5, samples):  # five warm-up writes, not counted
             started = time.perf_counter()
-            response = await client.post(f"{url}/v1/contacts", headers=headers,
-                                         json={"first_name": f"Lat{n}", "last_name": uuid.uuid4().hex})
+            response = await client.post(
+                f"{url}/v1/contacts",
+                headers=headers,
+                json={"first_name": f"Lat{n}", "last_name": uuid.uuid4().hex},
+            )
             key = response.json()["id"].encode()
             arrived = False
             while not arrived:
@@ -121,14 +139,18 @@ async def write_to_consumer(url: str, headers: dict, bootstrap: str, samples: in
                 latencies.append(time.perf_counter() - started)
             await asyncio.sleep(0.02)  # light load: one write at a time, with pauses
     await consumer.stop()
-    print(f"write→consumer:   p50 {percentile(latencies, 50) * 1000:6.1f} ms, "
-          f"p99 {percentile(latencies, 99) * 1000:6.1f} ms, max {max(latencies) * 1000:.1f} ms"
-          f"  ({samples} writes; from sending the POST to the event at a consumer)")
+    print(
+        f"write→consumer:   p50 {percentile(latencies, 50) * 1000:6.1f} ms, "
+        f"p99 {percentile(latencies, 99) * 1000:6.1f} ms, max {max(latencies) * 1000:.1f} ms"
+        f"  ({samples} writes; from sending the POST to the event at a consumer)"
+    )
     print(f"                  mean {statistics.mean(latencies) * 1000:.1f} ms")
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--creates", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--import-files", type=int, default=3)
@@ -145,13 +167,23 @@ async def main() -> None:
         broker = start_broker(broker_port)
         bootstrap = f"127.0.0.1:{broker_port}"
     port = free_port()
-    env = {**os.environ, "CRM_JWT_SECRET": secret, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-           "KAFKA_SESSION_TIMEOUT_MS": "1000", "KAFKA_HEARTBEAT_INTERVAL_MS": "300",
-           "CONTACTS_PORT": str(port), "CONTACTS_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "CRM_JWT_SECRET": secret,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "KAFKA_SESSION_TIMEOUT_MS": "1000",
+        "KAFKA_HEARTBEAT_INTERVAL_MS": "300",
+        "CONTACTS_PORT": str(port),
+        "CONTACTS_LOG_LEVEL": "WARNING",
+    }
     env.setdefault("CONTACTS_DATABASE_URL", f"sqlite+aiosqlite:///{workdir / 'contacts.db'}")
-    service = subprocess.Popen([sys.executable, "-m", "shared.cli", "serve", "contacts"], env=env,
-                               cwd=ROOT, stdout=open(workdir / "contacts.log", "wb"),
-                               stderr=subprocess.STDOUT)
+    service = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "serve", "contacts"],
+        env=env,
+        cwd=ROOT,
+        stdout=open(workdir / "contacts.log", "wb"),
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(200):
@@ -163,13 +195,17 @@ async def main() -> None:
             await asyncio.sleep(0.1)
         headers = {"Authorization": f"Bearer {mint_token(AuthSettings(secret=secret))}"}
         database = env["CONTACTS_DATABASE_URL"].split("://")[0]
-        print(f"contacts service on {database}, broker {bootstrap}, {os.cpu_count()} cores "
-              "(the load generator shares them)")
+        print(
+            f"contacts service on {database}, broker {bootstrap}, {os.cpu_count()} cores "
+            "(the load generator shares them)"
+        )
         cpu = cpu_seconds(service.pid)
         await single_creates(url, headers, args.creates, args.concurrency)
         used = cpu_seconds(service.pid) - cpu
-        print(f"                  service CPU {used / args.creates * 1000:.2f} ms per create "
-              "(incl. its outbox relay)")
+        print(
+            f"                  service CPU {used / args.creates * 1000:.2f} ms per create "
+            "(incl. its outbox relay)"
+        )
         await bulk_import(url, headers, args.import_files, args.import_rows)
         await write_to_consumer(url, headers, bootstrap, args.latency_samples)
     finally:

@@ -74,9 +74,7 @@ def _lifespan(spec: ServiceSpec) -> Any:
             lease_s=settings.relay_lease_s,
             notify_channel=f"crm_outbox_{spec.name}_{settings.database_schema or 'public'}"[:63],
         )
-        session_factory.configure(
-            info={NOTIFY: relay.wake, NOTIFY_CHANNEL: relay.notify_channel}
-        )
+        session_factory.configure(info={NOTIFY: relay.wake, NOTIFY_CHANNEL: relay.notify_channel})
         consumers = [
             EventConsumer(
                 service=spec.name,
@@ -173,8 +171,15 @@ def _operations_router() -> APIRouter:
 def error_body(
     status: int, code: str, message: str, fields: list[dict[str, str]] | None = None, **extra: Any
 ) -> dict[str, Any]:
-    return {"error": {"status": status, "code": code, "message": message,
-                      "fields": fields or [], **extra}}
+    return {
+        "error": {
+            "status": status,
+            "code": code,
+            "message": message,
+            "fields": fields or [],
+            **extra,
+        }
+    }
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -198,8 +203,12 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {401: "unauthorized", 403: "forbidden", 404: "not_found",
-                405: "method_not_allowed"}.get(exc.status_code, "error")
+        code = {
+            401: "unauthorized",
+            403: "forbidden",
+            404: "not_found",
+            405: "method_not_allowed",
+        }.get(exc.status_code, "error")
         return JSONResponse(
             error_body(exc.status_code, code, str(exc.detail)),
             status_code=exc.status_code,
@@ -210,7 +219,10 @@ def _install_error_handlers(app: FastAPI) -> None:
 def _field_error(error: dict[str, Any]) -> dict[str, str]:
     location = [str(part) for part in error.get("loc", ())]
     if error.get("type") == "json_invalid":
-        return {"field": "body", "reason": f"malformed JSON: {error.get('ctx', {}).get('error', '')}".strip()}
+        return {
+            "field": "body",
+            "reason": f"malformed JSON: {error.get('ctx', {}).get('error', '')}".strip(),
+        }
     if location and location[0] in ("body", "query", "path", "header"):
         location = location[1:]
     return {"field": ".".join(location) or "body", "reason": error.get("msg", "invalid")}
@@ -239,8 +251,10 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []),
-                                      (b"x-request-id", request_id.encode())]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
             await send(message)
 
         try:

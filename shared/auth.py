@@ -40,8 +40,9 @@ def mint_token(
 @functools.lru_cache(maxsize=4096)
 def _verified_claims(token: str, secret: str, algorithm: str, issuer: str) -> dict[str, Any]:
     """Signature check once per token (a client sends the same token on every request)."""
-    return jwt.decode(token, secret, algorithms=[algorithm], issuer=issuer,
-                      options={"require": ["exp", "sub"]})
+    return jwt.decode(
+        token, secret, algorithms=[algorithm], issuer=issuer, options={"require": ["exp", "sub"]}
+    )
 
 
 class Principal:
@@ -64,8 +65,12 @@ async def authenticate(
         raise _unauthorized("a bearer token is required")
     settings: AuthSettings = request.app.state.settings.auth
     try:
-        claims = _verified_claims(credentials.credentials, settings.secret.get_secret_value(),
-                                  settings.algorithm, settings.issuer)
+        claims = _verified_claims(
+            credentials.credentials,
+            settings.secret.get_secret_value(),
+            settings.algorithm,
+            settings.issuer,
+        )
     except jwt.PyJWTError as exc:
         raise _unauthorized(f"invalid token: {exc}") from exc
     if claims["exp"] <= time.time():  # a cached token may have expired since

@@ -1,8 +1,8 @@
 """``crm``: run the platform locally and mint dev tokens.
 
-    crm up                      broker + every service, SQLite files under .crm-data/
-    crm serve contacts          one service (what the container image runs)
-    crm token [--scope "..."]   a JWT signed with the dev secret (every scope by default)
+crm up                      broker + every service, SQLite files under .crm-data/
+crm serve contacts          one service (what the container image runs)
+crm token [--scope "..."]   a JWT signed with the dev secret (every scope by default)
 """
 
 import argparse
@@ -40,8 +40,10 @@ def _settings_class(service: str) -> type[ServiceSettings]:
     """The ``<Name>Settings`` class in ``services/<name>/config.py``."""
     config = importlib.import_module(f"services.{service}.config")
     return next(
-        value for value in vars(config).values()
-        if isinstance(value, type) and issubclass(value, ServiceSettings)
+        value
+        for value in vars(config).values()
+        if isinstance(value, type)
+        and issubclass(value, ServiceSettings)
         and value.__module__ == config.__name__
     )
 
@@ -56,14 +58,19 @@ def serve(service: str) -> None:
     if service not in available_services():
         sys.exit(f"unknown service {service!r}; known: {', '.join(available_services())}")
     settings = _settings(service)
-    options = {"host": settings.host, "port": settings.port, "access_log": False,
-               "log_config": logging_config(service, settings.log_level)}
+    options = {
+        "host": settings.host,
+        "port": settings.port,
+        "access_log": False,
+        "log_config": logging_config(service, settings.log_level),
+    }
     if settings.workers > 1:
         # Migrate once here, so the workers do not race to create the same tables.
         asyncio.run(_migrate(service, settings))
         # Each worker process builds its own app (and reads the same environment).
-        uvicorn.run(f"services.{service}.app:create_app", factory=True, workers=settings.workers,
-                    **options)
+        uvicorn.run(
+            f"services.{service}.app:create_app", factory=True, workers=settings.workers, **options
+        )
         return
     app_module = importlib.import_module(f"services.{service}.app")
     uvicorn.run(app_module.create_app(settings), **options)
@@ -121,7 +128,10 @@ def up(data_dir: Path, broker_port: int) -> None:
             log = open(data_dir / f"{service}.log", "ab")  # noqa: SIM115
             children[service] = subprocess.Popen(
                 [sys.executable, "-m", "shared.cli", "serve", service],
-                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
             )
             urls[service] = f"http://127.0.0.1:{settings_port}"
         _wait_healthy(urls, children, data_dir)
@@ -151,8 +161,12 @@ def up(data_dir: Path, broker_port: int) -> None:
             stop_broker(broker)
 
 
-def _wait_healthy(urls: dict[str, str], children: dict[str, subprocess.Popen[bytes]],
-                  data_dir: Path, timeout_s: float = 60.0) -> None:
+def _wait_healthy(
+    urls: dict[str, str],
+    children: dict[str, subprocess.Popen[bytes]],
+    data_dir: Path,
+    timeout_s: float = 60.0,
+) -> None:
     deadline = time.monotonic() + timeout_s
     pending = dict(urls)
     while pending and time.monotonic() < deadline:
@@ -170,8 +184,9 @@ def _wait_healthy(urls: dict[str, str], children: dict[str, subprocess.Popen[byt
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="crm", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="crm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     up_cmd = commands.add_parser("up", help="start the broker and every service locally")
     up_cmd.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
@@ -179,8 +194,11 @@ def main(argv: list[str] | None = None) -> None:
     serve_cmd = commands.add_parser("serve", help="run one service")
     serve_cmd.add_argument("service")
     token_cmd = commands.add_parser("token", help="print a dev JWT")
-    token_cmd.add_argument("--scope", default=" ".join(ALL_SCOPES),
-                           help='space-separated, e.g. "contacts:read support:write"')
+    token_cmd.add_argument(
+        "--scope",
+        default=" ".join(ALL_SCOPES),
+        help='space-separated, e.g. "contacts:read support:write"',
+    )
     token_cmd.add_argument("--subject", default="dev")
     token_cmd.add_argument("--hours", type=float, default=12.0)
     token_cmd.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)

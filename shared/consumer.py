@@ -90,7 +90,9 @@ class EventConsumer:
         ):
             with attempt:
                 consumer = new_consumer(
-                    self.kafka, *self.subscription.topics, group_id=self.group_id,
+                    self.kafka,
+                    *self.subscription.topics,
+                    group_id=self.group_id,
                     client_id=self.name,
                 )
                 try:
@@ -189,8 +191,13 @@ class EventConsumer:
     async def _dead_letter(self, record: ConsumerRecord, error: Exception) -> None:
         log.error(
             "event sent to the dead-letter topic",
-            extra={"consumer": self.name, "topic": record.topic, "partition": record.partition,
-                   "offset": record.offset, "error": repr(error)},
+            extra={
+                "consumer": self.name,
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "error": repr(error),
+            },
         )
         headers = list(record.headers or ()) + [
             ("dlq.error", repr(error)[:2000].encode()),
@@ -207,7 +214,9 @@ class EventConsumer:
         )
         metrics.EVENTS_DEAD_LETTERED.labels(self.service, self.name).inc()
 
-    def _record_lag(self, consumer: AIOKafkaConsumer, tp: TopicPartition, last: ConsumerRecord) -> None:
+    def _record_lag(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, last: ConsumerRecord
+    ) -> None:
         highwater = consumer.highwater(tp)
         lag = max(0, highwater - (last.offset + 1)) if highwater is not None else 0
         labels = (self.service, self.name, tp.topic, str(tp.partition))

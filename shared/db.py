@@ -60,9 +60,9 @@ def async_url(database_url: str) -> str:
     """Accept plain ``postgresql://`` URLs too: this platform talks to PostgreSQL via asyncpg."""
     for prefix in ("postgresql://", "postgres://"):
         if database_url.startswith(prefix):
-            return "postgresql+asyncpg://" + database_url[len(prefix):]
+            return "postgresql+asyncpg://" + database_url[len(prefix) :]
     if database_url.startswith("sqlite://"):
-        return "sqlite+aiosqlite://" + database_url[len("sqlite://"):]
+        return "sqlite+aiosqlite://" + database_url[len("sqlite://") :]
     return database_url
 
 

@@ -43,7 +43,9 @@ def new_producer(settings: KafkaSettings, client_id: str) -> AIOKafkaProducer:
     )
 
 
-def new_consumer(settings: KafkaSettings, *topics: str, group_id: str, client_id: str) -> AIOKafkaConsumer:
+def new_consumer(
+    settings: KafkaSettings, *topics: str, group_id: str, client_id: str
+) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
         *topics,
         **connection_options(settings),

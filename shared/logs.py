@@ -31,8 +31,12 @@ def logging_config(service: str, level: str = "INFO") -> dict[str, Any]:
             }
         },
         "handlers": {
-            "stderr": {"class": "logging.StreamHandler", "formatter": "json",
-                       "filters": ["context"], "stream": "ext://sys.stderr"}
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "filters": ["context"],
+                "stream": "ext://sys.stderr",
+            }
         },
         "root": {"handlers": ["stderr"], "level": level.upper()},
         # The broker client logs every reconnect attempt at ERROR; the runners report those.

@@ -22,7 +22,9 @@ EVENTS_FAILED = Counter(
     "crm_events_failed_total", "Event processing attempts that failed", ["service", "consumer"]
 )
 EVENTS_DEAD_LETTERED = Counter(
-    "crm_events_dead_lettered_total", "Events sent to the dead-letter topic", ["service", "consumer"]
+    "crm_events_dead_lettered_total",
+    "Events sent to the dead-letter topic",
+    ["service", "consumer"],
 )
 CONSUMER_LAG = Gauge(
     "crm_consumer_lag_messages",

@@ -37,8 +37,15 @@ def add_event(
     time: datetime | None = None,
 ) -> uuid.UUID:
     """Stage an event in the caller's transaction; it is published only if that commits."""
-    row = event_row(topic=topic, key=key, event_type=event_type, source=source, data=data,
-                    subject=subject, time=time)
+    row = event_row(
+        topic=topic,
+        key=key,
+        event_type=event_type,
+        source=source,
+        data=data,
+        subject=subject,
+        time=time,
+    )
     session.add(OutboxMessage(**row))
     session.info[_PENDING] = True
     return row["event_id"]
@@ -46,8 +53,18 @@ def add_event(
 
 def add_tombstone(session: AsyncSession, *, topic: str, key: str) -> None:
     """A null value for ``key`` on a compacted topic, so compaction drops the key's history."""
-    session.add(OutboxMessage(**_row(event_id=uuid.uuid4(), event_type="tombstone", topic=topic,
-                                     key=key, value=None, headers={})))
+    session.add(
+        OutboxMessage(
+            **_row(
+                event_id=uuid.uuid4(),
+                event_type="tombstone",
+                topic=topic,
+                key=key,
+                value=None,
+                headers={},
+            )
+        )
+    )
     session.info[_PENDING] = True
 
 
@@ -66,8 +83,14 @@ def event_row(
     event_id, value, headers = encode_event(
         event_type=event_type, source=source, data=payload, subject=subject, time=time
     )
-    return _row(event_id=uuid.UUID(event_id), event_type=event_type, topic=topic, key=key,
-                value=value, headers={k: v.decode() for k, v in headers.items()})
+    return _row(
+        event_id=uuid.UUID(event_id),
+        event_type=event_type,
+        topic=topic,
+        key=key,
+        value=value,
+        headers={k: v.decode() for k, v in headers.items()},
+    )
 
 
 async def add_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
@@ -89,8 +112,15 @@ def _row(
     request_id = current_request_id()
     if request_id:
         headers = {**headers, "x-request-id": request_id}
-    return {"event_id": event_id, "event_type": event_type, "topic": topic, "key": key,
-            "value": value, "headers": headers, "created_at": utcnow()}
+    return {
+        "event_id": event_id,
+        "event_type": event_type,
+        "topic": topic,
+        "key": key,
+        "value": value,
+        "headers": headers,
+        "created_at": utcnow(),
+    }
 
 
 @sa_event.listens_for(Session, "before_commit")

@@ -32,11 +32,15 @@ async def running(app: FastAPI, *, authenticated: bool = True) -> AsyncIterator[
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         headers = auth_headers() if authenticated else {}
-        async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers) as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://test", headers=headers
+        ) as client:
             yield client
 
 
-async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 15.0, interval: float = 0.05) -> T:
+async def eventually(
+    check: Callable[[], Awaitable[T]], timeout: float = 15.0, interval: float = 0.05
+) -> T:
     """Await ``check`` until it stops raising AssertionError; re-raise after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -54,8 +58,12 @@ class TopicTail:
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                         fetch_max_wait_ms=10, group_id=None)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=10,
+            group_id=None,
+        )
         self.records: list[Any] = []
 
     async def __aenter__(self) -> "TopicTail":
@@ -76,7 +84,9 @@ class TopicTail:
     async def __aexit__(self, *exc: object) -> None:
         await self.consumer.stop()
 
-    async def collect(self, predicate: Callable[[Any], bool], count: int = 1, timeout: float = 15.0) -> list[Any]:
+    async def collect(
+        self, predicate: Callable[[Any], bool], count: int = 1, timeout: float = 15.0
+    ) -> list[Any]:
         """Records matching ``predicate``, waiting until there are ``count`` of them."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -88,8 +98,6 @@ class TopicTail:
                 return found
         found = [r for r in self.records if predicate(r)]
         raise AssertionError(f"expected {count} records on {self.topic}, got {len(found)}")
-
-
 
 
 def app_of(client: httpx.AsyncClient) -> FastAPI:

@@ -16,16 +16,25 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def crm(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "shared.cli", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 @pytest.fixture
 def platform(tmp_path):
     """`crm up` on free ports with its own embedded broker and data folder."""
     port, broker_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("KAFKA_", "CONTACTS_", "CRM_JWT_", "DATABASE_URL"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("KAFKA_", "CONTACTS_", "CRM_JWT_", "DATABASE_URL"))
+    }
     env["CONTACTS_PORT"] = str(port)
     process = crm("up", "--data-dir", str(tmp_path), "--broker-port", str(broker_port), env=env)
     output: list[str] = []
@@ -38,8 +47,13 @@ def platform(tmp_path):
         if "stop everything with Ctrl-C" in line:
             break
     assert process.poll() is None, "crm up exited:\n" + "".join(output)
-    yield {"url": f"http://127.0.0.1:{port}", "data_dir": tmp_path, "env": env,
-           "process": process, "output": "".join(output)}
+    yield {
+        "url": f"http://127.0.0.1:{port}",
+        "data_dir": tmp_path,
+        "env": env,
+        "process": process,
+        "output": "".join(output),
+    }
     if process.poll() is None:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=30)
@@ -53,15 +67,32 @@ class TestCrmUp:
 
     def test_a_dev_token_works_against_the_running_service(self, platform):
         minted = subprocess.run(
-            [sys.executable, "-m", "shared.cli", "token", "--data-dir", str(platform["data_dir"]),
-             "--scope", "contacts:read contacts:write"],
-            cwd=ROOT, env=platform["env"], capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                "-m",
+                "shared.cli",
+                "token",
+                "--data-dir",
+                str(platform["data_dir"]),
+                "--scope",
+                "contacts:read contacts:write",
+            ],
+            cwd=ROOT,
+            env=platform["env"],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         headers = {"Authorization": f"Bearer {minted.stdout.strip()}"}
-        created = httpx.post(f"{platform['url']}/v1/contacts", headers=headers,
-                             json={"first_name": "Local", "email": "local@example.com"})
+        created = httpx.post(
+            f"{platform['url']}/v1/contacts",
+            headers=headers,
+            json={"first_name": "Local", "email": "local@example.com"},
+        )
         assert created.status_code == 201, created.text
-        fetched = httpx.get(f"{platform['url']}/v1/contacts/{created.json()['id']}", headers=headers)
+        fetched = httpx.get(
+            f"{platform['url']}/v1/contacts/{created.json()['id']}", headers=headers
+        )
         assert fetched.json()["email"] == "local@example.com"
         assert httpx.get(f"{platform['url']}/readyz").json()["ready"] is True
         assert (platform["data_dir"] / "contacts.db").exists()

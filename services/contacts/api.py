@@ -47,7 +47,9 @@ def to_read(contact: Contact, activity: ContactActivity | None = None) -> Contac
         external_id=contact.external_id,
         identities=[IdentityRead(kind=i.kind, value=i.value) for i in contact.identities],
         preferences=ContactPreferences.model_validate(contact.preferences or {}),
-        activity=ActivityRead.model_validate(activity, from_attributes=True) if activity else ActivityRead(),
+        activity=ActivityRead.model_validate(activity, from_attributes=True)
+        if activity
+        else ActivityRead(),
         created_at=contact.created_at,
         updated_at=contact.updated_at,
     )
@@ -58,13 +60,17 @@ async def _read_one(session: AsyncSession, contact: Contact) -> ContactRead:
 
 
 @router.post("/contacts", status_code=status.HTTP_201_CREATED, dependencies=write)
-async def create_contact(body: ContactCreate, session: SessionDep, request: Request) -> ContactCreated:
+async def create_contact(
+    body: ContactCreate, session: SessionDep, request: Request
+) -> ContactCreated:
     contact, near = await service.create_contact(
         session, body, duplicate_threshold=request.app.state.settings.duplicate_threshold
     )
     return ContactCreated(
         **to_read(contact).__dict__,
-        possible_duplicates=[PossibleDuplicate.model_validate(m, from_attributes=True) for m in near],
+        possible_duplicates=[
+            PossibleDuplicate.model_validate(m, from_attributes=True) for m in near
+        ],
     )
 
 
@@ -88,7 +94,9 @@ async def list_duplicates(
     limit: Limit = DEFAULT_LIMIT,
     cursor: Annotated[int | None, Query(ge=0, description="offset returned as next_cursor")] = None,
 ) -> Page[DuplicatePair]:
-    threshold = min_score if min_score is not None else request.app.state.settings.duplicate_threshold
+    threshold = (
+        min_score if min_score is not None else request.app.state.settings.duplicate_threshold
+    )
     pairs = await duplicates.duplicate_pairs(session, threshold=threshold)
     start = cursor or 0
     page = pairs[start : start + limit]
@@ -116,7 +124,9 @@ async def get_contact(contact_id: uuid.UUID, session: SessionDep) -> ContactRead
 
 
 @router.patch("/contacts/{contact_id}", dependencies=write)
-async def update_contact(contact_id: uuid.UUID, body: ContactUpdate, session: SessionDep) -> ContactRead:
+async def update_contact(
+    contact_id: uuid.UUID, body: ContactUpdate, session: SessionDep
+) -> ContactRead:
     return await _read_one(session, await service.update_contact(session, contact_id, body))
 
 
@@ -128,11 +138,17 @@ async def erase_contact(contact_id: uuid.UUID, session: SessionDep) -> Response:
 
 
 @router.post("/contacts/{contact_id}/merge", dependencies=write)
-async def merge_contacts(contact_id: uuid.UUID, body: MergeRequest, session: SessionDep) -> ContactRead:
-    return await _read_one(session, await service.merge_contacts(session, contact_id, body.duplicate_ids))
+async def merge_contacts(
+    contact_id: uuid.UUID, body: MergeRequest, session: SessionDep
+) -> ContactRead:
+    return await _read_one(
+        session, await service.merge_contacts(session, contact_id, body.duplicate_ids)
+    )
 
 
-@router.post("/contacts/{contact_id}/identities", status_code=status.HTTP_201_CREATED, dependencies=write)
+@router.post(
+    "/contacts/{contact_id}/identities", status_code=status.HTTP_201_CREATED, dependencies=write
+)
 async def add_identity(contact_id: uuid.UUID, body: IdentityIn, session: SessionDep) -> ContactRead:
     return await _read_one(session, await service.add_identity(session, contact_id, body))
 

@@ -14,12 +14,19 @@ from services.contacts.models import Contact, ContactStatus
 MAX_BLOCK = 200
 
 
-async def duplicate_pairs(session: AsyncSession, *, threshold: float) -> list[tuple[str, str, float]]:
+async def duplicate_pairs(
+    session: AsyncSession, *, threshold: float
+) -> list[tuple[str, str, float]]:
     rows = (
         await session.execute(
-            select(Contact.id, Contact.first_name, Contact.last_name, Contact.company,
-                   Contact.last_name_key, Contact.company_key)
-            .where(Contact.status == ContactStatus.active)
+            select(
+                Contact.id,
+                Contact.first_name,
+                Contact.last_name,
+                Contact.company,
+                Contact.last_name_key,
+                Contact.company_key,
+            ).where(Contact.status == ContactStatus.active)
         )
     ).all()
     blocks: dict[tuple[str, str], list[tuple[str, rules.Person]]] = defaultdict(list)

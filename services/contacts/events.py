@@ -19,11 +19,29 @@ def created_row(values: dict[str, Any]) -> dict[str, Any]:
         contact_id=values["id"],
         first_name=values["first_name"],
         identities=[Identity(kind=f, value=values[f]) for f in ("email", "phone") if values[f]],
-        **{f: values[f] for f in ("last_name", "email", "phone", "company", "country",
-                                  "external_id", "preferences", "created_at", "updated_at")},
+        **{
+            f: values[f]
+            for f in (
+                "last_name",
+                "email",
+                "phone",
+                "company",
+                "country",
+                "external_id",
+                "preferences",
+                "created_at",
+                "updated_at",
+            )
+        },
     )
-    return event_row(topic=topics.CONTACTS, key=contact_id, event_type=events.CONTACT_CREATED,
-                     source=SOURCE, subject=contact_id, data=data)
+    return event_row(
+        topic=topics.CONTACTS,
+        key=contact_id,
+        event_type=events.CONTACT_CREATED,
+        source=SOURCE,
+        subject=contact_id,
+        data=data,
+    )
 
 
 def snapshot(contact: Contact) -> ContactSnapshot:
@@ -44,8 +62,15 @@ def snapshot(contact: Contact) -> ContactSnapshot:
 
 
 def _publish(session: AsyncSession, event_type: str, key: str, data: object) -> None:
-    add_event(session, topic=topics.CONTACTS, key=key, event_type=event_type, source=SOURCE,
-              subject=key, data=data)  # type: ignore[arg-type]
+    add_event(
+        session,
+        topic=topics.CONTACTS,
+        key=key,
+        event_type=event_type,
+        source=SOURCE,
+        subject=key,
+        data=data,
+    )  # type: ignore[arg-type]
 
 
 def contact_created(session: AsyncSession, contact: Contact) -> None:
@@ -57,17 +82,31 @@ def contact_updated(session: AsyncSession, contact: Contact) -> None:
 
 
 def contact_merged(session: AsyncSession, merged: Contact, survivor: Contact) -> None:
-    _publish(session, events.CONTACT_MERGED, str(merged.id),
-             ContactMerged(merged_id=merged.id, survivor_id=survivor.id))
+    _publish(
+        session,
+        events.CONTACT_MERGED,
+        str(merged.id),
+        ContactMerged(merged_id=merged.id, survivor_id=survivor.id),
+    )
 
 
 def contact_erased(session: AsyncSession, contact: Contact) -> None:
-    _publish(session, events.CONTACT_ERASED, str(contact.id),
-             ContactErased(contact_id=contact.id, erased_at=contact.updated_at))
+    _publish(
+        session,
+        events.CONTACT_ERASED,
+        str(contact.id),
+        ContactErased(contact_id=contact.id, erased_at=contact.updated_at),
+    )
     # The tombstone lets compaction drop every earlier message (and its PII) for this key.
     add_tombstone(session, topic=topics.CONTACTS, key=str(contact.id))
 
 
 def policy_updated(session: AsyncSession, policy: ContactPolicy) -> None:
-    add_event(session, topic=topics.CONTACTS, key=events.CONTACT_POLICY_KEY,
-              event_type=events.CONTACT_POLICY_UPDATED, source=SOURCE, data=policy)
+    add_event(
+        session,
+        topic=topics.CONTACTS,
+        key=events.CONTACT_POLICY_KEY,
+        event_type=events.CONTACT_POLICY_UPDATED,
+        source=SOURCE,
+        data=policy,
+    )

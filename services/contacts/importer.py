@@ -23,11 +23,15 @@ from shared.errors import InvalidInput
 from shared.events import utcnow
 from shared.outbox import add_rows
 
-CSV_COLUMNS = frozenset({"first_name", "last_name", "email", "phone", "company", "country", "external_id"})
+CSV_COLUMNS = frozenset(
+    {"first_name", "last_name", "email", "phone", "company", "country", "external_id"}
+)
 UPDATABLE = ("first_name", "last_name", "company", "country")
 
 
-def parse_rows(body: bytes, content_type: str, max_rows: int) -> list[dict[str, Any] | ImportRowError]:
+def parse_rows(
+    body: bytes, content_type: str, max_rows: int
+) -> list[dict[str, Any] | ImportRowError]:
     """Rows as dicts, or a row error where a line cannot even be read."""
     try:
         text = body.decode("utf-8-sig")
@@ -39,9 +43,7 @@ def parse_rows(body: bytes, content_type: str, max_rows: int) -> list[dict[str, 
     elif kind in ("application/x-ndjson", "application/ndjson", "application/jsonl"):
         rows = _ndjson_rows(text)
     else:
-        raise InvalidInput(
-            "send text/csv or application/x-ndjson", field="content-type"
-        )
+        raise InvalidInput("send text/csv or application/x-ndjson", field="content-type")
     if not rows:
         raise InvalidInput("the file has no data rows", field="body")
     if len(rows) > max_rows:
@@ -54,12 +56,16 @@ def _csv_rows(text: str) -> list[dict[str, Any] | ImportRowError]:
     header = [name.strip() for name in reader.fieldnames or []]
     unknown = sorted(set(header) - CSV_COLUMNS)
     if unknown:
-        raise InvalidInput(f"unknown columns {unknown}; allowed: {sorted(CSV_COLUMNS)}", field="header")
+        raise InvalidInput(
+            f"unknown columns {unknown}; allowed: {sorted(CSV_COLUMNS)}", field="header"
+        )
     reader.fieldnames = header
     rows: list[dict[str, Any] | ImportRowError] = []
     for row in reader:
         if None in row:  # more cells than the header has columns
-            rows.append(ImportRowError(row=len(rows) + 1, field="row", reason="more cells than columns"))
+            rows.append(
+                ImportRowError(row=len(rows) + 1, field="row", reason="more cells than columns")
+            )
             continue
         rows.append({k: v.strip() for k, v in row.items() if v is not None and v.strip() != ""})
     return rows
@@ -73,16 +79,24 @@ def _ndjson_rows(text: str) -> list[dict[str, Any] | ImportRowError]:
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
-            rows.append(ImportRowError(row=len(rows) + 1, field="row", reason=f"malformed JSON: {exc}"))
+            rows.append(
+                ImportRowError(row=len(rows) + 1, field="row", reason=f"malformed JSON: {exc}")
+            )
             continue
         if not isinstance(value, dict):
-            rows.append(ImportRowError(row=len(rows) + 1, field="row", reason="each line must be a JSON object"))
+            rows.append(
+                ImportRowError(
+                    row=len(rows) + 1, field="row", reason="each line must be a JSON object"
+                )
+            )
             continue
         rows.append(value)
     return rows
 
 
-async def import_contacts(session: AsyncSession, rows: list[dict[str, Any] | ImportRowError]) -> ImportResult:
+async def import_contacts(
+    session: AsyncSession, rows: list[dict[str, Any] | ImportRowError]
+) -> ImportResult:
     """Create new contacts, update those matched by ``external_id``; every row reported."""
     errors: list[ImportRowError] = []
     ids: list[uuid.UUID | None] = [None] * len(rows)
@@ -95,15 +109,27 @@ async def import_contacts(session: AsyncSession, rows: list[dict[str, Any] | Imp
             valid[index] = ContactCreate.model_validate(row)
         except ValidationError as exc:
             first = exc.errors()[0]
-            errors.append(ImportRowError(
-                row=index + 1, field=".".join(str(p) for p in first["loc"]) or "row", reason=first["msg"]
-            ))
+            errors.append(
+                ImportRowError(
+                    row=index + 1,
+                    field=".".join(str(p) for p in first["loc"]) or "row",
+                    reason=first["msg"],
+                )
+            )
 
     by_external = await _contacts_by_external_id(
         session, [c.external_id for c in valid.values() if c.external_id]
     )
     owners = await find_identity_owners(
-        session, list({(f, v) for c in valid.values() for f in PRIMARY_IDENTITY_FIELDS if (v := getattr(c, f))})
+        session,
+        list(
+            {
+                (f, v)
+                for c in valid.values()
+                for f in PRIMARY_IDENTITY_FIELDS
+                if (v := getattr(c, f))
+            }
+        ),
     )
     claimed: dict[tuple[str, str], int] = {}  # identity -> first row in this file that uses it
     seen_external: set[str] = set()
@@ -113,7 +139,9 @@ async def import_contacts(session: AsyncSession, rows: list[dict[str, Any] | Imp
     for index, data in valid.items():
         row_no = index + 1
         if data.external_id and data.external_id in seen_external:
-            errors.append(ImportRowError(row=row_no, field="external_id", reason="repeated in this file"))
+            errors.append(
+                ImportRowError(row=row_no, field="external_id", reason="repeated in this file")
+            )
             continue
         existing = by_external.get(data.external_id) if data.external_id else None
         problem = _identity_problem(data, row_no, existing, owners, claimed)
@@ -140,8 +168,13 @@ async def import_contacts(session: AsyncSession, rows: list[dict[str, Any] | Imp
     await _insert_new(session, new_rows)
     errors.sort(key=lambda e: e.row)
     return ImportResult(
-        received=len(rows), created=len(new_rows), updated=updated, unchanged=unchanged,
-        failed=len(errors), errors=errors, ids=ids,
+        received=len(rows),
+        created=len(new_rows),
+        updated=updated,
+        unchanged=unchanged,
+        failed=len(errors),
+        errors=errors,
+        ids=ids,
     )
 
 
@@ -150,8 +183,12 @@ async def _insert_new(session: AsyncSession, rows: list[dict[str, Any]]) -> None
     if not rows:
         return
     await session.execute(insert(Contact), rows)
-    identities = [{"contact_id": row["id"], "kind": f, "value": row[f]}
-                  for row in rows for f in PRIMARY_IDENTITY_FIELDS if row[f]]
+    identities = [
+        {"contact_id": row["id"], "kind": f, "value": row[f]}
+        for row in rows
+        for f in PRIMARY_IDENTITY_FIELDS
+        if row[f]
+    ]
     if identities:
         await session.execute(insert(ContactIdentity), identities)
     await add_rows(session, [events.created_row(row) for row in rows])
@@ -170,17 +207,25 @@ def _identity_problem(
             continue
         owner = owners.get((f, value))
         if owner is not None and (existing is None or owner != existing.id):
-            return ImportRowError(row=row_no, field=f, reason="belongs to another contact", existing_id=owner)
+            return ImportRowError(
+                row=row_no, field=f, reason="belongs to another contact", existing_id=owner
+            )
         if (f, value) in claimed:
-            return ImportRowError(row=row_no, field=f, reason=f"also used by row {claimed[(f, value)]}")
+            return ImportRowError(
+                row=row_no, field=f, reason=f"also used by row {claimed[(f, value)]}"
+            )
     return None
 
 
-async def _contacts_by_external_id(session: AsyncSession, external_ids: list[str]) -> dict[str, Contact]:
+async def _contacts_by_external_id(
+    session: AsyncSession, external_ids: list[str]
+) -> dict[str, Contact]:
     found: dict[str, Contact] = {}
     for start in range(0, len(external_ids), 500):
         chunk = external_ids[start : start + 500]
-        for contact in (await session.scalars(select(Contact).where(Contact.external_id.in_(chunk)))).all():
+        for contact in (
+            await session.scalars(select(Contact).where(Contact.external_id.in_(chunk)))
+        ).all():
             if contact.external_id:
                 found[contact.external_id] = contact
     # A merged record's external id leads to its survivor.
@@ -204,7 +249,9 @@ def _apply_update(contact: Contact, data: ContactCreate, now: Any) -> bool:
         value = getattr(data, f)
         if value is not None and value != getattr(contact, f):
             old = getattr(contact, f)
-            contact.identities[:] = [i for i in contact.identities if not (i.kind == f and i.value == old)]
+            contact.identities[:] = [
+                i for i in contact.identities if not (i.kind == f and i.value == old)
+            ]
             contact.identities.append(ContactIdentity(kind=f, value=value))
             setattr(contact, f, value)
             changed = True

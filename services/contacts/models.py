@@ -40,7 +40,9 @@ class Contact(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     identities: Mapped[list["ContactIdentity"]] = relationship(
-        back_populates="contact", cascade="all, delete-orphan", lazy="selectin",
+        back_populates="contact",
+        cascade="all, delete-orphan",
+        lazy="selectin",
         order_by="(ContactIdentity.kind, ContactIdentity.value)",
     )
 

@@ -27,7 +27,11 @@ def normalize_phone(value: str, country: str | None = None) -> str:
     try:
         number = phonenumbers.parse(value, country)
     except phonenumbers.NumberParseException as exc:
-        hint = "" if country or value.strip().startswith("+") else " (use +<country code> or set country)"
+        hint = (
+            ""
+            if country or value.strip().startswith("+")
+            else " (use +<country code> or set country)"
+        )
         raise ValueError(f"not a valid phone number: {exc}{hint}") from None
     if not phonenumbers.is_valid_number(number):
         raise ValueError("not a valid phone number for its country")
@@ -81,16 +85,21 @@ def best_matches(
     return sorted([(k, s) for k, s in scored if s >= threshold], key=lambda pair: -pair[1])
 
 
-def merged_preferences(survivor: ContactPreferences, others: Sequence[ContactPreferences]) -> ContactPreferences:
+def merged_preferences(
+    survivor: ContactPreferences, others: Sequence[ContactPreferences]
+) -> ContactPreferences:
     """The most restrictive consent wins: an opt-out given on any record is kept."""
     opted_out = set(survivor.opted_out_channels)
-    caps = [p.max_outbound_per_week for p in (survivor, *others) if p.max_outbound_per_week is not None]
+    caps = [
+        p.max_outbound_per_week for p in (survivor, *others) if p.max_outbound_per_week is not None
+    ]
     for other in others:
         opted_out.update(other.opted_out_channels)
     return ContactPreferences(
         opted_out_channels=sorted(opted_out),
         preferred_channel=survivor.preferred_channel
         or next((o.preferred_channel for o in others if o.preferred_channel), None),
-        quiet_hours=survivor.quiet_hours or next((o.quiet_hours for o in others if o.quiet_hours), None),
+        quiet_hours=survivor.quiet_hours
+        or next((o.quiet_hours for o in others if o.quiet_hours), None),
         max_outbound_per_week=min(caps) if caps else None,
     )

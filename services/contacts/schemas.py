@@ -17,7 +17,9 @@ from shared.events import ContactPolicy, ContactPreferences
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Email = Annotated[str, StringConstraints(max_length=254), AfterValidator(rules.normalize_email)]
-Country = Annotated[str, StringConstraints(min_length=2, max_length=2), AfterValidator(rules.normalize_country)]
+Country = Annotated[
+    str, StringConstraints(min_length=2, max_length=2), AfterValidator(rules.normalize_country)
+]
 Company = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 ExternalId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
 Phone = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=32)]
@@ -144,5 +146,6 @@ class ImportResult(BaseModel):
     unchanged: int
     failed: int
     errors: list[ImportRowError]
-    ids: list[uuid.UUID | None] = Field(description="the contact id of each row, null where it failed")
-
+    ids: list[uuid.UUID | None] = Field(
+        description="the contact id of each row, null where it failed"
+    )

@@ -34,8 +34,10 @@ async def get_contact(session: AsyncSession, contact_id: uuid.UUID) -> Contact:
     if contact.status == ContactStatus.merged:
         raise Gone(
             f"contact {contact_id} was merged into {contact.merged_into}",
-            details={"merged_into": str(contact.merged_into),
-                     "location": f"/v1/contacts/{contact.merged_into}"},
+            details={
+                "merged_into": str(contact.merged_into),
+                "location": f"/v1/contacts/{contact.merged_into}",
+            },
         )
     return contact
 
@@ -56,7 +58,9 @@ async def _writable(session: AsyncSession, contact_id: uuid.UUID) -> Contact:
     try:
         return await get_contact(session, contact_id)
     except Gone as moved:
-        raise Conflict(moved.message, details={"merged_into": moved.details["merged_into"]}) from None
+        raise Conflict(
+            moved.message, details={"merged_into": moved.details["merged_into"]}
+        ) from None
 
 
 async def find_identity_owners(
@@ -71,7 +75,8 @@ async def find_identity_owners(
         for start in range(0, len(values), 1000):
             rows = await session.execute(
                 select(ContactIdentity.value, ContactIdentity.contact_id).where(
-                    ContactIdentity.kind == kind, ContactIdentity.value.in_(values[start : start + 1000])
+                    ContactIdentity.kind == kind,
+                    ContactIdentity.value.in_(values[start : start + 1000]),
                 )
             )
             owners.update({(kind, value): cid for value, cid in rows})
@@ -130,7 +135,9 @@ async def create_contact(
     for (kind, _), owner in owners.items():
         raise duplicate_conflict(kind, owner)
     if data.external_id:
-        existing = await session.scalar(select(Contact.id).where(Contact.external_id == data.external_id))
+        existing = await session.scalar(
+            select(Contact.id).where(Contact.external_id == data.external_id)
+        )
         if existing:
             raise duplicate_conflict("external_id", existing)
     contact = new_contact(data, utcnow())
@@ -146,8 +153,9 @@ async def _flush_unique(session: AsyncSession, contact: Contact) -> None:
     try:
         await session.flush()
     except IntegrityError as exc:
-        raise Conflict("a contact with this e-mail, phone or external_id was just created",
-                       field="email") from exc
+        raise Conflict(
+            "a contact with this e-mail, phone or external_id was just created", field="email"
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -178,11 +186,14 @@ async def near_duplicates(
     person = rules.Person(contact.first_name, contact.last_name, contact.company)
     by_id = {row.id: row for row in rows}
     matches = rules.best_matches(
-        person, ((row.id, rules.Person(row.first_name, row.last_name, row.company)) for row in rows),
+        person,
+        ((row.id, rules.Person(row.first_name, row.last_name, row.company)) for row in rows),
         threshold,
     )
-    return [NearMatch(cid, by_id[cid].first_name, by_id[cid].last_name, by_id[cid].company, score)
-            for cid, score in matches[:limit]]
+    return [
+        NearMatch(cid, by_id[cid].first_name, by_id[cid].last_name, by_id[cid].company, score)
+        for cid, score in matches[:limit]
+    ]
 
 
 async def list_contacts(
@@ -192,16 +203,24 @@ async def list_contacts(
     query = select(Contact).where(Contact.status == ContactStatus.active)
     if q:
         pattern = f"%{q.strip()}%"
-        conditions = [Contact.first_name.ilike(pattern), Contact.last_name.ilike(pattern),
-                      Contact.email.ilike(pattern), Contact.company.ilike(pattern),
-                      Contact.phone.ilike(pattern)]
+        conditions = [
+            Contact.first_name.ilike(pattern),
+            Contact.last_name.ilike(pattern),
+            Contact.email.ilike(pattern),
+            Contact.company.ilike(pattern),
+            Contact.phone.ilike(pattern),
+        ]
         digits = "".join(ch for ch in q if ch.isdigit())
         if len(digits) >= 4:
             conditions.append(Contact.phone.like(f"%{digits}%"))
         if " " in q.strip():
             first, _, last = q.strip().partition(" ")
-            conditions.append(and_(Contact.first_name.ilike(f"{first}%"),
-                                   Contact.last_name.ilike(f"{last.strip()}%")))
+            conditions.append(
+                and_(
+                    Contact.first_name.ilike(f"{first}%"),
+                    Contact.last_name.ilike(f"{last.strip()}%"),
+                )
+            )
         query = query.where(or_(*conditions))
     if cursor:
         created_raw, id_raw = decode_cursor(cursor, 2)
@@ -211,12 +230,18 @@ async def list_contacts(
                 raise ValueError("naive timestamp")
         except ValueError as exc:
             raise InvalidInput("not a cursor returned by this API", field="cursor") from exc
-        query = query.where(or_(Contact.created_at < created_at,
-                                and_(Contact.created_at == created_at, Contact.id < last_id)))
+        query = query.where(
+            or_(
+                Contact.created_at < created_at,
+                and_(Contact.created_at == created_at, Contact.id < last_id),
+            )
+        )
     rows = list(
-        (await session.scalars(
-            query.order_by(Contact.created_at.desc(), Contact.id.desc()).limit(limit + 1)
-        )).all()
+        (
+            await session.scalars(
+                query.order_by(Contact.created_at.desc(), Contact.id.desc()).limit(limit + 1)
+            )
+        ).all()
     )
     next_cursor = None
     if len(rows) > limit:
@@ -225,12 +250,16 @@ async def list_contacts(
     return rows, next_cursor
 
 
-async def update_contact(session: AsyncSession, contact_id: uuid.UUID, changes: ContactUpdate) -> Contact:
+async def update_contact(
+    session: AsyncSession, contact_id: uuid.UUID, changes: ContactUpdate
+) -> Contact:
     contact = await _writable(session, contact_id)
     values: dict[str, Any] = changes.model_dump(exclude_unset=True, mode="json")
     if "phone" in values and values["phone"] is not None:
         try:
-            values["phone"] = rules.normalize_phone(values["phone"], values.get("country", contact.country))
+            values["phone"] = rules.normalize_phone(
+                values["phone"], values.get("country", contact.country)
+            )
         except ValueError as exc:
             raise InvalidInput(str(exc), field="phone") from None
     if not values:
@@ -239,7 +268,9 @@ async def update_contact(session: AsyncSession, contact_id: uuid.UUID, changes: 
         if field in values and values[field] != getattr(contact, field):
             await _replace_identity(session, contact, field, getattr(contact, field), values[field])
     if values.get("external_id") and values["external_id"] != contact.external_id:
-        existing = await session.scalar(select(Contact.id).where(Contact.external_id == values["external_id"]))
+        existing = await session.scalar(
+            select(Contact.id).where(Contact.external_id == values["external_id"])
+        )
         if existing:
             raise duplicate_conflict("external_id", existing)
     for field, value in values.items():
@@ -268,7 +299,9 @@ async def _replace_identity(
         contact.identities.append(ContactIdentity(kind=kind, value=new))
 
 
-async def add_identity(session: AsyncSession, contact_id: uuid.UUID, identity: IdentityIn) -> Contact:
+async def add_identity(
+    session: AsyncSession, contact_id: uuid.UUID, identity: IdentityIn
+) -> Contact:
     contact = await _writable(session, contact_id)
     value = identity.value
     try:
@@ -280,7 +313,9 @@ async def add_identity(session: AsyncSession, contact_id: uuid.UUID, identity: I
             value = value.lower().lstrip("@")
     except ValueError as exc:
         raise InvalidInput(str(exc), field="value") from None
-    owner = (await find_identity_owners(session, [(identity.kind, value)])).get((identity.kind, value))
+    owner = (await find_identity_owners(session, [(identity.kind, value)])).get(
+        (identity.kind, value)
+    )
     if owner == contact.id:
         return contact
     if owner is not None:
@@ -338,9 +373,11 @@ async def merge_contacts(
     await session.flush()
     await session.refresh(survivor, ["identities"])
     # Contacts merged earlier into a duplicate now point straight at the survivor.
-    for earlier in (await session.scalars(
-        select(Contact).where(Contact.merged_into.in_([d.id for d in duplicates]))
-    )).all():
+    for earlier in (
+        await session.scalars(
+            select(Contact).where(Contact.merged_into.in_([d.id for d in duplicates]))
+        )
+    ).all():
         earlier.merged_into = survivor.id
     refresh_keys(survivor)
     survivor.updated_at = now
@@ -352,9 +389,11 @@ async def _fold_activity(
     session: AsyncSession, survivor_id: uuid.UUID, merged_ids: list[uuid.UUID]
 ) -> None:
     """The survivor's touch counts include the merged records' touches."""
-    merged = (await session.scalars(
-        select(ContactActivity).where(ContactActivity.contact_id.in_(merged_ids))
-    )).all()
+    merged = (
+        await session.scalars(
+            select(ContactActivity).where(ContactActivity.contact_id.in_(merged_ids))
+        )
+    ).all()
     if not merged:
         return
     target = await session.get(ContactActivity, survivor_id)
@@ -383,13 +422,17 @@ async def erase_contact(session: AsyncSession, contact_id: uuid.UUID) -> None:
     if contact is None or contact.status == ContactStatus.erased:
         raise NotFound(f"contact {contact_id} not found")
     if contact.status == ContactStatus.merged:
-        raise Conflict(f"contact {contact_id} was merged into {contact.merged_into}; erase that one",
-                       details={"merged_into": str(contact.merged_into)})
+        raise Conflict(
+            f"contact {contact_id} was merged into {contact.merged_into}; erase that one",
+            details={"merged_into": str(contact.merged_into)},
+        )
     contact.identities.clear()
     contact.status = ContactStatus.erased
     _clear_pii(contact, utcnow())
     # Records merged into it held the same person's PII; they go too.
-    for merged in (await session.scalars(select(Contact).where(Contact.merged_into == contact.id))).all():
+    for merged in (
+        await session.scalars(select(Contact).where(Contact.merged_into == contact.id))
+    ).all():
         merged.status = ContactStatus.erased
         events.contact_erased(session, merged)
     events.contact_erased(session, contact)

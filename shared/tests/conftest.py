@@ -9,7 +9,9 @@ from shared.models import PlatformBase
 
 
 @pytest.fixture
-async def session_factory(database: dict[str, Any]) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+async def session_factory(
+    database: dict[str, Any],
+) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
     """A fresh database holding the platform tables (outbox, processed events, lease)."""
     engine = create_engine(database["database_url"], database.get("database_schema"))
     await ensure_schema(engine, database.get("database_schema"))

@@ -17,8 +17,13 @@ from shared.testing import TopicTail, eventually
 pytestmark = pytest.mark.bus
 
 TEST_EVENT = "crm.test.consumed.v1"
-projection = Table("applied", MetaData(), Column("event_id", String(64), primary_key=True),
-                   Column("key", String(64)), Column("label", String(64)))
+projection = Table(
+    "applied",
+    MetaData(),
+    Column("event_id", String(64), primary_key=True),
+    Column("key", String(64)),
+    Column("label", String(64)),
+)
 
 
 @pytest.fixture
@@ -30,10 +35,12 @@ async def tables(session_factory):
 
 
 async def publish(producer, key: str, label: str) -> str:
-    event_id, value, headers = encode_event(event_type=TEST_EVENT, source="/crm/test",
-                                            subject=key, data={"label": label})
-    await producer.send_and_wait(topics.ANALYTICS, value=value, key=key.encode(),
-                                 headers=list(headers.items()))
+    event_id, value, headers = encode_event(
+        event_type=TEST_EVENT, source="/crm/test", subject=key, data={"label": label}
+    )
+    await producer.send_and_wait(
+        topics.ANALYTICS, value=value, key=key.encode(), headers=list(headers.items())
+    )
     return event_id
 
 
@@ -48,9 +55,14 @@ class Harness:
     def __init__(self, session_factory, kafka_settings, handler) -> None:
         self.bus = Bus(kafka_settings, "test-consumer")
         self.consumer = EventConsumer(
-            service="test", subscription=Subscription("t", (topics.ANALYTICS,), {TEST_EVENT: handler}),
-            session_factory=session_factory, kafka=kafka_settings, bus=self.bus,
-            group_id=f"test-{uuid.uuid4()}", max_attempts=3, retry_wait_s=0.01,
+            service="test",
+            subscription=Subscription("t", (topics.ANALYTICS,), {TEST_EVENT: handler}),
+            session_factory=session_factory,
+            kafka=kafka_settings,
+            bus=self.bus,
+            group_id=f"test-{uuid.uuid4()}",
+            max_attempts=3,
+            retry_wait_s=0.01,
         )
 
     async def __aenter__(self) -> "Harness":
@@ -70,16 +82,21 @@ class TestEventConsumer:
         async def handler(session, event):
             if event.data["label"] == "bad":
                 raise ValueError("cannot apply this one")
-            await session.execute(insert(projection).values(
-                event_id=event.id, key=event.subject, label=event.data["label"]))
+            await session.execute(
+                insert(projection).values(
+                    event_id=event.id, key=event.subject, label=event.data["label"]
+                )
+            )
 
         key = str(uuid.uuid4())
         async with TopicTail(kafka_bootstrap, topics.DEAD_LETTER) as dead_letters:
             # one key, so one partition and (most likely) one batch
             ids = [await publish(producer, key, label) for label in ("a", "bad", "c")]
             async with Harness(tables, kafka_settings, handler):
+
                 async def good_ones_applied():
                     assert await applied_labels(tables, key) == ["a", "c"]
+
                 await eventually(good_ones_applied)
                 [dead] = await dead_letters.collect(lambda r: r.key == key.encode())
         assert b"cannot apply this one" in dict(dead.headers)["dlq.error"]
@@ -97,15 +114,20 @@ class TestEventConsumer:
             if failures["left"] > 0:
                 failures["left"] -= 1
                 raise OperationalError("SELECT 1", {}, ConnectionRefusedError("database down"))
-            await session.execute(insert(projection).values(
-                event_id=event.id, key=event.subject, label=event.data["label"]))
+            await session.execute(
+                insert(projection).values(
+                    event_id=event.id, key=event.subject, label=event.data["label"]
+                )
+            )
 
         key = str(uuid.uuid4())
         async with TopicTail(kafka_bootstrap, topics.DEAD_LETTER) as dead_letters:
             await publish(producer, key, "survives")
             async with Harness(tables, kafka_settings, handler):
+
                 async def applied():
                     assert await applied_labels(tables, key) == ["survives"]
+
                 await eventually(applied, timeout=30)
             await asyncio.sleep(0.2)
             await dead_letters.consumer.getmany(timeout_ms=200)

@@ -12,8 +12,11 @@ from shared.events import MalformedEvent, decode_event, encode_event
 class TestEncodeEvent:
     def test_is_a_structured_cloudevent_the_sdk_reads(self):
         event_id, value, headers = encode_event(
-            event_type="crm.test.happened.v1", source="/crm/test", subject="c-1",
-            data={"n": 1}, time=datetime(2026, 11, 24, 12, 0, tzinfo=UTC),
+            event_type="crm.test.happened.v1",
+            source="/crm/test",
+            subject="c-1",
+            data={"n": 1},
+            time=datetime(2026, 11, 24, 12, 0, tzinfo=UTC),
         )
         assert headers == {"content-type": b"application/cloudevents+json"}
         event = from_structured(KafkaMessage(headers=headers, key=None, value=value), JSONFormat())
@@ -37,12 +40,23 @@ class TestDecodeEvent:
         event_id, value, _ = encode_event(event_type="t.v1", source="/crm/x", data={"a": [1, 2]})
         envelope = decode_event(value)
         assert (envelope.id, envelope.type, envelope.source, envelope.data) == (
-            event_id, "t.v1", "/crm/x", {"a": [1, 2]})
+            event_id,
+            "t.v1",
+            "/crm/x",
+            {"a": [1, 2]},
+        )
 
-    @pytest.mark.parametrize("value", [
-        None, b"", b"not json", b"[1,2]", b'{"specversion": "1.0"}',
-        b'{"specversion":"1.0","id":"1","source":"/s","type":"t","data":"text"}',
-    ])
+    @pytest.mark.parametrize(
+        "value",
+        [
+            None,
+            b"",
+            b"not json",
+            b"[1,2]",
+            b'{"specversion": "1.0"}',
+            b'{"specversion":"1.0","id":"1","source":"/s","type":"t","data":"text"}',
+        ],
+    )
     def test_rejects_what_is_not_a_platform_event(self, value):
         with pytest.raises(MalformedEvent):
             decode_event(value)

@@ -20,8 +20,15 @@ async def write_events(session_factory, keys: list[str], per_key: int) -> None:
     for seq in range(per_key):
         for key in keys:
             async with session_factory() as session:
-                add_event(session, topic=topics.ANALYTICS, key=key, event_type="crm.test.seq.v1",
-                          source="/crm/test", subject=key, data={"seq": seq})
+                add_event(
+                    session,
+                    topic=topics.ANALYTICS,
+                    key=key,
+                    event_type="crm.test.seq.v1",
+                    source="/crm/test",
+                    subject=key,
+                    data={"seq": seq},
+                )
                 await session.commit()
 
 
@@ -41,8 +48,14 @@ class TestOutboxRelay:
         keys = [str(uuid.uuid4()) for _ in range(4)]
         buses = [Bus(kafka_settings, f"relay-{i}") for i in range(2)]
         relays = [
-            OutboxRelay(service="test", session_factory=session_factory, bus=bus,
-                        batch_size=7, poll_interval_s=0.05, lease_s=0.3)
+            OutboxRelay(
+                service="test",
+                session_factory=session_factory,
+                bus=bus,
+                batch_size=7,
+                poll_interval_s=0.05,
+                lease_s=0.3,
+            )
             for bus in buses
         ]
         async with TopicTail(kafka_bootstrap, topics.ANALYTICS) as tail:
@@ -61,10 +74,18 @@ class TestOutboxRelay:
             assert set(seqs) == set(range(30))
 
     async def test_only_the_lease_holder_publishes(self, session_factory, kafka_settings):
-        first = OutboxRelay(service="test", session_factory=session_factory,
-                            bus=Bus(kafka_settings, "a"), lease_s=60)
-        second = OutboxRelay(service="test", session_factory=session_factory,
-                             bus=Bus(kafka_settings, "b"), lease_s=60)
+        first = OutboxRelay(
+            service="test",
+            session_factory=session_factory,
+            bus=Bus(kafka_settings, "a"),
+            lease_s=60,
+        )
+        second = OutboxRelay(
+            service="test",
+            session_factory=session_factory,
+            bus=Bus(kafka_settings, "b"),
+            lease_s=60,
+        )
         await write_events(session_factory, ["k"], per_key=1)
         try:
             assert await first.publish_pending() == 1
@@ -80,8 +101,9 @@ class TestOutboxRelay:
         self, session_factory, kafka_settings, kafka_bootstrap
     ):
         bus = Bus(kafka_settings, "wake")
-        relay = OutboxRelay(service="test", session_factory=session_factory, bus=bus,
-                            poll_interval_s=3600)  # only a wake-up can make it publish
+        relay = OutboxRelay(
+            service="test", session_factory=session_factory, bus=bus, poll_interval_s=3600
+        )  # only a wake-up can make it publish
         session_factory.configure(info={NOTIFY: relay.wake})
         key = str(uuid.uuid4())
         async with TopicTail(kafka_bootstrap, topics.ANALYTICS) as tail:
@@ -99,13 +121,14 @@ class TestOutboxRelay:
         self, session_factory, kafka_settings
     ):
         async with session_factory() as session:
-            add_event(session, topic=topics.ANALYTICS, key="k", event_type="t", source="/s", data={})
+            add_event(
+                session, topic=topics.ANALYTICS, key="k", event_type="t", source="/s", data={}
+            )
             await session.rollback()
-        relay = OutboxRelay(service="test", session_factory=session_factory,
-                            bus=Bus(kafka_settings, "rb"))
+        relay = OutboxRelay(
+            service="test", session_factory=session_factory, bus=Bus(kafka_settings, "rb")
+        )
         try:
             assert await relay.publish_pending() == 0
         finally:
             await relay.bus.close()
-
-

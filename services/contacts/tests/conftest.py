@@ -19,8 +19,9 @@ def contacts_settings(
 ) -> ContactsSettings:
     # Consumers (a group join each) run only for tests marked `bus`; the relay always runs.
     run_consumers = request.node.get_closest_marker("bus") is not None
-    return ContactsSettings(**database, kafka=kafka_settings, auth=auth_settings,
-                            run_consumers=run_consumers)
+    return ContactsSettings(
+        **database, kafka=kafka_settings, auth=auth_settings, run_consumers=run_consumers
+    )
 
 
 @pytest.fixture

@@ -56,25 +56,41 @@ async def import_file(client: httpx.AsyncClient, body: str, headers: dict[str, s
 
 class TestCreateContact:
     async def test_answers_201_with_the_normalised_contact(self, client):
-        created = await create(client, last_name="Schmidt", email="  Anna.Schmidt@Example.COM ",
-                               country="de", phone="030 1234567", company="Acme",
-                               external_id="crm-1")
+        created = await create(
+            client,
+            last_name="Schmidt",
+            email="  Anna.Schmidt@Example.COM ",
+            country="de",
+            phone="030 1234567",
+            company="Acme",
+            external_id="crm-1",
+        )
         assert created["id"]
         assert created["email"] == "anna.schmidt@example.com"
         assert created["phone"] == "+49301234567"
         assert created["country"] == "DE"
-        assert identities(created) == {("email", "anna.schmidt@example.com"),
-                                       ("phone", "+49301234567")}
+        assert identities(created) == {
+            ("email", "anna.schmidt@example.com"),
+            ("phone", "+49301234567"),
+        }
         assert created["possible_duplicates"] == []
         stored = await get(client, created["id"])
         assert {k: stored[k] for k in ("first_name", "last_name", "company", "external_id")} == {
-            "first_name": "Anna", "last_name": "Schmidt", "company": "Acme", "external_id": "crm-1"}
+            "first_name": "Anna",
+            "last_name": "Schmidt",
+            "company": "Acme",
+            "external_id": "crm-1",
+        }
         assert stored["created_at"].endswith("Z")
 
     async def test_an_exact_email_match_is_409_naming_the_existing_contact(self, client):
         existing = await create(client, email="anna@example.com")
-        error = error_of(await client.post(
-            "/v1/contacts", json={"first_name": "Someone", "email": "ANNA@example.com"}), 409)
+        error = error_of(
+            await client.post(
+                "/v1/contacts", json={"first_name": "Someone", "email": "ANNA@example.com"}
+            ),
+            409,
+        )
         assert error["existing_id"] == existing["id"]
         assert error["fields"][0]["field"] == "email"
         assert await ids(client) == {existing["id"]}
@@ -89,8 +105,10 @@ class TestCreateContact:
 
     async def test_an_existing_external_id_is_409(self, client):
         existing = await create(client, external_id="crm-1")
-        error = error_of(await client.post(
-            "/v1/contacts", json={"first_name": "Other", "external_id": "crm-1"}), 409)
+        error = error_of(
+            await client.post("/v1/contacts", json={"first_name": "Other", "external_id": "crm-1"}),
+            409,
+        )
         assert error["existing_id"] == existing["id"]
 
     async def test_a_near_match_is_created_and_returned_as_possible_duplicate(self, client):
@@ -107,26 +125,33 @@ class TestCreateContact:
 class TestUpdateContact:
     async def test_changes_only_the_fields_sent(self, client):
         contact = await create(client, last_name="Schmidt", company="Acme", country="DE")
-        response = await client.patch(f"/v1/contacts/{contact['id']}",
-                                      json={"company": "Globex", "last_name": None})
+        response = await client.patch(
+            f"/v1/contacts/{contact['id']}", json={"company": "Globex", "last_name": None}
+        )
         assert response.status_code == 200, response.text
         stored = await get(client, contact["id"])
         assert [stored[k] for k in ("first_name", "last_name", "company", "country")] == [
-            "Anna", None, "Globex", "DE"]
+            "Anna",
+            None,
+            "Globex",
+            "DE",
+        ]
         assert stored["updated_at"] > contact["updated_at"]
 
     async def test_a_local_phone_is_read_in_the_stored_country(self, client):
         contact = await create(client, country="DE")
-        response = await client.patch(f"/v1/contacts/{contact['id']}",
-                                      json={"phone": "030 1234567"})
+        response = await client.patch(
+            f"/v1/contacts/{contact['id']}", json={"phone": "030 1234567"}
+        )
         assert response.status_code == 200, response.text
         assert response.json()["phone"] == "+49301234567"
         assert ("phone", "+49301234567") in identities(await get(client, contact["id"]))
 
     async def test_a_new_email_replaces_the_old_identity_and_frees_it(self, client):
         contact = await create(client, email="old@example.com")
-        response = await client.patch(f"/v1/contacts/{contact['id']}",
-                                      json={"email": "New@Example.com"})
+        response = await client.patch(
+            f"/v1/contacts/{contact['id']}", json={"email": "New@Example.com"}
+        )
         assert response.status_code == 200, response.text
         assert identities(await get(client, contact["id"])) == {("email", "new@example.com")}
         await create(client, first_name="Other", email="old@example.com")
@@ -137,17 +162,29 @@ class TestUpdateContact:
         body = {"email": "anna@example.com", "company": "X"}
         error = error_of(await client.patch(f"/v1/contacts/{bob['id']}", json=body), 409)
         assert error["existing_id"] == anna["id"]
-        assert await get(client, bob["id"]) == {k: v for k, v in bob.items()
-                                                if k != "possible_duplicates"}
+        assert await get(client, bob["id"]) == {
+            k: v for k, v in bob.items() if k != "possible_duplicates"
+        }
 
 
 class TestListContacts:
     @pytest.fixture
     async def people(self, client) -> dict[str, str]:
-        anna = await create(client, last_name="Schmidt", email="anna@example.com",
-                            phone="+49 30 1234567", company="Acme GmbH")
-        bob = await create(client, first_name="Bob", last_name="Jones", email="bj@globex.com",
-                           phone="+44 20 7946 0958", company="Globex")
+        anna = await create(
+            client,
+            last_name="Schmidt",
+            email="anna@example.com",
+            phone="+49 30 1234567",
+            company="Acme GmbH",
+        )
+        bob = await create(
+            client,
+            first_name="Bob",
+            last_name="Jones",
+            email="bj@globex.com",
+            phone="+44 20 7946 0958",
+            company="Globex",
+        )
         carla = await create(client, first_name="Carla", last_name="Annaberg", company="Initech")
         return {"anna": anna["id"], "bob": bob["id"], "carla": carla["id"]}
 
@@ -216,11 +253,15 @@ class TestDuplicates:
     async def test_pairs_are_paged(self, client):
         for first in ("Anna", "Ana", "Anne"):
             await create(client, first_name=first, last_name="Schmidt")
-        first = (await client.get("/v1/contacts/duplicates",
-                                  params={"limit": 2, "min_score": 50})).json()
-        rest = (await client.get("/v1/contacts/duplicates",
-                                 params={"limit": 2, "min_score": 50,
-                                         "cursor": first["next_cursor"]})).json()
+        first = (
+            await client.get("/v1/contacts/duplicates", params={"limit": 2, "min_score": 50})
+        ).json()
+        rest = (
+            await client.get(
+                "/v1/contacts/duplicates",
+                params={"limit": 2, "min_score": 50, "cursor": first["next_cursor"]},
+            )
+        ).json()
         pairs = [(p["contact_id"], p["duplicate_id"]) for p in first["items"] + rest["items"]]
         assert len(pairs) == len(set(pairs)) == 3
         assert rest["next_cursor"] is None
@@ -228,19 +269,31 @@ class TestDuplicates:
 
 class TestMergeContacts:
     async def test_survivor_keeps_the_duplicates_identities_and_consent(self, client):
-        survivor = await create(client, last_name="Schmidt", email="anna@example.com",
-                                preferences={"max_outbound_per_week": 5})
-        duplicate = await create(client, first_name="Ana", last_name="Schmidt",
-                                 email="anna.s@work.example", phone="+49 30 1234567",
-                                 company="Acme",
-                                 preferences={"opted_out_channels": ["sms"],
-                                              "max_outbound_per_week": 2})
-        response = await client.post(f"/v1/contacts/{survivor['id']}/merge",
-                                     json={"duplicate_ids": [duplicate["id"]]})
+        survivor = await create(
+            client,
+            last_name="Schmidt",
+            email="anna@example.com",
+            preferences={"max_outbound_per_week": 5},
+        )
+        duplicate = await create(
+            client,
+            first_name="Ana",
+            last_name="Schmidt",
+            email="anna.s@work.example",
+            phone="+49 30 1234567",
+            company="Acme",
+            preferences={"opted_out_channels": ["sms"], "max_outbound_per_week": 2},
+        )
+        response = await client.post(
+            f"/v1/contacts/{survivor['id']}/merge", json={"duplicate_ids": [duplicate["id"]]}
+        )
         assert response.status_code == 200, response.text
         merged = await get(client, survivor["id"])
-        assert identities(merged) == {("email", "anna@example.com"),
-                                      ("email", "anna.s@work.example"), ("phone", "+49301234567")}
+        assert identities(merged) == {
+            ("email", "anna@example.com"),
+            ("email", "anna.s@work.example"),
+            ("phone", "+49301234567"),
+        }
         assert (merged["first_name"], merged["email"]) == ("Anna", "anna@example.com")
         assert (merged["phone"], merged["company"]) == ("+49301234567", "Acme")  # filled in
         assert merged["preferences"]["opted_out_channels"] == ["sms"]
@@ -250,8 +303,9 @@ class TestMergeContacts:
     async def test_the_duplicate_answers_301_to_the_survivor(self, client):
         survivor = await create(client)
         duplicate = await create(client, first_name="Ana")
-        await client.post(f"/v1/contacts/{survivor['id']}/merge",
-                          json={"duplicate_ids": [duplicate["id"]]})
+        await client.post(
+            f"/v1/contacts/{survivor['id']}/merge", json={"duplicate_ids": [duplicate["id"]]}
+        )
         response = await client.get(f"/v1/contacts/{duplicate['id']}")
         error = error_of(response, 301)
         assert error["merged_into"] == survivor["id"]
@@ -260,25 +314,36 @@ class TestMergeContacts:
     async def test_a_merged_contact_cannot_be_changed(self, client):
         survivor = await create(client)
         duplicate = await create(client, first_name="Ana")
-        await client.post(f"/v1/contacts/{survivor['id']}/merge",
-                          json={"duplicate_ids": [duplicate["id"]]})
-        error = error_of(await client.patch(f"/v1/contacts/{duplicate['id']}",
-                                            json={"company": "X"}), 409)
+        await client.post(
+            f"/v1/contacts/{survivor['id']}/merge", json={"duplicate_ids": [duplicate["id"]]}
+        )
+        error = error_of(
+            await client.patch(f"/v1/contacts/{duplicate['id']}", json={"company": "X"}), 409
+        )
         assert error["merged_into"] == survivor["id"]
 
     async def test_the_duplicates_identities_can_be_found_on_the_survivor_only(self, client):
         survivor = await create(client)
         duplicate = await create(client, first_name="Ana", email="ana@example.com")
-        await client.post(f"/v1/contacts/{survivor['id']}/merge",
-                          json={"duplicate_ids": [duplicate["id"]]})
-        error = error_of(await client.post(
-            "/v1/contacts", json={"first_name": "New", "email": "ana@example.com"}), 409)
+        await client.post(
+            f"/v1/contacts/{survivor['id']}/merge", json={"duplicate_ids": [duplicate["id"]]}
+        )
+        error = error_of(
+            await client.post(
+                "/v1/contacts", json={"first_name": "New", "email": "ana@example.com"}
+            ),
+            409,
+        )
         assert error["existing_id"] == survivor["id"]
 
     async def test_merging_into_itself_is_422(self, client):
         contact = await create(client)
-        error = error_of(await client.post(f"/v1/contacts/{contact['id']}/merge",
-                                           json={"duplicate_ids": [contact["id"]]}), 422)
+        error = error_of(
+            await client.post(
+                f"/v1/contacts/{contact['id']}/merge", json={"duplicate_ids": [contact["id"]]}
+            ),
+            422,
+        )
         assert error["fields"][0]["field"] == "duplicate_ids"
         assert (await get(client, contact["id"]))["updated_at"] == contact["updated_at"]
 
@@ -286,8 +351,13 @@ class TestMergeContacts:
         survivor = await create(client)
         other = await create(client, first_name="Ana", email="ana@example.com")
         unknown = "00000000-0000-4000-8000-000000000000"
-        error = error_of(await client.post(f"/v1/contacts/{survivor['id']}/merge",
-                                           json={"duplicate_ids": [other["id"], unknown]}), 404)
+        error = error_of(
+            await client.post(
+                f"/v1/contacts/{survivor['id']}/merge",
+                json={"duplicate_ids": [other["id"], unknown]},
+            ),
+            404,
+        )
         assert error["fields"][0]["field"] == "duplicate_ids"
         assert unknown in error["message"]
         assert await ids(client) == {survivor["id"], other["id"]}
@@ -310,16 +380,18 @@ class TestEraseContact:
     async def test_erasing_a_survivor_erases_the_merged_records(self, client):
         survivor = await create(client)
         duplicate = await create(client, first_name="Ana")
-        await client.post(f"/v1/contacts/{survivor['id']}/merge",
-                          json={"duplicate_ids": [duplicate["id"]]})
+        await client.post(
+            f"/v1/contacts/{survivor['id']}/merge", json={"duplicate_ids": [duplicate["id"]]}
+        )
         assert (await client.delete(f"/v1/contacts/{survivor['id']}")).status_code == 204
         error_of(await client.get(f"/v1/contacts/{duplicate['id']}"), 404)
 
     async def test_a_merged_record_is_erased_through_its_survivor(self, client):
         survivor = await create(client)
         duplicate = await create(client, first_name="Ana")
-        await client.post(f"/v1/contacts/{survivor['id']}/merge",
-                          json={"duplicate_ids": [duplicate["id"]]})
+        await client.post(
+            f"/v1/contacts/{survivor['id']}/merge", json={"duplicate_ids": [duplicate["id"]]}
+        )
         error = error_of(await client.delete(f"/v1/contacts/{duplicate['id']}"), 409)
         assert error["merged_into"] == survivor["id"]
 
@@ -328,46 +400,69 @@ class TestIdentities:
     async def test_adds_normalised_identities(self, client):
         contact = await create(client, country="DE")
         path = f"/v1/contacts/{contact['id']}/identities"
-        for kind, value in [("email", " Anna@Work.Example "), ("phone", "030 1234567"),
-                            ("whatsapp", "+44 20 7946 0958"), ("telegram", "@AnnaS")]:
+        for kind, value in [
+            ("email", " Anna@Work.Example "),
+            ("phone", "030 1234567"),
+            ("whatsapp", "+44 20 7946 0958"),
+            ("telegram", "@AnnaS"),
+        ]:
             response = await client.post(path, json={"kind": kind, "value": value})
             assert response.status_code == 201, response.text
         assert identities(await get(client, contact["id"])) == {
-            ("email", "anna@work.example"), ("phone", "+49301234567"),
-            ("whatsapp", "+442079460958"), ("telegram", "annas")}
+            ("email", "anna@work.example"),
+            ("phone", "+49301234567"),
+            ("whatsapp", "+442079460958"),
+            ("telegram", "annas"),
+        }
 
     async def test_adding_an_identity_twice_keeps_one(self, client):
         contact = await create(client, email="anna@example.com")
-        response = await client.post(f"/v1/contacts/{contact['id']}/identities",
-                                     json={"kind": "email", "value": "ANNA@example.com"})
+        response = await client.post(
+            f"/v1/contacts/{contact['id']}/identities",
+            json={"kind": "email", "value": "ANNA@example.com"},
+        )
         assert response.status_code == 201, response.text
         assert identities(response.json()) == {("email", "anna@example.com")}
 
     async def test_another_contacts_identity_is_409(self, client):
         anna = await create(client)
         bob = await create(client, first_name="Bob")
-        await client.post(f"/v1/contacts/{anna['id']}/identities",
-                          json={"kind": "telegram", "value": "annas"})
-        error = error_of(await client.post(f"/v1/contacts/{bob['id']}/identities",
-                                           json={"kind": "telegram", "value": "@AnnaS"}), 409)
+        await client.post(
+            f"/v1/contacts/{anna['id']}/identities", json={"kind": "telegram", "value": "annas"}
+        )
+        error = error_of(
+            await client.post(
+                f"/v1/contacts/{bob['id']}/identities", json={"kind": "telegram", "value": "@AnnaS"}
+            ),
+            409,
+        )
         assert error["existing_id"] == anna["id"]
         assert identities(await get(client, bob["id"])) == set()
 
     async def test_a_secondary_email_blocks_a_new_contact_with_it(self, client):
         anna = await create(client)
-        await client.post(f"/v1/contacts/{anna['id']}/identities",
-                          json={"kind": "email", "value": "anna@work.example"})
-        error = error_of(await client.post(
-            "/v1/contacts", json={"first_name": "X", "email": "anna@work.example"}), 409)
+        await client.post(
+            f"/v1/contacts/{anna['id']}/identities",
+            json={"kind": "email", "value": "anna@work.example"},
+        )
+        error = error_of(
+            await client.post(
+                "/v1/contacts", json={"first_name": "X", "email": "anna@work.example"}
+            ),
+            409,
+        )
         assert error["existing_id"] == anna["id"]
 
 
 class TestPreferences:
     async def test_put_replaces_the_preferences(self, client):
         contact = await create(client, preferences={"preferred_channel": "sms"})
-        wanted = {"opted_out_channels": ["email", "phone"], "preferred_channel": None,
-                  "quiet_hours": {"start": "21:00", "end": "08:00", "timezone": "Europe/Berlin"},
-                  "max_outbound_per_week": 2}
+        wanted = {
+            "opted_out_channels": ["email", "phone"],
+            "preferred_channel": None,
+            "quiet_hours": {"start": "21:00", "end": "08:00", "timezone": "Europe/Berlin"},
+            "max_outbound_per_week": 2,
+        }
         response = await client.put(f"/v1/contacts/{contact['id']}/preferences", json=wanted)
         assert response.status_code == 200, response.text
         assert response.json() == wanted
@@ -377,11 +472,16 @@ class TestPreferences:
 class TestContactPolicy:
     async def test_default_then_replaced(self, client):
         default = (await client.get("/v1/contact-policy")).json()
-        assert default == {"max_outbound_per_week": 5, "quiet_hours": None,
-                           "block_marketing_on_ticket_priorities": ["high", "urgent"]}
-        wanted = {"max_outbound_per_week": 3,
-                  "quiet_hours": {"start": "20:00", "end": "09:00", "timezone": "UTC"},
-                  "block_marketing_on_ticket_priorities": ["urgent"]}
+        assert default == {
+            "max_outbound_per_week": 5,
+            "quiet_hours": None,
+            "block_marketing_on_ticket_priorities": ["high", "urgent"],
+        }
+        wanted = {
+            "max_outbound_per_week": 3,
+            "quiet_hours": {"start": "20:00", "end": "09:00", "timezone": "UTC"},
+            "block_marketing_on_ticket_priorities": ["urgent"],
+        }
         response = await client.put("/v1/contact-policy", json=wanted)
         assert response.status_code == 200, response.text
         assert response.json() == wanted
@@ -411,11 +511,15 @@ class TestImport:
         assert result["ids"][1] is None
         contacts = {c["external_id"]: c for c in await all_contacts(client)}
         assert set(contacts) == {"c-1", "c-3"}
-        assert [contacts["c-1"]["id"], contacts["c-3"]["id"]] == [result["ids"][0],
-                                                                  result["ids"][2]]
+        assert [contacts["c-1"]["id"], contacts["c-3"]["id"]] == [
+            result["ids"][0],
+            result["ids"][2],
+        ]
         assert contacts["c-1"]["phone"] == "+49301234567"
-        assert identities(contacts["c-1"]) == {("email", "anna@example.com"),
-                                               ("phone", "+49301234567")}
+        assert identities(contacts["c-1"]) == {
+            ("email", "anna@example.com"),
+            ("phone", "+49301234567"),
+        }
 
     async def test_ndjson_keeps_good_rows_and_reports_bad_ones(self, client):
         lines = [
@@ -431,7 +535,11 @@ class TestImport:
         result = response.json()
         assert (result["received"], result["created"], result["failed"]) == (6, 2, 4)
         assert [(e["row"], e["field"]) for e in result["errors"]] == [
-            (2, "first_name"), (3, "row"), (4, "row"), (5, "phone")]
+            (2, "first_name"),
+            (3, "row"),
+            (4, "row"),
+            (5, "phone"),
+        ]
         names = {c["first_name"]: c for c in await all_contacts(client)}
         assert set(names) == {"Anna", "Eve"}
         assert names["Eve"]["preferences"]["opted_out_channels"] == ["sms"]
@@ -441,14 +549,20 @@ class TestImport:
         before = await all_contacts(client)
         again = (await import_file(client, CONTACTS_CSV, CSV)).json()
         assert (again["created"], again["updated"], again["unchanged"], again["failed"]) == (
-            0, 0, 2, 1)
+            0,
+            0,
+            2,
+            1,
+        )
         assert again["ids"] == first["ids"]
         assert await all_contacts(client) == before
 
     async def test_a_changed_row_updates_the_contact_with_that_external_id(self, client):
         first = (await import_file(client, CONTACTS_CSV, CSV)).json()
-        changed = CONTACTS_CSV.replace("c-3,Carla,Rossi,carla@example.com,,IT,",
-                                       "c-3,Carla,Rossi,carla@new.example,,IT,Initech")
+        changed = CONTACTS_CSV.replace(
+            "c-3,Carla,Rossi,carla@example.com,,IT,",
+            "c-3,Carla,Rossi,carla@new.example,,IT,Initech",
+        )
         result = (await import_file(client, changed, CSV)).json()
         assert (result["created"], result["updated"], result["unchanged"]) == (0, 1, 1)
         carla = await get(client, first["ids"][2])
@@ -458,14 +572,15 @@ class TestImport:
 
     async def test_rows_clashing_with_a_contact_or_an_earlier_row_are_reported(self, client):
         existing = await create(client, email="taken@example.com")
-        body = ("first_name,email\n"
-                "Anna,taken@example.com\n"
-                "Bob,bob@example.com\n"
-                "Bobby,BOB@example.com\n")
+        body = (
+            "first_name,email\nAnna,taken@example.com\nBob,bob@example.com\nBobby,BOB@example.com\n"
+        )
         result = (await import_file(client, body, CSV)).json()
         assert result["created"] == 1
         assert [(e["row"], e["field"], e["existing_id"]) for e in result["errors"]] == [
-            (1, "email", existing["id"]), (3, "email", None)]
+            (1, "email", existing["id"]),
+            (3, "email", None),
+        ]
         assert "row 2" in result["errors"][1]["reason"]
         assert len(await all_contacts(client)) == 2
 

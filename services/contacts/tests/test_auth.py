@@ -28,9 +28,12 @@ async def anon(contacts_settings: ContactsSettings) -> AsyncIterator[httpx.Async
 def contact_routes() -> list[tuple[str, str]]:
     """Every (method, path) of the contacts API, read from the app itself."""
     app = create_app(ContactsSettings(auth=AuthSettings(secret=TEST_JWT_SECRET)))
-    routes = [(method.upper(), path.replace("{contact_id}", SOME_ID))
-              for path, operations in app.openapi()["paths"].items() if path.startswith("/v1/")
-              for method in operations]
+    routes = [
+        (method.upper(), path.replace("{contact_id}", SOME_ID))
+        for path, operations in app.openapi()["paths"].items()
+        if path.startswith("/v1/")
+        for method in operations
+    ]
     assert len(routes) >= 12
     return routes
 
@@ -41,8 +44,14 @@ def bearer(token: str) -> dict[str, str]:
 
 def claims(**overrides: object) -> dict[str, object]:
     now = utcnow()
-    return {"sub": "tester", "scope": "contacts:read contacts:write", "iss": "crm-platform",
-            "iat": now, "exp": now + timedelta(minutes=5), **overrides}
+    return {
+        "sub": "tester",
+        "scope": "contacts:read contacts:write",
+        "iss": "crm-platform",
+        "iat": now,
+        "exp": now + timedelta(minutes=5),
+        **overrides,
+    }
 
 
 def assert_unauthorized(response: httpx.Response) -> None:
@@ -67,31 +76,45 @@ class TestMissingOrBadToken:
             pytest.param({"Authorization": "Bearer not-a-jwt"}, id="malformed"),
             pytest.param({"Authorization": "Bearer "}, id="empty"),
             pytest.param({"Authorization": "Basic dXNlcjpwYXNz"}, id="basic-scheme"),
-            pytest.param({"Authorization": auth_headers()["Authorization"].split()[1]},
-                         id="no-scheme"),
-            pytest.param(bearer(mint_token(AuthSettings(secret="another-secret-" + "x" * 32))),
-                         id="wrong-signature"),
-            pytest.param(bearer(mint_token(AuthSettings(secret=TEST_JWT_SECRET),
-                                           ttl=timedelta(minutes=-1))), id="expired"),
-            pytest.param(bearer(jwt.encode(claims(iss="someone-else"), TEST_JWT_SECRET)),
-                         id="wrong-issuer"),
-            pytest.param(bearer(jwt.encode({k: v for k, v in claims().items() if k != "exp"},
-                                           TEST_JWT_SECRET)), id="no-expiry"),
+            pytest.param(
+                {"Authorization": auth_headers()["Authorization"].split()[1]}, id="no-scheme"
+            ),
+            pytest.param(
+                bearer(mint_token(AuthSettings(secret="another-secret-" + "x" * 32))),
+                id="wrong-signature",
+            ),
+            pytest.param(
+                bearer(mint_token(AuthSettings(secret=TEST_JWT_SECRET), ttl=timedelta(minutes=-1))),
+                id="expired",
+            ),
+            pytest.param(
+                bearer(jwt.encode(claims(iss="someone-else"), TEST_JWT_SECRET)), id="wrong-issuer"
+            ),
+            pytest.param(
+                bearer(
+                    jwt.encode({k: v for k, v in claims().items() if k != "exp"}, TEST_JWT_SECRET)
+                ),
+                id="no-expiry",
+            ),
             pytest.param(bearer(jwt.encode(claims(), None, algorithm="none")), id="unsigned"),
-            pytest.param(bearer(jwt.encode(claims(scope=["contacts:read"]), TEST_JWT_SECRET)),
-                         id="scope-not-a-string"),
+            pytest.param(
+                bearer(jwt.encode(claims(scope=["contacts:read"]), TEST_JWT_SECRET)),
+                id="scope-not-a-string",
+            ),
         ],
     )
     async def test_a_bad_token_is_401_and_writes_nothing(self, anon, headers):
         assert_unauthorized(await anon.get("/v1/contacts", headers=headers))
-        assert_unauthorized(await anon.post("/v1/contacts", json={"first_name": "Anna"},
-                                            headers=headers))
+        assert_unauthorized(
+            await anon.post("/v1/contacts", json={"first_name": "Anna"}, headers=headers)
+        )
         assert await contact_count(anon) == 0
 
     async def test_a_valid_token_is_accepted(self, anon):
         token = jwt.encode(claims(), TEST_JWT_SECRET)
-        response = await anon.post("/v1/contacts", json={"first_name": "Anna"},
-                                   headers=bearer(token))
+        response = await anon.post(
+            "/v1/contacts", json={"first_name": "Anna"}, headers=bearer(token)
+        )
         assert response.status_code == 201, response.text
 
 
@@ -102,16 +125,19 @@ class TestScopes:
         reader = auth_headers("contacts:read")
         assert (await anon.get("/v1/contacts", headers=reader)).status_code == 200
         assert (await anon.get(path, headers=reader)).json()["first_name"] == "Anna"
-        for method, target, body in [("POST", "/v1/contacts", {"first_name": "Bob"}),
-                                     ("PATCH", path, {"first_name": "Bob"}),
-                                     ("DELETE", path, None),
-                                     ("PUT", "/v1/contact-policy", {"max_outbound_per_week": 1})]:
+        for method, target, body in [
+            ("POST", "/v1/contacts", {"first_name": "Bob"}),
+            ("PATCH", path, {"first_name": "Bob"}),
+            ("DELETE", path, None),
+            ("PUT", "/v1/contact-policy", {"max_outbound_per_week": 1}),
+        ]:
             response = await anon.request(method, target, json=body, headers=reader)
             assert response.status_code == 403, (method, target, response.text)
             assert response.json()["error"]["code"] == "forbidden"
             assert "contacts:write" in response.json()["error"]["message"]
         assert [c["first_name"] for c in (await client.get("/v1/contacts")).json()["items"]] == [
-            "Anna"]
+            "Anna"
+        ]
         assert (await client.get("/v1/contact-policy")).json()["max_outbound_per_week"] == 5
 
     @pytest.mark.parametrize("scopes", [("sales:write",), ("sales:read", "support:write")])
@@ -130,7 +156,9 @@ class TestOperations:
 
     async def test_readyz_reports_database_and_broker(self, anon):
         assert (await anon.get("/readyz")).json() == {
-            "ready": True, "checks": {"database": "ok", "broker": "ok"}}
+            "ready": True,
+            "checks": {"database": "ok", "broker": "ok"},
+        }
 
     async def test_metrics_count_requests_by_route_template(self, anon):
         def served() -> float:
@@ -140,8 +168,13 @@ class TestOperations:
                 if family.name == "crm_http_request_duration_seconds"
                 for sample in family.samples
                 if sample.name.endswith("_count")
-                and sample.labels == {"service": "contacts", "method": "GET",
-                                      "route": "/v1/contacts/{contact_id}", "status": "401"}
+                and sample.labels
+                == {
+                    "service": "contacts",
+                    "method": "GET",
+                    "route": "/v1/contacts/{contact_id}",
+                    "status": "401",
+                }
             )
 
         metrics_text = (await anon.get("/metrics")).text

@@ -14,9 +14,17 @@ LONG_EMAIL = "a" * 64 + "@" + ".".join(["b" * 63] * 3) + ".com"  # 260 character
 
 @pytest.fixture
 async def anna(client: httpx.AsyncClient) -> dict[str, Any]:
-    response = await client.post("/v1/contacts", json={
-        "first_name": "Anna", "last_name": "Schmidt", "email": "anna@example.com",
-        "country": "DE", "phone": "+49 30 1234567", "company": "Acme"})
+    response = await client.post(
+        "/v1/contacts",
+        json={
+            "first_name": "Anna",
+            "last_name": "Schmidt",
+            "email": "anna@example.com",
+            "country": "DE",
+            "phone": "+49 30 1234567",
+            "company": "Acme",
+        },
+    )
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -45,8 +53,14 @@ def assert_error(response: httpx.Response, status: int, field: str | None) -> di
     return error
 
 
-async def assert_rejected(client: httpx.AsyncClient, method: str, path: str, status: int,
-                          field: str | None, **request: Any) -> dict[str, Any]:
+async def assert_rejected(
+    client: httpx.AsyncClient,
+    method: str,
+    path: str,
+    status: int,
+    field: str | None,
+    **request: Any,
+) -> dict[str, Any]:
     """Send the request; it must be refused with ``status`` naming ``field``, changing nothing."""
     before = await everything(client)
     error = assert_error(await client.request(method, path, **request), status, field)
@@ -62,10 +76,16 @@ BAD_FIELDS = [
     pytest.param({"company": {"name": "Acme"}}, "company", id="company-object"),
     pytest.param({"country": True}, "country", id="country-bool"),
     pytest.param({"preferences": "none"}, "preferences", id="preferences-string"),
-    pytest.param({"preferences": {"max_outbound_per_week": "lots"}},
-                 "preferences.max_outbound_per_week", id="preferences-cap-string"),
-    pytest.param({"preferences": {"opted_out_channels": ["pigeon"]}},
-                 "preferences.opted_out_channels.0", id="preferences-unknown-channel"),
+    pytest.param(
+        {"preferences": {"max_outbound_per_week": "lots"}},
+        "preferences.max_outbound_per_week",
+        id="preferences-cap-string",
+    ),
+    pytest.param(
+        {"preferences": {"opted_out_channels": ["pigeon"]}},
+        "preferences.opted_out_channels.0",
+        id="preferences-unknown-channel",
+    ),
     pytest.param({"nickname": "Annie"}, "nickname", id="unknown-field"),
     pytest.param({"first_name": ""}, "first_name", id="first_name-empty"),
     pytest.param({"first_name": "   "}, "first_name", id="first_name-blank"),
@@ -146,8 +166,15 @@ class TestBodies:
     )
     async def test_malformed_or_non_object_json(self, client, anna, raw):
         for method, path in write_requests(anna["id"]):
-            await assert_rejected(client, method, path, 422, "body", content=raw,
-                                  headers={"content-type": "application/json"})
+            await assert_rejected(
+                client,
+                method,
+                path,
+                422,
+                "body",
+                content=raw,
+                headers={"content-type": "application/json"},
+            )
 
     @pytest.mark.parametrize(
         ("endpoint", "body", "named"),
@@ -171,14 +198,20 @@ class TestBodies:
             ("preferences", {"opted_out_channels": "email"}, "opted_out_channels"),
             ("preferences", {"max_outbound_per_week": -1}, "max_outbound_per_week"),
             ("preferences", {"max_outbound_per_week": 1001}, "max_outbound_per_week"),
-            ("preferences", {"quiet_hours": {"start": "25:00", "end": "08:00"}},
-             "quiet_hours.start"),
+            (
+                "preferences",
+                {"quiet_hours": {"start": "25:00", "end": "08:00"}},
+                "quiet_hours.start",
+            ),
             ("preferences", {"quiet_hours": {"start": "21:00"}}, "quiet_hours.end"),
             ("preferences", {"colour": "blue"}, "colour"),
             ("policy", {"max_outbound_per_week": 5000}, "max_outbound_per_week"),
             ("policy", {"max_outbound_per_week": "five"}, "max_outbound_per_week"),
-            ("policy", {"block_marketing_on_ticket_priorities": "urgent"},
-             "block_marketing_on_ticket_priorities"),
+            (
+                "policy",
+                {"block_marketing_on_ticket_priorities": "urgent"},
+                "block_marketing_on_ticket_priorities",
+            ),
             ("policy", {"quiet_hours": {"start": "9am", "end": "5pm"}}, "quiet_hours.start"),
             ("policy", {"enabled": False}, "enabled"),
         ],
@@ -232,10 +265,12 @@ class TestQueryParameters:
             ("/v1/contacts", {"cursor": "!!!"}, "cursor"),
             ("/v1/contacts", {"cursor": "x" * 501}, "cursor"),
             ("/v1/contacts", {"cursor": encode_cursor("yesterday", UNKNOWN_ID)}, "cursor"),
-            ("/v1/contacts", {"cursor": encode_cursor("2026-01-01T00:00:00+00:00", "x")},
-             "cursor"),
-            ("/v1/contacts", {"cursor": encode_cursor("2026-01-01T00:00:00", UNKNOWN_ID)},
-             "cursor"),  # a timestamp without its zone
+            ("/v1/contacts", {"cursor": encode_cursor("2026-01-01T00:00:00+00:00", "x")}, "cursor"),
+            (
+                "/v1/contacts",
+                {"cursor": encode_cursor("2026-01-01T00:00:00", UNKNOWN_ID)},
+                "cursor",
+            ),  # a timestamp without its zone
             ("/v1/contacts", {"cursor": encode_cursor("a", "b", "c")}, "cursor"),
             ("/v1/contacts/duplicates", {"limit": 0}, "limit"),
             ("/v1/contacts/duplicates", {"limit": 1001}, "limit"),
@@ -270,5 +305,12 @@ class TestImport:
     async def test_a_file_that_cannot_be_read_is_422_and_writes_nothing(
         self, client, anna, content_type, body, named
     ):
-        await assert_rejected(client, "POST", "/v1/contacts/import", 422, named, content=body,
-                              headers={"content-type": content_type})
+        await assert_rejected(
+            client,
+            "POST",
+            "/v1/contacts/import",
+            422,
+            named,
+            content=body,
+            headers={"content-type": content_type},
+        )

@@ -29,7 +29,9 @@ def keyed(contact_id: str, event_type: str | None = None):
     def matches(record) -> bool:
         if record.key != contact_id.encode():
             return False
-        return event_type is None or (record.value is not None and parse(record).get_type() == event_type)
+        return event_type is None or (
+            record.value is not None and parse(record).get_type() == event_type
+        )
 
     return matches
 
@@ -47,14 +49,17 @@ class TestContactEvents:
             contact_id = await create(client, email="grace@navy.mil")
             patched = await client.patch(f"/v1/contacts/{contact_id}", json={"company": "US Navy"})
             assert patched.status_code == 200
-            prefs = await client.put(f"/v1/contacts/{contact_id}/preferences",
-                                     json={"opted_out_channels": ["sms"]})
+            prefs = await client.put(
+                f"/v1/contacts/{contact_id}/preferences", json={"opted_out_channels": ["sms"]}
+            )
             assert prefs.status_code == 200
             records = await tail.collect(keyed(contact_id), count=3)
 
         events = [parse(r) for r in records]
         assert [e.get_type() for e in events] == [
-            "crm.contact.created.v1", "crm.contact.updated.v1", "crm.contact.updated.v1",
+            "crm.contact.created.v1",
+            "crm.contact.updated.v1",
+            "crm.contact.updated.v1",
         ]
         for record, event in zip(records, events, strict=True):
             assert dict(record.headers)["content-type"] == b"application/cloudevents+json"
@@ -71,8 +76,9 @@ class TestContactEvents:
         survivor = await create(client, email="g.hopper@navy.mil")
         duplicate = await create(client, first_name="G.", phone="+12025550143")
         async with TopicTail(kafka_bootstrap, topics.CONTACTS) as tail:
-            merged = await client.post(f"/v1/contacts/{survivor}/merge",
-                                       json={"duplicate_ids": [duplicate]})
+            merged = await client.post(
+                f"/v1/contacts/{survivor}/merge", json={"duplicate_ids": [duplicate]}
+            )
             assert merged.status_code == 200, merged.text
             [merge_record] = await tail.collect(keyed(duplicate, "crm.contact.merged.v1"))
             [update_record] = await tail.collect(keyed(survivor, "crm.contact.updated.v1"))
@@ -97,8 +103,9 @@ class TestContactEvents:
         await create(client, email="taken@example.com")
         await outbox_drained(client)
         async with TopicTail(kafka_bootstrap, topics.CONTACTS) as tail:
-            refused = await client.post("/v1/contacts",
-                                        json={"first_name": "X", "email": "taken@example.com"})
+            refused = await client.post(
+                "/v1/contacts", json={"first_name": "X", "email": "taken@example.com"}
+            )
             assert refused.status_code == 409
             marker = await create(client, first_name="Marker")
             await tail.collect(keyed(marker))
@@ -117,8 +124,11 @@ class TestOutboxDuringBrokerOutage:
         proxy = BrokerProxy(proxy_port, broker_port)
         await proxy.start()
         settings = contacts_settings.model_copy(
-            update={"kafka": contacts_settings.kafka.model_copy(
-                update={"bootstrap_servers": f"127.0.0.1:{proxy_port}"})}
+            update={
+                "kafka": contacts_settings.kafka.model_copy(
+                    update={"bootstrap_servers": f"127.0.0.1:{proxy_port}"}
+                )
+            }
         )
         try:
             async with running(create_app(settings)) as client:
@@ -148,7 +158,9 @@ async def _pending(client: httpx.AsyncClient) -> int:
     from shared.models import OutboxMessage
 
     async with app_of(client).state.session_factory() as session:
-        return await session.scalar(select(func.count()).where(OutboxMessage.published_at.is_(None)))
+        return await session.scalar(
+            select(func.count()).where(OutboxMessage.published_at.is_(None))
+        )
 
 
 async def _metric(client: httpx.AsyncClient, name: str) -> float:
@@ -159,16 +171,31 @@ async def _metric(client: httpx.AsyncClient, name: str) -> float:
     raise AssertionError(f"{name} not exposed")
 
 
-def interaction(customer_id: str, direction: str = "outbound", event_id: uuid.UUID | None = None,
-                occurred_at: str = "2026-11-20T10:00:00Z") -> tuple[bytes, bytes, list]:
+def interaction(
+    customer_id: str,
+    direction: str = "outbound",
+    event_id: uuid.UUID | None = None,
+    occurred_at: str = "2026-11-20T10:00:00Z",
+) -> tuple[bytes, bytes, list]:
     data = {
-        "interaction_id": str(uuid.uuid4()), "customer_id": customer_id, "department": "sales",
-        "channel": "phone", "direction": direction, "kind": "call", "subject": "Renewal",
-        "occurred_at": occurred_at, "actor": "rep-7",
+        "interaction_id": str(uuid.uuid4()),
+        "customer_id": customer_id,
+        "department": "sales",
+        "channel": "phone",
+        "direction": direction,
+        "kind": "call",
+        "subject": "Renewal",
+        "occurred_at": occurred_at,
+        "actor": "rep-7",
         "ref": {"type": "activity", "id": "a-1"},
     }
-    _, value, headers = encode_event(event_type=INTERACTION_RECORDED, source="/crm/sales",
-                                     data=data, subject=customer_id, event_id=event_id)
+    _, value, headers = encode_event(
+        event_type=INTERACTION_RECORDED,
+        source="/crm/sales",
+        data=data,
+        subject=customer_id,
+        event_id=event_id,
+    )
     return customer_id.encode(), value, list(headers.items())
 
 
@@ -185,7 +212,9 @@ async def activity(client: httpx.AsyncClient, contact_id: str) -> dict:
 class TestInteractionsConsumer:
     async def test_a_touch_from_another_department_updates_last_contacted(self, client, producer):
         contact_id = await create(client)
-        await send(producer, *interaction(contact_id, "inbound", occurred_at="2026-11-21T09:30:00Z"))
+        await send(
+            producer, *interaction(contact_id, "inbound", occurred_at="2026-11-21T09:30:00Z")
+        )
 
         async def touched():
             found = await activity(client, contact_id)
@@ -218,11 +247,17 @@ class TestInteractionsConsumer:
         contact_id = await create(client)
         key = contact_id.encode()
         not_json = b"\x00not a cloudevent"
-        bad_data = json.dumps({  # a valid envelope whose data breaks the contract
-            "specversion": "1.0", "id": str(uuid.uuid4()), "source": "/crm/sales",
-            "type": INTERACTION_RECORDED, "datacontenttype": "application/json",
-            "time": datetime.now(UTC).isoformat(), "data": {"customer_id": "not-a-uuid"},
-        }).encode()
+        bad_data = json.dumps(
+            {  # a valid envelope whose data breaks the contract
+                "specversion": "1.0",
+                "id": str(uuid.uuid4()),
+                "source": "/crm/sales",
+                "type": INTERACTION_RECORDED,
+                "datacontenttype": "application/json",
+                "time": datetime.now(UTC).isoformat(),
+                "data": {"customer_id": "not-a-uuid"},
+            }
+        ).encode()
         async with TopicTail(kafka_bootstrap, topics.DEAD_LETTER) as dead_letters:
             await send(producer, key, not_json)
             await send(producer, key, bad_data)
@@ -246,13 +281,17 @@ class TestInteractionsConsumer:
         duplicate = await create(client, email="two@example.com")
         await send(producer, *interaction(duplicate, occurred_at="2026-11-01T10:00:00Z"))
         await eventually(lambda: _total_is(client, duplicate, 1))
-        merged = await client.post(f"/v1/contacts/{survivor}/merge", json={"duplicate_ids": [duplicate]})
+        merged = await client.post(
+            f"/v1/contacts/{survivor}/merge", json={"duplicate_ids": [duplicate]}
+        )
         assert merged.status_code == 200
         assert merged.json()["activity"]["interactions_total"] == 1  # folded in by the merge
         await send(producer, *interaction(duplicate, occurred_at="2026-11-02T10:00:00Z"))
         await eventually(lambda: _total_is(client, survivor, 2))
 
-    async def test_touches_of_an_erased_contact_are_not_kept(self, client, producer, contacts_settings):
+    async def test_touches_of_an_erased_contact_are_not_kept(
+        self, client, producer, contacts_settings
+    ):
         contact_id = await create(client)
         assert (await client.delete(f"/v1/contacts/{contact_id}")).status_code == 204
         other = await create(client, first_name="Other", email="other@example.com")
@@ -273,8 +312,11 @@ async def _total_is(client: httpx.AsyncClient, contact_id: str, expected: int) -
 
 async def _metric_sum(client: httpx.AsyncClient, name: str) -> float:
     text = (await client.get("/metrics")).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name + "{") and 'service="contacts"' in line)
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") and 'service="contacts"' in line
+    )
 
 
 __all__ = ["asyncio"]

@@ -146,14 +146,17 @@ class TestBestMatches:
 class TestMergedPreferences:
     def test_an_opt_out_on_any_record_is_kept(self) -> None:
         survivor = ContactPreferences(opted_out_channels=["sms"])
-        others = [ContactPreferences(opted_out_channels=["email"]),
-                  ContactPreferences(opted_out_channels=["phone", "sms"])]
+        others = [
+            ContactPreferences(opted_out_channels=["email"]),
+            ContactPreferences(opted_out_channels=["phone", "sms"]),
+        ]
         merged = merged_preferences(survivor, others)
         assert merged.opted_out_channels == ["email", "phone", "sms"]
 
     def test_an_opt_out_only_on_a_duplicate_is_kept(self) -> None:
-        merged = merged_preferences(ContactPreferences(),
-                                    [ContactPreferences(opted_out_channels=["email"])])
+        merged = merged_preferences(
+            ContactPreferences(), [ContactPreferences(opted_out_channels=["email"])]
+        )
         assert merged.opted_out_channels == ["email"]
 
     @pytest.mark.parametrize(
@@ -170,13 +173,17 @@ class TestMergedPreferences:
         assert merged.max_outbound_per_week == expected
 
     def test_a_zero_cap_wins(self) -> None:
-        merged = merged_preferences(ContactPreferences(max_outbound_per_week=3),
-                                    [ContactPreferences(max_outbound_per_week=0)])
+        merged = merged_preferences(
+            ContactPreferences(max_outbound_per_week=3),
+            [ContactPreferences(max_outbound_per_week=0)],
+        )
         assert merged.max_outbound_per_week == 0
 
     def test_survivor_preferred_channel_kept_else_taken_from_a_duplicate(self) -> None:
-        kept = merged_preferences(ContactPreferences(preferred_channel="sms"),
-                                  [ContactPreferences(preferred_channel="email")])
+        kept = merged_preferences(
+            ContactPreferences(preferred_channel="sms"),
+            [ContactPreferences(preferred_channel="email")],
+        )
         others = [ContactPreferences(), ContactPreferences(preferred_channel="email")]
         filled = merged_preferences(ContactPreferences(), others)
         assert (kept.preferred_channel, filled.preferred_channel) == ("sms", "email")
