@@ -104,7 +104,12 @@ def _lifespan(spec: ServiceSpec) -> Any:
             for task in tasks:
                 task.cancel()
             if tasks:
-                await asyncio.wait(tasks, timeout=10)
+                _, pending = await asyncio.wait(tasks, timeout=10)
+                if pending:
+                    log.warning(
+                        "tasks still running at shutdown",
+                        extra={"tasks": [task.get_name() for task in pending]},
+                    )
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(relay.release_lease(), 5)
             await bus.reset()  # bounded: a sick broker must not hold up the shutdown

@@ -73,10 +73,6 @@ def _publish(session: AsyncSession, event_type: str, key: str, data: object) -> 
     )  # type: ignore[arg-type]
 
 
-def contact_created(session: AsyncSession, contact: Contact) -> None:
-    _publish(session, events.CONTACT_CREATED, str(contact.id), snapshot(contact))
-
-
 def contact_updated(session: AsyncSession, contact: Contact) -> None:
     _publish(session, events.CONTACT_UPDATED, str(contact.id), snapshot(contact))
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,6 +20,7 @@ from services.contacts.models import (
 from services.contacts.schemas import ContactCreate, ContactUpdate, IdentityIn
 from shared.errors import Conflict, Gone, InvalidInput, NotFound
 from shared.events import ContactPolicy, ContactPreferences, utcnow
+from shared.outbox import add_rows
 from shared.pagination import decode_cursor, encode_cursor
 
 # The primary e-mail and phone are identities too, so one uniqueness rule covers all of them.
@@ -66,20 +67,27 @@ async def _writable(session: AsyncSession, contact_id: uuid.UUID) -> Contact:
 async def find_identity_owners(
     session: AsyncSession, pairs: list[tuple[str, str]]
 ) -> dict[tuple[str, str], uuid.UUID]:
-    """Which contact already holds each (kind, value)."""
+    """Which contact already holds each (kind, value): one query per 1,000 values per kind."""
     values_by_kind: dict[str, list[str]] = {}
     for kind, value in pairs:
         values_by_kind.setdefault(kind, []).append(value)
     owners: dict[tuple[str, str], uuid.UUID] = {}
-    for kind, values in values_by_kind.items():
-        for start in range(0, len(values), 1000):
-            rows = await session.execute(
-                select(ContactIdentity.value, ContactIdentity.contact_id).where(
-                    ContactIdentity.kind == kind,
-                    ContactIdentity.value.in_(values[start : start + 1000]),
-                )
+    longest = max((len(values) for values in values_by_kind.values()), default=0)
+    for start in range(0, longest, 1000):
+        conditions = [
+            and_(
+                ContactIdentity.kind == kind,
+                ContactIdentity.value.in_(values[start : start + 1000]),
             )
-            owners.update({(kind, value): cid for value, cid in rows})
+            for kind, values in values_by_kind.items()
+            if values[start : start + 1000]
+        ]
+        rows = await session.execute(
+            select(ContactIdentity.kind, ContactIdentity.value, ContactIdentity.contact_id).where(
+                or_(*conditions)
+            )
+        )
+        owners.update({(kind, value): cid for kind, value, cid in rows})
     return owners
 
 
@@ -105,13 +113,6 @@ def new_contact_row(data: ContactCreate, now: datetime) -> dict[str, Any]:
         "created_at": now,
         "updated_at": now,
     }
-
-
-def new_contact(data: ContactCreate, now: datetime) -> Contact:
-    return Contact(
-        **new_contact_row(data, now),
-        identities=[ContactIdentity(kind=k, value=v) for k, v in _primary_identities(data)],
-    )
 
 
 def refresh_keys(contact: Contact) -> None:
@@ -140,11 +141,23 @@ async def create_contact(
         )
         if existing:
             raise duplicate_conflict("external_id", existing)
-    contact = new_contact(data, utcnow())
-    near = await near_duplicates(session, contact, duplicate_threshold)
-    session.add(contact)
-    await _flush_unique(session, contact)
-    events.contact_created(session, contact)
+    row = new_contact_row(data, utcnow())
+    near = await near_duplicates(session, row, duplicate_threshold)
+    identities = [
+        {"contact_id": row["id"], "kind": k, "value": v} for k, v in _primary_identities(data)
+    ]
+    try:
+        # Plain INSERTs, not the unit of work: the hot path of the API.
+        await session.execute(insert(Contact).values(**row))
+        if identities:
+            await session.execute(insert(ContactIdentity).values(identities))
+    except IntegrityError as exc:
+        raise Conflict(
+            "a contact with this e-mail, phone or external_id was just created", field="email"
+        ) from exc
+    await add_rows(session, [events.created_row(row)])
+    # A detached instance, for the response only.
+    contact = Contact(**row, identities=[ContactIdentity(**i) for i in identities])
     return contact, near
 
 
@@ -168,22 +181,22 @@ class NearMatch:
 
 
 async def near_duplicates(
-    session: AsyncSession, contact: Contact, threshold: float, limit: int = 5
+    session: AsyncSession, contact: dict[str, Any], threshold: float, limit: int = 5
 ) -> list[NearMatch]:
     """Active contacts sharing the last name or company whose name + company look alike."""
-    keys = [Contact.last_name_key == contact.last_name_key] if contact.last_name_key else []
-    if contact.company_key:
-        keys.append(Contact.company_key == contact.company_key)
+    keys = [Contact.last_name_key == contact["last_name_key"]] if contact["last_name_key"] else []
+    if contact["company_key"]:
+        keys.append(Contact.company_key == contact["company_key"])
     if not keys:
         return []
     rows = (
         await session.execute(
             select(Contact.id, Contact.first_name, Contact.last_name, Contact.company)
-            .where(Contact.status == ContactStatus.active, Contact.id != contact.id, or_(*keys))
+            .where(Contact.status == ContactStatus.active, Contact.id != contact["id"], or_(*keys))
             .limit(500)
         )
     ).all()
-    person = rules.Person(contact.first_name, contact.last_name, contact.company)
+    person = rules.Person(contact["first_name"], contact["last_name"], contact["company"])
     by_id = {row.id: row for row in rows}
     matches = rules.best_matches(
         person,
