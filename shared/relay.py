@@ -103,6 +103,10 @@ class OutboxRelay:
     async def publish_pending(self) -> int:
         """Publish one batch if this replica holds the lease; returns how many were sent."""
         if not await self._hold_lease():
+            if time.monotonic() - self._backlog_recorded > 1.0:
+                # Every replica reports the shared backlog, whichever one a scrape reaches.
+                async with self.session_factory() as session:
+                    await self._record_backlog(session)
             return 0
         async with self.session_factory() as session:
             rows = (
