@@ -101,15 +101,19 @@ def _lifespan(spec: ServiceSpec) -> Any:
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            if tasks:
-                _, pending = await asyncio.wait(tasks, timeout=10)
-                if pending:
-                    log.warning(
-                        "tasks still running at shutdown",
-                        extra={"tasks": [task.get_name() for task in pending]},
-                    )
+            # Cancel until every task has ended: aiokafka's close() can swallow a cancellation.
+            pending = set(tasks)
+            for _ in range(10):
+                if not pending:
+                    break
+                for task in pending:
+                    task.cancel()
+                _, pending = await asyncio.wait(pending, timeout=1)
+            if pending:
+                log.warning(
+                    "tasks still running at shutdown",
+                    extra={"tasks": [task.get_name() for task in pending]},
+                )
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(relay.release_lease(), 5)
             await bus.reset()  # bounded: a sick broker must not hold up the shutdown
