@@ -1,0 +1,249 @@
+"""The events support emits: domain events on crm.support.v1 and customer touches on
+crm.interactions.v1, always keyed by the customer id. Message bodies and descriptions stay here."""
+
+import uuid
+from datetime import datetime
+
+from pydantic import AwareDatetime, BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.support import rules
+from services.support.models import Ticket, TicketMessage
+from shared import topics
+from shared.events import (
+    INTERACTION_RECORDED,
+    Channel,
+    Department,
+    Direction,
+    InteractionRecorded,
+    SourceRef,
+)
+from shared.outbox import add_event
+
+SOURCE = "/crm/support"
+
+TICKET_OPENED = "crm.support.ticket_opened.v1"
+TICKET_ASSIGNED = "crm.support.ticket_assigned.v1"
+TICKET_MESSAGE_ADDED = "crm.support.ticket_message_added.v1"
+TICKET_RESOLVED = "crm.support.ticket_resolved.v1"
+TICKET_REOPENED = "crm.support.ticket_reopened.v1"
+TICKET_CLOSED = "crm.support.ticket_closed.v1"
+TICKET_SATISFACTION_RATED = "crm.support.ticket_satisfaction_rated.v1"
+TICKET_REASSIGNED = "crm.support.ticket_reassigned.v1"
+TICKET_SLA_BREACHED = "crm.support.ticket_sla_breached.v1"
+
+
+class _TicketEvent(BaseModel):
+    ticket_id: uuid.UUID
+    customer_id: uuid.UUID
+
+
+class TicketOpened(_TicketEvent):
+    subject: str
+    channel: Channel
+    priority: str
+    category: str | None
+    opened_at: AwareDatetime
+
+
+class TicketAssigned(_TicketEvent):
+    agent_id: uuid.UUID
+    previous_agent_id: uuid.UUID | None
+    automatic: bool
+    assigned_at: AwareDatetime
+
+
+class TicketMessageAdded(_TicketEvent):
+    message_id: uuid.UUID
+    author_type: str
+    author_id: str | None
+    sent_at: AwareDatetime
+
+
+class TicketResolved(_TicketEvent):
+    agent_id: uuid.UUID | None
+    resolved_at: AwareDatetime
+
+
+class TicketReopened(_TicketEvent):
+    reopened_at: AwareDatetime
+
+
+class TicketClosed(_TicketEvent):
+    closed_at: AwareDatetime
+
+
+class TicketSatisfactionRated(_TicketEvent):
+    agent_id: uuid.UUID | None
+    score: int
+    rated_at: AwareDatetime
+
+
+class TicketReassigned(_TicketEvent):
+    """The SLA scheduler moved a ticket its agent left unanswered."""
+
+    agent_id: uuid.UUID
+    previous_agent_id: uuid.UUID | None
+    reason: str
+    reassigned_at: AwareDatetime
+
+
+class TicketSlaBreached(_TicketEvent):
+    agent_id: uuid.UUID | None
+    priority: str
+    target: str  # first_response | resolution
+    detected_at: AwareDatetime
+
+
+# Every support event type and its data model (input for generated schemas).
+EVENT_TYPES: dict[str, type[BaseModel]] = {
+    TICKET_OPENED: TicketOpened,
+    TICKET_ASSIGNED: TicketAssigned,
+    TICKET_MESSAGE_ADDED: TicketMessageAdded,
+    TICKET_RESOLVED: TicketResolved,
+    TICKET_REOPENED: TicketReopened,
+    TICKET_CLOSED: TicketClosed,
+    TICKET_SATISFACTION_RATED: TicketSatisfactionRated,
+    TICKET_REASSIGNED: TicketReassigned,
+    TICKET_SLA_BREACHED: TicketSlaBreached,
+}
+
+
+def _publish(
+    session: AsyncSession, topic: str, event_type: str, customer_id: uuid.UUID, data: BaseModel
+) -> None:
+    key = str(customer_id)
+    add_event(
+        session,
+        topic=topic,
+        key=key,
+        event_type=event_type,
+        source=SOURCE,
+        subject=key,
+        data=data,
+    )
+
+
+def ticket_event(session: AsyncSession, event_type: str, data: _TicketEvent) -> None:
+    _publish(session, topics.SUPPORT, event_type, data.customer_id, data)
+
+
+def interaction(session: AsyncSession, touch: InteractionRecorded) -> None:
+    _publish(session, topics.INTERACTIONS, INTERACTION_RECORDED, touch.customer_id, touch)
+
+
+def ticket_opened(session: AsyncSession, ticket: Ticket) -> None:
+    subject = rules.redact_contact_details(ticket.subject)
+    ticket_event(
+        session,
+        TICKET_OPENED,
+        TicketOpened(
+            ticket_id=ticket.id,
+            customer_id=ticket.customer_id,
+            subject=subject,
+            channel=Channel(ticket.channel),
+            priority=ticket.priority,
+            category=ticket.category,
+            opened_at=ticket.opened_at,
+        ),
+    )
+    if ticket.unknown_customer:
+        return  # no contact to attach the touch to yet
+    interaction(
+        session,
+        InteractionRecorded(
+            interaction_id=ticket.id,  # one touch per ticket opened: its id is the ticket's
+            customer_id=ticket.customer_id,
+            department=Department.support,
+            channel=Channel(ticket.channel),
+            direction=Direction.inbound,
+            kind="ticket_opened",
+            subject=subject,
+            occurred_at=ticket.opened_at,
+            actor=str(ticket.agent_id) if ticket.agent_id else None,
+            ref=SourceRef(type="ticket", id=str(ticket.id)),
+        ),
+    )
+
+
+def ticket_assigned(
+    session: AsyncSession,
+    ticket: Ticket,
+    previous: uuid.UUID | None,
+    at: datetime,
+    *,
+    automatic: bool,
+) -> None:
+    assert ticket.agent_id is not None
+    ticket_event(
+        session,
+        TICKET_ASSIGNED,
+        TicketAssigned(
+            ticket_id=ticket.id,
+            customer_id=ticket.customer_id,
+            agent_id=ticket.agent_id,
+            previous_agent_id=previous,
+            automatic=automatic,
+            assigned_at=at,
+        ),
+    )
+
+
+def message_added(session: AsyncSession, ticket: Ticket, message: TicketMessage) -> None:
+    ticket_event(
+        session,
+        TICKET_MESSAGE_ADDED,
+        TicketMessageAdded(
+            ticket_id=ticket.id,
+            customer_id=ticket.customer_id,
+            message_id=message.id,
+            author_type=message.author_type,
+            author_id=message.author_id,
+            sent_at=message.sent_at,
+        ),
+    )
+    if ticket.unknown_customer:
+        return
+    from_customer = message.author_type == "customer"
+    interaction(
+        session,
+        InteractionRecorded(
+            interaction_id=message.id,
+            customer_id=ticket.customer_id,
+            department=Department.support,
+            channel=Channel(ticket.channel),
+            direction=Direction.inbound if from_customer else Direction.outbound,
+            kind="ticket_reply",
+            subject=rules.redact_contact_details(ticket.subject),
+            occurred_at=message.sent_at,
+            actor=None if from_customer else message.author_id,
+            ref=SourceRef(type="ticket", id=str(ticket.id)),
+        ),
+    )
+
+
+def status_changed(session: AsyncSession, ticket: Ticket, event_type: str, at: datetime) -> None:
+    base = {"ticket_id": ticket.id, "customer_id": ticket.customer_id}
+    data: _TicketEvent
+    if event_type == TICKET_RESOLVED:
+        data = TicketResolved(**base, agent_id=ticket.agent_id, resolved_at=at)
+    elif event_type == TICKET_REOPENED:
+        data = TicketReopened(**base, reopened_at=at)
+    else:
+        data = TicketClosed(**base, closed_at=at)
+    ticket_event(session, event_type, data)
+
+
+def satisfaction_rated(session: AsyncSession, ticket: Ticket) -> None:
+    assert ticket.satisfaction_score is not None and ticket.satisfaction_at is not None
+    ticket_event(
+        session,
+        TICKET_SATISFACTION_RATED,
+        TicketSatisfactionRated(
+            ticket_id=ticket.id,
+            customer_id=ticket.customer_id,
+            agent_id=ticket.agent_id,
+            score=ticket.satisfaction_score,
+            rated_at=ticket.satisfaction_at,
+        ),
+    )

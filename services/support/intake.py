@@ -1,0 +1,82 @@
+"""Intake from any channel: recognise the sender, thread the message into the customer's open
+ticket, or open a new one. Never commits."""
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.support import rules, service
+from services.support.models import CustomerIdentity, Ticket
+from services.support.rules import Status
+from services.support.schemas import InboundMessage, InboundResult, MessageCreate, TicketCreate
+
+# A message threads into a ticket that is still being worked on or was just resolved (a reply
+# to a resolved ticket reopens it); closed tickets are final.
+THREADABLE = [Status.open.value, Status.pending.value, Status.resolved.value]
+
+
+async def receive(session: AsyncSession, inbound: InboundMessage) -> InboundResult:
+    kind = inbound.sender.kind
+    value = rules.normalize_identity(kind, inbound.sender.value)
+    contact_id = await session.scalar(
+        select(CustomerIdentity.contact_id).where(
+            CustomerIdentity.kind == kind, CustomerIdentity.value == value
+        )
+    )
+    unknown = contact_id is None
+    customer_id = (
+        rules.placeholder_customer(kind, value)
+        if contact_id is None
+        else await service.current_customer(session, contact_id)
+    )
+    ticket = await _thread(session, inbound, customer_id)
+    if ticket is not None:
+        message = await service.add_message(
+            session,
+            ticket.id,
+            MessageCreate(author_type="customer", body=inbound.body, sent_at=inbound.received_at),
+        )
+        return InboundResult(
+            ticket_id=ticket.id,
+            message_id=message.id,
+            customer_id=customer_id,
+            unknown_customer=ticket.unknown_customer,
+            threaded=True,
+        )
+    subject = inbound.subject or inbound.body.splitlines()[0][:200]
+    ticket = await service.create_ticket(
+        session,
+        TicketCreate(
+            customer_id=customer_id,
+            subject=subject,
+            description=inbound.body,
+            channel=inbound.channel,
+            opened_at=inbound.received_at,
+        ),
+        unknown_customer=unknown,
+    )
+    return InboundResult(
+        ticket_id=ticket.id,
+        message_id=None,
+        customer_id=ticket.customer_id,
+        unknown_customer=unknown,
+        threaded=False,
+    )
+
+
+async def _thread(session: AsyncSession, inbound: InboundMessage, customer_id) -> Ticket | None:
+    """The ticket this message answers: the referenced one if it is this sender's and still
+    open to replies, else the sender's latest such ticket on the same channel."""
+    if inbound.thread_ref is not None:
+        ticket = await session.get(Ticket, inbound.thread_ref)
+        if ticket and ticket.customer_id == customer_id and ticket.status in THREADABLE:
+            return ticket
+    return await session.scalar(
+        select(Ticket)
+        .where(
+            Ticket.customer_id == customer_id,
+            Ticket.channel == inbound.channel.value,
+            Ticket.status.in_(THREADABLE),
+        )
+        .order_by(Ticket.updated_at.desc(), Ticket.id.desc())
+        .limit(1)
+    )

@@ -1,0 +1,318 @@
+"""Support rules: the ticket state machine, routing, contact checks. Plain Python, no I/O."""
+
+import math
+import re
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from enum import StrEnum
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from shared.errors import InvalidTransition
+from shared.events import Channel, ContactPolicy, ContactPreferences, Department, QuietHours
+
+
+class Status(StrEnum):
+    open = "open"
+    pending = "pending"  # assigned to an agent, being worked on
+    resolved = "resolved"
+    closed = "closed"
+
+
+class Action(StrEnum):
+    assign = "assign"
+    resolve = "resolve"
+    reopen = "reopen"
+    close = "close"
+
+
+class Priority(StrEnum):
+    low = "low"
+    normal = "normal"
+    high = "high"
+    urgent = "urgent"
+
+
+ACTIVE = frozenset({Status.open, Status.pending})
+
+# (from, action) -> to. Anything missing is an illegal transition.
+TRANSITIONS: dict[tuple[Status, Action], Status] = {
+    (Status.open, Action.assign): Status.pending,
+    (Status.pending, Action.assign): Status.pending,
+    (Status.open, Action.resolve): Status.resolved,
+    (Status.pending, Action.resolve): Status.resolved,
+    (Status.resolved, Action.reopen): Status.open,
+    (Status.resolved, Action.close): Status.closed,
+}
+
+
+def transition(current: str, action: Action, *, assigned: bool) -> Status:
+    """The status after ``action``; InvalidTransition if the machine does not allow it."""
+    target = TRANSITIONS.get((Status(current), action))
+    if target is None:
+        raise InvalidTransition(
+            f"cannot {action.value} a ticket that is {current}",
+            details={"ticket_status": current, "action": action.value},
+        )
+    if target == Status.open and assigned:
+        return Status.pending  # a reopened ticket goes back to its agent
+    return target
+
+
+def status_after_message(current: str, author_type: str, *, assigned: bool) -> Status:
+    """Messages never go on closed tickets; a customer writing to a resolved ticket reopens it."""
+    status = Status(current)
+    if status == Status.closed:
+        raise InvalidTransition(
+            "cannot add a message to a closed ticket",
+            details={"ticket_status": current, "action": "message"},
+        )
+    if status == Status.resolved and author_type == "customer":
+        return transition(current, Action.reopen, assigned=assigned)
+    return status
+
+
+def can_rate(current: str) -> None:
+    if Status(current) not in (Status.resolved, Status.closed):
+        raise InvalidTransition(
+            f"a ticket that is {current} cannot be rated yet",
+            details={"ticket_status": current, "action": "satisfaction"},
+        )
+
+
+# ---- routing --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AgentLoad:
+    id: uuid.UUID
+    team: str
+    available: bool
+    capacity: int
+    open_tickets: int
+
+
+def route(agents: Iterable[AgentLoad], team: str | None) -> uuid.UUID | None:
+    """The least-loaded available agent of ``team`` (any team if None) with spare capacity.
+
+    Ties go to the agent with more spare capacity, then the lowest id (deterministic).
+    """
+    candidates = [
+        a
+        for a in agents
+        if a.available and a.open_tickets < a.capacity and (team is None or a.team == team)
+    ]
+    if not candidates:
+        return None
+    best = min(candidates, key=lambda a: (a.open_tickets, -(a.capacity - a.open_tickets), a.id))
+    return best.id
+
+
+# ---- SLAs -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlaPolicy:
+    first_response_minutes: int | None = None
+    resolution_minutes: int | None = None
+    reassign_after_minutes: int | None = None
+
+
+@dataclass(frozen=True)
+class SlaClock:
+    """What the SLA rules need to know about one ticket."""
+
+    status: str
+    opened_at: datetime
+    assigned_at: datetime | None
+    agent_replied_at: datetime | None
+    first_response_at: datetime | None
+    first_response_breached: bool
+    resolution_breached: bool
+
+
+@dataclass(frozen=True)
+class SlaVerdict:
+    reassign: bool = False
+    first_response_breached: bool = False
+    resolution_breached: bool = False
+
+
+def _past(start: datetime, minutes: int | None, now: datetime) -> bool:
+    return minutes is not None and now >= start + timedelta(minutes=minutes)
+
+
+def sla_check(ticket: SlaClock, policy: SlaPolicy, now: datetime) -> SlaVerdict:
+    """Due re-assignment (the agent has not answered since being assigned) and new breaches
+    (each breach is reported once)."""
+    if Status(ticket.status) not in ACTIVE:
+        return SlaVerdict()
+    unanswered = ticket.assigned_at is not None and (
+        ticket.agent_replied_at is None or ticket.agent_replied_at < ticket.assigned_at
+    )
+    return SlaVerdict(
+        reassign=unanswered
+        and ticket.assigned_at is not None
+        and _past(ticket.assigned_at, policy.reassign_after_minutes, now),
+        first_response_breached=not ticket.first_response_breached
+        and ticket.first_response_at is None
+        and _past(ticket.opened_at, policy.first_response_minutes, now),
+        resolution_breached=not ticket.resolution_breached
+        and _past(ticket.opened_at, policy.resolution_minutes, now),
+    )
+
+
+# ---- similar cases --------------------------------------------------------------------------
+
+_WORD = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+_STOPWORDS = frozenset(
+    "a an and are as at be but by can do does for from has have i in is it its me my no not of "
+    "on or our since so that the this to was we when with you your".split()
+)
+CATEGORY_BONUS = 0.2
+ATTRIBUTE_BONUS = 0.1
+MAX_ATTRIBUTE_BONUS = 0.3
+
+
+@dataclass(frozen=True)
+class Case:
+    id: uuid.UUID
+    text: str
+    category: str | None = None
+    attributes: dict[str, object] | None = None
+
+
+def words(text: str) -> list[str]:
+    return [w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS]
+
+
+def rank_similar(target: Case, cases: Sequence[Case], limit: int) -> list[tuple[uuid.UUID, float]]:
+    """Cases most like ``target``: TF-IDF cosine of the text, plus a bonus for the same
+    category and for each equal attribute (product model, ...). Best first, score > 0 only."""
+    documents = [Counter(words(c.text)) for c in cases]
+    query = Counter(words(target.text))
+    frequency: Counter[str] = Counter()
+    for document in [*documents, query]:
+        frequency.update(document.keys())
+    total = len(documents) + 1
+
+    def vector(counts: Counter[str]) -> dict[str, float]:
+        return {w: n * (math.log((total + 1) / (frequency[w] + 1)) + 1) for w, n in counts.items()}
+
+    def cosine(a: dict[str, float], b: dict[str, float]) -> float:
+        dot = sum(v * b[w] for w, v in a.items() if w in b)
+        norm = math.sqrt(sum(v * v for v in a.values())) * math.sqrt(sum(v * v for v in b.values()))
+        return dot / norm if norm else 0.0
+
+    wanted = vector(query)
+    attributes = target.attributes or {}
+    scored = []
+    for case, document in zip(cases, documents, strict=True):
+        if case.id == target.id:
+            continue
+        score = cosine(wanted, vector(document))
+        if target.category and case.category == target.category:
+            score += CATEGORY_BONUS
+        same = sum(1 for k, v in (case.attributes or {}).items() if attributes.get(k) == v)
+        score += min(same * ATTRIBUTE_BONUS, MAX_ATTRIBUTE_BONUS)
+        if score > 0:
+            scored.append((case.id, round(score, 4)))
+    scored.sort(key=lambda pair: (-pair[1], pair[0]))
+    return scored[:limit]
+
+
+# ---- inbound senders ------------------------------------------------------------------------
+
+UNKNOWN_SENDERS = uuid.UUID("5b0c6a43-8f0e-4b7c-9a57-0d2c3f1e9a11")
+
+
+def normalize_identity(kind: str, value: str) -> str:
+    """The form contacts keeps identities in: lower-case e-mails, bare E.164-like phones."""
+    value = value.strip()
+    if kind in ("phone", "whatsapp"):
+        return re.sub(r"[\s()./-]", "", value)
+    return value.lower()
+
+
+def placeholder_customer(kind: str, value: str) -> uuid.UUID:
+    """A stable stand-in id for a sender no contact has yet (same sender, same id)."""
+    return uuid.uuid5(UNKNOWN_SENDERS, f"{kind}:{normalize_identity(kind, value)}")
+
+
+# ---- PII on shared topics -------------------------------------------------------------------
+
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
+_PHONE = re.compile(r"\+?\d[\d ()./-]{6,}\d")
+
+
+def contains_contact_details(text: str) -> bool:
+    return bool(_EMAIL.search(text) or _PHONE.search(text))
+
+
+def redact_contact_details(text: str) -> str:
+    """E-mail addresses and phone numbers never go on the interactions topic."""
+    return _PHONE.sub("[redacted]", _EMAIL.sub("[redacted]", text))
+
+
+# ---- contact check --------------------------------------------------------------------------
+
+CONTACT_WINDOW = timedelta(days=7)
+
+
+class Reason(StrEnum):
+    customer_erased = "customer_erased"
+    channel_opted_out = "channel_opted_out"
+    quiet_hours = "quiet_hours"
+    weekly_limit_reached = "weekly_limit_reached"
+    open_priority_ticket = "open_priority_ticket"
+
+
+def in_quiet_hours(quiet: QuietHours, now: datetime) -> bool:
+    """Whether ``now`` falls in the window (which may span midnight) in its time zone."""
+    try:
+        zone = ZoneInfo(quiet.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo("UTC")
+    local = now.astimezone(zone).time()
+    start, end = time.fromisoformat(quiet.start), time.fromisoformat(quiet.end)
+    if start == end:
+        return False
+    if start < end:
+        return start <= local < end
+    return local >= start or local < end
+
+
+def contact_check(
+    *,
+    channel: Channel,
+    department: Department,
+    now: datetime,
+    preferences: ContactPreferences | None,
+    policy: ContactPolicy,
+    outbound_last_7_days: int,
+    open_ticket_priorities: Sequence[str],
+    erased: bool = False,
+) -> list[Reason]:
+    """Why an outbound touch now is not allowed (an empty list: it is allowed)."""
+    if erased:
+        return [Reason.customer_erased]
+    prefs = preferences or ContactPreferences()
+    reasons: list[Reason] = []
+    if channel in prefs.opted_out_channels:
+        reasons.append(Reason.channel_opted_out)
+    quiet = prefs.quiet_hours or policy.quiet_hours
+    if quiet is not None and in_quiet_hours(quiet, now):
+        reasons.append(Reason.quiet_hours)
+    limit = (
+        prefs.max_outbound_per_week
+        if prefs.max_outbound_per_week is not None
+        else policy.max_outbound_per_week
+    )
+    if outbound_last_7_days >= limit:
+        reasons.append(Reason.weekly_limit_reached)
+    blocking = set(policy.block_marketing_on_ticket_priorities)
+    if department == Department.marketing and blocking.intersection(open_ticket_priorities):
+        reasons.append(Reason.open_priority_ticket)
+    return reasons

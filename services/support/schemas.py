@@ -1,0 +1,291 @@
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+from services.support import rules
+from services.support.rules import Priority
+from shared.events import Channel, Direction, Sentiment, SourceRef
+from shared.pagination import MAX_LIMIT
+
+
+def _no_contact_details(value: str | None) -> str | None:
+    if value is not None and rules.contains_contact_details(value):
+        raise ValueError(
+            "must not contain e-mail addresses or phone numbers (PII stays in contacts)"
+        )
+    return value
+
+
+# Stored and shown as UTC (RFC 3339 with Z), whatever offset the client sent.
+UTCTime = Annotated[AwareDatetime, AfterValidator(lambda value: value.astimezone(UTC))]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Key = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+Subject = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+Body = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20_000)]
+Email = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[^@\s]+@[^@\s]+$")]
+CleanText = Annotated[str, StringConstraints(max_length=500), AfterValidator(_no_contact_details)]
+Short = Annotated[str, StringConstraints(max_length=200), AfterValidator(_no_contact_details)]
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---- agents and teams -----------------------------------------------------------------------
+
+
+class AgentCreate(_Input):
+    name: Name
+    email: Annotated[Email, StringConstraints(max_length=254)] | None = None
+    team: Key
+    skills: list[Key] = Field(default_factory=list, max_length=50)
+    capacity: int = Field(default=10, ge=0, le=1000)
+    available: bool = True
+
+
+class AgentUpdate(_Input):
+    available: bool | None = None
+    capacity: int | None = Field(default=None, ge=0, le=1000)
+    team: Key | None = None
+    skills: list[Key] | None = Field(default=None, max_length=50)
+
+
+class AgentRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    name: str
+    email: str | None
+    team: str
+    skills: list[str]
+    capacity: int
+    available: bool
+    open_tickets: int = 0
+    created_at: datetime
+
+
+class TeamUpdate(_Input):
+    categories: list[Key] = Field(max_length=200)
+
+
+class TeamRead(BaseModel):
+    name: str
+    categories: list[str]
+
+
+# ---- tickets --------------------------------------------------------------------------------
+
+
+class TicketCreate(_Input):
+    customer_id: uuid.UUID
+    subject: Subject
+    description: Body
+    channel: Channel
+    priority: Priority = Priority.normal
+    category: Key | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict, max_length=50)
+    opened_at: UTCTime | None = None
+
+
+class MessageCreate(_Input):
+    author_type: Literal["agent", "customer"]
+    author_id: uuid.UUID | None = None
+    body: Body
+    sent_at: UTCTime | None = None
+
+    @model_validator(mode="after")
+    def _agent_needs_id(self) -> "MessageCreate":
+        if self.author_type == "agent" and self.author_id is None:
+            raise ValueError("author_id is required for agent messages")
+        if self.author_type == "customer" and self.author_id is not None:
+            raise ValueError("author_id is for agent messages only")
+        return self
+
+
+class AssignRequest(_Input):
+    agent_id: uuid.UUID
+
+
+class AtRequest(_Input):
+    at: UTCTime | None = None
+
+
+class SatisfactionRequest(_Input):
+    score: int = Field(ge=1, le=5)
+    comment: Annotated[str, StringConstraints(max_length=5000)] | None = None
+    at: UTCTime | None = None
+
+
+class MessageRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    author_type: str
+    author_id: str | None
+    body: str
+    sent_at: datetime
+
+
+class TicketRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    customer_id: uuid.UUID
+    subject: str
+    description: str
+    channel: Channel
+    priority: Priority
+    category: str | None
+    attributes: dict[str, Any]
+    status: str
+    unknown_customer: bool
+    agent_id: uuid.UUID | None
+    assigned_at: datetime | None
+    opened_at: datetime
+    first_response_at: datetime | None
+    resolved_at: datetime | None
+    closed_at: datetime | None
+    satisfaction_score: int | None
+    satisfaction_comment: str | None
+    satisfaction_at: datetime | None
+    first_response_breached_at: datetime | None
+    resolution_breached_at: datetime | None
+    updated_at: datetime
+    messages: list[MessageRead] = Field(default_factory=list)
+
+
+# ---- inbound intake -------------------------------------------------------------------------
+
+
+class Sender(_Input):
+    kind: Literal["email", "phone", "telegram", "whatsapp", "social", "other"]
+    value: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=254)]
+
+
+class InboundMessage(_Input):
+    channel: Channel
+    sender: Sender
+    body: Body
+    subject: Subject | None = None
+    thread_ref: uuid.UUID | None = Field(default=None, description="the ticket id replied to")
+    received_at: UTCTime | None = None
+
+
+class InboundResult(BaseModel):
+    ticket_id: uuid.UUID
+    message_id: uuid.UUID | None
+    customer_id: uuid.UUID
+    unknown_customer: bool
+    threaded: bool
+
+
+# ---- similar cases and macros --------------------------------------------------------------
+
+
+class SimilarCase(BaseModel):
+    ticket_id: uuid.UUID
+    score: float
+    subject: str
+    category: str | None
+    attributes: dict[str, Any]
+    resolved_at: datetime | None
+    resolution: str | None = Field(description="the last agent reply: how it was solved")
+
+
+class MacroCreate(_Input):
+    name: Name
+    body: Body
+    category: Key | None = None
+
+
+class MacroRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    name: str
+    body: str
+    category: str | None
+    created_at: datetime
+
+
+# ---- SLA policies ---------------------------------------------------------------------------
+
+Minutes = Annotated[int, Field(ge=1, le=525_600)]
+
+
+class SlaPolicyUpdate(_Input):
+    first_response_minutes: Minutes | None = None
+    resolution_minutes: Minutes | None = None
+    reassign_after_minutes: Minutes | None = None
+
+
+class SlaPolicyRead(SlaPolicyUpdate):
+    model_config = ConfigDict(from_attributes=True)
+
+    priority: Priority
+
+
+class SweepResult(BaseModel):
+    reassigned: int = 0
+    breaches: int = 0
+
+
+# ---- interactions and timeline --------------------------------------------------------------
+
+
+class InteractionCreate(_Input):
+    """A support touch that is not a ticket message (a courtesy call, a chat)."""
+
+    interaction_id: uuid.UUID | None = None
+    customer_id: uuid.UUID
+    channel: Channel
+    direction: Direction
+    kind: Key
+    subject: CleanText | None = None
+    occurred_at: UTCTime | None = None
+    actor: Short | None = None
+    sentiment: Sentiment | None = None
+    outcome: Short | None = None
+    ref: SourceRef | None = None
+
+
+class InteractionBatch(_Input):
+    items: list[InteractionCreate] = Field(min_length=1, max_length=MAX_LIMIT)
+
+
+class Created(BaseModel):
+    id: uuid.UUID
+
+
+class BatchCreated(BaseModel):
+    ids: list[uuid.UUID]
+
+
+class TimelineItem(BaseModel):
+    interaction_id: uuid.UUID
+    customer_id: uuid.UUID
+    department: str
+    channel: str
+    direction: str
+    kind: str
+    subject: str | None
+    occurred_at: datetime
+    actor: str | None
+    sentiment: str | None
+    outcome: str | None
+    ref: SourceRef | None
+
+
+class ContactCheck(BaseModel):
+    allowed: bool
+    reasons: list[str]

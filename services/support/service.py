@@ -1,0 +1,317 @@
+"""Ticket and agent use cases. They take the caller's session and never commit: the caller does."""
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.support import events, rules
+from services.support.models import (
+    Agent,
+    CustomerProfile,
+    ProfileStatus,
+    TeamCategory,
+    Ticket,
+    TicketMessage,
+)
+from services.support.rules import Action, Status
+from services.support.schemas import (
+    AgentCreate,
+    AgentUpdate,
+    MessageCreate,
+    SatisfactionRequest,
+    TicketCreate,
+)
+from shared.errors import Conflict, InvalidInput, NotFound
+from shared.events import utcnow
+from shared.pagination import decode_cursor, encode_cursor
+
+# ---- agents and teams -----------------------------------------------------------------------
+
+
+async def create_agent(session: AsyncSession, data: AgentCreate) -> Agent:
+    agent = Agent(**data.model_dump(), created_at=utcnow())
+    session.add(agent)
+    await session.flush()
+    return agent
+
+
+async def get_agent(session: AsyncSession, agent_id: uuid.UUID) -> Agent:
+    agent = await session.get(Agent, agent_id)
+    if agent is None:
+        raise NotFound(f"agent {agent_id} not found")
+    return agent
+
+
+async def update_agent(session: AsyncSession, agent_id: uuid.UUID, data: AgentUpdate) -> Agent:
+    agent = await get_agent(session, agent_id)
+    for field, value in data.model_dump(exclude_unset=True).items():
+        if value is None:
+            raise InvalidInput(f"{field} cannot be null", field=field)
+        setattr(agent, field, value)
+    await session.flush()
+    return agent
+
+
+async def open_ticket_counts(session: AsyncSession) -> dict[uuid.UUID, int]:
+    rows = await session.execute(
+        select(Ticket.agent_id, func.count())
+        .where(Ticket.agent_id.is_not(None), Ticket.status.in_([s.value for s in rules.ACTIVE]))
+        .group_by(Ticket.agent_id)
+    )
+    return {agent_id: count for agent_id, count in rows}
+
+
+async def list_agents(session: AsyncSession, team: str | None) -> list[Agent]:
+    query = select(Agent).order_by(Agent.name, Agent.id)
+    if team is not None:
+        query = query.where(Agent.team == team)
+    return list(await session.scalars(query))
+
+
+async def set_team(session: AsyncSession, team: str, categories: list[str]) -> list[str]:
+    """The team owns exactly these categories; one owned by another team is a 409."""
+    wanted = sorted(set(categories))
+    if wanted:
+        taken = await session.execute(
+            select(TeamCategory.category, TeamCategory.team).where(
+                TeamCategory.category.in_(wanted), TeamCategory.team != team
+            )
+        )
+        for category, owner in taken:
+            raise Conflict(f"category {category} belongs to team {owner}", field="categories")
+    for row in await session.scalars(select(TeamCategory).where(TeamCategory.team == team)):
+        if row.category not in wanted:
+            await session.delete(row)
+    owned = set(
+        await session.scalars(select(TeamCategory.category).where(TeamCategory.team == team))
+    )
+    session.add_all(TeamCategory(category=c, team=team) for c in wanted if c not in owned)
+    await session.flush()
+    return wanted
+
+
+async def list_teams(session: AsyncSession) -> dict[str, list[str]]:
+    teams: dict[str, list[str]] = {}
+    for team in await session.scalars(select(Agent.team).distinct()):
+        teams[team] = []
+    rows = await session.execute(select(TeamCategory).order_by(TeamCategory.category))
+    for (row,) in rows:
+        teams.setdefault(row.team, []).append(row.category)
+    return dict(sorted(teams.items()))
+
+
+async def route(
+    session: AsyncSession, category: str | None, exclude: uuid.UUID | None = None
+) -> uuid.UUID | None:
+    team = None
+    if category is not None:
+        team = await session.scalar(
+            select(TeamCategory.team).where(TeamCategory.category == category)
+        )
+    counts = await open_ticket_counts(session)
+    agents = await session.scalars(select(Agent).where(Agent.available.is_(True)))
+    return rules.route(
+        (
+            rules.AgentLoad(a.id, a.team, a.available, a.capacity, counts.get(a.id, 0))
+            for a in agents
+            if a.id != exclude
+        ),
+        team,
+    )
+
+
+# ---- tickets --------------------------------------------------------------------------------
+
+
+async def current_customer(session: AsyncSession, customer_id: uuid.UUID) -> uuid.UUID:
+    """The id to file things under: the survivor of a merge; an erased customer is a 409."""
+    for _ in range(10):  # follow a short chain of merges
+        profile = await session.get(CustomerProfile, customer_id)
+        if profile is None or profile.status == ProfileStatus.active:
+            return customer_id
+        if profile.status == ProfileStatus.erased:
+            raise Conflict(f"customer {customer_id} was erased", field="customer_id")
+        assert profile.merged_into is not None
+        customer_id = profile.merged_into
+    return customer_id
+
+
+async def create_ticket(
+    session: AsyncSession, data: TicketCreate, *, unknown_customer: bool = False
+) -> Ticket:
+    now = utcnow()
+    ticket = Ticket(
+        id=uuid.uuid4(),
+        customer_id=await current_customer(session, data.customer_id),
+        subject=data.subject,
+        description=data.description,
+        channel=data.channel.value,
+        priority=data.priority.value,
+        category=data.category,
+        attributes=data.attributes,
+        status=Status.open.value,
+        unknown_customer=unknown_customer,
+        opened_at=data.opened_at or now,
+        updated_at=now,
+    )
+    agent_id = await route(session, data.category)
+    if agent_id is not None:
+        ticket.agent_id = agent_id
+        ticket.assigned_at = now
+        ticket.status = rules.transition(ticket.status, Action.assign, assigned=False).value
+    session.add(ticket)
+    await session.flush()
+    events.ticket_opened(session, ticket)
+    if agent_id is not None:
+        events.ticket_assigned(session, ticket, None, now, automatic=True)
+    return ticket
+
+
+async def get_ticket(session: AsyncSession, ticket_id: uuid.UUID) -> Ticket:
+    ticket = await session.get(Ticket, ticket_id)
+    if ticket is None:
+        raise NotFound(f"ticket {ticket_id} not found")
+    return ticket
+
+
+async def messages(session: AsyncSession, ticket_id: uuid.UUID) -> list[TicketMessage]:
+    return list(
+        await session.scalars(
+            select(TicketMessage)
+            .where(TicketMessage.ticket_id == ticket_id)
+            .order_by(TicketMessage.sent_at, TicketMessage.id)
+        )
+    )
+
+
+async def list_tickets(
+    session: AsyncSession,
+    *,
+    customer_id: uuid.UUID | None,
+    status: str | None,
+    agent_id: uuid.UUID | None,
+    priority: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Ticket], str | None]:
+    """Newest first by opened_at."""
+    query = select(Ticket).order_by(Ticket.opened_at.desc(), Ticket.id.desc()).limit(limit + 1)
+    for column, value in (
+        (Ticket.customer_id, customer_id),
+        (Ticket.status, status),
+        (Ticket.agent_id, agent_id),
+        (Ticket.priority, priority),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if cursor is not None:
+        opened_raw, id_raw = decode_cursor(cursor, 2)
+        try:
+            opened, last_id = datetime.fromisoformat(opened_raw), uuid.UUID(id_raw)
+        except ValueError as exc:
+            raise InvalidInput("not a cursor returned by this API", field="cursor") from exc
+        query = query.where(
+            or_(Ticket.opened_at < opened, and_(Ticket.opened_at == opened, Ticket.id < last_id))
+        )
+    tickets = list(await session.scalars(query))
+    if len(tickets) <= limit:
+        return tickets, None
+    last = tickets[limit - 1]
+    return tickets[:limit], encode_cursor(last.opened_at.isoformat(), last.id)
+
+
+async def add_message(
+    session: AsyncSession, ticket_id: uuid.UUID, data: MessageCreate
+) -> TicketMessage:
+    ticket = await get_ticket(session, ticket_id)
+    if data.author_id is not None:
+        await _existing_agent(session, data.author_id, "author_id")
+    before = ticket.status
+    ticket.status = rules.status_after_message(
+        ticket.status, data.author_type, assigned=ticket.agent_id is not None
+    ).value
+    now = utcnow()
+    message = TicketMessage(
+        id=uuid.uuid4(),
+        ticket_id=ticket.id,
+        author_type=data.author_type,
+        author_id=str(data.author_id) if data.author_id else None,
+        body=data.body,
+        sent_at=data.sent_at or now,
+    )
+    if data.author_type == "agent":
+        ticket.agent_replied_at = message.sent_at
+        if ticket.first_response_at is None:
+            ticket.first_response_at = message.sent_at
+    ticket.updated_at = now
+    session.add(message)
+    await session.flush()
+    events.message_added(session, ticket, message)
+    if before != ticket.status:
+        events.status_changed(session, ticket, events.TICKET_REOPENED, message.sent_at)
+    return message
+
+
+async def _existing_agent(session: AsyncSession, agent_id: uuid.UUID, field: str) -> Agent:
+    agent = await session.get(Agent, agent_id)
+    if agent is None:
+        raise InvalidInput(f"agent {agent_id} not found", field=field)
+    return agent
+
+
+async def assign(session: AsyncSession, ticket_id: uuid.UUID, agent_id: uuid.UUID) -> Ticket:
+    ticket = await get_ticket(session, ticket_id)
+    await _existing_agent(session, agent_id, "agent_id")
+    ticket.status = rules.transition(ticket.status, Action.assign, assigned=True).value
+    previous, ticket.agent_id = ticket.agent_id, agent_id
+    ticket.updated_at = utcnow()
+    if previous != agent_id:
+        ticket.assigned_at = ticket.updated_at
+    await session.flush()
+    if previous != agent_id:
+        events.ticket_assigned(session, ticket, previous, ticket.updated_at, automatic=False)
+    return ticket
+
+
+STATUS_EVENTS = {
+    Action.resolve: events.TICKET_RESOLVED,
+    Action.reopen: events.TICKET_REOPENED,
+    Action.close: events.TICKET_CLOSED,
+}
+
+
+async def change_status(
+    session: AsyncSession, ticket_id: uuid.UUID, action: Action, at: datetime | None = None
+) -> Ticket:
+    ticket = await get_ticket(session, ticket_id)
+    ticket.status = rules.transition(
+        ticket.status, action, assigned=ticket.agent_id is not None
+    ).value
+    now = utcnow()
+    when = at or now
+    if action == Action.resolve:
+        ticket.resolved_at = when
+    elif action == Action.reopen:
+        ticket.resolved_at = None
+    elif action == Action.close:
+        ticket.closed_at = when
+    ticket.updated_at = now
+    await session.flush()
+    events.status_changed(session, ticket, STATUS_EVENTS[action], when)
+    return ticket
+
+
+async def rate(session: AsyncSession, ticket_id: uuid.UUID, data: SatisfactionRequest) -> Ticket:
+    """CSAT on a resolved or closed ticket; a later rating replaces an earlier one."""
+    ticket = await get_ticket(session, ticket_id)
+    rules.can_rate(ticket.status)
+    now = utcnow()
+    ticket.satisfaction_score = data.score
+    ticket.satisfaction_comment = data.comment
+    ticket.satisfaction_at = data.at or now
+    ticket.updated_at = now
+    await session.flush()
+    events.satisfaction_rated(session, ticket)
+    return ticket

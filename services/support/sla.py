@@ -1,0 +1,162 @@
+"""SLA policies and the scheduler that re-assigns unattended tickets and flags breaches.
+
+``sweep`` takes the time as an argument, so tests drive it with a controlled clock. Several
+replicas may sweep at once: on PostgreSQL each locks the tickets it works on and skips those
+another replica holds (SQLite has one writer at a time anyway). Never commits; ``run`` does,
+once per sweep.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.support import events, rules
+from services.support.models import SlaPolicyRow, Ticket
+from services.support.rules import Priority
+from services.support.schemas import SlaPolicyUpdate, SweepResult
+from services.support.service import route
+from shared.db import session_scope
+from shared.events import utcnow
+
+log = logging.getLogger(__name__)
+
+
+async def set_policy(
+    session: AsyncSession, priority: Priority, data: SlaPolicyUpdate
+) -> SlaPolicyRow:
+    row = await session.get(SlaPolicyRow, priority.value)
+    if row is None:
+        row = SlaPolicyRow(priority=priority.value)
+        session.add(row)
+    for field, value in data.model_dump().items():
+        setattr(row, field, value)
+    await session.flush()
+    return row
+
+
+async def policies(session: AsyncSession) -> list[SlaPolicyRow]:
+    return list(await session.scalars(select(SlaPolicyRow).order_by(SlaPolicyRow.priority)))
+
+
+async def sweep(session: AsyncSession, now: datetime, batch: int = 500) -> SweepResult:
+    result = SweepResult()
+    by_priority = {
+        row.priority: rules.SlaPolicy(
+            row.first_response_minutes, row.resolution_minutes, row.reassign_after_minutes
+        )
+        for row in await policies(session)
+    }
+    if not by_priority:
+        return result
+    query = (
+        select(Ticket)
+        .where(
+            Ticket.status.in_([s.value for s in rules.ACTIVE]),
+            Ticket.priority.in_(list(by_priority)),
+            Ticket.opened_at <= now,
+        )
+        .order_by(Ticket.opened_at, Ticket.id)
+        .limit(batch)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    for ticket in await session.scalars(query):
+        verdict = rules.sla_check(_clock(ticket), by_priority[ticket.priority], now)
+        if verdict.reassign and await _reassign(session, ticket, now):
+            result.reassigned += 1
+        for target, breached in (
+            ("first_response", verdict.first_response_breached),
+            ("resolution", verdict.resolution_breached),
+        ):
+            if breached:
+                setattr(ticket, f"{target}_breached_at", now)
+                _breach(session, ticket, target, now)
+                result.breaches += 1
+    await session.flush()
+    return result
+
+
+def _clock(ticket: Ticket) -> rules.SlaClock:
+    return rules.SlaClock(
+        status=ticket.status,
+        opened_at=ticket.opened_at,
+        assigned_at=ticket.assigned_at,
+        agent_replied_at=ticket.agent_replied_at,
+        first_response_at=ticket.first_response_at,
+        first_response_breached=ticket.first_response_breached_at is not None,
+        resolution_breached=ticket.resolution_breached_at is not None,
+    )
+
+
+async def _reassign(session: AsyncSession, ticket: Ticket, now: datetime) -> bool:
+    agent_id = await route(session, ticket.category, exclude=ticket.agent_id)
+    if agent_id is None:
+        return False  # nobody free: try again on the next sweep
+    previous, ticket.agent_id, ticket.assigned_at, ticket.updated_at = (
+        ticket.agent_id,
+        agent_id,
+        now,
+        now,
+    )
+    await session.flush()  # the next route() counts this ticket for its new agent
+    events.ticket_event(
+        session,
+        events.TICKET_REASSIGNED,
+        events.TicketReassigned(
+            ticket_id=ticket.id,
+            customer_id=ticket.customer_id,
+            agent_id=agent_id,
+            previous_agent_id=previous,
+            reason="unanswered",
+            reassigned_at=now,
+        ),
+    )
+    return True
+
+
+def _breach(session: AsyncSession, ticket: Ticket, target: str, now: datetime) -> None:
+    events.ticket_event(
+        session,
+        events.TICKET_SLA_BREACHED,
+        events.TicketSlaBreached(
+            ticket_id=ticket.id,
+            customer_id=ticket.customer_id,
+            agent_id=ticket.agent_id,
+            priority=ticket.priority,
+            target=target,
+            detected_at=now,
+        ),
+    )
+
+
+async def run(factory: async_sessionmaker[AsyncSession], interval_s: float) -> None:
+    """The scheduler loop: one sweep (one transaction) per interval, errors logged, never fatal."""
+    while True:
+        try:
+            async for session in session_scope(factory):
+                swept = await sweep(session, utcnow())
+            if swept.reassigned or swept.breaches:
+                log.info("sla sweep", extra=swept.model_dump())
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("sla sweep failed")
+        await asyncio.sleep(interval_s)
+
+
+@contextlib.asynccontextmanager
+async def scheduler(
+    factory: async_sessionmaker[AsyncSession], interval_s: float
+) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(run(factory, interval_s), name="support.sla")
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,100 @@
+"""Inbound intake: recognising senders through the contacts projection, threading replies into
+the open ticket, unknown senders flagged and re-pointed once contacts knows them."""
+
+import uuid
+
+from services.support.tests.helpers import apply, outbox
+from shared import topics
+from shared.events import CONTACT_CREATED, CONTACT_ERASED
+
+NOW = "2026-11-24T12:00:00+00:00"
+
+
+def snapshot(contact_id: str, **fields) -> dict:
+    return {
+        "contact_id": contact_id,
+        "first_name": "Anna",
+        "created_at": NOW,
+        "updated_at": NOW,
+        **fields,
+    }
+
+
+async def inbound(client, sender_kind: str, sender: str, body: str, **extra) -> dict:
+    payload = {
+        "channel": "email",
+        "sender": {"kind": sender_kind, "value": sender},
+        "body": body,
+        **extra,
+    }
+    response = await client.post("/v1/inbound", json=payload)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def test_known_sender_opens_then_threads(client):
+    contact = str(uuid.uuid4())
+    await apply(client, CONTACT_CREATED, snapshot(contact, email="anna@example.com"))
+    first = await inbound(client, "email", " Anna@Example.com ", "Printer broken\nDetails...")
+    assert first["customer_id"] == contact and not first["unknown_customer"]
+    assert not first["threaded"]
+    ticket = (await client.get(f"/v1/tickets/{first['ticket_id']}")).json()
+    assert ticket["subject"] == "Printer broken" and ticket["channel"] == "email"
+    second = await inbound(client, "email", "anna@example.com", "Any news?")
+    assert second["threaded"] and second["ticket_id"] == first["ticket_id"]
+    other_channel = await inbound(client, "email", "anna@example.com", "x", channel="chat")
+    assert other_channel["ticket_id"] != first["ticket_id"]
+    messages = (await client.get(f"/v1/tickets/{first['ticket_id']}")).json()["messages"]
+    assert [m["body"] for m in messages] == ["Any news?"]
+
+
+async def test_thread_ref_and_closed_tickets(client):
+    contact = str(uuid.uuid4())
+    await apply(
+        client,
+        CONTACT_CREATED,
+        snapshot(contact, identities=[{"kind": "telegram", "value": "@anna"}]),
+    )
+    first = await inbound(client, "telegram", "@Anna", "hello", channel="telegram")
+    tid = first["ticket_id"]
+    await client.post(f"/v1/tickets/{tid}/resolve")
+    reply = await inbound(client, "telegram", "@anna", "still broken", thread_ref=tid)
+    assert reply["threaded"] and reply["ticket_id"] == tid
+    assert (await client.get(f"/v1/tickets/{tid}")).json()["status"] == "open"  # reopened
+    await client.post(f"/v1/tickets/{tid}/resolve")
+    await client.post(f"/v1/tickets/{tid}/close")
+    after_close = await inbound(client, "telegram", "@anna", "new issue", thread_ref=tid)
+    assert not after_close["threaded"] and after_close["ticket_id"] != tid
+
+
+async def test_unknown_sender_is_flagged_then_repointed(client):
+    first = await inbound(client, "phone", "+49 30 1234567", "Call me back", channel="phone")
+    assert first["unknown_customer"] and not first["threaded"]
+    again = await inbound(client, "phone", "+49301234567", "Hello?", channel="phone")
+    assert again["threaded"] and again["ticket_id"] == first["ticket_id"]
+    assert await outbox(client, topics.INTERACTIONS) == []  # no contact to attach touches to
+
+    contact = str(uuid.uuid4())
+    await apply(client, CONTACT_CREATED, snapshot(contact, phone="+49301234567"))
+    ticket = (await client.get(f"/v1/tickets/{first['ticket_id']}")).json()
+    assert ticket["customer_id"] == contact and ticket["unknown_customer"] is False
+    later = await inbound(client, "phone", "+49301234567", "Thanks", channel="phone")
+    assert later["ticket_id"] == first["ticket_id"] and later["customer_id"] == contact
+
+
+async def test_erasure_forgets_the_identity(client):
+    contact = str(uuid.uuid4())
+    await apply(client, CONTACT_CREATED, snapshot(contact, email="anna@example.com"))
+    await apply(client, CONTACT_ERASED, {"contact_id": contact, "erased_at": NOW})
+    result = await inbound(client, "email", "anna@example.com", "Hi again")
+    assert result["unknown_customer"] and result["customer_id"] != contact
+
+
+async def test_bad_inbound(client):
+    response = await client.post(
+        "/v1/inbound",
+        json={"channel": "email", "sender": {"kind": "carrier-pigeon", "value": "x"}, "body": "hi"},
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["fields"][0]["field"] == "sender.kind"
+    assert (await client.get("/v1/tickets")).json()["items"] == []

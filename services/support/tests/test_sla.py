@@ -1,0 +1,174 @@
+"""SLA policies and the scheduler: re-assignment of unattended tickets and breach flags,
+driven by a controlled clock (``sla.sweep(session, now)``), never by sleeping."""
+
+import json
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.support import rules, sla
+from services.support.app import create_app
+from services.support.config import SupportSettings
+from services.support.tests.helpers import new_agent, new_ticket, outbox
+from shared import topics
+from shared.testing import app_of, running
+
+T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+POLICY = rules.SlaPolicy(
+    first_response_minutes=60, resolution_minutes=480, reassign_after_minutes=15
+)
+CLOCK = rules.SlaClock(
+    status="pending",
+    opened_at=T0,
+    assigned_at=T0,
+    agent_replied_at=None,
+    first_response_at=None,
+    first_response_breached=False,
+    resolution_breached=False,
+)
+
+
+class TestSlaRules:
+    def test_nothing_due_early(self):
+        assert rules.sla_check(CLOCK, POLICY, T0 + timedelta(minutes=14)) == rules.SlaVerdict()
+
+    def test_unanswered_ticket_is_reassigned(self):
+        verdict = rules.sla_check(CLOCK, POLICY, T0 + timedelta(minutes=15))
+        assert verdict == rules.SlaVerdict(reassign=True)
+
+    def test_an_answer_since_assignment_stops_reassignment(self):
+        answered = replace(CLOCK, agent_replied_at=T0 + timedelta(minutes=5))
+        assert not rules.sla_check(answered, POLICY, T0 + timedelta(minutes=30)).reassign
+        reassigned_later = replace(answered, assigned_at=T0 + timedelta(minutes=10))
+        assert rules.sla_check(reassigned_later, POLICY, T0 + timedelta(minutes=30)).reassign
+
+    def test_breaches_are_reported_once(self):
+        late = T0 + timedelta(hours=9)
+        assert rules.sla_check(CLOCK, POLICY, late) == rules.SlaVerdict(True, True, True)
+        flagged = replace(CLOCK, first_response_breached=True, resolution_breached=True)
+        assert rules.sla_check(flagged, POLICY, late) == rules.SlaVerdict(reassign=True)
+
+    def test_first_response_met(self):
+        answered = replace(CLOCK, first_response_at=T0 + timedelta(minutes=30))
+        assert not rules.sla_check(
+            answered, POLICY, T0 + timedelta(hours=2)
+        ).first_response_breached
+
+    @pytest.mark.parametrize("status", ["resolved", "closed"])
+    def test_finished_tickets_are_left_alone(self, status):
+        assert rules.sla_check(replace(CLOCK, status=status), POLICY, T0 + timedelta(days=9)) == (
+            rules.SlaVerdict()
+        )
+
+    def test_no_targets_no_verdicts(self):
+        assert (
+            rules.sla_check(CLOCK, rules.SlaPolicy(), T0 + timedelta(days=9)) == rules.SlaVerdict()
+        )
+
+
+async def sweep_at(client, now):
+    async with app_of(client).state.session_factory() as session:
+        result = await sla.sweep(session, now)
+        await session.commit()
+    return result
+
+
+class TestSweep:
+    async def test_policies_api(self, client):
+        body = {
+            "first_response_minutes": 60,
+            "resolution_minutes": 480,
+            "reassign_after_minutes": 15,
+        }
+        response = await client.put("/v1/sla-policies/urgent", json=body)
+        assert response.status_code == 200
+        assert response.json() == {**body, "priority": "urgent"}
+        assert (await client.get("/v1/sla-policies")).json() == [{**body, "priority": "urgent"}]
+        bad = await client.put("/v1/sla-policies/urgent", json={"resolution_minutes": 0})
+        assert bad.status_code == 422
+        assert (await client.put("/v1/sla-policies/whenever", json={})).status_code == 422
+
+    async def test_unanswered_ticket_moves_to_another_free_agent(self, client):
+        await client.put(
+            "/v1/sla-policies/high",
+            json={"reassign_after_minutes": 15, "first_response_minutes": 60},
+        )
+        first = await new_agent(client, name="First")
+        ticket = await new_ticket(client, priority="high")
+        assert ticket["agent_id"] == first["id"]
+        assigned_at = datetime.fromisoformat(ticket["assigned_at"])
+        second = await new_agent(client, name="Second")
+
+        early = await sweep_at(client, assigned_at + timedelta(minutes=14))
+        assert early.reassigned == 0
+        moved = await sweep_at(client, assigned_at + timedelta(minutes=15))
+        assert moved.reassigned == 1
+        read = (await client.get(f"/v1/tickets/{ticket['id']}")).json()
+        assert read["agent_id"] == second["id"]
+
+        # The new agent answers in time: no further move, then the first-response SLA is met.
+        await client.post(
+            f"/v1/tickets/{ticket['id']}/messages",
+            json={
+                "author_type": "agent",
+                "author_id": second["id"],
+                "body": "Looking into it",
+                "sent_at": (assigned_at + timedelta(minutes=20)).isoformat(),
+            },
+        )
+        later = await sweep_at(client, assigned_at + timedelta(hours=5))
+        assert later.reassigned == 0 and later.breaches == 0
+
+        events = [r for r in await outbox(client, topics.SUPPORT)]
+        [reassigned] = [r for r in events if r.event_type == "crm.support.ticket_reassigned.v1"]
+        data = json.loads(reassigned.value)["data"]
+        assert data["previous_agent_id"] == first["id"] and data["agent_id"] == second["id"]
+        assert reassigned.key == ticket["customer_id"]
+
+    async def test_nobody_free_means_it_stays_and_breaches_are_flagged_once(self, client):
+        await client.put(
+            "/v1/sla-policies/urgent",
+            json={
+                "reassign_after_minutes": 5,
+                "first_response_minutes": 30,
+                "resolution_minutes": 60,
+            },
+        )
+        only = await new_agent(client)
+        ticket = await new_ticket(client, priority="urgent")
+        opened = datetime.fromisoformat(ticket["opened_at"])
+        result = await sweep_at(client, opened + timedelta(hours=2))
+        assert (result.reassigned, result.breaches) == (0, 2)
+        again = await sweep_at(client, opened + timedelta(hours=3))
+        assert (again.reassigned, again.breaches) == (0, 0)
+        read = (await client.get(f"/v1/tickets/{ticket['id']}")).json()
+        assert read["agent_id"] == only["id"]
+        assert read["first_response_breached_at"] is not None
+        breaches = [
+            json.loads(r.value)["data"]["target"]
+            for r in await outbox(client, topics.SUPPORT)
+            if r.event_type == "crm.support.ticket_sla_breached.v1"
+        ]
+        assert sorted(breaches) == ["first_response", "resolution"]
+
+    async def test_other_priorities_and_resolved_tickets_are_ignored(self, client):
+        await client.put("/v1/sla-policies/urgent", json={"resolution_minutes": 1})
+        normal = await new_ticket(client, priority="normal")
+        done = await new_ticket(client, priority="urgent")
+        await client.post(f"/v1/tickets/{done['id']}/resolve")
+        result = await sweep_at(
+            client, datetime.fromisoformat(normal["opened_at"]) + timedelta(days=1)
+        )
+        assert (result.reassigned, result.breaches) == (0, 0)
+
+
+async def test_the_scheduler_runs_in_the_service(support_settings: SupportSettings):
+    settings = support_settings.model_copy(
+        update={"run_scheduler": True, "sla_sweep_interval_s": 0.05}
+    )
+    app = create_app(settings)
+    async with running(app):
+        task = app.state.sla_scheduler
+        assert task is not None and not task.done()
+    assert task.done()

@@ -1,0 +1,117 @@
+"""End to end through the real broker: contacts and support side by side, each with its own
+database. A contact created in contacts, a ticket opened for it in support, the ticket touch in
+support's timeline (and in contacts' activity), then the contact's erasure applied by support."""
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from services.contacts.app import create_app as create_contacts
+from services.contacts.config import ContactsSettings
+from services.support.app import create_app as create_support
+from services.support.config import SupportSettings
+from shared.db import async_url
+from shared.settings import AuthSettings, KafkaSettings
+from shared.testing import eventually, running
+
+pytestmark = pytest.mark.bus
+
+
+@pytest.fixture
+async def support_database(tmp_path: Any) -> AsyncIterator[dict[str, Any]]:
+    """A second isolated database (like the root ``database`` fixture), for support."""
+    base = os.environ.get("DATABASE_URL")
+    if not base:
+        yield {"database_url": f"sqlite+aiosqlite:///{tmp_path / 'support.db'}"}
+        return
+    schema = "t_" + uuid.uuid4().hex[:16]
+    yield {"database_url": async_url(base), "database_schema": schema}
+    engine = create_async_engine(async_url(base))
+    async with engine.begin() as connection:
+        await connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    await engine.dispose()
+
+
+@pytest.fixture
+async def contacts(
+    database: dict[str, Any], kafka_settings: KafkaSettings, auth_settings: AuthSettings
+) -> AsyncIterator[httpx.AsyncClient]:
+    settings = ContactsSettings(**database, kafka=kafka_settings, auth=auth_settings)
+    async with running(create_contacts(settings)) as http:
+        yield http
+
+
+@pytest.fixture
+async def support(
+    support_database: dict[str, Any], kafka_settings: KafkaSettings, auth_settings: AuthSettings
+) -> AsyncIterator[httpx.AsyncClient]:
+    settings = SupportSettings(**support_database, kafka=kafka_settings, auth=auth_settings)
+    async with running(create_support(settings)) as http:
+        yield http
+
+
+async def test_ticket_for_a_new_contact_shows_in_the_timeline(contacts, support):
+    created = await contacts.post(
+        "/v1/contacts",
+        json={
+            "first_name": "Grace",
+            "last_name": "Hopper",
+            "email": "grace@navy.mil",
+            "preferences": {"opted_out_channels": ["sms"]},
+        },
+    )
+    assert created.status_code == 201, created.text
+    contact_id = created.json()["id"]
+
+    async def preferences_known() -> None:
+        check = await support.get(
+            f"/v1/customers/{contact_id}/contact-check", params={"channel": "sms"}
+        )
+        assert check.json() == {"allowed": False, "reasons": ["channel_opted_out"]}
+
+    await eventually(preferences_known)
+
+    ticket = await support.post(
+        "/v1/tickets",
+        json={
+            "customer_id": contact_id,
+            "subject": "Compiler crashes",
+            "description": "The A-0 compiler stops at line 3.",
+            "channel": "email",
+            "priority": "high",
+        },
+    )
+    assert ticket.status_code == 201, ticket.text
+    ticket_id = ticket.json()["id"]
+
+    async def in_timeline() -> list[dict]:
+        response = await support.get(f"/v1/customers/{contact_id}/timeline")
+        items = response.json()["items"]
+        assert [i["kind"] for i in items] == ["ticket_opened"], items
+        return items
+
+    [touch] = await eventually(in_timeline)
+    assert touch["department"] == "support" and touch["direction"] == "inbound"
+    assert touch["ref"] == {"type": "ticket", "id": ticket_id}
+
+    async def contacts_saw_it() -> None:
+        activity = (await contacts.get(f"/v1/contacts/{contact_id}")).json()["activity"]
+        assert activity["interactions_total"] == 1
+
+    await eventually(contacts_saw_it)
+
+    erased = await contacts.delete(f"/v1/contacts/{contact_id}")
+    assert erased.status_code == 204
+
+    async def erased_in_support() -> None:
+        assert (await support.get(f"/v1/customers/{contact_id}/timeline")).json()["items"] == []
+        read = (await support.get(f"/v1/tickets/{ticket_id}")).json()
+        assert read["description"] == "[erased]"
+
+    await eventually(erased_in_support)
