@@ -9,20 +9,16 @@ import asyncio
 import os
 import shutil
 import subprocess
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from shared.db import async_url
 from shared.embedded_broker import free_port, start_broker, stop_broker
 from shared.kafka import ensure_topics
 from shared.settings import AuthSettings, KafkaSettings
-from shared.testing import TEST_JWT_SECRET
+from shared.testing import TEST_JWT_SECRET, isolated_database
 
 
 def _docker_engine_running() -> bool:
@@ -77,16 +73,8 @@ def auth_settings() -> AuthSettings:
 @pytest.fixture
 async def database(tmp_path: Any) -> AsyncIterator[dict[str, Any]]:
     """Settings for an isolated, empty database: ``database_url`` (+ ``database_schema``)."""
-    base = os.environ.get("DATABASE_URL")
-    if not base:
-        yield {"database_url": f"sqlite+aiosqlite:///{tmp_path / 'service.db'}"}
-        return
-    schema = "t_" + uuid.uuid4().hex[:16]
-    yield {"database_url": async_url(base), "database_schema": schema}
-    engine = create_async_engine(async_url(base))
-    async with engine.begin() as connection:
-        await connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    await engine.dispose()
+    async with isolated_database(tmp_path, "service") as settings:
+        yield settings
 
 
 @pytest.fixture

@@ -178,17 +178,15 @@ def _operations_router() -> APIRouter:
 
 
 def error_body(
-    status: int, code: str, message: str, fields: list[dict[str, str]] | None = None, **extra: Any
+    status: int,
+    code: str,
+    message: str,
+    fields: list[dict[str, str]] | None = None,
+    details: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    return {
-        "error": {
-            "status": status,
-            "code": code,
-            "message": message,
-            "fields": fields or [],
-            **extra,
-        }
-    }
+    """``details`` (e.g. ``existing_id``) never replace the four standard keys."""
+    standard = {"status": status, "code": code, "message": message, "fields": fields or []}
+    return {"error": {**(details or {}), **standard}}
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -205,7 +203,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         if "location" in exc.details:
             headers["Location"] = str(exc.details["location"])
         return JSONResponse(
-            error_body(exc.status, exc.code, exc.message, fields, **exc.details),
+            error_body(exc.status, exc.code, exc.message, fields, exc.details),
             status_code=exc.status,
             headers=headers,
         )

@@ -168,3 +168,26 @@ class BrokerProxy:
         finally:
             sink.close()
             self._writers.discard(sink)
+
+
+@contextlib.asynccontextmanager
+async def isolated_database(directory: Any, name: str) -> AsyncIterator[dict[str, Any]]:
+    """Settings for an empty database: a schema in ``DATABASE_URL`` (PostgreSQL), dropped
+    afterwards, or else a fresh SQLite file in ``directory``."""
+    import os
+
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from shared.db import async_url
+
+    base = os.environ.get("DATABASE_URL")
+    if not base:
+        yield {"database_url": f"sqlite+aiosqlite:///{directory / (name + '.db')}"}
+        return
+    schema = "t_" + uuid.uuid4().hex[:16]
+    yield {"database_url": async_url(base), "database_schema": schema}
+    engine = create_async_engine(async_url(base))
+    async with engine.begin() as connection:
+        await connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    await engine.dispose()

@@ -2,40 +2,27 @@
 database. A contact created in contacts, a ticket opened for it in support, the ticket touch in
 support's timeline (and in contacts' activity), then the contact's erasure applied by support."""
 
-import os
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.contacts.app import create_app as create_contacts
 from services.contacts.config import ContactsSettings
 from services.support.app import create_app as create_support
 from services.support.config import SupportSettings
-from shared.db import async_url
 from shared.settings import AuthSettings, KafkaSettings
-from shared.testing import eventually, running
+from shared.testing import eventually, isolated_database, running
 
 pytestmark = pytest.mark.bus
 
 
 @pytest.fixture
 async def support_database(tmp_path: Any) -> AsyncIterator[dict[str, Any]]:
-    """A second isolated database (like the root ``database`` fixture), for support."""
-    base = os.environ.get("DATABASE_URL")
-    if not base:
-        yield {"database_url": f"sqlite+aiosqlite:///{tmp_path / 'support.db'}"}
-        return
-    schema = "t_" + uuid.uuid4().hex[:16]
-    yield {"database_url": async_url(base), "database_schema": schema}
-    engine = create_async_engine(async_url(base))
-    async with engine.begin() as connection:
-        await connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    await engine.dispose()
+    """A second isolated database, for support."""
+    async with isolated_database(tmp_path, "support") as settings:
+        yield settings
 
 
 @pytest.fixture
