@@ -9,6 +9,8 @@ MARKETING = "crm.marketing.v1"
 SUPPORT = "crm.support.v1"
 ANALYTICS = "crm.analytics.v1"
 DEAD_LETTER = "crm.deadletter.v1"
+# Orders an integrator (an accounting system) publishes for sales to take in.
+EXTERNAL_ORDERS = "crm.sales.external-orders.v1"
 
 
 @dataclass(frozen=True)
@@ -27,4 +29,5 @@ ALL_TOPICS = (
     TopicSpec(SUPPORT),
     TopicSpec(ANALYTICS),
     TopicSpec(DEAD_LETTER),
+    TopicSpec(EXTERNAL_ORDERS),
 )

@@ -4,12 +4,34 @@ crm.interactions.v1, always keyed by the customer id. Message bodies and descrip
 import uuid
 from datetime import datetime
 
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.support import rules
 from services.support.models import Ticket, TicketMessage
 from shared import topics
+from shared.contracts.support import (  # noqa: F401 (re-exported for support's modules)
+    SOURCE,
+    TICKET_ASSIGNED,
+    TICKET_CLOSED,
+    TICKET_MESSAGE_ADDED,
+    TICKET_OPENED,
+    TICKET_REASSIGNED,
+    TICKET_REOPENED,
+    TICKET_RESOLVED,
+    TICKET_SATISFACTION_RATED,
+    TICKET_SLA_BREACHED,
+    TicketAssigned,
+    TicketClosed,
+    TicketEvent,
+    TicketMessageAdded,
+    TicketOpened,
+    TicketReassigned,
+    TicketReopened,
+    TicketResolved,
+    TicketSatisfactionRated,
+    TicketSlaBreached,
+)
 from shared.events import (
     INTERACTION_RECORDED,
     Channel,
@@ -19,94 +41,6 @@ from shared.events import (
     SourceRef,
 )
 from shared.outbox import add_event
-
-SOURCE = "/crm/support"
-
-TICKET_OPENED = "crm.support.ticket_opened.v1"
-TICKET_ASSIGNED = "crm.support.ticket_assigned.v1"
-TICKET_MESSAGE_ADDED = "crm.support.ticket_message_added.v1"
-TICKET_RESOLVED = "crm.support.ticket_resolved.v1"
-TICKET_REOPENED = "crm.support.ticket_reopened.v1"
-TICKET_CLOSED = "crm.support.ticket_closed.v1"
-TICKET_SATISFACTION_RATED = "crm.support.ticket_satisfaction_rated.v1"
-TICKET_REASSIGNED = "crm.support.ticket_reassigned.v1"
-TICKET_SLA_BREACHED = "crm.support.ticket_sla_breached.v1"
-
-
-class _TicketEvent(BaseModel):
-    ticket_id: uuid.UUID
-    customer_id: uuid.UUID
-
-
-class TicketOpened(_TicketEvent):
-    subject: str
-    channel: Channel
-    priority: str
-    category: str | None
-    opened_at: AwareDatetime
-
-
-class TicketAssigned(_TicketEvent):
-    agent_id: uuid.UUID
-    previous_agent_id: uuid.UUID | None
-    automatic: bool
-    assigned_at: AwareDatetime
-
-
-class TicketMessageAdded(_TicketEvent):
-    message_id: uuid.UUID
-    author_type: str
-    author_id: str | None
-    sent_at: AwareDatetime
-
-
-class TicketResolved(_TicketEvent):
-    agent_id: uuid.UUID | None
-    resolved_at: AwareDatetime
-
-
-class TicketReopened(_TicketEvent):
-    reopened_at: AwareDatetime
-
-
-class TicketClosed(_TicketEvent):
-    closed_at: AwareDatetime
-
-
-class TicketSatisfactionRated(_TicketEvent):
-    agent_id: uuid.UUID | None
-    score: int
-    rated_at: AwareDatetime
-
-
-class TicketReassigned(_TicketEvent):
-    """The SLA scheduler moved a ticket its agent left unanswered."""
-
-    agent_id: uuid.UUID
-    previous_agent_id: uuid.UUID | None
-    reason: str
-    reassigned_at: AwareDatetime
-
-
-class TicketSlaBreached(_TicketEvent):
-    agent_id: uuid.UUID | None
-    priority: str
-    target: str  # first_response | resolution
-    detected_at: AwareDatetime
-
-
-# Every support event type and its data model (input for generated schemas).
-EVENT_TYPES: dict[str, type[BaseModel]] = {
-    TICKET_OPENED: TicketOpened,
-    TICKET_ASSIGNED: TicketAssigned,
-    TICKET_MESSAGE_ADDED: TicketMessageAdded,
-    TICKET_RESOLVED: TicketResolved,
-    TICKET_REOPENED: TicketReopened,
-    TICKET_CLOSED: TicketClosed,
-    TICKET_SATISFACTION_RATED: TicketSatisfactionRated,
-    TICKET_REASSIGNED: TicketReassigned,
-    TICKET_SLA_BREACHED: TicketSlaBreached,
-}
 
 
 def _publish(
@@ -124,7 +58,7 @@ def _publish(
     )
 
 
-def ticket_event(session: AsyncSession, event_type: str, data: _TicketEvent) -> None:
+def ticket_event(session: AsyncSession, event_type: str, data: TicketEvent) -> None:
     _publish(session, topics.SUPPORT, event_type, data.customer_id, data)
 
 
@@ -224,7 +158,7 @@ def message_added(session: AsyncSession, ticket: Ticket, message: TicketMessage)
 
 def status_changed(session: AsyncSession, ticket: Ticket, event_type: str, at: datetime) -> None:
     base = {"ticket_id": ticket.id, "customer_id": ticket.customer_id}
-    data: _TicketEvent
+    data: TicketEvent
     if event_type == TICKET_RESOLVED:
         data = TicketResolved(**base, agent_id=ticket.agent_id, resolved_at=at)
     elif event_type == TICKET_REOPENED:

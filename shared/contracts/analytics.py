@@ -1,0 +1,35 @@
+"""crm.analytics.v1: scores analytics publishes back for sales and marketing to act on, keyed
+by the customer id. Published when a customer's scores change, so consumers can upsert."""
+
+import uuid
+from decimal import Decimal
+
+from pydantic import AwareDatetime, BaseModel, Field
+
+SOURCE = "/crm/analytics"
+
+CUSTOMER_SCORED = "crm.customer.scored.v1"
+
+
+class ScoreFactor(BaseModel):
+    """One reason behind a score, so a rep can see why a customer is at risk."""
+
+    name: str  # e.g. days_since_last_touch, negative_sentiment, breached_tickets
+    value: float
+    weight: float
+
+
+class CustomerScored(BaseModel):
+    customer_id: uuid.UUID
+    rfm_segment: str | None = None  # champions | loyal | at_risk | hibernating | new | ...
+    recency_days: int | None = None
+    frequency: int = 0
+    monetary: Decimal = Decimal(0)
+    clv: Decimal = Decimal(0)
+    churn_risk: float = Field(ge=0, le=1)
+    churn_level: str  # low | medium | high
+    factors: list[ScoreFactor] = Field(default_factory=list)
+    scored_at: AwareDatetime
+
+
+EVENT_TYPES: dict[str, type[BaseModel]] = {CUSTOMER_SCORED: CustomerScored}

@@ -1,0 +1,80 @@
+"""crm.marketing.v1: campaigns, sends and engagement. Sends and engagement are keyed by the
+customer id, campaign lifecycle by the campaign id. Never the recipient's address."""
+
+import uuid
+from decimal import Decimal
+
+from pydantic import AwareDatetime, BaseModel
+
+from shared.events import Channel
+
+SOURCE = "/crm/marketing"
+
+CAMPAIGN_LAUNCHED = "crm.marketing.campaign_launched.v1"
+MESSAGE_SENT = "crm.marketing.message_sent.v1"
+MESSAGE_SUPPRESSED = "crm.marketing.message_suppressed.v1"
+MESSAGE_FAILED = "crm.marketing.message_failed.v1"
+ENGAGEMENT_RECORDED = "crm.marketing.engagement_recorded.v1"
+# The customer used a one-click unsubscribe: contacts opts the channel out and republishes.
+UNSUBSCRIBED = "crm.marketing.unsubscribed.v1"
+
+
+class CampaignLaunched(BaseModel):
+    campaign_id: uuid.UUID
+    name: str
+    channel: Channel
+    budget: Decimal
+    cost_per_send: Decimal
+    launched_at: AwareDatetime
+
+
+class MessageSent(BaseModel):
+    send_id: uuid.UUID
+    campaign_id: uuid.UUID
+    customer_id: uuid.UUID
+    channel: Channel
+    cost: Decimal
+    sent_at: AwareDatetime
+
+
+class MessageSuppressed(BaseModel):
+    campaign_id: uuid.UUID
+    customer_id: uuid.UUID
+    channel: Channel
+    reasons: list[str]  # the contact-check reasons, or budget_exhausted
+    suppressed_at: AwareDatetime
+
+
+class MessageFailed(BaseModel):
+    send_id: uuid.UUID
+    campaign_id: uuid.UUID
+    customer_id: uuid.UUID
+    channel: Channel
+    error: str
+    attempts: int
+    failed_at: AwareDatetime
+
+
+class EngagementRecorded(BaseModel):
+    send_id: uuid.UUID
+    campaign_id: uuid.UUID
+    customer_id: uuid.UUID
+    kind: str  # delivered | opened | clicked | replied | unsubscribed
+    occurred_at: AwareDatetime
+
+
+class Unsubscribed(BaseModel):
+    customer_id: uuid.UUID
+    channel: Channel
+    campaign_id: uuid.UUID | None = None
+    unsubscribed_at: AwareDatetime
+
+
+EVENT_TYPES: dict[str, type[BaseModel]] = {
+    CAMPAIGN_LAUNCHED: CampaignLaunched,
+    MESSAGE_SENT: MessageSent,
+    MESSAGE_SUPPRESSED: MessageSuppressed,
+    MESSAGE_FAILED: MessageFailed,
+    ENGAGEMENT_RECORDED: EngagementRecorded,
+    UNSUBSCRIBED: Unsubscribed,
+}

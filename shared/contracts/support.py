@@ -1,0 +1,96 @@
+"""crm.support.v1: ticket lifecycle events, keyed by the customer id. Subjects are redacted
+of contact details; message bodies and descriptions never leave support."""
+
+import uuid
+
+from pydantic import AwareDatetime, BaseModel
+
+from shared.events import Channel
+
+SOURCE = "/crm/support"
+
+TICKET_OPENED = "crm.support.ticket_opened.v1"
+TICKET_ASSIGNED = "crm.support.ticket_assigned.v1"
+TICKET_MESSAGE_ADDED = "crm.support.ticket_message_added.v1"
+TICKET_RESOLVED = "crm.support.ticket_resolved.v1"
+TICKET_REOPENED = "crm.support.ticket_reopened.v1"
+TICKET_CLOSED = "crm.support.ticket_closed.v1"
+TICKET_SATISFACTION_RATED = "crm.support.ticket_satisfaction_rated.v1"
+TICKET_REASSIGNED = "crm.support.ticket_reassigned.v1"
+TICKET_SLA_BREACHED = "crm.support.ticket_sla_breached.v1"
+
+
+class TicketEvent(BaseModel):
+    ticket_id: uuid.UUID
+    customer_id: uuid.UUID
+
+
+class TicketOpened(TicketEvent):
+    subject: str
+    channel: Channel
+    priority: str
+    category: str | None
+    opened_at: AwareDatetime
+
+
+class TicketAssigned(TicketEvent):
+    agent_id: uuid.UUID
+    previous_agent_id: uuid.UUID | None
+    automatic: bool
+    assigned_at: AwareDatetime
+
+
+class TicketMessageAdded(TicketEvent):
+    message_id: uuid.UUID
+    author_type: str
+    author_id: str | None
+    sent_at: AwareDatetime
+
+
+class TicketResolved(TicketEvent):
+    agent_id: uuid.UUID | None
+    resolved_at: AwareDatetime
+
+
+class TicketReopened(TicketEvent):
+    reopened_at: AwareDatetime
+
+
+class TicketClosed(TicketEvent):
+    closed_at: AwareDatetime
+
+
+class TicketSatisfactionRated(TicketEvent):
+    agent_id: uuid.UUID | None
+    score: int
+    rated_at: AwareDatetime
+
+
+class TicketReassigned(TicketEvent):
+    """The SLA scheduler moved a ticket its agent left unanswered."""
+
+    agent_id: uuid.UUID
+    previous_agent_id: uuid.UUID | None
+    reason: str
+    reassigned_at: AwareDatetime
+
+
+class TicketSlaBreached(TicketEvent):
+    agent_id: uuid.UUID | None
+    priority: str
+    target: str  # first_response | resolution
+    detected_at: AwareDatetime
+
+
+# Every support event type and its data model (input for generated schemas).
+EVENT_TYPES: dict[str, type[BaseModel]] = {
+    TICKET_OPENED: TicketOpened,
+    TICKET_ASSIGNED: TicketAssigned,
+    TICKET_MESSAGE_ADDED: TicketMessageAdded,
+    TICKET_RESOLVED: TicketResolved,
+    TICKET_REOPENED: TicketReopened,
+    TICKET_CLOSED: TicketClosed,
+    TICKET_SATISFACTION_RATED: TicketSatisfactionRated,
+    TICKET_REASSIGNED: TicketReassigned,
+    TICKET_SLA_BREACHED: TicketSlaBreached,
+}
