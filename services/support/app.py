@@ -7,14 +7,15 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.support import sla
+from services.support import events, service, sla
 from services.support.api import router
 from services.support.cases_api import router as cases_router
 from services.support.config import SupportSettings
 from services.support.consumers import SUBSCRIPTIONS
 from services.support.sla_api import router as sla_router
-from services.support.timeline_api import router as timeline_router
+from shared import customer_view
 from shared.app import ServiceSpec, create_service_app
+from shared.events import Department
 
 
 def create_app(settings: SupportSettings | None = None) -> FastAPI:
@@ -24,7 +25,18 @@ def create_app(settings: SupportSettings | None = None) -> FastAPI:
             name="support",
             title="CRM support",
             settings=settings,
-            routers=[router, cases_router, sla_router, timeline_router],
+            routers=[
+                router,
+                cases_router,
+                sla_router,
+                customer_view.router(
+                    department=Department.support,
+                    source=events.SOURCE,
+                    read_scope="support:read",
+                    write_scope="support:write",
+                    open_ticket_priorities=service.open_ticket_priorities,
+                ),
+            ],
             migrations=Path(__file__).parent / "migrations",
             subscriptions=SUBSCRIPTIONS,
         )

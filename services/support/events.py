@@ -7,9 +7,9 @@ from datetime import datetime
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.support import rules
 from services.support.models import Ticket, TicketMessage
 from shared import topics
+from shared.contact_rules import redact_contact_details
 from shared.contracts.support import (  # noqa: F401 (re-exported for support's modules)
     SOURCE,
     TICKET_ASSIGNED,
@@ -67,7 +67,7 @@ def interaction(session: AsyncSession, touch: InteractionRecorded) -> None:
 
 
 def ticket_opened(session: AsyncSession, ticket: Ticket) -> None:
-    subject = rules.redact_contact_details(ticket.subject)
+    subject = redact_contact_details(ticket.subject)
     ticket_event(
         session,
         TICKET_OPENED,
@@ -148,7 +148,7 @@ def message_added(session: AsyncSession, ticket: Ticket, message: TicketMessage)
             channel=Channel(ticket.channel),
             direction=Direction.inbound if from_customer else Direction.outbound,
             kind="ticket_reply",
-            subject=rules.redact_contact_details(ticket.subject),
+            subject=redact_contact_details(ticket.subject),
             occurred_at=message.sent_at,
             actor=None if from_customer else message.author_id,
             ref=SourceRef(type="ticket", id=str(ticket.id)),

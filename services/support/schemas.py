@@ -1,10 +1,9 @@
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -12,29 +11,17 @@ from pydantic import (
     model_validator,
 )
 
-from services.support import rules
 from services.support.rules import Priority
-from shared.events import Channel, Direction, Sentiment, SourceRef
-from shared.pagination import MAX_LIMIT
+from shared.customer_view.schemas import UTCTime, no_contact_details
+from shared.events import Channel
 
-
-def _no_contact_details(value: str | None) -> str | None:
-    if value is not None and rules.contains_contact_details(value):
-        raise ValueError(
-            "must not contain e-mail addresses or phone numbers (PII stays in contacts)"
-        )
-    return value
-
-
-# Stored and shown as UTC (RFC 3339 with Z), whatever offset the client sent.
-UTCTime = Annotated[AwareDatetime, AfterValidator(lambda value: value.astimezone(UTC))]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Key = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 Subject = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 Body = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20_000)]
 Email = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[^@\s]+@[^@\s]+$")]
-CleanText = Annotated[str, StringConstraints(max_length=500), AfterValidator(_no_contact_details)]
-Short = Annotated[str, StringConstraints(max_length=200), AfterValidator(_no_contact_details)]
+CleanText = Annotated[str, StringConstraints(max_length=500), AfterValidator(no_contact_details)]
+Short = Annotated[str, StringConstraints(max_length=200), AfterValidator(no_contact_details)]
 
 
 class _Input(BaseModel):
@@ -238,54 +225,3 @@ class SlaPolicyRead(SlaPolicyUpdate):
 class SweepResult(BaseModel):
     reassigned: int = 0
     breaches: int = 0
-
-
-# ---- interactions and timeline --------------------------------------------------------------
-
-
-class InteractionCreate(_Input):
-    """A support touch that is not a ticket message (a courtesy call, a chat)."""
-
-    interaction_id: uuid.UUID | None = None
-    customer_id: uuid.UUID
-    channel: Channel
-    direction: Direction
-    kind: Key
-    subject: CleanText | None = None
-    occurred_at: UTCTime | None = None
-    actor: Short | None = None
-    sentiment: Sentiment | None = None
-    outcome: Short | None = None
-    ref: SourceRef | None = None
-
-
-class InteractionBatch(_Input):
-    items: list[InteractionCreate] = Field(min_length=1, max_length=MAX_LIMIT)
-
-
-class Created(BaseModel):
-    id: uuid.UUID
-
-
-class BatchCreated(BaseModel):
-    ids: list[uuid.UUID]
-
-
-class TimelineItem(BaseModel):
-    interaction_id: uuid.UUID
-    customer_id: uuid.UUID
-    department: str
-    channel: str
-    direction: str
-    kind: str
-    subject: str | None
-    occurred_at: datetime
-    actor: str | None
-    sentiment: str | None
-    outcome: str | None
-    ref: SourceRef | None
-
-
-class ContactCheck(BaseModel):
-    allowed: bool
-    reasons: list[str]

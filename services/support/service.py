@@ -9,8 +9,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.support import events, rules
 from services.support.models import (
     Agent,
-    CustomerProfile,
-    ProfileStatus,
     TeamCategory,
     Ticket,
     TicketMessage,
@@ -23,6 +21,7 @@ from services.support.schemas import (
     SatisfactionRequest,
     TicketCreate,
 )
+from shared.customer_view import current_customer
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events import utcnow
 from shared.pagination import decode_cursor, encode_cursor
@@ -125,17 +124,16 @@ async def route(
 # ---- tickets --------------------------------------------------------------------------------
 
 
-async def current_customer(session: AsyncSession, customer_id: uuid.UUID) -> uuid.UUID:
-    """The id to file things under: the survivor of a merge; an erased customer is a 409."""
-    for _ in range(10):  # follow a short chain of merges
-        profile = await session.get(CustomerProfile, customer_id)
-        if profile is None or profile.status == ProfileStatus.active:
-            return customer_id
-        if profile.status == ProfileStatus.erased:
-            raise Conflict(f"customer {customer_id} was erased", field="customer_id")
-        assert profile.merged_into is not None
-        customer_id = profile.merged_into
-    return customer_id
+async def open_ticket_priorities(session: AsyncSession, customer_id: uuid.UUID) -> list[str]:
+    """The priorities of the customer's open tickets (an urgent one holds marketing back)."""
+    priorities = await session.scalars(
+        select(Ticket.priority)
+        .where(
+            Ticket.customer_id == customer_id, Ticket.status.in_([s.value for s in rules.ACTIVE])
+        )
+        .distinct()
+    )
+    return list(priorities)
 
 
 async def create_ticket(

@@ -1,25 +1,22 @@
-"""The shared customer timeline and the contacts projection: reads, contact checks, and the
-changes other services' events make (applied by consumers.py). Never commits."""
+"""The customer view: reads (timeline, contact check) and the changes other services' events
+make to it (applied by the consumers in consumers.py). Never commits: the caller's session does."""
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.support import events, rules
-from services.support.models import (
+from shared import contact_rules, topics
+from shared.contact_rules import Reason
+from shared.customer_view.models import (
     ContactPolicyRow,
-    CustomerIdentity,
     CustomerProfile,
     ProfileStatus,
-    Ticket,
-    TicketMessage,
     TimelineEntry,
 )
-from services.support.schemas import InteractionCreate, TimelineItem
-from services.support.service import current_customer
-from shared import topics
+from shared.customer_view.schemas import InteractionCreate, TimelineItem
 from shared.errors import Conflict, InvalidInput
 from shared.events import (
     INTERACTION_RECORDED,
@@ -34,8 +31,7 @@ from shared.events import (
 from shared.outbox import add_rows, event_row
 from shared.pagination import decode_cursor, encode_cursor
 
-ERASED = "[erased]"
-
+MAX_MERGE_CHAIN = 10
 
 # ---- reads ----------------------------------------------------------------------------------
 
@@ -59,7 +55,7 @@ def to_item(row: TimelineEntry) -> TimelineItem:
 
 async def survivor(session: AsyncSession, customer_id: uuid.UUID) -> uuid.UUID | None:
     """Where this customer's records live now; None if the customer was erased."""
-    for _ in range(10):
+    for _ in range(MAX_MERGE_CHAIN):
         profile = await session.get(CustomerProfile, customer_id)
         if profile is None or profile.status == ProfileStatus.active:
             return customer_id
@@ -69,8 +65,27 @@ async def survivor(session: AsyncSession, customer_id: uuid.UUID) -> uuid.UUID |
     return customer_id
 
 
+async def current_customer(
+    session: AsyncSession, customer_id: uuid.UUID, field: str = "customer_id"
+) -> uuid.UUID:
+    """The id to file a new record under: the survivor of a merge; an erased customer is a 409."""
+    current = await survivor(session, customer_id)
+    if current is None:
+        raise Conflict(f"customer {customer_id} was erased", field=field)
+    return current
+
+
 async def timeline(
-    session: AsyncSession, customer_id: uuid.UUID, *, limit: int, cursor: str | None
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    department: Department | None = None,
+    channel: Channel | None = None,
+    kind: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> tuple[list[TimelineItem], str | None]:
     """Every department's touches of this customer, newest first."""
     current = await survivor(session, customer_id)
@@ -82,6 +97,16 @@ async def timeline(
         .order_by(TimelineEntry.occurred_at.desc(), TimelineEntry.interaction_id.desc())
         .limit(limit + 1)
     )
+    if department is not None:
+        query = query.where(TimelineEntry.department == department.value)
+    if channel is not None:
+        query = query.where(TimelineEntry.channel == channel.value)
+    if kind is not None:
+        query = query.where(TimelineEntry.kind == kind)
+    if since is not None:
+        query = query.where(TimelineEntry.occurred_at >= since)
+    if until is not None:
+        query = query.where(TimelineEntry.occurred_at < until)
     if cursor is not None:
         at_raw, id_raw = decode_cursor(cursor, 2)
         try:
@@ -107,6 +132,26 @@ async def policy(session: AsyncSession) -> ContactPolicy:
     return ContactPolicy.model_validate(row.policy) if row else ContactPolicy()
 
 
+async def preferences(session: AsyncSession, customer_id: uuid.UUID) -> ContactPreferences | None:
+    profile = await session.get(CustomerProfile, customer_id)
+    return ContactPreferences.model_validate(profile.preferences) if profile else None
+
+
+async def outbound_touches(
+    session: AsyncSession, customer_id: uuid.UUID, *, since: datetime, until: datetime
+) -> int:
+    """Outbound touches of every department in (since, until]."""
+    count = await session.scalar(
+        select(func.count()).where(
+            TimelineEntry.customer_id == customer_id,
+            TimelineEntry.direction == "outbound",
+            TimelineEntry.occurred_at > since,
+            TimelineEntry.occurred_at <= until,
+        )
+    )
+    return count or 0
+
+
 async def contact_check(
     session: AsyncSession,
     customer_id: uuid.UUID,
@@ -114,71 +159,50 @@ async def contact_check(
     channel: Channel,
     department: Department,
     now: datetime | None = None,
-) -> list[rules.Reason]:
+    open_ticket_priorities: Sequence[str] = (),
+) -> list[Reason]:
+    """Why an outbound touch now is not allowed (empty: it is allowed)."""
     now = now or utcnow()
     current = await survivor(session, customer_id)
     if current is None:
-        return rules.contact_check(
-            channel=channel,
-            department=department,
-            now=now,
-            preferences=None,
-            policy=ContactPolicy(),
-            outbound_last_7_days=0,
-            open_ticket_priorities=[],
-            erased=True,
-        )
-    profile = await session.get(CustomerProfile, current)
-    outbound = await session.scalar(
-        select(func.count()).where(
-            TimelineEntry.customer_id == current,
-            TimelineEntry.direction == "outbound",
-            TimelineEntry.occurred_at > now - rules.CONTACT_WINDOW,
-            TimelineEntry.occurred_at <= now,
-        )
-    )
-    priorities = await session.scalars(
-        select(Ticket.priority)
-        .where(
-            Ticket.customer_id == current,
-            Ticket.status.in_([s.value for s in rules.ACTIVE]),
-        )
-        .distinct()
-    )
-    return rules.contact_check(
+        return [Reason.customer_erased]
+    return contact_rules.contact_check(
         channel=channel,
         department=department,
         now=now,
-        preferences=ContactPreferences.model_validate(profile.preferences) if profile else None,
+        preferences=await preferences(session, current),
         policy=await policy(session),
-        outbound_last_7_days=outbound or 0,
-        open_ticket_priorities=list(priorities),
+        outbound_last_7_days=await outbound_touches(
+            session, current, since=now - contact_rules.CONTACT_WINDOW, until=now
+        ),
+        open_ticket_priorities=open_ticket_priorities,
     )
 
 
-# ---- support's own touches that are not ticket messages -------------------------------------
+# ---- a department's own touches -------------------------------------------------------------
 
 
 async def record_interactions(
-    session: AsyncSession, items: list[InteractionCreate]
+    session: AsyncSession,
+    items: Sequence[InteractionCreate],
+    *,
+    department: Department,
+    source: str,
 ) -> list[uuid.UUID]:
-    """Publish support touches on crm.interactions.v1 (via the outbox, in one INSERT)."""
+    """Publish touches on crm.interactions.v1 (through the outbox, in one INSERT)."""
     now = utcnow()
     rows = []
     ids = []
     current: dict[uuid.UUID, uuid.UUID] = {}  # a batch often has one customer many times
     for index, item in enumerate(items):
-        field = "customer_id" if len(items) == 1 else f"items.{index}.customer_id"
         if item.customer_id not in current:
-            try:
-                current[item.customer_id] = await current_customer(session, item.customer_id)
-            except Conflict as exc:  # an erased customer: name the item's field
-                raise Conflict(exc.message, field=field) from None
+            field = "customer_id" if len(items) == 1 else f"items.{index}.customer_id"
+            current[item.customer_id] = await current_customer(session, item.customer_id, field)
         customer_id = current[item.customer_id]
         touch = InteractionRecorded(
             interaction_id=item.interaction_id or uuid.uuid4(),
             customer_id=customer_id,
-            department=Department.support,
+            department=department,
             channel=item.channel,
             direction=item.direction,
             kind=item.kind,
@@ -195,7 +219,7 @@ async def record_interactions(
                 topic=topics.INTERACTIONS,
                 key=key,
                 event_type=INTERACTION_RECORDED,
-                source=events.SOURCE,
+                source=source,
                 subject=key,
                 data=touch,
             )
@@ -245,58 +269,23 @@ async def _profile(session: AsyncSession, contact_id: uuid.UUID) -> CustomerProf
 
 
 async def contact_changed(
-    session: AsyncSession,
-    contact_id: uuid.UUID,
-    preferences: ContactPreferences,
-    identities: list[tuple[str, str]],
-) -> None:
+    session: AsyncSession, contact_id: uuid.UUID, new_preferences: ContactPreferences
+) -> bool:
+    """Keep the contact's preferences; False if the contact is merged or erased (final)."""
     profile = await _profile(session, contact_id)
-    if profile.status != ProfileStatus.active:  # merged and erased are final
-        return
-    profile.preferences = preferences.model_dump(mode="json")
-    await _set_identities(session, contact_id, identities)
-
-
-async def _set_identities(
-    session: AsyncSession, contact_id: uuid.UUID, identities: list[tuple[str, str]]
-) -> None:
-    """The contact's identities, and tickets opened by those senders before contacts knew them
-    re-pointed to the contact."""
-    wanted = {(kind, rules.normalize_identity(kind, value)) for kind, value in identities}
-    rows = await session.scalars(
-        select(CustomerIdentity).where(
-            or_(
-                CustomerIdentity.contact_id == contact_id,
-                *(and_(CustomerIdentity.kind == k, CustomerIdentity.value == v) for k, v in wanted),
-            )
-        )
-    )
-    existing = {(row.kind, row.value): row for row in rows}
-    for key, row in existing.items():
-        if key not in wanted and row.contact_id == contact_id:
-            await session.delete(row)
-    for kind, value in wanted:
-        row = existing.get((kind, value))
-        if row is None:
-            session.add(CustomerIdentity(kind=kind, value=value, contact_id=contact_id))
-        else:
-            row.contact_id = contact_id
-        await session.execute(
-            update(Ticket)
-            .where(
-                Ticket.customer_id == rules.placeholder_customer(kind, value),
-                Ticket.unknown_customer.is_(True),
-            )
-            .values(customer_id=contact_id, unknown_customer=False)
-        )
+    if profile.status != ProfileStatus.active:
+        return False
+    profile.preferences = new_preferences.model_dump(mode="json")
+    return True
 
 
 async def contact_merged(
     session: AsyncSession, merged_id: uuid.UUID, survivor_id: uuid.UUID
-) -> None:
+) -> bool:
+    """Re-point the merged contact's touches to the survivor; False if it was erased."""
     profile = await _profile(session, merged_id)
     if profile.status == ProfileStatus.erased:
-        return
+        return False
     profile.status = ProfileStatus.merged.value
     profile.merged_into = survivor_id
     profile.preferences = {}
@@ -310,35 +299,16 @@ async def contact_merged(
         .where(TimelineEntry.customer_id == merged_id)
         .values(customer_id=survivor_id)
     )
-    await session.execute(
-        update(Ticket).where(Ticket.customer_id == merged_id).values(customer_id=survivor_id)
-    )
-    await session.execute(
-        update(CustomerIdentity)
-        .where(CustomerIdentity.contact_id == merged_id)
-        .values(contact_id=survivor_id)
-    )
+    return True
 
 
 async def contact_erased(session: AsyncSession, contact_id: uuid.UUID) -> None:
-    """GDPR: the person's touches go, their tickets keep only what carries no PII."""
+    """GDPR: the person's touches go; the profile stays as an 'erased' marker without data."""
     profile = await _profile(session, contact_id)
     profile.status = ProfileStatus.erased.value
     profile.preferences = {}
     profile.merged_into = None
     await session.execute(delete(TimelineEntry).where(TimelineEntry.customer_id == contact_id))
-    await session.execute(delete(CustomerIdentity).where(CustomerIdentity.contact_id == contact_id))
-    ticket_ids = select(Ticket.id).where(Ticket.customer_id == contact_id).scalar_subquery()
-    await session.execute(
-        update(TicketMessage)
-        .where(TicketMessage.ticket_id.in_(ticket_ids))  # replies quote the customer too
-        .values(body=ERASED)
-    )
-    await session.execute(
-        update(Ticket)
-        .where(Ticket.customer_id == contact_id)
-        .values(subject=ERASED, description=ERASED, attributes={}, satisfaction_comment=None)
-    )
 
 
 async def policy_updated(session: AsyncSession, new_policy: ContactPolicy) -> None:

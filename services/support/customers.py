@@ -1,0 +1,80 @@
+"""What contacts' changes do to support's own records (the shared customer view applies them to
+the timeline and preferences first, in the same transaction). Never commits."""
+
+import uuid
+
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.support import rules
+from services.support.models import CustomerIdentity, Ticket, TicketMessage
+from shared.events import ContactSnapshot
+
+ERASED = "[erased]"
+
+
+def identities_of(contact: ContactSnapshot) -> set[tuple[str, str]]:
+    identities = {(i.kind, i.value) for i in contact.identities}
+    identities |= {(kind, v) for kind in ("email", "phone") if (v := getattr(contact, kind))}
+    return {(kind, rules.normalize_identity(kind, value)) for kind, value in identities}
+
+
+async def contact_changed(session: AsyncSession, contact: ContactSnapshot) -> None:
+    """Keep the contact's identities (to recognise inbound senders), and re-point tickets
+    opened by those senders before contacts knew them."""
+    wanted = identities_of(contact)
+    rows = await session.scalars(
+        select(CustomerIdentity).where(
+            or_(
+                CustomerIdentity.contact_id == contact.contact_id,
+                *(and_(CustomerIdentity.kind == k, CustomerIdentity.value == v) for k, v in wanted),
+            )
+        )
+    )
+    existing = {(row.kind, row.value): row for row in rows}
+    for key, row in existing.items():
+        if key not in wanted and row.contact_id == contact.contact_id:
+            await session.delete(row)
+    for kind, value in wanted:
+        row = existing.get((kind, value))
+        if row is None:
+            session.add(CustomerIdentity(kind=kind, value=value, contact_id=contact.contact_id))
+        else:
+            row.contact_id = contact.contact_id
+        await session.execute(
+            update(Ticket)
+            .where(
+                Ticket.customer_id == rules.placeholder_customer(kind, value),
+                Ticket.unknown_customer.is_(True),
+            )
+            .values(customer_id=contact.contact_id, unknown_customer=False)
+        )
+
+
+async def contact_merged(
+    session: AsyncSession, merged_id: uuid.UUID, survivor_id: uuid.UUID
+) -> None:
+    await session.execute(
+        update(Ticket).where(Ticket.customer_id == merged_id).values(customer_id=survivor_id)
+    )
+    await session.execute(
+        update(CustomerIdentity)
+        .where(CustomerIdentity.contact_id == merged_id)
+        .values(contact_id=survivor_id)
+    )
+
+
+async def contact_erased(session: AsyncSession, contact_id: uuid.UUID) -> None:
+    """GDPR: the person's identities go, their tickets keep only what carries no PII."""
+    await session.execute(delete(CustomerIdentity).where(CustomerIdentity.contact_id == contact_id))
+    ticket_ids = select(Ticket.id).where(Ticket.customer_id == contact_id).scalar_subquery()
+    await session.execute(
+        update(TicketMessage)
+        .where(TicketMessage.ticket_id.in_(ticket_ids))  # replies quote the customer too
+        .values(body=ERASED)
+    )
+    await session.execute(
+        update(Ticket)
+        .where(Ticket.customer_id == contact_id)
+        .values(subject=ERASED, description=ERASED, attributes={}, satisfaction_comment=None)
+    )

@@ -1,0 +1,58 @@
+"""The customer view every department service keeps: the shared timeline of every department's
+touches (from crm.interactions.v1), each customer's contact preferences and the company contact
+policy (from crm.contacts.v1), with merges and erasures applied. A service includes its tables
+in its migrations, its subscriptions in its ServiceSpec and its router in its app."""
+
+from shared.contact_rules import Reason
+from shared.customer_view.api import router
+from shared.customer_view.consumers import subscriptions
+from shared.customer_view.models import (
+    ContactPolicyRow,
+    CustomerProfile,
+    CustomerViewBase,
+    ProfileStatus,
+    TimelineEntry,
+)
+from shared.customer_view.projection import (
+    contact_check,
+    current_customer,
+    outbound_touches,
+    policy,
+    preferences,
+    record_interactions,
+    survivor,
+    timeline,
+)
+from shared.customer_view.schemas import (
+    BatchCreated,
+    ContactCheck,
+    Created,
+    InteractionBatch,
+    InteractionCreate,
+    TimelineItem,
+)
+
+__all__ = [
+    "BatchCreated",
+    "ContactCheck",
+    "ContactPolicyRow",
+    "Created",
+    "CustomerProfile",
+    "CustomerViewBase",
+    "InteractionBatch",
+    "InteractionCreate",
+    "ProfileStatus",
+    "Reason",
+    "TimelineEntry",
+    "TimelineItem",
+    "contact_check",
+    "current_customer",
+    "outbound_touches",
+    "policy",
+    "preferences",
+    "record_interactions",
+    "router",
+    "subscriptions",
+    "survivor",
+    "timeline",
+]

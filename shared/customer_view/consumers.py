@@ -1,0 +1,83 @@
+"""The consumer groups that keep the customer view: every department's touches
+(crm.interactions.v1) and the contacts' lifecycle (crm.contacts.v1). A service passes hooks to
+apply the same contact changes to its own records, in the same transaction."""
+
+import uuid
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared import topics
+from shared.consumer import Subscription
+from shared.customer_view import projection
+from shared.events import (
+    CONTACT_CREATED,
+    CONTACT_ERASED,
+    CONTACT_MERGED,
+    CONTACT_POLICY_UPDATED,
+    CONTACT_UPDATED,
+    INTERACTION_RECORDED,
+    ContactErased,
+    ContactMerged,
+    ContactPolicy,
+    ContactSnapshot,
+    Envelope,
+    InteractionRecorded,
+)
+
+OnContact = Callable[[AsyncSession, ContactSnapshot], Awaitable[None]]
+OnMerged = Callable[[AsyncSession, uuid.UUID, uuid.UUID], Awaitable[None]]
+OnErased = Callable[[AsyncSession, uuid.UUID], Awaitable[None]]
+
+
+def subscriptions(
+    *,
+    on_contact: OnContact | None = None,
+    on_merged: OnMerged | None = None,
+    on_erased: OnErased | None = None,
+) -> list[Subscription]:
+    """``on_contact`` runs for active contacts only, ``on_merged`` unless the merged contact was
+    erased, ``on_erased`` always (an erasure is final and must reach every record)."""
+
+    async def interaction_recorded(session: AsyncSession, event: Envelope) -> None:
+        await projection.record_touch(session, InteractionRecorded.model_validate(event.data))
+
+    async def contact_changed(session: AsyncSession, event: Envelope) -> None:
+        contact = ContactSnapshot.model_validate(event.data)
+        active = await projection.contact_changed(session, contact.contact_id, contact.preferences)
+        if active and on_contact is not None:
+            await on_contact(session, contact)
+
+    async def contact_merged(session: AsyncSession, event: Envelope) -> None:
+        merge = ContactMerged.model_validate(event.data)
+        applied = await projection.contact_merged(session, merge.merged_id, merge.survivor_id)
+        if applied and on_merged is not None:
+            await on_merged(session, merge.merged_id, merge.survivor_id)
+
+    async def contact_erased(session: AsyncSession, event: Envelope) -> None:
+        contact_id = ContactErased.model_validate(event.data).contact_id
+        await projection.contact_erased(session, contact_id)
+        if on_erased is not None:
+            await on_erased(session, contact_id)
+
+    async def policy_updated(session: AsyncSession, event: Envelope) -> None:
+        await projection.policy_updated(session, ContactPolicy.model_validate(event.data))
+
+    return [
+        Subscription(
+            name="timeline",
+            topics=(topics.INTERACTIONS,),
+            handlers={INTERACTION_RECORDED: interaction_recorded},
+        ),
+        Subscription(
+            name="contacts",
+            topics=(topics.CONTACTS,),
+            handlers={
+                CONTACT_CREATED: contact_changed,
+                CONTACT_UPDATED: contact_changed,
+                CONTACT_MERGED: contact_merged,
+                CONTACT_ERASED: contact_erased,
+                CONTACT_POLICY_UPDATED: policy_updated,
+            },
+        ),
+    ]
