@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.support import service
+from services.support import rules, service
 from services.support.models import Agent, Ticket
 from services.support.rules import Action, Priority, Status
 from services.support.schemas import (
@@ -17,6 +17,8 @@ from services.support.schemas import (
     AtRequest,
     MessageCreate,
     MessageRead,
+    RoutingRule,
+    RoutingRules,
     SatisfactionRequest,
     TeamRead,
     TeamUpdate,
@@ -95,6 +97,32 @@ async def list_teams(session: SessionDep) -> list[TeamRead]:
 async def set_team(team: str, body: TeamUpdate, session: SessionDep) -> TeamRead:
     """The categories this team owns: routing sends their tickets to the team's agents."""
     return TeamRead(name=team, categories=await service.set_team(session, team, body.categories))
+
+
+@router.get("/routing-rules", dependencies=read)
+async def get_routing_rules(session: SessionDep) -> RoutingRules:
+    return _rules_read(await service.routing_rules(session))
+
+
+@router.put("/routing-rules", dependencies=write)
+async def set_routing_rules(body: RoutingRules, session: SessionDep) -> RoutingRules:
+    """Replace the ordered routing rules (by category, channel and priority)."""
+    wanted = [
+        rules.RoutingRule(
+            r.team,
+            r.category,
+            r.channel.value if r.channel else None,
+            r.priority.value if r.priority else None,
+        )
+        for r in body.rules
+    ]
+    return _rules_read(await service.set_routing_rules(session, wanted))
+
+
+def _rules_read(routing: list[rules.RoutingRule]) -> RoutingRules:
+    return RoutingRules(
+        rules=[RoutingRule.model_validate(r, from_attributes=True) for r in routing]
+    )
 
 
 # ---- tickets --------------------------------------------------------------------------------

@@ -34,6 +34,18 @@ class TeamCategory(Base):
     team: Mapped[str] = mapped_column(String(64), index=True)
 
 
+class RoutingRuleRow(Base):
+    """An ordered routing rule: tickets matching every condition set go to the team."""
+
+    __tablename__ = "routing_rules"
+
+    position: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    team: Mapped[str] = mapped_column(String(64))
+    category: Mapped[str | None] = mapped_column(String(64))
+    channel: Mapped[str | None] = mapped_column(String(16))
+    priority: Mapped[str | None] = mapped_column(String(16))
+
+
 class Ticket(Base):
     __tablename__ = "tickets"
 

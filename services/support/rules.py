@@ -92,6 +92,38 @@ class AgentLoad:
     open_tickets: int
 
 
+@dataclass(frozen=True)
+class RoutingRule:
+    """Tickets matching every condition that is set go to ``team``."""
+
+    team: str
+    category: str | None = None
+    channel: str | None = None
+    priority: str | None = None
+
+    def matches(self, category: str | None, channel: str, priority: str) -> bool:
+        return (
+            (self.category is None or self.category == category)
+            and (self.channel is None or self.channel == channel)
+            and (self.priority is None or self.priority == priority)
+        )
+
+
+def team_for(
+    routing_rules: Sequence[RoutingRule],
+    *,
+    category: str | None,
+    channel: str,
+    priority: str,
+    category_owner: str | None,
+) -> str | None:
+    """The first matching rule decides; else the team owning the category; else any team."""
+    for rule in routing_rules:
+        if rule.matches(category, channel, priority):
+            return rule.team
+    return category_owner
+
+
 def route(agents: Iterable[AgentLoad], team: str | None) -> uuid.UUID | None:
     """The least-loaded available agent of ``team`` (any team if None) with spare capacity.
 

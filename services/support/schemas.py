@@ -70,6 +70,21 @@ class TeamRead(BaseModel):
     categories: list[str]
 
 
+class RoutingRule(_Input):
+    """Tickets matching every condition given go to ``team`` (no condition: every ticket)."""
+
+    team: Key
+    category: Key | None = None
+    channel: Channel | None = None
+    priority: Priority | None = None
+
+
+class RoutingRules(_Input):
+    """Ordered: the first matching rule decides; unmatched tickets go to the category's team."""
+
+    rules: list[RoutingRule] = Field(max_length=100)
+
+
 # ---- tickets --------------------------------------------------------------------------------
 
 

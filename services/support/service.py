@@ -3,12 +3,13 @@
 import uuid
 from datetime import datetime
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.support import events, rules
 from services.support.models import (
     Agent,
+    RoutingRuleRow,
     TeamCategory,
     Ticket,
     TicketMessage,
@@ -101,14 +102,42 @@ async def list_teams(session: AsyncSession) -> dict[str, list[str]]:
     return dict(sorted(teams.items()))
 
 
-async def route(
-    session: AsyncSession, category: str | None, exclude: uuid.UUID | None = None
-) -> uuid.UUID | None:
-    team = None
-    if category is not None:
-        team = await session.scalar(
-            select(TeamCategory.team).where(TeamCategory.category == category)
+async def routing_rules(session: AsyncSession) -> list[rules.RoutingRule]:
+    rows = await session.scalars(select(RoutingRuleRow).order_by(RoutingRuleRow.position))
+    return [rules.RoutingRule(r.team, r.category, r.channel, r.priority) for r in rows]
+
+
+async def set_routing_rules(
+    session: AsyncSession, new_rules: list[rules.RoutingRule]
+) -> list[rules.RoutingRule]:
+    """Replace the ordered rule list (the first matching rule decides)."""
+    await session.execute(delete(RoutingRuleRow))
+    session.add_all(
+        RoutingRuleRow(
+            position=n, team=r.team, category=r.category, channel=r.channel, priority=r.priority
         )
+        for n, r in enumerate(new_rules)
+    )
+    await session.flush()
+    return new_rules
+
+
+async def route(
+    session: AsyncSession, ticket: Ticket, exclude: uuid.UUID | None = None
+) -> uuid.UUID | None:
+    """The agent a ticket goes to: the team by the routing rules, then the least loaded."""
+    owner = None
+    if ticket.category is not None:
+        owner = await session.scalar(
+            select(TeamCategory.team).where(TeamCategory.category == ticket.category)
+        )
+    team = rules.team_for(
+        await routing_rules(session),
+        category=ticket.category,
+        channel=ticket.channel,
+        priority=ticket.priority,
+        category_owner=owner,
+    )
     counts = await open_ticket_counts(session)
     agents = await session.scalars(select(Agent).where(Agent.available.is_(True)))
     return rules.route(
@@ -154,7 +183,7 @@ async def create_ticket(
         opened_at=data.opened_at or now,
         updated_at=now,
     )
-    agent_id = await route(session, data.category)
+    agent_id = await route(session, ticket)
     if agent_id is not None:
         ticket.agent_id = agent_id
         ticket.assigned_at = now

@@ -94,7 +94,7 @@ def _clock(ticket: Ticket) -> rules.SlaClock:
 
 
 async def _reassign(session: AsyncSession, ticket: Ticket, now: datetime) -> bool:
-    agent_id = await route(session, ticket.category, exclude=ticket.agent_id)
+    agent_id = await route(session, ticket, exclude=ticket.agent_id)
     if agent_id is None:
         return False  # nobody free: try again on the next sweep
     previous, ticket.agent_id, ticket.assigned_at, ticket.updated_at = (

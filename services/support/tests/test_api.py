@@ -77,6 +77,43 @@ class TestOpenTicket:
         assigned = [r for r in await outbox(client) if r.event_type.endswith("assigned.v1")]
         assert json.loads(assigned[0].value)["data"]["automatic"] is True
 
+    async def test_routing_rules_by_priority_and_channel(self, client):
+        await client.put("/v1/teams/tech", json={"categories": ["printers"]})
+        tech = await new_agent(client, name="Tech", team="tech")
+        vip = await new_agent(client, name="Vip", team="vip")
+        phone = await new_agent(client, name="Phone", team="phone-desk")
+        routing = {
+            "rules": [
+                {"team": "vip", "priority": "urgent"},
+                {"team": "phone-desk", "channel": "phone"},
+            ]
+        }
+        response = await client.put("/v1/routing-rules", json=routing)
+        assert response.status_code == 200, response.text
+        assert (await client.get("/v1/routing-rules")).json()["rules"][1] == {
+            "team": "phone-desk",
+            "category": None,
+            "channel": "phone",
+            "priority": None,
+        }
+        urgent = await new_ticket(client, category="printers", channel="phone", priority="urgent")
+        by_phone = await new_ticket(client, category="printers", channel="phone")
+        by_email = await new_ticket(client, category="printers")
+        assert urgent["agent_id"] == vip["id"]
+        assert by_phone["agent_id"] == phone["id"]
+        assert by_email["agent_id"] == tech["id"]  # no rule matches: the category's team
+
+    async def test_bad_routing_rule_changes_nothing(self, client):
+        await client.put("/v1/routing-rules", json={"rules": [{"team": "vip"}]})
+        response = await client.put(
+            "/v1/routing-rules", json={"rules": [{"team": "x", "channel": "pigeon"}]}
+        )
+        assert response.status_code == 422
+        assert response.json()["error"]["fields"][0]["field"] == "rules.0.channel"
+        assert (await client.get("/v1/routing-rules")).json() == {
+            "rules": [{"team": "vip", "category": None, "channel": None, "priority": None}]
+        }
+
     async def test_full_agents_get_nothing(self, client):
         await new_agent(client, capacity=1)
         assert (await new_ticket(client))["status"] == "pending"

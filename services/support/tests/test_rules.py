@@ -73,6 +73,33 @@ def agent(n: int, team="billing", available=True, capacity=5, load=0) -> AgentLo
     return AgentLoad(uuid.UUID(int=n), team, available, capacity, load)
 
 
+class TestTeamFor:
+    RULES = [
+        rules.RoutingRule("vip", priority="urgent"),
+        rules.RoutingRule("phone-desk", channel="phone", category="printers"),
+        rules.RoutingRule("social", channel="telegram"),
+    ]
+
+    def team(self, category=None, channel="email", priority="normal", owner=None):
+        return rules.team_for(
+            self.RULES, category=category, channel=channel, priority=priority, category_owner=owner
+        )
+
+    def test_first_matching_rule_wins(self):
+        assert self.team("printers", "phone", "urgent") == "vip"
+        assert self.team("printers", "phone") == "phone-desk"
+
+    def test_every_condition_of_a_rule_must_match(self):
+        assert self.team("printers", "email", owner="tech") == "tech"
+        assert self.team("billing", "phone", owner="finance") == "finance"
+
+    def test_channel_rule(self):
+        assert self.team(channel="telegram") == "social"
+
+    def test_no_rule_and_no_owner_means_any_team(self):
+        assert self.team() is None
+
+
 class TestRoute:
     def test_least_loaded_of_the_team(self):
         agents = [agent(1, load=3), agent(2, load=1), agent(3, team="tech", load=0)]

@@ -1,0 +1,125 @@
+"""What the benchmarks share: an embedded broker (or KAFKA_BOOTSTRAP_SERVERS) and services
+started as real `crm serve` processes on SQLite files (or <SERVICE>_DATABASE_URL), plus
+percentiles and CPU accounting."""
+
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from shared.auth import mint_token  # noqa: E402
+from shared.embedded_broker import free_port, start_broker, stop_broker  # noqa: E402
+from shared.settings import AuthSettings  # noqa: E402
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux), to show where the load goes."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def service_pids(pid: int) -> list[int]:
+    """The service process and its worker processes."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    found = [pid]
+    if children.exists():
+        for child in children.read_text().split():
+            found += service_pids(int(child))
+    return found
+
+
+@dataclass
+class Platform:
+    bootstrap: str
+    workdir: Path
+    secret: str
+    urls: dict[str, str] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {mint_token(AuthSettings(secret=self.secret))}"}
+
+    def database(self, service: str) -> str:
+        return self.env(service)[f"{service.upper()}_DATABASE_URL"].split("://")[0]
+
+    def env(self, service: str, **extra: str) -> dict[str, str]:
+        prefix = service.upper()
+        env = {
+            **os.environ,
+            "CRM_JWT_SECRET": self.secret,
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "KAFKA_SESSION_TIMEOUT_MS": "1000",
+            "KAFKA_HEARTBEAT_INTERVAL_MS": "300",
+            f"{prefix}_LOG_LEVEL": "WARNING",
+            **extra,
+        }
+        env.setdefault(
+            f"{prefix}_DATABASE_URL", f"sqlite+aiosqlite:///{self.workdir / service}.db"
+        )
+        return env
+
+    def start(self, service: str, **extra: str) -> str:
+        port = free_port()
+        env = self.env(service, **{f"{service.upper()}_PORT": str(port), **extra})
+        self.processes[service] = subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", "serve", service],
+            env=env,
+            cwd=ROOT,
+            stdout=open(self.workdir / f"{service}.log", "wb"),
+            stderr=subprocess.STDOUT,
+        )
+        url = self.urls[service] = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    return url
+            if self.processes[service].poll() is not None:
+                break
+            time.sleep(0.1)
+        raise RuntimeError(f"{service} did not start; see {self.workdir / service}.log")
+
+
+@contextlib.contextmanager
+def platform() -> Iterator[Platform]:
+    workdir = Path(tempfile.mkdtemp(prefix="crm-bench-"))
+    broker = None
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not bootstrap:
+        port = free_port()
+        broker = start_broker(port)
+        bootstrap = f"127.0.0.1:{port}"
+    running = Platform(bootstrap=bootstrap, workdir=workdir, secret=uuid.uuid4().hex * 2)
+    try:
+        yield running
+    finally:
+        for process in running.processes.values():
+            process.terminate()
+        for process in running.processes.values():
+            process.wait()
+        if broker:
+            stop_broker(broker)
