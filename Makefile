@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: up test lint bench clean
+.PHONY: up test lint bench docs clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -30,6 +30,11 @@ lint: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/contacts_bench.py
+	$(BIN)/python benchmarks/support_bench.py
+
+# Regenerate docs/schemas, docs/asyncapi.yaml and docs/openapi after changing an event or an API.
+docs: $(VENV)/.installed-test
+	$(BIN)/crm docs
 
 clean:
 	rm -rf $(VENV) .crm-data .pytest_cache

@@ -183,6 +183,18 @@ def _wait_healthy(
         raise SystemExit(f"not ready after {timeout_s}s: {sorted(pending)}; see logs in {data_dir}")
 
 
+def docs(*, check: bool) -> None:
+    from shared import contract_docs
+
+    if check:
+        if stale := contract_docs.stale():
+            names = ", ".join(str(p.relative_to(ROOT)) for p in stale)
+            sys.exit(f"out of date (run `crm docs`): {names}")
+        return
+    for path in contract_docs.write():
+        print(f"wrote {path.relative_to(ROOT)}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="crm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -202,8 +214,14 @@ def main(argv: list[str] | None = None) -> None:
     token_cmd.add_argument("--subject", default="dev")
     token_cmd.add_argument("--hours", type=float, default=12.0)
     token_cmd.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    docs_cmd = commands.add_parser(
+        "docs", help="write the event JSON Schemas, AsyncAPI and OpenAPI documents into docs/"
+    )
+    docs_cmd.add_argument("--check", action="store_true", help="fail if a file is out of date")
     args = parser.parse_args(argv)
-    if args.command == "up":
+    if args.command == "docs":
+        docs(check=args.check)
+    elif args.command == "up":
         up(args.data_dir, args.broker_port)
     elif args.command == "serve":
         serve(args.service)

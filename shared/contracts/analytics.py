@@ -6,6 +6,9 @@ from decimal import Decimal
 
 from pydantic import AwareDatetime, BaseModel, Field
 
+from shared import topics
+
+TOPIC = topics.ANALYTICS
 SOURCE = "/crm/analytics"
 
 CUSTOMER_SCORED = "crm.customer.scored.v1"

@@ -6,17 +6,33 @@ from decimal import Decimal
 
 from pydantic import AwareDatetime, BaseModel
 
+from shared import topics
 from shared.events import Channel
 
+TOPIC = topics.MARKETING
 SOURCE = "/crm/marketing"
 
+CAMPAIGN_CREATED = "crm.marketing.campaign_created.v1"
 CAMPAIGN_LAUNCHED = "crm.marketing.campaign_launched.v1"
+# Every send of the campaign has an outcome (sent, suppressed or failed): nothing is queued.
+CAMPAIGN_COMPLETED = "crm.marketing.campaign_completed.v1"
 MESSAGE_SENT = "crm.marketing.message_sent.v1"
 MESSAGE_SUPPRESSED = "crm.marketing.message_suppressed.v1"
 MESSAGE_FAILED = "crm.marketing.message_failed.v1"
 ENGAGEMENT_RECORDED = "crm.marketing.engagement_recorded.v1"
 # The customer used a one-click unsubscribe: contacts opts the channel out and republishes.
 UNSUBSCRIBED = "crm.marketing.unsubscribed.v1"
+
+
+class CampaignCreated(BaseModel):
+    campaign_id: uuid.UUID
+    name: str
+    channel: Channel
+    segment_id: uuid.UUID
+    budget: Decimal
+    cost_per_send: Decimal
+    scheduled_at: AwareDatetime | None = None
+    created_at: AwareDatetime
 
 
 class CampaignLaunched(BaseModel):
@@ -26,6 +42,15 @@ class CampaignLaunched(BaseModel):
     budget: Decimal
     cost_per_send: Decimal
     launched_at: AwareDatetime
+
+
+class CampaignCompleted(BaseModel):
+    campaign_id: uuid.UUID
+    sent: int
+    suppressed: int
+    failed: int
+    spend: Decimal
+    completed_at: AwareDatetime
 
 
 class MessageSent(BaseModel):
@@ -71,7 +96,9 @@ class Unsubscribed(BaseModel):
 
 
 EVENT_TYPES: dict[str, type[BaseModel]] = {
+    CAMPAIGN_CREATED: CampaignCreated,
     CAMPAIGN_LAUNCHED: CampaignLaunched,
+    CAMPAIGN_COMPLETED: CampaignCompleted,
     MESSAGE_SENT: MessageSent,
     MESSAGE_SUPPRESSED: MessageSuppressed,
     MESSAGE_FAILED: MessageFailed,

@@ -11,6 +11,9 @@ from decimal import Decimal
 
 from pydantic import AwareDatetime, BaseModel, Field
 
+from shared import topics
+
+TOPIC = topics.SALES
 SOURCE = "/crm/sales"
 
 LEAD_CREATED = "crm.sales.lead_created.v1"

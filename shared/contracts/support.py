@@ -5,8 +5,10 @@ import uuid
 
 from pydantic import AwareDatetime, BaseModel
 
+from shared import topics
 from shared.events import Channel
 
+TOPIC = topics.SUPPORT
 SOURCE = "/crm/support"
 
 TICKET_OPENED = "crm.support.ticket_opened.v1"
