@@ -1,5 +1,7 @@
-"""Bearer-token auth: HS256 JWTs whose ``scope`` claim lists ``<service>:read|write`` scopes."""
+"""Bearer-token auth: JWTs whose ``scope`` claim lists ``<service>:read|write`` scopes, verified
+with the shared secret (HS256) or a public key (a PEM, or an identity provider's JWKS URL)."""
 
+import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -25,7 +27,11 @@ def mint_token(
     subject: str = "dev",
     scopes: Iterable[str] = ALL_SCOPES,
     ttl: timedelta = timedelta(hours=12),
+    private_key: str | None = None,
+    key_id: str | None = None,
 ) -> str:
+    """A token for local use: signed with the shared secret, or ``private_key`` (PEM) for the
+    public-key algorithms."""
     now = utcnow()
     claims = {
         "sub": subject,
@@ -34,15 +40,37 @@ def mint_token(
         "iat": now,
         "exp": now + ttl,
     }
-    return jwt.encode(claims, settings.secret.get_secret_value(), algorithm=settings.algorithm)
+    if private_key is None:
+        if settings.secret is None:
+            raise ValueError(f"{settings.algorithm} tokens need a private key")
+        private_key = settings.secret.get_secret_value()
+    headers = {"kid": key_id} if key_id else None
+    return jwt.encode(claims, private_key, algorithm=settings.algorithm, headers=headers)
 
 
 @functools.lru_cache(maxsize=4096)
-def _verified_claims(token: str, secret: str, algorithm: str, issuer: str) -> dict[str, Any]:
+def _verified_claims(token: str, key: Any, algorithm: str, issuer: str) -> dict[str, Any]:
     """Signature check once per token (a client sends the same token on every request)."""
     return jwt.decode(
-        token, secret, algorithms=[algorithm], issuer=issuer, options={"require": ["exp", "sub"]}
+        token, key, algorithms=[algorithm], issuer=issuer, options={"require": ["exp", "sub"]}
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _jwks_client(url: str) -> jwt.PyJWKClient:
+    # PyJWKClient caches the key set (5 minutes) and each key by its kid.
+    return jwt.PyJWKClient(url, cache_keys=True, lifespan=300, timeout=5)
+
+
+async def _verification_key(settings: AuthSettings, token: str) -> Any:
+    if settings.jwks_url:
+        # A blocking HTTP fetch when the key is not cached yet: keep it off the event loop.
+        client = _jwks_client(settings.jwks_url)
+        return await asyncio.to_thread(client.get_signing_key_from_jwt, token)  # a PyJWK
+    if settings.public_key:
+        return settings.public_key
+    assert settings.secret is not None  # AuthSettings validates this
+    return settings.secret.get_secret_value()
 
 
 class Principal:
@@ -65,12 +93,8 @@ async def authenticate(
         raise _unauthorized("a bearer token is required")
     settings: AuthSettings = request.app.state.settings.auth
     try:
-        claims = _verified_claims(
-            credentials.credentials,
-            settings.secret.get_secret_value(),
-            settings.algorithm,
-            settings.issuer,
-        )
+        key = await _verification_key(settings, credentials.credentials)
+        claims = _verified_claims(credentials.credentials, key, settings.algorithm, settings.issuer)
     except jwt.PyJWTError as exc:
         raise _unauthorized(f"invalid token: {exc}") from exc
     if claims["exp"] <= time.time():  # a cached token may have expired since

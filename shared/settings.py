@@ -7,7 +7,7 @@ e.g. ``CONTACTS_DATABASE_URL``.
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -38,14 +38,32 @@ class KafkaSettings(BaseSettings):
 
 
 class AuthSettings(BaseSettings):
-    """``CRM_JWT_*``: bearer-token verification, the same for every service."""
+    """``CRM_JWT_*``: bearer-token verification, the same for every service.
+
+    Either a shared secret (HS256, the default; ``crm token`` mints dev tokens with it) or a
+    public key: ``public_key`` (PEM) or ``jwks_url`` (the identity provider's key set, fetched
+    and cached; keys picked by the token's ``kid``) with an RS256/ES256 ``algorithm``.
+    """
 
     model_config = SettingsConfigDict(env_prefix="CRM_JWT_", extra="ignore")
 
-    # No default: a service refuses to start without a secret from the environment.
-    secret: SecretStr
-    algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    secret: SecretStr | None = None
+    algorithm: Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256"] = "HS256"
+    public_key: str | None = None
+    jwks_url: str | None = None
     issuer: str = "crm-platform"
+
+    @model_validator(mode="after")
+    def _key_for_the_algorithm(self) -> "AuthSettings":
+        # No default: a service refuses to start without a key from the environment.
+        if self.algorithm.startswith("HS"):
+            if self.secret is None:
+                raise ValueError(f"CRM_JWT_SECRET is required for {self.algorithm}")
+        elif not (self.public_key or self.jwks_url):
+            raise ValueError(
+                f"CRM_JWT_PUBLIC_KEY or CRM_JWT_JWKS_URL is required for {self.algorithm}"
+            )
+        return self
 
 
 class ServiceSettings(BaseSettings):

@@ -1,0 +1,136 @@
+"""Tokens verified by a public key instead of the shared secret: a PEM in the settings, or an
+identity provider's JWKS URL (served here by a real local HTTP server)."""
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Annotated
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi import Depends, FastAPI
+from jwt.algorithms import RSAAlgorithm
+from pydantic import ValidationError
+
+from shared.auth import Principal, mint_token, require_scope
+from shared.settings import AuthSettings
+
+
+def rsa_pair() -> tuple[str, str, rsa.RSAPublicKey]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    public = key.public_key()
+    pem = public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    return private, pem, public
+
+
+PRIVATE, PUBLIC_PEM, PUBLIC = rsa_pair()
+OTHER_PRIVATE, _, _ = rsa_pair()
+
+
+def app_with(settings: AuthSettings) -> httpx.AsyncClient:
+    app = FastAPI()
+
+    class State:
+        auth = settings
+
+    app.state.settings = State()
+
+    @app.get("/")
+    async def whoami(
+        principal: Annotated[Principal, Depends(require_scope("sales:read"))],
+    ) -> str:
+        return principal.subject
+
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def jwks_url() -> Iterator[str]:
+    jwk = json.loads(RSAAlgorithm.to_jwk(PUBLIC))
+    body = json.dumps({"keys": [{**jwk, "kid": "key-1", "use": "sig", "alg": "RS256"}]})
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/.well-known/jwks.json"
+    server.shutdown()
+
+
+class TestPublicKeyPem:
+    SETTINGS = AuthSettings(algorithm="RS256", public_key=PUBLIC_PEM)
+
+    async def test_token_signed_by_the_private_key_passes(self):
+        token = mint_token(self.SETTINGS, subject="idp-user", private_key=PRIVATE)
+        async with app_with(self.SETTINGS) as client:
+            response = await client.get("/", headers=bearer(token))
+        assert response.status_code == 200 and response.json() == "idp-user"
+
+    async def test_token_signed_by_another_key_is_401(self):
+        token = mint_token(self.SETTINGS, private_key=OTHER_PRIVATE)
+        async with app_with(self.SETTINGS) as client:
+            response = await client.get("/", headers=bearer(token))
+        assert response.status_code == 401
+
+    async def test_a_shared_secret_token_is_refused(self):
+        """No algorithm confusion: an HS256 token never passes an RS256 service."""
+        hs = AuthSettings(secret="a-test-secret-that-is-long-enough-for-hs256")
+        async with app_with(self.SETTINGS) as client:
+            response = await client.get("/", headers=bearer(mint_token(hs)))
+        assert response.status_code == 401
+
+
+class TestJwks:
+    async def test_key_is_found_by_kid(self, jwks_url):
+        settings = AuthSettings(algorithm="RS256", jwks_url=jwks_url)
+        token = mint_token(settings, subject="sso", private_key=PRIVATE, key_id="key-1")
+        async with app_with(settings) as client:
+            response = await client.get("/", headers=bearer(token))
+        assert response.status_code == 200 and response.json() == "sso"
+
+    async def test_unknown_kid_or_wrong_key_is_401(self, jwks_url):
+        settings = AuthSettings(algorithm="RS256", jwks_url=jwks_url)
+        async with app_with(settings) as client:
+            unknown = mint_token(settings, private_key=PRIVATE, key_id="key-2")
+            forged = mint_token(settings, private_key=OTHER_PRIVATE, key_id="key-1")
+            assert (await client.get("/", headers=bearer(unknown))).status_code == 401
+            assert (await client.get("/", headers=bearer(forged))).status_code == 401
+
+    async def test_scopes_still_apply(self, jwks_url):
+        settings = AuthSettings(algorithm="RS256", jwks_url=jwks_url)
+        token = mint_token(settings, scopes=["support:read"], private_key=PRIVATE, key_id="key-1")
+        async with app_with(settings) as client:
+            assert (await client.get("/", headers=bearer(token))).status_code == 403
+
+
+class TestSettings:
+    def test_public_key_algorithm_needs_a_key(self):
+        with pytest.raises(ValidationError, match="CRM_JWT_PUBLIC_KEY or CRM_JWT_JWKS_URL"):
+            AuthSettings(algorithm="RS256")
+
+    def test_secret_algorithm_needs_the_secret(self, monkeypatch):
+        monkeypatch.delenv("CRM_JWT_SECRET", raising=False)
+        with pytest.raises(ValidationError, match="CRM_JWT_SECRET is required"):
+            AuthSettings()
