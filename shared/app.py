@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared import metrics
+from shared import metrics, tracing
 from shared.bus import Bus
 from shared.consumer import EventConsumer, Subscription
 from shared.db import create_engine, create_session_factory, ensure_schema, ping, session_scope
@@ -45,6 +45,7 @@ class ServiceSpec:
 
 
 def create_service_app(spec: ServiceSpec) -> FastAPI:
+    tracing.setup(spec.name)
     app = FastAPI(title=spec.title, version="1.0", lifespan=_lifespan(spec))
     app.state.settings = spec.settings
     app.state.service = spec.name
@@ -253,6 +254,11 @@ class RequestContextMiddleware:
         token = set_request_id(request_id)
         started = time.perf_counter()
         status = 500
+        incoming = {
+            k.decode("latin-1"): v.decode("latin-1")
+            for k, v in scope.get("headers", [])
+            if k in (b"traceparent", b"tracestate")
+        }
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -265,7 +271,14 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            with tracing.server_span(scope["method"], incoming) as span:
+                try:
+                    await self.app(scope, receive, send_with_id)
+                finally:
+                    route = getattr(scope.get("route"), "path", None)
+                    if route:  # the template, not the path: span names stay few
+                        span.update_name(f"{scope['method']} {route}")
+                    span.set_attribute("http.response.status_code", status)
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")

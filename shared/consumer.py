@@ -25,7 +25,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from shared import metrics, topics
+from shared import metrics, topics, tracing
 from shared.bus import Bus
 from shared.events import Envelope, MalformedEvent, decode_event, utcnow
 from shared.kafka import new_consumer
@@ -161,7 +161,18 @@ class EventConsumer:
             seen.add(envelope.id)
             token = set_request_id(_header(item.record, "x-request-id") or envelope.id)
             try:
-                await self.subscription.handlers[envelope.type](session, envelope)
+                with tracing.consumer_span(
+                    f"{self.name} {envelope.type}",
+                    _text_headers(item.record),
+                    {
+                        "messaging.system": "kafka",
+                        "messaging.destination.name": item.record.topic,
+                        "messaging.kafka.offset": item.record.offset,
+                        "messaging.message.id": envelope.id,
+                        "crm.service": self.service,
+                    },
+                ):
+                    await self.subscription.handlers[envelope.type](session, envelope)
             finally:
                 reset_request_id(token)
             session.add(ProcessedEvent(consumer=self.name, event_id=envelope.id, processed_at=now))
@@ -239,6 +250,10 @@ def _header(record: ConsumerRecord, name: str) -> str | None:
         if key == name and value is not None:
             return value.decode(errors="replace")
     return None
+
+
+def _text_headers(record: ConsumerRecord) -> dict[str, str]:
+    return {k: v.decode(errors="replace") for k, v in record.headers or () if v is not None}
 
 
 async def run_consumers(consumers: list[EventConsumer]) -> list[asyncio.Task[None]]:

@@ -1,8 +1,9 @@
-"""JSON logs carrying the service name and the current request or event id."""
+"""JSON logs carrying the service name, the current request or event id and the trace id."""
 
 import logging
 from typing import Any
 
+from shared import tracing
 from shared.request_context import current_request_id
 
 
@@ -14,6 +15,7 @@ class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.service = getattr(record, "service", self.service)
         record.request_id = current_request_id()
+        record.trace_id = tracing.current_trace_id()
         return True
 
 
@@ -26,7 +28,7 @@ def logging_config(service: str, level: str = "INFO") -> dict[str, Any]:
         "formatters": {
             "json": {
                 "()": "pythonjsonlogger.json.JsonFormatter",
-                "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(service)s %(request_id)s",
+                "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(service)s %(request_id)s %(trace_id)s",
                 "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
             }
         },

@@ -14,6 +14,7 @@ from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from shared import tracing
 from shared.events import encode_event, utcnow
 from shared.models import OutboxMessage
 from shared.request_context import current_request_id
@@ -109,9 +110,11 @@ def _row(
     value: bytes | None,
     headers: dict[str, str],
 ) -> dict[str, Any]:
+    headers = dict(headers)
     request_id = current_request_id()
     if request_id:
-        headers = {**headers, "x-request-id": request_id}
+        headers["x-request-id"] = request_id
+    tracing.inject(headers)
     return {
         "event_id": event_id,
         "event_type": event_type,

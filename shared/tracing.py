@@ -1,0 +1,70 @@
+"""OpenTelemetry traces: one customer touch followed from the HTTP request that caused it,
+through the outbox and Kafka headers (W3C ``traceparent``), into every consumer that applies it.
+
+Spans are always created (trace ids reach logs and event headers); exporting them is off
+unless ``OTEL_TRACES_EXPORTER`` is ``otlp`` (endpoint from the standard
+``OTEL_EXPORTER_OTLP_*`` variables) or ``console``.
+"""
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping, MutableMapping
+
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.trace import Span, SpanKind
+
+_tracer = trace.get_tracer("crm")
+
+
+def setup(service: str) -> None:
+    """Install the process's tracer provider once (uvicorn workers each call this)."""
+    if isinstance(trace.get_tracer_provider(), TracerProvider):
+        return
+    provider = TracerProvider(resource=Resource.create({"service.name": f"crm-{service}"}))
+    exporter = _exporter(os.environ.get("OTEL_TRACES_EXPORTER", "none").lower())
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+
+
+def _exporter(name: str) -> SpanExporter | None:
+    if name == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    if name == "console":
+        return ConsoleSpanExporter()
+    return None
+
+
+@contextlib.contextmanager
+def server_span(name: str, headers: Mapping[str, str]) -> Iterator[Span]:
+    """A span for an incoming request, continuing the caller's trace if it sent one."""
+    with _tracer.start_as_current_span(
+        name, context=propagate.extract(headers), kind=SpanKind.SERVER
+    ) as span:
+        yield span
+
+
+@contextlib.contextmanager
+def consumer_span(
+    name: str, headers: Mapping[str, str], attributes: Mapping[str, str | int]
+) -> Iterator[Span]:
+    """A span for applying one event, a child of the span that wrote the event."""
+    with _tracer.start_as_current_span(
+        name, context=propagate.extract(headers), kind=SpanKind.CONSUMER, attributes=attributes
+    ) as span:
+        yield span
+
+
+def inject(headers: MutableMapping[str, str]) -> None:
+    """Add the current trace context (``traceparent``) to an outgoing event's headers."""
+    propagate.inject(headers)
+
+
+def current_trace_id() -> str | None:
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
