@@ -3,6 +3,9 @@
 crm up                      broker + every service, SQLite files under .crm-data/
 crm serve contacts          one service (what the container image runs)
 crm token [--scope "..."]   a JWT signed with the dev secret (every scope by default)
+crm migrate contacts        apply one service's migrations and exit (a deploy job)
+crm create-topics           create the platform's topics on KAFKA_BOOTSTRAP_SERVERS and exit
+crm docs [--check]          regenerate (or check) docs/schemas, docs/asyncapi.yaml, docs/openapi
 """
 
 import argparse
@@ -22,8 +25,9 @@ import httpx
 from shared.app import migrate
 from shared.auth import ALL_SCOPES, mint_token
 from shared.db import create_engine
+from shared.kafka import ensure_topics
 from shared.logs import logging_config
-from shared.settings import AuthSettings, ServiceSettings
+from shared.settings import AuthSettings, KafkaSettings, ServiceSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES_DIR = ROOT / "services"
@@ -52,11 +56,15 @@ def _settings(service: str) -> ServiceSettings:
     return _settings_class(service)()
 
 
+def _known(service: str) -> None:
+    if service not in available_services():
+        sys.exit(f"unknown service {service!r}; known: {', '.join(available_services())}")
+
+
 def serve(service: str) -> None:
     import uvicorn
 
-    if service not in available_services():
-        sys.exit(f"unknown service {service!r}; known: {', '.join(available_services())}")
+    _known(service)
     settings = _settings(service)
     options = {
         "host": settings.host,
@@ -214,6 +222,13 @@ def main(argv: list[str] | None = None) -> None:
     token_cmd.add_argument("--subject", default="dev")
     token_cmd.add_argument("--hours", type=float, default=12.0)
     token_cmd.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    migrate_cmd = commands.add_parser(
+        "migrate", help="apply a service's database migrations and exit (a deploy job)"
+    )
+    migrate_cmd.add_argument("service")
+    commands.add_parser(
+        "create-topics", help="create the platform's topics on KAFKA_BOOTSTRAP_SERVERS and exit"
+    )
     docs_cmd = commands.add_parser(
         "docs", help="write the event JSON Schemas, AsyncAPI and OpenAPI documents into docs/"
     )
@@ -221,6 +236,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "docs":
         docs(check=args.check)
+    elif args.command == "migrate":
+        _known(args.service)
+        asyncio.run(_migrate(args.service, _settings(args.service)))
+    elif args.command == "create-topics":
+        asyncio.run(ensure_topics(KafkaSettings()))
     elif args.command == "up":
         up(args.data_dir, args.broker_port)
     elif args.command == "serve":
