@@ -21,6 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.app import migrate
 from shared.auth import ALL_SCOPES, mint_token
@@ -84,7 +85,24 @@ def serve(service: str) -> None:
     uvicorn.run(app_module.create_app(settings), **options)
 
 
-async def _migrate(service: str, settings: ServiceSettings) -> None:
+class DatabaseSettings(BaseSettings):
+    database_url: str
+    database_schema: str | None = None
+
+
+def _database_settings(service: str) -> DatabaseSettings:
+    """Only the database part of a service's settings: a migration job needs no JWT key."""
+    service_settings = _settings_class(service)
+    prefix = service_settings.model_config.get("env_prefix", "")
+
+    class ServiceDatabase(DatabaseSettings):
+        model_config = SettingsConfigDict(env_prefix=prefix, extra="ignore")
+        database_url: str = service_settings.model_fields["database_url"].default
+
+    return ServiceDatabase()
+
+
+async def _migrate(service: str, settings: ServiceSettings | DatabaseSettings) -> None:
     engine = create_engine(settings.database_url, settings.database_schema)
     try:
         await migrate(engine, settings, SERVICES_DIR / service / "migrations")
@@ -238,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
         docs(check=args.check)
     elif args.command == "migrate":
         _known(args.service)
-        asyncio.run(_migrate(args.service, _settings(args.service)))
+        asyncio.run(_migrate(args.service, _database_settings(args.service)))
     elif args.command == "create-topics":
         asyncio.run(ensure_topics(KafkaSettings()))
     elif args.command == "up":
