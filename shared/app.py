@@ -61,7 +61,12 @@ def _lifespan(spec: ServiceSpec) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings = spec.settings
-        engine = create_engine(settings.database_url, settings.database_schema)
+        engine = create_engine(
+            settings.database_url,
+            settings.database_schema,
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
+        )
         await migrate(engine, settings, spec.migrations)
         bus = Bus(settings.kafka, client_id=f"crm-{spec.name}")
         session_factory = create_session_factory(engine)

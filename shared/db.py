@@ -66,7 +66,10 @@ def async_url(database_url: str) -> str:
     return database_url
 
 
-def create_engine(database_url: str, schema: str | None = None) -> AsyncEngine:
+def create_engine(
+    database_url: str, schema: str | None = None, *, pool_size: int = 10, max_overflow: int = 20
+) -> AsyncEngine:
+    """``pool_size + max_overflow`` connections at most per process (PostgreSQL)."""
     database_url = async_url(database_url)
     if is_sqlite(database_url):
         engine = create_async_engine(database_url, connect_args={"timeout": 30})
@@ -76,7 +79,11 @@ def create_engine(database_url: str, schema: str | None = None) -> AsyncEngine:
     if schema:
         connect_args["server_settings"] = {"search_path": schema}
     return create_async_engine(
-        database_url, pool_size=10, max_overflow=20, pool_pre_ping=False, connect_args=connect_args
+        database_url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_pre_ping=False,
+        connect_args=connect_args,
     )
 
 

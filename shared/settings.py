@@ -77,6 +77,10 @@ class ServiceSettings(BaseSettings):
     database_url: str
     # PostgreSQL only: the schema this service owns when several share one database.
     database_schema: str | None = None
+    # Connections per process (PostgreSQL): replicas x workers x (pool + overflow) must stay
+    # under the server's max_connections.
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    database_max_overflow: int = Field(default=20, ge=0, le=200)
     log_level: str = "INFO"
     # Worker processes for `crm serve`; each runs a relay (one publishes) and consumers.
     workers: int = Field(default=1, ge=1, le=64)
