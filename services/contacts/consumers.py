@@ -1,14 +1,23 @@
-"""What contacts does with other services' events: keeps when each contact was last touched."""
+"""What contacts does with other services' events: keeps when each contact was last touched,
+and opts a channel out when a customer unsubscribes from marketing."""
 
 import uuid
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.contacts import service
 from services.contacts.models import Contact, ContactActivity, ContactStatus
 from shared import topics
 from shared.consumer import Subscription
-from shared.events import INTERACTION_RECORDED, Direction, Envelope, InteractionRecorded
+from shared.contracts.marketing import UNSUBSCRIBED, Unsubscribed
+from shared.events import (
+    INTERACTION_RECORDED,
+    ContactPreferences,
+    Direction,
+    Envelope,
+    InteractionRecorded,
+)
 
 
 async def interaction_recorded(session: AsyncSession, event: Envelope) -> None:
@@ -40,6 +49,21 @@ async def _current_id(session: AsyncSession, contact_id: uuid.UUID) -> uuid.UUID
     return contact_id
 
 
+async def unsubscribed(session: AsyncSession, event: Envelope) -> None:
+    """A one-click unsubscribe in marketing: the channel joins the contact's opt-outs, through
+    the preference update that republishes the contact for every service."""
+    request = Unsubscribed.model_validate(event.data)
+    contact_id = await _current_id(session, request.customer_id)
+    contact = await session.get(Contact, contact_id) if contact_id is not None else None
+    if contact is None or contact.status != ContactStatus.active:
+        return  # erased, or not a contact here: nothing to opt out
+    preferences = ContactPreferences.model_validate(contact.preferences or {})
+    if request.channel in preferences.opted_out_channels:
+        return  # already out (a replay, or a second unsubscribe)
+    preferences.opted_out_channels.append(request.channel)
+    await service.set_preferences(session, contact.id, preferences)
+
+
 def _later(current: datetime | None, candidate: datetime) -> datetime:
     return candidate if current is None or candidate > current else current
 
@@ -49,5 +73,10 @@ SUBSCRIPTIONS = [
         name="interactions",
         topics=(topics.INTERACTIONS,),
         handlers={INTERACTION_RECORDED: interaction_recorded},
+    ),
+    Subscription(
+        name="marketing",
+        topics=(topics.MARKETING,),
+        handlers={UNSUBSCRIBED: unsubscribed},
     ),
 ]

@@ -1,0 +1,151 @@
+"""Who is in a segment: the facts marketing knows per customer, gathered in a few set-based
+queries (only the columns the rule reads), and the segment rules (rules.py) applied to them.
+Never commits.
+
+At 100,000 customers the cost is in turning rows into Python values, so ids stay strings
+(``CAST(id AS VARCHAR)``: the same form for every table of one database) until the matches are
+known, and rows are read through Core, not ORM entities."""
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import String, case, cast, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.marketing import rules
+from services.marketing.models import Order, Recipient, Score, Segment, SegmentMember
+from shared.contact_rules import CONTACT_WINDOW
+from shared.customer_view import TimelineEntry
+
+Facts = dict[str, dict[str, Any]]
+
+_TEXT_COLUMNS = {
+    "first_name": Recipient.first_name,
+    "last_name": Recipient.last_name,
+    "country": Recipient.country,
+}
+_PREFERENCE_FIELDS = {"opted_out_channels", "preferred_channel"}
+_ORDER_FIELDS = {"last_purchase_at", "orders_count", "total_spent"}
+_SCORE_COLUMNS = {
+    "churn_level": Score.churn_level,
+    "churn_risk": Score.churn_risk,
+    "rfm_segment": Score.rfm_segment,
+    "clv": Score.clv,
+}
+_TOUCH_FIELDS = {"last_touch_at", "last_email_open_at", "last_link_click_at", "outbound_touches_7d"}
+
+
+def _key(column: Any) -> Any:
+    return cast(column, String).label("key")
+
+
+async def facts(session: AsyncSession, needed: set[str], now: datetime) -> Facts:
+    """Every known recipient (by id as a string) with the facts named in ``needed``."""
+    connection = await session.connection()
+    columns = [_key(Recipient.contact_id)]
+    names = [name for name in _TEXT_COLUMNS if name in needed]
+    columns += [_TEXT_COLUMNS[name] for name in names]
+    if "has_email" in needed:
+        names.append("has_email")
+        columns.append(Recipient.email.is_not(None))
+    if "has_phone" in needed:
+        names.append("has_phone")
+        columns.append(Recipient.phone.is_not(None))
+    with_preferences = bool(needed & _PREFERENCE_FIELDS)
+    if with_preferences:
+        columns.append(Recipient.preferences)
+    result: Facts = {}
+    for row in await connection.execute(select(*columns)):
+        known = dict(zip(names, row[1 : len(names) + 1], strict=True))
+        if with_preferences:
+            prefs = row[-1] or {}
+            known["opted_out_channels"] = prefs.get("opted_out_channels") or []
+            known["preferred_channel"] = prefs.get("preferred_channel")
+        result[row[0]] = known
+    if not result:
+        return result
+    if needed & _ORDER_FIELDS:
+        await _add_orders(connection, result)
+    if needed.intersection(_SCORE_COLUMNS):
+        await _add_scores(connection, result, [n for n in _SCORE_COLUMNS if n in needed])
+    if needed & _TOUCH_FIELDS:
+        await _add_touches(connection, result, now)
+    return result
+
+
+async def _add_orders(connection: Any, result: Facts) -> None:
+    query = (
+        select(
+            _key(Order.customer_id),
+            func.max(Order.ordered_at),
+            func.count(),
+            func.sum(Order.amount),
+        )
+        .where(Order.status != "refunded")
+        .group_by(Order.customer_id)
+    )
+    for key, last, count, total in await connection.execute(query):
+        if (known := result.get(key)) is not None:
+            known.update(last_purchase_at=_aware(last), orders_count=count, total_spent=total)
+    for known in result.values():
+        known.setdefault("orders_count", 0)
+        known.setdefault("total_spent", 0)
+
+
+async def _add_scores(connection: Any, result: Facts, names: list[str]) -> None:
+    query = select(_key(Score.customer_id), *(_SCORE_COLUMNS[n] for n in names))
+    for row in await connection.execute(query):
+        if (known := result.get(row[0])) is not None:
+            known.update(zip(names, row[1:], strict=True))
+
+
+async def _add_touches(connection: Any, result: Facts, now: datetime) -> None:
+    entry = TimelineEntry
+    recent_outbound = (entry.direction == "outbound") & (entry.occurred_at > now - CONTACT_WINDOW)
+    query = select(
+        _key(entry.customer_id),
+        func.max(entry.occurred_at),
+        func.max(case((entry.kind == "email_open", entry.occurred_at))),
+        func.max(case((entry.kind == "link_click", entry.occurred_at))),
+        func.sum(case((recent_outbound, 1), else_=0)),
+    ).group_by(entry.customer_id)
+    for key, last, opened, clicked, outbound in await connection.execute(query):
+        if (known := result.get(key)) is not None:
+            known.update(
+                last_touch_at=_aware(last),
+                last_email_open_at=_aware(opened),
+                last_link_click_at=_aware(clicked),
+                outbound_touches_7d=outbound or 0,
+            )
+    for known in result.values():
+        known.setdefault("outbound_touches_7d", 0)
+
+
+def _aware(value: Any) -> datetime | None:
+    """Aggregates come back as the column's storage type (naive or a string on SQLite)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+async def matching(session: AsyncSession, rule: rules.Rule, now: datetime) -> list[uuid.UUID]:
+    """The customers ``rule`` picks, in id order."""
+    known = await facts(session, rules.fields_used(rule), now)
+    return sorted(uuid.UUID(key) for key, fact in known.items() if rules.evaluate(rule, fact, now))
+
+
+async def members(session: AsyncSession, segment: Segment, now: datetime) -> list[uuid.UUID]:
+    """The segment's members now, in id order: the frozen list of a static segment (merges and
+    erasures applied), the rules evaluated now for a dynamic one."""
+    if segment.kind == "static":
+        query = (
+            select(SegmentMember.customer_id)
+            .join(Recipient, Recipient.contact_id == SegmentMember.customer_id)
+            .where(SegmentMember.segment_id == segment.id)
+            .order_by(SegmentMember.customer_id)
+        )
+        return list(await session.scalars(query))
+    return await matching(session, rules.parse_rule(segment.rules), now)

@@ -1,0 +1,57 @@
+import hashlib
+import hmac
+
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import AuthSettings, KafkaSettings, ServiceSettings
+
+
+class MarketingSettings(ServiceSettings):
+    """``MARKETING_*`` environment variables (plus the platform-wide ``KAFKA_*``, ``CRM_JWT_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="MARKETING_", extra="ignore")
+
+    service_name: str = "marketing"
+    port: int = 8003
+    database_url: str = "sqlite+aiosqlite:///.crm-data/marketing.db"
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    # E-mail over SMTP (MARKETING_SMTP_HOST, ...).
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_from: str = "marketing@example.com"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_timeout_s: float = Field(default=10.0, gt=0)
+    # Connections a sender batch uses at once (each delivers its share of the batch in turn).
+    smtp_connections: int = Field(default=4, ge=1, le=64)
+    # The other channels go to an HTTP webhook of the provider (None: the channel is off).
+    sms_webhook_url: str | None = None
+    telegram_webhook_url: str | None = None
+    whatsapp_webhook_url: str | None = None
+    push_webhook_url: str | None = None
+    webhook_token: SecretStr | None = None
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    # Signed tracking links in what is sent: the key and where /t/... is reachable publicly.
+    # Unset: derived from the JWT secret (so no secret ever lives in the repo).
+    tracking_secret: SecretStr | None = None
+    public_base_url: str = "http://127.0.0.1:8003"
+    # The sender: a background task delivering queued sends (off: an operator runs it elsewhere).
+    run_sender: bool = True
+    sender_batch_size: int = Field(default=500, ge=1, le=10_000)
+    sender_poll_interval_s: float = Field(default=0.5, gt=0)
+    sender_concurrency: int = Field(default=20, ge=1, le=1000)
+    # Attempts per recipient before a send is reported failed, and the first retry wait.
+    send_max_attempts: int = Field(default=3, ge=1, le=20)
+    send_retry_wait_s: float = Field(default=0.2, ge=0)
+    # A claimed send not finished within this time is claimed again (a sender died).
+    send_lease_s: float = Field(default=120.0, gt=0)
+
+    def tracking_key(self) -> str:
+        """The key that signs tracking links."""
+        if self.tracking_secret is not None:
+            return self.tracking_secret.get_secret_value()
+        jwt_secret = self.auth.secret.get_secret_value().encode()
+        return hmac.new(jwt_secret, b"crm-marketing-tracking-links", hashlib.sha256).hexdigest()

@@ -1,0 +1,106 @@
+"""What recipients do with a send: opens, clicks and unsubscribes (from the signed tracking
+links), deliveries and replies (reported by providers). The first of each kind per send counts;
+each is an EngagementRecorded on crm.marketing.v1 and, where the customer acted, an inbound
+touch on crm.interactions.v1. An unsubscribe also opts the channel out here at once and
+publishes Unsubscribed, on which contacts updates the consent every service honours.
+Never commits."""
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.marketing import events, rules
+from services.marketing.models import Campaign, Engagement, Recipient, Send
+from shared import customer_view, topics
+from shared.contracts import marketing as contract
+from shared.errors import NotFound
+from shared.events import Direction, utcnow
+
+# engagement kind -> the kind of the customer's touch on the timeline (None: not a touch)
+TOUCH_KINDS: dict[str, str | None] = {
+    "delivered": None,
+    "opened": "email_open",
+    "clicked": "link_click",
+    "replied": "campaign_reply",
+    "unsubscribed": "unsubscribe",
+}
+
+
+async def record(
+    session: AsyncSession, send_id: uuid.UUID, kind: str, at: datetime | None = None
+) -> Engagement | None:
+    """Record that the recipient of ``send_id`` did ``kind``; None if it was recorded before or
+    the customer was erased (nothing is kept about them)."""
+    at = at or utcnow()
+    send = await session.get(Send, send_id)
+    if send is None:
+        raise NotFound(f"send {send_id} not found", field="send_id")
+    existing = await session.scalar(
+        select(Engagement).where(Engagement.send_id == send_id, Engagement.kind == kind)
+    )
+    if existing is not None:
+        return None
+    customer_id = await customer_view.survivor(session, send.customer_id)
+    if customer_id is None:
+        return None
+    campaign = await session.get(Campaign, send.campaign_id)
+    assert campaign is not None
+    engagement = Engagement(
+        id=uuid.uuid4(),
+        send_id=send.id,
+        campaign_id=campaign.id,
+        customer_id=customer_id,
+        kind=kind,
+        occurred_at=at,
+    )
+    session.add(engagement)
+    outbox = events.Rows()
+    outbox.customer_event(
+        customer_id,
+        contract.ENGAGEMENT_RECORDED,
+        contract.EngagementRecorded(
+            send_id=send.id,
+            campaign_id=campaign.id,
+            customer_id=customer_id,
+            kind=kind,
+            occurred_at=at,
+        ),
+        topics.MARKETING,
+    )
+    touch = TOUCH_KINDS[kind]
+    channel = rules.bus_channel(campaign.channel)
+    if touch is not None:
+        outbox.touch(
+            interaction_id=engagement.id,
+            customer_id=customer_id,
+            channel=channel,
+            direction=Direction.inbound,
+            kind=touch,
+            subject=campaign.name,
+            at=at,
+            campaign_id=campaign.id,
+        )
+    if kind == "unsubscribed":
+        outbox.customer_event(
+            customer_id,
+            contract.UNSUBSCRIBED,
+            contract.Unsubscribed(
+                customer_id=customer_id,
+                channel=channel,
+                campaign_id=campaign.id,
+                unsubscribed_at=at,
+            ),
+            topics.MARKETING,
+        )
+        recipient = await session.get(Recipient, customer_id)
+        if recipient is not None:  # honoured here before contacts republishes the consent
+            preferences = dict(recipient.preferences or {})
+            opted_out = list(preferences.get("opted_out_channels") or [])
+            if channel.value not in opted_out:
+                preferences["opted_out_channels"] = [*opted_out, channel.value]
+                recipient.preferences = preferences
+    await outbox.write(session)
+    await session.flush()
+    return engagement

@@ -1,0 +1,220 @@
+"""The changes other services' events make to marketing's records (applied by consumers.py):
+recipients from crm.contacts.v1 (through the customer view's hooks), tickets from
+crm.support.v1, orders and leads from crm.sales.v1, scores from crm.analytics.v1.
+Natural upserts, so a replay changes nothing. Never commits."""
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.marketing.models import (
+    Engagement,
+    Lead,
+    Order,
+    Recipient,
+    Score,
+    SegmentMember,
+    Send,
+    SendStatus,
+    TicketState,
+)
+from shared.contact_rules import Reason
+from shared.contracts.analytics import CustomerScored
+from shared.contracts.sales import OrderPlaced
+from shared.events import ContactSnapshot, utcnow
+
+OPEN_TICKET_STATUSES = ("open", "pending")
+
+
+# ---- contacts (hooks of shared.customer_view) -----------------------------------------------
+
+
+async def contact_changed(session: AsyncSession, contact: ContactSnapshot) -> None:
+    recipient = await session.get(Recipient, contact.contact_id)
+    if recipient is None:
+        recipient = Recipient(contact_id=contact.contact_id, created_at=contact.created_at)
+        session.add(recipient)
+    recipient.first_name = contact.first_name
+    recipient.last_name = contact.last_name
+    recipient.country = contact.country
+    recipient.email = contact.email
+    recipient.phone = contact.phone
+    recipient.identities = {i.kind: i.value for i in contact.identities}
+    recipient.preferences = contact.preferences.model_dump(mode="json")
+    recipient.updated_at = utcnow()
+
+
+async def contact_merged(
+    session: AsyncSession, merged_id: uuid.UUID, survivor_id: uuid.UUID
+) -> None:
+    """The merged contact's records move to the survivor (who has a recipient row of their own).
+
+    A campaign that reached both keeps the merged contact's send as it was: the survivor has one
+    already, so a re-launch still sends to them at most once."""
+    await session.execute(delete(Recipient).where(Recipient.contact_id == merged_id))
+    for model in (TicketState, Order, Lead):
+        await session.execute(
+            update(model).where(model.customer_id == merged_id).values(customer_id=survivor_id)
+        )
+    survivor_score = await session.get(Score, survivor_id)
+    if survivor_score is None:
+        await session.execute(
+            update(Score).where(Score.customer_id == merged_id).values(customer_id=survivor_id)
+        )
+    else:
+        await session.execute(delete(Score).where(Score.customer_id == merged_id))
+    taken = select(Send.campaign_id).where(Send.customer_id == survivor_id)
+    await session.execute(
+        update(Send)
+        .where(Send.customer_id == merged_id, Send.campaign_id.not_in(taken))
+        .values(customer_id=survivor_id)
+    )
+    await session.execute(
+        update(Engagement)
+        .where(Engagement.customer_id == merged_id)
+        .values(customer_id=survivor_id)
+    )
+    survivor_segments = select(SegmentMember.segment_id).where(
+        SegmentMember.customer_id == survivor_id
+    )
+    await session.execute(
+        delete(SegmentMember).where(
+            SegmentMember.customer_id == merged_id,
+            SegmentMember.segment_id.in_(survivor_segments),
+        )
+    )
+    await session.execute(
+        update(SegmentMember)
+        .where(SegmentMember.customer_id == merged_id)
+        .values(customer_id=survivor_id)
+    )
+
+
+async def contact_erased(session: AsyncSession, contact_id: uuid.UUID) -> None:
+    """GDPR: the PII (the recipient) goes with everything that describes the person; sends stay
+    as pseudonymous counts for campaign reports, and a queued one is never delivered."""
+    await session.execute(delete(Recipient).where(Recipient.contact_id == contact_id))
+    await session.execute(delete(Score).where(Score.customer_id == contact_id))
+    await session.execute(delete(TicketState).where(TicketState.customer_id == contact_id))
+    await session.execute(delete(Order).where(Order.customer_id == contact_id))
+    await session.execute(delete(SegmentMember).where(SegmentMember.customer_id == contact_id))
+    await session.execute(
+        update(Send)
+        .where(
+            Send.customer_id == contact_id,
+            Send.status.in_([SendStatus.queued, SendStatus.sending]),
+        )
+        .values(status=SendStatus.suppressed, reasons=[Reason.customer_erased.value])
+    )
+
+
+# ---- support --------------------------------------------------------------------------------
+
+
+async def ticket_changed(
+    session: AsyncSession,
+    ticket_id: uuid.UUID,
+    customer_id: uuid.UUID,
+    *,
+    status: str | None = None,
+    priority: str | None = None,
+    at: datetime,
+) -> None:
+    """A ticket's status or priority; a late event (older than what is known) changes nothing."""
+    ticket = await session.get(TicketState, ticket_id)
+    if ticket is None:
+        ticket = TicketState(
+            ticket_id=ticket_id,
+            customer_id=customer_id,
+            priority=priority or "normal",
+            status=status or "open",
+            updated_at=at,
+        )
+        session.add(ticket)
+        return
+    if at < ticket.updated_at:
+        return
+    if status is not None:
+        ticket.status = status
+    if priority is not None:
+        ticket.priority = priority
+    ticket.updated_at = at
+
+
+async def open_ticket_priorities(session: AsyncSession, customer_id: uuid.UUID) -> list[str]:
+    rows = await session.scalars(
+        select(TicketState.priority)
+        .where(
+            TicketState.customer_id == customer_id,
+            TicketState.status.in_(OPEN_TICKET_STATUSES),
+        )
+        .distinct()
+    )
+    return list(rows)
+
+
+# ---- sales ----------------------------------------------------------------------------------
+
+
+_ORDER_STATUS_RANK = {"placed": 0, "paid": 1, "refunded": 2}
+
+
+async def order_placed(session: AsyncSession, placed: OrderPlaced) -> None:
+    if await session.get(Order, placed.order_id) is not None:
+        return
+    session.add(
+        Order(
+            order_id=placed.order_id,
+            customer_id=placed.customer_id,
+            amount=placed.amount,
+            currency=placed.currency,
+            status=placed.status,
+            campaign_id=placed.campaign_id,
+            ordered_at=placed.ordered_at,
+        )
+    )
+
+
+async def order_status(session: AsyncSession, order_id: uuid.UUID, status: str) -> None:
+    """Paid or refunded; an order only moves forward (placed, paid, refunded)."""
+    order = await session.get(Order, order_id)
+    if order is not None and _ORDER_STATUS_RANK[status] > _ORDER_STATUS_RANK.get(order.status, 0):
+        order.status = status
+
+
+async def lead_from_campaign(
+    session: AsyncSession,
+    lead_id: uuid.UUID,
+    campaign_id: uuid.UUID,
+    *,
+    customer_id: uuid.UUID | None,
+    created_at: datetime,
+    converted_at: datetime | None = None,
+) -> None:
+    lead = await session.get(Lead, lead_id)
+    if lead is None:
+        lead = Lead(lead_id=lead_id, campaign_id=campaign_id, created_at=created_at)
+        session.add(lead)
+    if customer_id is not None:
+        lead.customer_id = customer_id
+    if converted_at is not None:
+        lead.converted_at = converted_at
+
+
+# ---- analytics ------------------------------------------------------------------------------
+
+
+async def customer_scored(session: AsyncSession, scored: CustomerScored) -> None:
+    score = await session.get(Score, scored.customer_id)
+    if score is not None and scored.scored_at < score.scored_at:
+        return  # an older score arriving late
+    if score is None:
+        score = Score(customer_id=scored.customer_id)
+        session.add(score)
+    score.churn_level = scored.churn_level
+    score.churn_risk = scored.churn_risk
+    score.rfm_segment = scored.rfm_segment
+    score.clv = scored.clv
+    score.scored_at = scored.scored_at

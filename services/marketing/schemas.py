@@ -1,0 +1,239 @@
+"""Request and response bodies of the marketing API."""
+
+import uuid
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    field_validator,
+)
+
+from services.marketing import rules
+from services.marketing.rules import CampaignChannel
+from shared.contact_rules import contains_contact_details
+
+
+def _no_contact_details(value: str | None) -> str | None:
+    if value is not None and contains_contact_details(value):
+        raise ValueError("must not contain e-mail addresses or phone numbers")
+    return value
+
+
+UTCTime = Annotated[AwareDatetime, AfterValidator(lambda value: value.astimezone(UTC))]
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(_no_contact_details),  # names go on the bus (events, timeline subjects)
+]
+Person = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=4)]
+# Amounts out as plain decimal strings without trailing zeros ("100", "0.05").
+Amount = Annotated[Decimal, PlainSerializer(lambda v: f"{v.normalize():f}", return_type=str)]
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---- segments -------------------------------------------------------------------------------
+
+
+class SegmentKind(StrEnum):
+    dynamic = "dynamic"  # members evaluated whenever used
+    static = "static"  # members frozen when the segment is created
+
+
+class SegmentCreate(_Input):
+    name: Name
+    description: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    kind: SegmentKind = SegmentKind.dynamic
+    # {"field", "op", "value"} conditions nested in {"and": [...]}, {"or": [...]}, {"not": ...}
+    rules: dict[str, Any]
+
+
+class SegmentPreview(_Input):
+    rules: dict[str, Any]
+
+
+class SegmentRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    name: str
+    description: str | None
+    kind: SegmentKind
+    rules: dict[str, Any]
+    created_at: datetime
+    member_count: int | None = None  # static segments: the frozen count
+
+
+class SegmentCount(BaseModel):
+    count: int
+
+
+class Member(BaseModel):
+    customer_id: uuid.UUID
+    first_name: str
+    country: str | None
+
+
+# ---- campaigns ------------------------------------------------------------------------------
+
+
+class CampaignStatus(StrEnum):
+    draft = "draft"
+    scheduled = "scheduled"
+    sending = "sending"
+    completed = "completed"
+
+
+class CampaignCreate(_Input):
+    name: Name
+    channel: CampaignChannel
+    segment_id: uuid.UUID
+    subject: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)] | None = None
+    template: Annotated[str, StringConstraints(min_length=1, max_length=50_000)]
+    budget: Money
+    cost_per_send: Money
+    scheduled_at: UTCTime | None = None
+
+    @field_validator("template", "subject")
+    @classmethod
+    def _renderable(cls, value: str | None) -> str | None:
+        if value is not None and (error := rules.template_errors(value)):
+            raise ValueError(error)
+        return value
+
+
+class CampaignUpdate(_Input):
+    """What may change before and between launches (a higher budget lets a re-launch go on)."""
+
+    name: Name | None = None
+    budget: Money | None = None
+    scheduled_at: UTCTime | None = None
+
+
+class CampaignRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    name: str
+    channel: CampaignChannel
+    segment_id: uuid.UUID
+    subject: str | None
+    template: str
+    budget: Amount
+    cost_per_send: Amount
+    scheduled_at: datetime | None
+    status: CampaignStatus
+    created_at: datetime
+    launched_at: datetime | None
+    completed_at: datetime | None
+
+
+class LaunchResult(BaseModel):
+    campaign_id: uuid.UUID
+    queued: int  # new sends handed to the sender
+    suppressed: dict[str, int]  # new suppressions, by reason
+    already_handled: int  # members with a send from an earlier launch (never sent twice)
+    budget_remaining: Amount | None
+
+
+class Report(BaseModel):
+    campaign_id: uuid.UUID
+    status: CampaignStatus
+    targeted: int
+    queued: int
+    sent: int
+    failed: int
+    suppressed: int
+    suppressed_by_reason: dict[str, int]
+    delivered: int
+    opened: int
+    clicked: int
+    replied: int
+    unsubscribed: int
+    converted_leads: int
+    converted_orders: int
+    order_revenue: Amount
+    budget: Amount
+    spend: Amount
+    budget_remaining: Amount
+
+
+class SendRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    campaign_id: uuid.UUID
+    customer_id: uuid.UUID
+    status: str
+    reasons: list[str]
+    attempts: int
+    error: str | None
+    created_at: datetime
+    sent_at: datetime | None
+
+
+# ---- tasks ----------------------------------------------------------------------------------
+
+
+class TaskStatus(StrEnum):
+    todo = "todo"
+    in_progress = "in_progress"
+    done = "done"
+
+
+class TaskCreate(_Input):
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    assignee: Person
+    due_date: date | None = None
+    status: TaskStatus = TaskStatus.todo
+
+
+class TaskUpdate(_Input):
+    title: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+        | None
+    ) = None
+    assignee: Person | None = None
+    due_date: date | None = None
+    status: TaskStatus | None = None
+
+
+class TaskRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    campaign_id: uuid.UUID
+    title: str
+    assignee: str
+    due_date: date | None
+    status: TaskStatus
+    created_at: datetime
+    updated_at: datetime
+
+
+# ---- engagement reported by providers -------------------------------------------------------
+
+
+class ProviderEventKind(StrEnum):
+    delivered = "delivered"
+    replied = "replied"
+
+
+class ProviderEvent(_Input):
+    """A delivery receipt or a reply a channel provider reports for a send."""
+
+    send_id: uuid.UUID
+    kind: ProviderEventKind
+    occurred_at: UTCTime | None = None

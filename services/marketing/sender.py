@@ -1,0 +1,296 @@
+"""The sender: a background task that delivers queued sends and records each outcome.
+
+A launch only writes send rows (queued) and events in its transaction; the sender claims a
+batch (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several replicas share the queue), marks it
+``sending`` with a lease, delivers outside any transaction, then records sent/failed with the
+MessageSent/MessageFailed events and the campaign_send touches in one transaction. A sender that
+dies mid-batch leaves ``sending`` rows whose lease runs out: they are claimed again (delivery is
+at least once; the provider gets the send id as idempotency key). It also launches scheduled
+campaigns when their time comes."""
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.marketing import events, launch, rules
+from services.marketing.channels import (
+    DeliveryResult,
+    OutgoingMessage,
+    Provider,
+    html_body,
+    providers,
+)
+from services.marketing.config import MarketingSettings
+from services.marketing.models import Campaign, Recipient, Send, SendStatus
+from services.marketing.schemas import CampaignStatus
+from services.marketing.tracking import Links
+from shared.contact_rules import Reason
+from shared.events import utcnow
+
+log = logging.getLogger(__name__)
+
+
+class Sender:
+    def __init__(
+        self,
+        session_factory: async_sessionmaker[AsyncSession],
+        settings: MarketingSettings,
+        channel_providers: dict[str, Provider] | None = None,
+    ) -> None:
+        self.session_factory = session_factory
+        self.settings = settings
+        self.providers = channel_providers or providers(settings)
+        self._claims: dict[uuid.UUID, uuid.UUID] = {}  # send id -> the claim that holds it
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.launch_due()
+                busy = await self.deliver_batch() > 0
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("sender round failed")
+                busy = False
+            if not busy:
+                await asyncio.sleep(self.settings.sender_poll_interval_s)
+
+    async def launch_due(self, now: datetime | None = None) -> int:
+        """Launch the scheduled campaigns whose time has come; each in its own transaction."""
+        now = now or utcnow()
+        async with self.session_factory() as session:
+            due = list(
+                await session.scalars(
+                    select(Campaign.id).where(
+                        Campaign.status == CampaignStatus.scheduled,
+                        Campaign.scheduled_at <= now,
+                    )
+                )
+            )
+        for campaign_id in due:
+            async with self.session_factory() as session:
+                campaign = await session.get(Campaign, campaign_id, with_for_update=True)
+                if campaign is None or campaign.status != CampaignStatus.scheduled:
+                    continue  # another replica got there first
+                await launch.launch(session, campaign_id, now)
+                await session.commit()
+        return len(due)
+
+    async def deliver_batch(self) -> int:
+        """Claim, deliver and record one batch; the number of sends handled."""
+        claim = await self._claim()
+        if not claim:
+            return 0
+        messages, skipped = await self._compose(claim)
+        results: list[DeliveryResult] = []
+        by_channel: dict[str, list[OutgoingMessage]] = {}
+        for message in messages:
+            by_channel.setdefault(message.channel, []).append(message)
+        for channel, batch in by_channel.items():
+            results += await self.providers[channel].deliver(batch)
+        await self._record(results, skipped)
+        return len(claim)
+
+    async def _claim(self) -> list[uuid.UUID]:
+        """Mark a batch ``sending`` for this sender. The UPDATE repeats the claimable condition
+        and the claim is read back by its id, so two senders never hold the same send (on
+        SQLite, which has no SKIP LOCKED, the second one's UPDATE finds them taken)."""
+        now = utcnow()
+        claimable = or_(
+            Send.status == SendStatus.queued,
+            (Send.status == SendStatus.sending) & (Send.claimed_until < now),
+        )
+        async with self.session_factory() as session:
+            query = (
+                select(Send.id)
+                .where(claimable)
+                .order_by(Send.created_at, Send.id)
+                .limit(self.settings.sender_batch_size)
+                .with_for_update(skip_locked=True)
+            )
+            ids = list(await session.scalars(query))
+            if not ids:
+                return []
+            claim = uuid.uuid4()
+            await session.execute(
+                update(Send)
+                .where(Send.id.in_(ids), claimable)
+                .values(
+                    status=SendStatus.sending,
+                    claimed_until=now + timedelta(seconds=self.settings.send_lease_s),
+                    claimed_by=claim,
+                )
+            )
+            claimed = list(
+                await session.scalars(
+                    select(Send.id).where(Send.id.in_(ids), Send.claimed_by == claim)
+                )
+            )
+            await session.commit()
+        self._claims.update(dict.fromkeys(claimed, claim))
+        return claimed
+
+    async def _compose(
+        self, ids: list[uuid.UUID]
+    ) -> tuple[list[OutgoingMessage], dict[uuid.UUID, str]]:
+        """The messages of the claimed sends; sends whose recipient is gone come back apart."""
+        async with self.session_factory() as session:
+            sends = list(await session.scalars(select(Send).where(Send.id.in_(ids))))
+            campaigns = {
+                c.id: c
+                for c in await session.scalars(
+                    select(Campaign).where(Campaign.id.in_({s.campaign_id for s in sends}))
+                )
+            }
+            recipients = {
+                r.contact_id: r
+                for r in await session.scalars(
+                    select(Recipient).where(
+                        Recipient.contact_id.in_({s.customer_id for s in sends})
+                    )
+                )
+            }
+        messages = []
+        skipped: dict[uuid.UUID, str] = {}
+        for send in sends:
+            campaign = campaigns[send.campaign_id]
+            recipient = recipients.get(send.customer_id)
+            address = (
+                rules.address_for(
+                    campaign.channel,
+                    customer_id=str(send.customer_id),
+                    email=recipient.email,
+                    phone=recipient.phone,
+                    identities=recipient.identities or {},
+                )
+                if recipient is not None
+                else None
+            )
+            if recipient is None:
+                skipped[send.id] = Reason.customer_erased.value
+            elif address is None:
+                skipped[send.id] = rules.NO_ADDRESS
+            else:
+                messages.append(self.message(campaign, send, recipient, address))
+        return messages, skipped
+
+    def message(
+        self, campaign: Campaign, send: Send, recipient: Recipient, address: str
+    ) -> OutgoingMessage:
+        links = Links(
+            self.settings.tracking_key(),
+            self.settings.public_base_url,
+            send.id,
+        )
+        values = {
+            "first_name": recipient.first_name,
+            "last_name": recipient.last_name,
+            "country": recipient.country,
+            "unsubscribe_url": links.unsubscribe,
+        }
+        text = rules.track_links(
+            rules.render(campaign.template, values), links.click, skip=links.unsubscribe
+        )
+        message = OutgoingMessage(
+            send_id=send.id,
+            campaign_id=campaign.id,
+            customer_id=send.customer_id,
+            channel=campaign.channel,
+            to=address,
+            text=text,
+        )
+        if campaign.channel == rules.CampaignChannel.email:
+            if "{unsubscribe_url}" not in campaign.template:
+                message.text += f"\n\nUnsubscribe: {links.unsubscribe}\n"
+            message.subject = rules.render(campaign.subject or campaign.name, values)
+            message.html = html_body(message.text, links.open_pixel)
+            message.headers = {
+                "List-Unsubscribe": f"<{links.unsubscribe}>",
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+                "X-CRM-Send-Id": str(send.id),
+            }
+        return message
+
+    async def _record(self, results: list[DeliveryResult], skipped: dict[uuid.UUID, str]) -> None:
+        """Every outcome and its events in one transaction (one UPDATE statement per batch)."""
+        now = utcnow()
+        async with self.session_factory() as session:
+            ids = [r.send_id for r in results] + list(skipped)
+            claims = {send_id: self._claims.pop(send_id, None) for send_id in ids}
+            sends = {
+                row.id: row
+                for row in await session.execute(
+                    select(
+                        Send.id, Send.campaign_id, Send.customer_id, Send.attempts, Send.claimed_by
+                    ).where(Send.id.in_(ids), Send.status == SendStatus.sending)
+                )
+                # Still ours: not erased meanwhile, nor re-claimed after our lease ran out.
+                if row.claimed_by == claims[row.id]
+            }
+            campaigns = {
+                c.id: c
+                for c in await session.scalars(
+                    select(Campaign).where(Campaign.id.in_({s.campaign_id for s in sends.values()}))
+                )
+            }
+            outbox = events.Rows()
+            changes: list[dict[str, Any]] = []
+            for result in results:
+                send = sends.get(result.send_id)
+                if send is None:
+                    continue  # erased meanwhile, or re-claimed after our lease ran out
+                campaign = campaigns[send.campaign_id]
+                attempts = send.attempts + result.attempts
+                change = {
+                    "id": send.id,
+                    "attempts": attempts,
+                    "claimed_until": None,
+                    "claimed_by": None,
+                }
+                if result.ok:
+                    change.update(status=SendStatus.sent.value, sent_at=now, error=None)
+                    outbox.sent(campaign, send.id, send.customer_id, now)
+                else:
+                    change.update(status=SendStatus.failed.value, sent_at=None, error=result.error)
+                    outbox.failed(
+                        campaign, send.id, send.customer_id, result.error or "", attempts, now
+                    )
+                changes.append(change)
+            for send_id, reason in skipped.items():
+                send = sends.get(send_id)
+                if send is None:
+                    continue
+                await session.execute(
+                    update(Send)
+                    .where(Send.id == send_id)
+                    .values(
+                        status=SendStatus.suppressed.value, claimed_until=None, reasons=[reason]
+                    )
+                )
+                outbox.suppressed(campaigns[send.campaign_id], send.customer_id, [reason], now)
+            if changes:
+                await session.execute(update(Send), changes)
+            await outbox.write(session)
+            for campaign in campaigns.values():
+                await launch.complete_if_done(session, campaign, now)
+            await session.commit()
+
+
+@contextlib.asynccontextmanager
+async def running(sender: Sender) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(sender.run(), name="marketing.sender")
+    try:
+        yield task
+    finally:
+        for _ in range(10):
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=1)
+            if done:
+                break

@@ -1,0 +1,334 @@
+"""Segment, campaign and task use cases, and the campaign report. They take the caller's
+session and never commit: the caller does."""
+
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import and_, func, insert, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.marketing import audience, events, rules
+from services.marketing.models import (
+    Campaign,
+    CampaignTask,
+    Engagement,
+    Lead,
+    Order,
+    Recipient,
+    Segment,
+    SegmentMember,
+    Send,
+    SendStatus,
+)
+from services.marketing.schemas import (
+    CampaignCreate,
+    CampaignStatus,
+    CampaignUpdate,
+    Member,
+    Report,
+    SegmentCreate,
+    SegmentKind,
+    TaskCreate,
+    TaskUpdate,
+)
+from shared.errors import InvalidInput, InvalidTransition, NotFound
+from shared.events import utcnow
+from shared.pagination import decode_cursor, encode_cursor
+
+# ---- pages ----------------------------------------------------------------------------------
+
+
+def _newest_first(query: Any, model: Any, cursor: str | None) -> Any:
+    query = query.order_by(model.created_at.desc(), model.id.desc())
+    if cursor is None:
+        return query
+    at_raw, id_raw = decode_cursor(cursor, 2)
+    try:
+        at, last_id = datetime.fromisoformat(at_raw), uuid.UUID(id_raw)
+    except ValueError as exc:
+        raise InvalidInput("not a cursor returned by this API", field="cursor") from exc
+    return query.where(or_(model.created_at < at, and_(model.created_at == at, model.id < last_id)))
+
+
+def _page(rows: list[Any], limit: int) -> tuple[list[Any], str | None]:
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, encode_cursor(rows[-1].created_at.isoformat(), rows[-1].id)
+
+
+# ---- segments -------------------------------------------------------------------------------
+
+
+async def create_segment(session: AsyncSession, data: SegmentCreate) -> tuple[Segment, int | None]:
+    """A segment; a static one gets its members frozen now (returned as the count)."""
+    rule = rules.parse_rule(data.rules)
+    now = utcnow()
+    segment = Segment(
+        name=data.name,
+        description=data.description,
+        rules=data.rules,
+        kind=data.kind.value,
+        created_at=now,
+    )
+    session.add(segment)
+    await session.flush()
+    if data.kind == SegmentKind.dynamic:
+        return segment, None
+    members = await audience.matching(session, rule, now)
+    for start in range(0, len(members), 5000):
+        await session.execute(
+            insert(SegmentMember),
+            [{"segment_id": segment.id, "customer_id": m} for m in members[start : start + 5000]],
+        )
+    return segment, len(members)
+
+
+async def get_segment(session: AsyncSession, segment_id: uuid.UUID) -> Segment:
+    segment = await session.get(Segment, segment_id)
+    if segment is None:
+        raise NotFound(f"segment {segment_id} not found")
+    return segment
+
+
+async def static_count(session: AsyncSession, segment: Segment) -> int | None:
+    if segment.kind != SegmentKind.static:
+        return None
+    return len(await audience.members(session, segment, utcnow()))
+
+
+async def list_segments(
+    session: AsyncSession, *, limit: int, cursor: str | None
+) -> tuple[list[Segment], str | None]:
+    rows = await session.scalars(_newest_first(select(Segment), Segment, cursor).limit(limit + 1))
+    return _page(list(rows), limit)
+
+
+async def preview(session: AsyncSession, raw_rules: dict[str, Any]) -> int:
+    return len(await audience.matching(session, rules.parse_rule(raw_rules), utcnow()))
+
+
+async def count(session: AsyncSession, segment_id: uuid.UUID) -> int:
+    segment = await get_segment(session, segment_id)
+    return len(await audience.members(session, segment, utcnow()))
+
+
+async def members_page(
+    session: AsyncSession, segment_id: uuid.UUID, *, limit: int, cursor: str | None
+) -> tuple[list[Member], str | None]:
+    """The members in id order; the cursor is the last id of the previous page."""
+    segment = await get_segment(session, segment_id)
+    ids = await audience.members(session, segment, utcnow())
+    if cursor is not None:
+        (raw,) = decode_cursor(cursor, 1)
+        try:
+            after = uuid.UUID(raw)
+        except ValueError as exc:
+            raise InvalidInput("not a cursor returned by this API", field="cursor") from exc
+        ids = [i for i in ids if i > after]
+    page = ids[:limit]
+    rows = {
+        r.contact_id: r
+        for r in await session.scalars(select(Recipient).where(Recipient.contact_id.in_(page)))
+    }
+    items = [
+        Member(customer_id=i, first_name=rows[i].first_name, country=rows[i].country)
+        for i in page
+        if i in rows
+    ]
+    next_cursor = encode_cursor(page[-1]) if len(ids) > limit else None
+    return items, next_cursor
+
+
+# ---- campaigns ------------------------------------------------------------------------------
+
+
+async def create_campaign(session: AsyncSession, data: CampaignCreate) -> Campaign:
+    if await session.get(Segment, data.segment_id) is None:
+        raise InvalidInput(f"segment {data.segment_id} not found", field="segment_id")
+    now = utcnow()
+    campaign = Campaign(
+        **data.model_dump(),
+        status=(CampaignStatus.scheduled if data.scheduled_at else CampaignStatus.draft).value,
+        created_at=now,
+    )
+    campaign.channel = data.channel.value
+    session.add(campaign)
+    await session.flush()
+    events.campaign_created(session, campaign)
+    return campaign
+
+
+async def get_campaign(session: AsyncSession, campaign_id: uuid.UUID) -> Campaign:
+    campaign = await session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise NotFound(f"campaign {campaign_id} not found")
+    return campaign
+
+
+async def list_campaigns(
+    session: AsyncSession, *, status: CampaignStatus | None, limit: int, cursor: str | None
+) -> tuple[list[Campaign], str | None]:
+    query = select(Campaign)
+    if status is not None:
+        query = query.where(Campaign.status == status.value)
+    rows = await session.scalars(_newest_first(query, Campaign, cursor).limit(limit + 1))
+    return _page(list(rows), limit)
+
+
+async def update_campaign(
+    session: AsyncSession, campaign_id: uuid.UUID, data: CampaignUpdate
+) -> Campaign:
+    campaign = await get_campaign(session, campaign_id)
+    changes = data.model_dump(exclude_unset=True)
+    for field in ("name", "budget"):
+        if field in changes and changes[field] is None:
+            raise InvalidInput(f"{field} cannot be null", field=field)
+    if "scheduled_at" in changes:
+        if campaign.status not in (CampaignStatus.draft, CampaignStatus.scheduled):
+            raise InvalidTransition(
+                f"a campaign that is {campaign.status} cannot be rescheduled",
+                details={"campaign_status": campaign.status, "action": "schedule"},
+            )
+        campaign.status = (
+            CampaignStatus.scheduled if changes["scheduled_at"] else CampaignStatus.draft
+        ).value
+    for field, value in changes.items():
+        setattr(campaign, field, value)
+    await session.flush()
+    return campaign
+
+
+async def sends_page(
+    session: AsyncSession,
+    campaign_id: uuid.UUID,
+    *,
+    status: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Send], str | None]:
+    """Every recipient's outcome (queued, sent, suppressed with reasons, failed with the error)."""
+    await get_campaign(session, campaign_id)
+    query = select(Send).where(Send.campaign_id == campaign_id)
+    if status is not None:
+        query = query.where(Send.status == status)
+    rows = await session.scalars(_newest_first(query, Send, cursor).limit(limit + 1))
+    return _page(list(rows), limit)
+
+
+async def report(session: AsyncSession, campaign_id: uuid.UUID) -> Report:
+    campaign = await get_campaign(session, campaign_id)
+    by_status: dict[str, int] = dict(
+        (
+            await session.execute(
+                select(Send.status, func.count())
+                .where(Send.campaign_id == campaign_id)
+                .group_by(Send.status)
+            )
+        ).all()
+    )
+    reasons: dict[str, int] = {}
+    suppressed = await session.scalars(
+        select(Send.reasons).where(
+            Send.campaign_id == campaign_id, Send.status == SendStatus.suppressed
+        )
+    )
+    for send_reasons in suppressed:
+        for reason in send_reasons:
+            reasons[reason] = reasons.get(reason, 0) + 1
+    engaged: dict[str, int] = dict(
+        (
+            await session.execute(
+                select(Engagement.kind, func.count())
+                .where(Engagement.campaign_id == campaign_id)
+                .group_by(Engagement.kind)
+            )
+        ).all()
+    )
+    leads = await session.scalar(
+        select(func.count()).select_from(Lead).where(Lead.campaign_id == campaign_id)
+    )
+    orders = list(
+        await session.scalars(
+            select(Order.amount).where(Order.campaign_id == campaign_id, Order.status != "refunded")
+        )
+    )
+    sent = by_status.get(SendStatus.sent, 0)
+    spend = events.spend(campaign, sent)
+    return Report(
+        campaign_id=campaign.id,
+        status=campaign.status,
+        targeted=sum(by_status.values()),
+        queued=by_status.get(SendStatus.queued, 0) + by_status.get(SendStatus.sending, 0),
+        sent=sent,
+        failed=by_status.get(SendStatus.failed, 0),
+        suppressed=by_status.get(SendStatus.suppressed, 0),
+        suppressed_by_reason=reasons,
+        delivered=engaged.get("delivered", 0),
+        opened=engaged.get("opened", 0),
+        clicked=engaged.get("clicked", 0),
+        replied=engaged.get("replied", 0),
+        unsubscribed=engaged.get("unsubscribed", 0),
+        converted_leads=leads or 0,
+        converted_orders=len(orders),
+        order_revenue=sum((Decimal(a) for a in orders), Decimal(0)),
+        budget=campaign.budget,
+        spend=spend,
+        budget_remaining=max(campaign.budget - spend, Decimal(0)),
+    )
+
+
+# ---- tasks ----------------------------------------------------------------------------------
+
+
+async def create_task(
+    session: AsyncSession, campaign_id: uuid.UUID, data: TaskCreate
+) -> CampaignTask:
+    await get_campaign(session, campaign_id)
+    now = utcnow()
+    task = CampaignTask(
+        campaign_id=campaign_id,
+        title=data.title,
+        assignee=data.assignee,
+        due_date=data.due_date,
+        status=data.status.value,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(task)
+    await session.flush()
+    return task
+
+
+async def list_tasks(
+    session: AsyncSession,
+    campaign_id: uuid.UUID,
+    *,
+    assignee: str | None = None,
+    due_before: date | None = None,
+) -> list[CampaignTask]:
+    await get_campaign(session, campaign_id)
+    query = select(CampaignTask).where(CampaignTask.campaign_id == campaign_id)
+    if assignee is not None:
+        query = query.where(CampaignTask.assignee == assignee)
+    if due_before is not None:
+        query = query.where(CampaignTask.due_date < due_before)
+    query = query.order_by(CampaignTask.due_date.is_(None), CampaignTask.due_date, CampaignTask.id)
+    return list(await session.scalars(query))
+
+
+async def update_task(
+    session: AsyncSession, campaign_id: uuid.UUID, task_id: uuid.UUID, data: TaskUpdate
+) -> CampaignTask:
+    task = await session.get(CampaignTask, task_id)
+    if task is None or task.campaign_id != campaign_id:
+        raise NotFound(f"task {task_id} not found in campaign {campaign_id}")
+    for field, value in data.model_dump(exclude_unset=True).items():
+        if value is None and field != "due_date":
+            raise InvalidInput(f"{field} cannot be null", field=field)
+        setattr(task, field, value.value if hasattr(value, "value") else value)
+    task.updated_at = utcnow()
+    await session.flush()
+    return task

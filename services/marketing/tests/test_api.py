@@ -1,0 +1,507 @@
+"""The marketing API on a real database: segments, campaigns and tasks, launches under the
+contact policy and the budget, delivery over real SMTP and webhooks, the report."""
+
+import email
+import email.policy
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.marketing.tests.helpers import (
+    NOW,
+    apply,
+    deliver,
+    event_types,
+    launch,
+    new_campaign,
+    new_contact,
+    new_segment,
+    outbox,
+    report,
+    sends,
+    touch,
+)
+from shared import topics
+from shared.contracts import analytics, sales, support
+from shared.events import CONTACT_ERASED, CONTACT_MERGED, CONTACT_POLICY_UPDATED
+from shared.testing import app_of
+
+GERMANY = {"field": "country", "op": "eq", "value": "DE"}
+
+
+def parse_mail(envelope) -> email.message.EmailMessage:
+    return email.message_from_bytes(envelope.content, policy=email.policy.default)
+
+
+class TestSegments:
+    async def test_dynamic_segment_members_follow_the_data(self, client):
+        ada = await new_contact(client, country="DE")
+        await new_contact(client, country="FR")
+        segment = await new_segment(client, GERMANY)
+        assert segment["kind"] == "dynamic" and segment["member_count"] is None
+        members = await client.get(f"/v1/segments/{segment['id']}/members")
+        assert [m["customer_id"] for m in members.json()["items"]] == [ada]
+        late = await new_contact(client, country="DE")
+        count = await client.get(f"/v1/segments/{segment['id']}/count")
+        assert count.json() == {"count": 2}
+        members = await client.get(f"/v1/segments/{segment['id']}/members")
+        assert {m["customer_id"] for m in members.json()["items"]} == {ada, late}
+
+    async def test_static_segment_is_a_snapshot(self, client):
+        ada = await new_contact(client, country="DE")
+        segment = await new_segment(client, GERMANY, kind="static")
+        assert segment["member_count"] == 1
+        await new_contact(client, country="DE")
+        count = await client.get(f"/v1/segments/{segment['id']}/count")
+        assert count.json() == {"count": 1}
+        got = (await client.get(f"/v1/segments/{segment['id']}")).json()
+        assert got["member_count"] == 1 and got["rules"] == GERMANY
+        members = (await client.get(f"/v1/segments/{segment['id']}/members")).json()
+        assert [m["customer_id"] for m in members["items"]] == [ada]
+
+    async def test_members_are_paged(self, client):
+        ids = sorted([await new_contact(client) for _ in range(5)])
+        segment = await new_segment(client, GERMANY)
+        seen, cursor = [], None
+        while True:
+            params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+            page = (await client.get(f"/v1/segments/{segment['id']}/members", params=params)).json()
+            assert len(page["items"]) <= 2
+            seen += [m["customer_id"] for m in page["items"]]
+            if not (cursor := page["next_cursor"]):
+                break
+        assert seen == ids
+
+    async def test_rules_over_orders_scores_and_touches(self, client):
+        lapsed = await new_contact(client)
+        recent = await new_contact(client)
+        churning = await new_contact(client)
+        opener = await new_contact(client)
+        await apply(client, sales.ORDER_PLACED, order(lapsed, NOW - timedelta(days=200)))
+        await apply(client, sales.ORDER_PLACED, order(recent, NOW - timedelta(days=5)))
+        await apply(client, analytics.CUSTOMER_SCORED, score(churning, "high"))
+        await apply(client, analytics.CUSTOMER_SCORED, score(recent, "low"))
+        await touch(client, opener, kind="email_open", department="marketing", direction="inbound")
+
+        async def preview(rules: dict) -> int:
+            response = await client.post("/v1/segments:preview", json={"rules": rules})
+            assert response.status_code == 200, response.text
+            return response.json()["count"]
+
+        older = {"field": "last_purchase_at", "op": "older_than_days", "value": 90}
+        assert await preview(older) == 1
+        assert await preview({"field": "churn_level", "op": "eq", "value": "high"}) == 1
+        assert await preview({"field": "last_email_open_at", "op": "within_days", "value": 30}) == 1
+        assert await preview({"field": "orders_count", "op": "gte", "value": 1}) == 2
+        either = {
+            "or": [older, {"field": "churn_level", "op": "eq", "value": "high"}],
+        }
+        assert await preview(either) == 2
+        assert await preview({"and": [GERMANY, {"not": either}]}) == 2
+
+    async def test_segments_are_listed_newest_first(self, client):
+        first = await new_segment(client, name="First")
+        second = await new_segment(client, name="Second")
+        page = (await client.get("/v1/segments", params={"limit": 1})).json()
+        assert [s["id"] for s in page["items"]] == [second["id"]]
+        rest = (await client.get("/v1/segments", params={"cursor": page["next_cursor"]})).json()
+        assert [s["id"] for s in rest["items"]] == [first["id"]]
+
+
+def order(customer_id: str, at: datetime, campaign_id: str | None = None, amount="50.00"):
+    return {
+        "order_id": str(uuid.uuid4()),
+        "customer_id": customer_id,
+        "amount": amount,
+        "currency": "EUR",
+        "status": "placed",
+        "campaign_id": campaign_id,
+        "ordered_at": at.isoformat(),
+    }
+
+
+def score(customer_id: str, level: str):
+    return {
+        "customer_id": customer_id,
+        "churn_risk": 0.9 if level == "high" else 0.1,
+        "churn_level": level,
+        "rfm_segment": "at_risk",
+        "scored_at": NOW.isoformat(),
+    }
+
+
+class TestCampaigns:
+    async def test_create_publishes_campaign_created(self, client):
+        segment = await new_segment(client)
+        campaign = await new_campaign(client, segment["id"])
+        assert campaign["status"] == "draft" and campaign["budget"] == "100"
+        got = await client.get(f"/v1/campaigns/{campaign['id']}")
+        assert got.json()["name"] == "Spring sale"
+        [row] = await outbox(client, topics.MARKETING)
+        assert row.event_type == "crm.marketing.campaign_created.v1"
+        assert row.key == campaign["id"]
+
+    async def test_update_and_list(self, client):
+        segment = await new_segment(client)
+        campaign = await new_campaign(client, segment["id"])
+        at = (NOW + timedelta(days=1)).isoformat()
+        response = await client.patch(
+            f"/v1/campaigns/{campaign['id']}", json={"budget": "5", "scheduled_at": at}
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "scheduled"
+        listed = (await client.get("/v1/campaigns", params={"status": "scheduled"})).json()
+        assert [c["id"] for c in listed["items"]] == [campaign["id"]]
+        assert (await client.get("/v1/campaigns", params={"status": "draft"})).json()["items"] == []
+
+    async def test_tasks(self, client):
+        segment = await new_segment(client)
+        campaign = await new_campaign(client, segment["id"])
+        base = f"/v1/campaigns/{campaign['id']}/tasks"
+        later = await client.post(
+            base, json={"title": "Write copy", "assignee": "eve", "due_date": "2026-12-10"}
+        )
+        sooner = await client.post(
+            base, json={"title": "Design banner", "assignee": "bob", "due_date": "2026-12-01"}
+        )
+        assert later.status_code == sooner.status_code == 201
+        assert later.json()["status"] == "todo"
+        tasks = (await client.get(base)).json()["items"]
+        assert [t["title"] for t in tasks] == ["Design banner", "Write copy"]
+        eves = (await client.get(base, params={"assignee": "eve"})).json()["items"]
+        assert [t["id"] for t in eves] == [later.json()["id"]]
+        done = await client.patch(f"{base}/{sooner.json()['id']}", json={"status": "done"})
+        assert done.status_code == 200 and done.json()["status"] == "done"
+        other = await new_campaign(client, segment["id"])
+        wrong = await client.patch(
+            f"/v1/campaigns/{other['id']}/tasks/{sooner.json()['id']}", json={"status": "done"}
+        )
+        assert wrong.status_code == 404
+
+
+class TestLaunch:
+    async def test_each_suppression_reason(self, client):
+        fine = await new_contact(client)
+        opted_out = await new_contact(client, preferences={"opted_out_channels": ["email"]})
+        quiet = await new_contact(
+            client,
+            preferences={"quiet_hours": {"start": "00:00", "end": "23:59", "timezone": "UTC"}},
+        )
+        busy = await new_contact(client)
+        for _ in range(5):  # the company default: at most 5 outbound touches a week
+            await touch(client, busy)
+        ticket = await new_contact(client)
+        await apply(client, support.TICKET_OPENED, ticket_opened(ticket, "urgent"))
+        normal_ticket = await new_contact(client)
+        await apply(client, support.TICKET_OPENED, ticket_opened(normal_ticket, "normal"))
+        no_email = await new_contact(client, email=None)
+
+        campaign = await new_campaign(client, (await new_segment(client))["id"])
+        result = await launch(client, campaign["id"])
+        assert result["queued"] == 2
+        assert result["suppressed"] == {
+            "channel_opted_out": 1,
+            "quiet_hours": 1,
+            "weekly_limit_reached": 1,
+            "open_priority_ticket": 1,
+            "no_address": 1,
+        }
+        by_customer = {s["customer_id"]: s for s in await sends(client, campaign["id"])}
+        assert by_customer[fine]["status"] == by_customer[normal_ticket]["status"] == "queued"
+        assert by_customer[opted_out]["reasons"] == ["channel_opted_out"]
+        assert by_customer[quiet]["reasons"] == ["quiet_hours"]
+        assert by_customer[busy]["reasons"] == ["weekly_limit_reached"]
+        assert by_customer[ticket]["reasons"] == ["open_priority_ticket"]
+        assert by_customer[no_email]["reasons"] == ["no_address"]
+        suppressed = [
+            r
+            for r in await outbox(client, topics.MARKETING)
+            if r.event_type == "crm.marketing.message_suppressed.v1"
+        ]
+        assert sorted(r.key for r in suppressed) == sorted(
+            [opted_out, quiet, busy, ticket, no_email]
+        )
+
+    async def test_a_resolved_ticket_no_longer_blocks(self, client):
+        customer = await new_contact(client)
+        opened = ticket_opened(customer, "high")
+        await apply(client, support.TICKET_OPENED, opened)
+        check = await client.get(
+            f"/v1/customers/{customer}/contact-check", params={"channel": "email"}
+        )
+        assert check.json() == {"allowed": False, "reasons": ["open_priority_ticket"]}
+        await apply(
+            client,
+            support.TICKET_RESOLVED,
+            {
+                "ticket_id": opened["ticket_id"],
+                "customer_id": customer,
+                "agent_id": None,
+                "resolved_at": (NOW + timedelta(minutes=1)).isoformat(),
+            },
+        )
+        check = await client.get(
+            f"/v1/customers/{customer}/contact-check", params={"channel": "email"}
+        )
+        assert check.json() == {"allowed": True, "reasons": []}
+
+    async def test_marketing_own_recent_sends_count_as_touches(self, client):
+        customer = await new_contact(client)
+        segment = await new_segment(client)
+        await apply(
+            client, CONTACT_POLICY_UPDATED, {"max_outbound_per_week": 1, "quiet_hours": None}
+        )
+        first = await new_campaign(client, segment["id"])
+        assert (await launch(client, first["id"]))["queued"] == 1
+        second = await new_campaign(client, segment["id"])
+        result = await launch(client, second["id"])
+        assert result["queued"] == 0 and result["suppressed"] == {"weekly_limit_reached": 1}
+        del customer
+
+    async def test_budget_is_never_exceeded(self, client):
+        for _ in range(5):
+            await new_contact(client)
+        segment = await new_segment(client)
+        campaign = await new_campaign(client, segment["id"], budget="0.35", cost_per_send="0.10")
+        result = await launch(client, campaign["id"])
+        assert result["queued"] == 3
+        assert result["suppressed"] == {"budget_exhausted": 2}
+        assert result["budget_remaining"] == "0.05"
+        await deliver(client)
+        got = await report(client, campaign["id"])
+        assert got["sent"] == 3 and got["spend"] == "0.3"
+        assert got["suppressed_by_reason"] == {"budget_exhausted": 2}
+        # A bigger budget lets a re-launch reach the rest, and nobody twice.
+        await client.patch(f"/v1/campaigns/{campaign['id']}", json={"budget": "1"})
+        again = await launch(client, campaign["id"])
+        assert again["queued"] == 2 and again["already_handled"] == 3
+        await deliver(client)
+        got = await report(client, campaign["id"])
+        assert got["sent"] == 5 and got["suppressed"] == 0 and got["spend"] == "0.5"
+
+    async def test_relaunch_never_sends_twice(self, client, mailbox):
+        for _ in range(3):
+            await new_contact(client)
+        campaign = await new_campaign(client, (await new_segment(client))["id"])
+        assert (await launch(client, campaign["id"]))["queued"] == 3
+        await deliver(client)
+        again = await launch(client, campaign["id"])
+        assert again["queued"] == 0 and again["already_handled"] == 3
+        assert await deliver(client) == 0
+        late = await new_contact(client)
+        third = await launch(client, campaign["id"])
+        assert third["queued"] == 1 and third["already_handled"] == 3
+        await deliver(client)
+        assert len(mailbox.messages) == 4
+        assert sorted(s["customer_id"] for s in await sends(client, campaign["id"]))
+        assert late in {s["customer_id"] for s in await sends(client, campaign["id"])}
+        sent = [
+            r
+            for r in await outbox(client, topics.MARKETING)
+            if r.event_type == "crm.marketing.message_sent.v1"
+        ]
+        assert len(sent) == 4 and len({r.key for r in sent}) == 4
+
+    async def test_suppressed_member_is_checked_again_on_relaunch(self, client):
+        customer = await new_contact(
+            client,
+            preferences={"quiet_hours": {"start": "00:00", "end": "23:59", "timezone": "UTC"}},
+        )
+        campaign = await new_campaign(client, (await new_segment(client))["id"])
+        assert (await launch(client, campaign["id"]))["suppressed"] == {"quiet_hours": 1}
+        await new_contact(client, contact_id=customer)  # quiet hours lifted
+        assert (await launch(client, campaign["id"]))["queued"] == 1
+
+    async def test_unknown_campaign(self, client):
+        response = await client.post(f"/v1/campaigns/{uuid.uuid4()}/launch")
+        assert response.status_code == 404
+
+
+def ticket_opened(customer_id: str, priority: str) -> dict:
+    return {
+        "ticket_id": str(uuid.uuid4()),
+        "customer_id": customer_id,
+        "subject": "Broken",
+        "channel": "email",
+        "priority": priority,
+        "category": None,
+        "opened_at": NOW.isoformat(),
+    }
+
+
+class TestDelivery:
+    async def test_email_arrives_personalised_with_signed_links(self, client, mailbox):
+        ada = await new_contact(client, first_name="Ada")
+        campaign = await new_campaign(client, (await new_segment(client))["id"])
+        await launch(client, campaign["id"])
+        assert await deliver(client) == 1
+        [envelope] = mailbox.messages
+        assert envelope.rcpt_tos == [f"ada.{ada[:8]}@example.com"]
+        message = parse_mail(envelope)
+        assert message["Subject"] == "Hello Ada"
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert message["List-Unsubscribe"].startswith("<https://crm.example.test/t/u/")
+        text = message.get_body(("plain",)).get_content()
+        assert text.startswith("Hi Ada, see https://crm.example.test/t/c/")
+        assert "u=https%3A%2F%2Fshop.example.test%2Fspring" in text
+        html = message.get_body(("html",)).get_content()
+        assert "https://crm.example.test/t/o/" in html
+        [send] = await sends(client, campaign["id"])
+        assert send["status"] == "sent" and send["attempts"] == 1
+        types = event_types(await outbox(client))
+        assert "crm.marketing.message_sent.v1" in types
+        touches = await outbox(client, topics.INTERACTIONS)
+        assert [t.key for t in touches] == [ada]
+        assert (await client.get(f"/v1/campaigns/{campaign['id']}")).json()["status"] == (
+            "completed"
+        )
+        assert "crm.marketing.campaign_completed.v1" in types
+
+    async def test_names_cannot_inject_headers_and_may_be_any_script(self, client, mailbox):
+        await new_contact(client, first_name="Zoë\r\nBcc: evil@attacker.test")
+        campaign = await new_campaign(client, (await new_segment(client))["id"])
+        await launch(client, campaign["id"])
+        await deliver(client)
+        [envelope] = mailbox.messages
+        assert len(envelope.rcpt_tos) == 1
+        message = parse_mail(envelope)
+        assert message["Bcc"] is None
+        assert message["Subject"] == "Hello Zoë Bcc: evil@attacker.test"
+
+    async def test_a_refused_recipient_is_reported_failed(self, client, mailbox):
+        ada = await new_contact(client)
+        await new_contact(client)
+        mailbox.refuse.add(f"ada.{ada[:8]}@example.com")
+        campaign = await new_campaign(client, (await new_segment(client))["id"])
+        await launch(client, campaign["id"])
+        await deliver(client)
+        by_customer = {s["customer_id"]: s for s in await sends(client, campaign["id"])}
+        failed = by_customer.pop(ada)
+        assert failed["status"] == "failed" and "550" in failed["error"]
+        assert failed["attempts"] == 1  # a permanent refusal is not retried
+        assert [s["status"] for s in by_customer.values()] == ["sent"]
+        got = await report(client, campaign["id"])
+        assert (got["sent"], got["failed"], got["spend"]) == (1, 1, "0.1")
+        failed_events = [
+            r
+            for r in await outbox(client, topics.MARKETING)
+            if r.event_type == "crm.marketing.message_failed.v1"
+        ]
+        assert [r.key for r in failed_events] == [ada]
+
+    async def test_smtp_server_down_fails_after_retries(self, client, mailbox):
+        await new_contact(client)
+        app_of(client).state.sender.settings.smtp_port = 1  # nothing listens there
+        campaign = await new_campaign(client, (await new_segment(client))["id"])
+        await launch(client, campaign["id"])
+        await deliver(client)
+        [send] = await sends(client, campaign["id"])
+        assert send["status"] == "failed" and send["attempts"] == 3
+
+    async def test_sms_webhook_is_retried_until_it_accepts(self, client, webhook):
+        customer = await new_contact(client, phone="+4915100000001")
+        webhook.answers = [503, 500]
+        campaign = await new_campaign(
+            client, (await new_segment(client))["id"], channel="sms", template="Hi {first_name}"
+        )
+        await launch(client, campaign["id"])
+        await deliver(client)
+        [body] = webhook.accepted
+        assert body["to"] == "+4915100000001" and body["text"] == "Hi Ada"
+        assert body["customer_id"] == customer and body["channel"] == "sms"
+        [send] = await sends(client, campaign["id"])
+        assert send["status"] == "sent" and send["attempts"] == 3
+
+    async def test_webhook_refusal_is_reported(self, client, webhook):
+        await new_contact(client)
+        webhook.answers = [400]
+        campaign = await new_campaign(
+            client, (await new_segment(client))["id"], channel="whatsapp", template="Hi"
+        )
+        await launch(client, campaign["id"])
+        await deliver(client)
+        [send] = await sends(client, campaign["id"])
+        assert send["status"] == "failed" and "400" in send["error"] and send["attempts"] == 1
+
+    async def test_a_channel_without_provider_fails_every_send_visibly(self, client):
+        await new_contact(client, identities=[{"kind": "telegram", "value": "@ada"}])
+        campaign = await new_campaign(
+            client, (await new_segment(client))["id"], channel="telegram", template="Hi"
+        )
+        assert (await launch(client, campaign["id"]))["queued"] == 1
+        await deliver(client)
+        [send] = await sends(client, campaign["id"])
+        assert send["status"] == "failed" and "no provider" in send["error"]
+
+    async def test_scheduled_campaign_launches_when_due(self, client, mailbox):
+        await new_contact(client)
+        at = NOW + timedelta(hours=1)
+        campaign = await new_campaign(
+            client, (await new_segment(client))["id"], scheduled_at=at.isoformat()
+        )
+        sender = app_of(client).state.sender
+        assert await sender.launch_due(NOW) == 0
+        assert await sender.launch_due(at + timedelta(seconds=1)) == 1
+        await deliver(client)
+        assert len(mailbox.messages) == 1
+        got = (await client.get(f"/v1/campaigns/{campaign['id']}")).json()
+        assert got["status"] == "completed"
+
+
+class TestContactsChanges:
+    async def test_erasure_drops_the_recipient_and_cancels_queued_sends(self, client, mailbox):
+        customer = await new_contact(client)
+        campaign = await new_campaign(client, (await new_segment(client))["id"])
+        await launch(client, campaign["id"])
+        await apply(client, CONTACT_ERASED, {"contact_id": customer, "erased_at": NOW.isoformat()})
+        await deliver(client)
+        assert mailbox.messages == []
+        [send] = await sends(client, campaign["id"])
+        assert send["status"] == "suppressed" and send["reasons"] == ["customer_erased"]
+        segment = await new_segment(client)
+        assert (await client.get(f"/v1/segments/{segment['id']}/count")).json()["count"] == 0
+
+    async def test_merge_moves_records_to_the_survivor(self, client, mailbox):
+        survivor = await new_contact(client)
+        merged = await new_contact(client)
+        await apply(client, support.TICKET_OPENED, ticket_opened(merged, "urgent"))
+        segment = await new_segment(client, kind="static")
+        assert segment["member_count"] == 2
+        await apply(client, CONTACT_MERGED, {"merged_id": merged, "survivor_id": survivor})
+        members = (await client.get(f"/v1/segments/{segment['id']}/members")).json()["items"]
+        assert [m["customer_id"] for m in members] == [survivor]
+        campaign = await new_campaign(client, segment["id"])
+        result = await launch(client, campaign["id"])  # the merged contact's ticket now blocks
+        assert result["suppressed"] == {"open_priority_ticket": 1}
+
+
+class TestReport:
+    async def test_conversions_from_sales_events(self, client):
+        customer = await new_contact(client)
+        campaign = await new_campaign(client, (await new_segment(client))["id"])
+        await launch(client, campaign["id"])
+        await deliver(client)
+        await apply(
+            client, sales.ORDER_PLACED, order(customer, NOW, campaign["id"], amount="80.00")
+        )
+        await apply(client, sales.ORDER_PLACED, order(customer, NOW))  # not from the campaign
+        await apply(
+            client,
+            sales.LEAD_CREATED,
+            {
+                "lead_id": str(uuid.uuid4()),
+                "source": "campaign",
+                "campaign_id": campaign["id"],
+                "created_at": NOW.isoformat(),
+            },
+        )
+        got = await report(client, campaign["id"])
+        assert got["converted_orders"] == 1 and got["order_revenue"] == "80"
+        assert got["converted_leads"] == 1
+        assert got["targeted"] == 1 and got["sent"] == 1
+
+
+@pytest.fixture
+def now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,302 @@
+"""Marketing's pure rules: segment rules (validation, every operator, nesting), templates,
+budgets, addresses, signed tracking links."""
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from services.marketing import rules, tracking
+from services.marketing.rules import Group, Leaf, Not, evaluate, parse_rule
+from shared.errors import InvalidInput
+from shared.events import Channel
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+CUSTOMER = {
+    "first_name": "Ada",
+    "country": "DE",
+    "has_email": True,
+    "has_phone": False,
+    "opted_out_channels": ["sms"],
+    "preferred_channel": None,
+    "last_purchase_at": NOW - timedelta(days=120),
+    "orders_count": 3,
+    "total_spent": Decimal("250.00"),
+    "churn_level": "high",
+    "churn_risk": 0.8,
+    "rfm_segment": "at_risk",
+    "last_email_open_at": NOW - timedelta(days=10),
+    "last_touch_at": None,
+}
+
+
+def matches(raw: dict) -> bool:
+    return evaluate(parse_rule(raw), CUSTOMER, NOW)
+
+
+class TestOperators:
+    @pytest.mark.parametrize(
+        ("field", "op", "value", "expected"),
+        [
+            ("country", "eq", "DE", True),
+            ("country", "eq", "de", True),  # text compares case-insensitively
+            ("country", "eq", "FR", False),
+            ("country", "ne", "FR", True),
+            ("country", "ne", "DE", False),
+            ("country", "in", ["FR", "DE"], True),
+            ("country", "in", ["FR", "IT"], False),
+            ("country", "not_in", ["FR", "IT"], True),
+            ("country", "not_in", ["DE"], False),
+            ("country", "exists", None, True),
+            ("country", "missing", None, False),
+            ("preferred_channel", "missing", None, True),
+            ("preferred_channel", "exists", None, False),
+            ("preferred_channel", "ne", "email", False),  # unknown never matches a comparison
+            ("orders_count", "eq", 3, True),
+            ("orders_count", "ne", 3, False),
+            ("orders_count", "gt", 2, True),
+            ("orders_count", "gt", 3, False),
+            ("orders_count", "gte", 3, True),
+            ("orders_count", "lt", 3, False),
+            ("orders_count", "lte", 3, True),
+            ("total_spent", "gt", 249.99, True),
+            ("churn_risk", "lt", 0.5, False),
+            ("last_purchase_at", "older_than_days", 90, True),
+            ("last_purchase_at", "older_than_days", 150, False),
+            ("last_purchase_at", "within_days", 150, True),
+            ("last_purchase_at", "within_days", 90, False),
+            ("last_purchase_at", "before", "2026-08-01T00:00:00Z", True),
+            ("last_purchase_at", "after", "2026-08-01T00:00:00+00:00", False),
+            ("last_email_open_at", "within_days", 30, True),
+            ("last_touch_at", "within_days", 30, False),  # never touched
+            ("last_touch_at", "older_than_days", 30, False),
+            ("last_touch_at", "missing", None, True),
+            ("opted_out_channels", "contains", "sms", True),
+            ("opted_out_channels", "contains", "email", False),
+            ("opted_out_channels", "not_contains", "email", True),
+            ("has_email", "eq", True, True),
+            ("has_phone", "eq", True, False),
+            ("churn_level", "eq", "high", True),
+            ("rfm_segment", "in", ["at_risk", "hibernating"], True),
+        ],
+    )
+    def test_operator(self, field, op, value, expected):
+        assert matches({"field": field, "op": op, "value": value}) is expected
+
+    def test_a_field_nobody_knows_matches_only_missing(self):
+        rule = parse_rule({"field": "clv", "op": "gte", "value": 0})
+        assert evaluate(rule, {}, NOW) is False
+        assert evaluate(parse_rule({"field": "clv", "op": "missing"}), {}, NOW) is True
+
+
+class TestNesting:
+    def test_and_needs_every_rule(self):
+        german = {"field": "country", "op": "eq", "value": "DE"}
+        churning = {"field": "churn_level", "op": "eq", "value": "high"}
+        french = {"field": "country", "op": "eq", "value": "FR"}
+        assert matches({"and": [german, churning]})
+        assert not matches({"and": [german, french]})
+
+    def test_or_needs_one_rule(self):
+        french = {"field": "country", "op": "eq", "value": "FR"}
+        opened = {"field": "last_email_open_at", "op": "within_days", "value": 30}
+        never = {"field": "orders_count", "op": "gt", "value": 100}
+        assert matches({"or": [french, opened]})
+        assert not matches({"or": [french, never]})
+
+    def test_not_inverts(self):
+        assert matches({"not": {"field": "country", "op": "eq", "value": "FR"}})
+        assert not matches({"not": {"field": "country", "op": "eq", "value": "DE"}})
+
+    def test_deep_nesting(self):
+        # DE and (lapsed buyer or (churn high and not opted out of e-mail))
+        rule = {
+            "and": [
+                {"field": "country", "op": "eq", "value": "DE"},
+                {
+                    "or": [
+                        {"field": "last_purchase_at", "op": "within_days", "value": 30},
+                        {
+                            "and": [
+                                {"field": "churn_level", "op": "eq", "value": "high"},
+                                {
+                                    "not": {
+                                        "field": "opted_out_channels",
+                                        "op": "contains",
+                                        "value": "email",
+                                    }
+                                },
+                            ]
+                        },
+                    ]
+                },
+            ]
+        }
+        parsed = parse_rule(rule)
+        assert isinstance(parsed, Group) and isinstance(parsed.rules[1], Group)
+        assert evaluate(parsed, CUSTOMER, NOW)
+        assert not evaluate(parsed, {**CUSTOMER, "opted_out_channels": ["email"]}, NOW)
+        assert rules.fields_used(parsed) == {
+            "country",
+            "last_purchase_at",
+            "churn_level",
+            "opted_out_channels",
+        }
+
+    def test_parsed_forms(self):
+        assert parse_rule({"field": "country", "op": "exists"}) == Leaf("country", "exists")
+        assert isinstance(parse_rule({"not": {"field": "country", "op": "exists"}}), Not)
+
+
+class TestValidation:
+    @pytest.mark.parametrize(
+        ("raw", "field"),
+        [
+            ([], "rules"),
+            ({"field": "shoe_size", "op": "eq", "value": 42}, "rules.field"),
+            ({"field": "country", "op": "gt", "value": "DE"}, "rules.op"),
+            ({"field": "country", "op": "eq"}, "rules.value"),
+            ({"field": "country", "op": "eq", "value": 7}, "rules.value"),
+            ({"field": "country", "op": "in", "value": []}, "rules.value"),
+            ({"field": "country", "op": "exists", "value": "x"}, "rules.value"),
+            ({"field": "orders_count", "op": "gt", "value": "3"}, "rules.value"),
+            ({"field": "orders_count", "op": "gt", "value": True}, "rules.value"),
+            ({"field": "has_email", "op": "eq", "value": "yes"}, "rules.value"),
+            ({"field": "last_purchase_at", "op": "older_than_days", "value": -1}, "rules.value"),
+            ({"field": "last_purchase_at", "op": "before", "value": "2026-01-01"}, "rules.value"),
+            ({"field": "country", "op": "eq", "value": "DE", "x": 1}, "rules.x"),
+            ({"and": []}, "rules.and"),
+            ({"and": {"field": "country"}}, "rules.and"),
+            ({"and": [{"field": "country", "op": "eq", "value": "DE"}], "or": []}, "rules"),
+            (
+                {"or": [{"field": "country", "op": "eq", "value": "DE"}, {"field": "x"}]},
+                "rules.or.1.field",
+            ),
+            ({"not": {"and": [{"field": "country", "op": "bad"}]}}, "rules.not.and.0.op"),
+        ],
+    )
+    def test_bad_rules_name_the_part(self, raw, field):
+        with pytest.raises(InvalidInput) as error:
+            parse_rule(raw)
+        assert error.value.field == field
+
+    def test_depth_and_size_are_bounded(self):
+        deep: dict = {"field": "country", "op": "exists"}
+        for _ in range(rules.MAX_DEPTH):
+            deep = {"not": deep}
+        with pytest.raises(InvalidInput, match="levels"):
+            parse_rule(deep)
+        wide = {"or": [{"field": "country", "op": "exists"}] * (rules.MAX_LEAVES + 1)}
+        with pytest.raises(InvalidInput, match="at most"):
+            parse_rule(wide)
+
+
+class TestTemplates:
+    def test_fields_are_filled_in(self):
+        text = rules.render("Hi {first_name} {last_name}!", {"first_name": "Ada"})
+        assert text == "Hi Ada !"
+
+    @pytest.mark.parametrize(
+        "template",
+        ["Hi {email}", "Hi {first_name.__class__}", "Hi {first_name!r}", "Hi {0}", "Hi {"],
+    )
+    def test_unknown_or_unsafe_fields_are_refused(self, template):
+        assert rules.template_errors(template)
+
+    def test_literal_braces(self):
+        assert rules.template_errors("{{not a field}} {first_name}") is None
+        assert rules.render("{{x}}", {}) == "{x}"
+
+    def test_links_are_tracked_except_the_unsubscribe_link(self):
+        text = "Go https://a.test/x and https://u.test/stop now"
+        tracked = rules.track_links(text, lambda url: f"T({url})", skip="https://u.test/stop")
+        assert tracked == "Go T(https://a.test/x) and https://u.test/stop now"
+
+
+class TestBudget:
+    @pytest.mark.parametrize(
+        ("budget", "cost", "committed", "expected"),
+        [
+            ("10", "1", 0, 10),
+            ("10", "1", 4, 6),
+            ("10", "3", 0, 3),  # never a partial send over the budget
+            ("10", "1", 10, 0),
+            ("10", "1", 12, 0),
+            ("0", "0.5", 0, 0),
+            ("10", "0", 5, None),  # free sends: no limit
+        ],
+    )
+    def test_affordable_sends(self, budget, cost, committed, expected):
+        assert rules.affordable_sends(Decimal(budget), Decimal(cost), committed) == expected
+
+
+class TestAddresses:
+    def address(self, channel, **fields):
+        base = {"customer_id": "c-1", "email": None, "phone": None, "identities": {}}
+        return rules.address_for(channel, **{**base, **fields})
+
+    def test_each_channel_has_its_address(self):
+        assert self.address("email", email="a@x.test") == "a@x.test"
+        assert self.address("sms", phone="+491") == "+491"
+        assert self.address("whatsapp", phone="+491") == "+491"
+        assert self.address("whatsapp", phone="+491", identities={"whatsapp": "+492"}) == "+492"
+        assert self.address("telegram", identities={"telegram": "@ada"}) == "@ada"
+        assert self.address("push") == "c-1"
+
+    def test_missing_addresses(self):
+        assert self.address("email", phone="+491") is None
+        assert self.address("sms", email="a@x.test") is None
+        assert self.address("telegram", phone="+491") is None
+
+    def test_push_is_the_mobile_app_channel_on_the_bus(self):
+        assert rules.bus_channel("push") == Channel.mobile_app
+        assert rules.bus_channel("sms") == Channel.sms
+
+
+class TestTrackingLinks:
+    SECRET = "s3cret"
+
+    def test_a_signed_link_verifies(self):
+        send_id = uuid.uuid4()
+        token = tracking.sign(self.SECRET, tracking.LinkKind.open, send_id)
+        assert tracking.verify(self.SECRET, tracking.LinkKind.open, token) == send_id
+
+    @pytest.mark.parametrize(
+        "tamper",
+        [
+            lambda t, s: t[:-1] + ("A" if t[-1] != "A" else "B"),  # another signature
+            lambda t, s: uuid.uuid4().hex + t[32:],  # another send
+            lambda t, s: t.split(".")[0],  # no signature
+            lambda t, s: "nothex." + t.split(".")[1],
+        ],
+    )
+    def test_a_tampered_link_is_refused(self, tamper):
+        send_id = uuid.uuid4()
+        token = tracking.sign(self.SECRET, tracking.LinkKind.open, send_id)
+        with pytest.raises(tracking.BadToken):
+            tracking.verify(self.SECRET, tracking.LinkKind.open, tamper(token, send_id))
+
+    def test_a_token_is_bound_to_its_kind_secret_and_url(self):
+        send_id = uuid.uuid4()
+        click = tracking.sign(self.SECRET, tracking.LinkKind.click, send_id, "https://a.test")
+        assert tracking.verify(self.SECRET, tracking.LinkKind.click, click, "https://a.test")
+        with pytest.raises(tracking.BadToken):
+            tracking.verify(self.SECRET, tracking.LinkKind.click, click, "https://evil.test")
+        with pytest.raises(tracking.BadToken):
+            tracking.verify(self.SECRET, tracking.LinkKind.unsubscribe, click, "https://a.test")
+        with pytest.raises(tracking.BadToken):
+            tracking.verify("other", tracking.LinkKind.click, click, "https://a.test")
+
+
+class TestTrackingKey:
+    def test_derived_from_the_jwt_secret_unless_set(self):
+        from services.marketing.config import MarketingSettings
+        from shared.settings import AuthSettings
+
+        derived = MarketingSettings(auth=AuthSettings(secret="jwt-1")).tracking_key()
+        assert derived != "jwt-1" and len(derived) == 64
+        assert derived == MarketingSettings(auth=AuthSettings(secret="jwt-1")).tracking_key()
+        assert derived != MarketingSettings(auth=AuthSettings(secret="jwt-2")).tracking_key()
+        explicit = MarketingSettings(auth=AuthSettings(secret="jwt-1"), tracking_secret="k")
+        assert explicit.tracking_key() == "k"

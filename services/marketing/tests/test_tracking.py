@@ -1,0 +1,159 @@
+"""Engagement: signed open/click/unsubscribe links (no token needed, the signature is checked),
+deliveries and replies reported by providers, all in the report and on the bus."""
+
+import email
+import email.policy
+import re
+import uuid
+from urllib.parse import unquote
+
+import httpx
+import pytest
+
+from services.marketing.tests.helpers import (
+    deliver,
+    launch,
+    new_campaign,
+    new_contact,
+    new_segment,
+    outbox,
+    report,
+    sends,
+)
+from shared import topics
+from shared.events import decode_event
+from shared.testing import app_of
+
+
+@pytest.fixture
+async def anon(client) -> httpx.AsyncClient:
+    """The recipient's browser: no bearer token."""
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app_of(client)), base_url="https://crm.example.test"
+    ) as http:
+        yield http
+
+
+async def sent_mail(client, mailbox) -> tuple[str, str, dict]:
+    customer = await new_contact(client)
+    campaign = await new_campaign(client, (await new_segment(client))["id"])
+    await launch(client, campaign["id"])
+    await deliver(client)
+    [envelope] = mailbox.messages
+    message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+    content = message.get_body(("plain",)).get_content()
+    content += message.get_body(("html",)).get_content()
+    links = {
+        kind: re.search(
+            rf"https://crm\.example\.test(/t/{kind}/[0-9a-f]{{32}}\.[\w-]+)", content
+        ).group(1)
+        for kind in ("o", "u")
+    }
+    links["c"] = re.search(r"(/t/c/[0-9a-f]{32}\.[\w-]+\?u=[\w%.-]+)", content).group(1)
+    return customer, campaign["id"], links
+
+
+async def marketing_events(client, event_type: str) -> list[dict]:
+    rows = await outbox(client, topics.MARKETING)
+    return [decode_event(r.value).data for r in rows if r.event_type == event_type]
+
+
+async def touches(client, kind: str) -> list[dict]:
+    rows = await outbox(client, topics.INTERACTIONS)
+    data = [decode_event(r.value).data for r in rows]
+    return [d for d in data if d["kind"] == kind]
+
+
+class TestOpenAndClick:
+    async def test_open_pixel_records_one_open(self, client, mailbox, anon):
+        customer, campaign_id, links = await sent_mail(client, mailbox)
+        for _ in range(2):
+            response = await anon.get(links["o"])
+            assert response.status_code == 200
+            assert response.headers["content-type"] == "image/gif"
+        [opened] = await touches(client, "email_open")
+        assert opened["customer_id"] == customer and opened["direction"] == "inbound"
+        assert opened["ref"] == {"type": "campaign", "id": campaign_id}
+        [engaged] = await marketing_events(client, "crm.marketing.engagement_recorded.v1")
+        assert engaged["kind"] == "opened"
+        assert (await report(client, campaign_id))["opened"] == 1
+
+    async def test_click_redirects_to_the_signed_url_only(self, client, mailbox, anon):
+        _, campaign_id, links = await sent_mail(client, mailbox)
+        response = await anon.get(links["c"])
+        assert response.status_code == 302
+        assert response.headers["location"] == "https://shop.example.test/spring"
+        assert unquote(links["c"].split("u=")[1]) == "https://shop.example.test/spring"
+        elsewhere = links["c"].split("?")[0] + "?u=https%3A%2F%2Fevil.test%2F"
+        assert (await anon.get(elsewhere)).status_code == 404
+        assert len(await touches(client, "link_click")) == 1
+        assert (await report(client, campaign_id))["clicked"] == 1
+
+    @pytest.mark.parametrize("kind", ["o", "c", "u"])
+    async def test_a_tampered_link_is_rejected_and_records_nothing(
+        self, client, mailbox, anon, kind
+    ):
+        _, campaign_id, links = await sent_mail(client, mailbox)
+        path, _, query = links[kind].partition("?")
+        signature = path.rsplit(".", 1)[1]
+        forged = path.replace(signature, ("A" if signature[0] != "A" else "B") + signature[1:])
+        other_send = re.sub(r"[0-9a-f]{32}", uuid.uuid4().hex, path)
+        for bad in (forged, other_send, "/t/" + kind + "/garbage"):
+            url = bad + ("?" + query if query else "")
+            response = await (anon.post(url) if kind == "u" else anon.get(url))
+            assert response.status_code == 404, bad
+        got = await report(client, campaign_id)
+        assert (got["opened"], got["clicked"], got["unsubscribed"]) == (0, 0, 0)
+        assert await marketing_events(client, "crm.marketing.engagement_recorded.v1") == []
+
+
+class TestUnsubscribe:
+    async def test_get_only_asks_post_unsubscribes(self, client, mailbox, anon):
+        customer, campaign_id, links = await sent_mail(client, mailbox)
+        page = await anon.get(links["u"])
+        assert page.status_code == 200 and "<form method='post'" in page.text
+        assert (await report(client, campaign_id))["unsubscribed"] == 0
+        response = await anon.post(
+            links["u"],
+            content="List-Unsubscribe=One-Click",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert response.status_code == 200
+        [event] = await marketing_events(client, "crm.marketing.unsubscribed.v1")
+        assert event["customer_id"] == customer and event["channel"] == "email"
+        assert event["campaign_id"] == campaign_id
+        [unsubscribe] = await touches(client, "unsubscribe")
+        assert unsubscribe["direction"] == "inbound"
+        assert (await report(client, campaign_id))["unsubscribed"] == 1
+        # Honoured at once, before contacts republishes the consent.
+        follow_up = await new_campaign(client, (await new_segment(client))["id"])
+        result = await launch(client, follow_up["id"])
+        assert result["suppressed"] == {"channel_opted_out": 1}
+
+
+class TestProviderEvents:
+    async def test_delivered_and_replied(self, client, mailbox):
+        customer, campaign_id, _ = await sent_mail(client, mailbox)
+        [send] = await sends(client, campaign_id)
+        for kind in ("delivered", "replied"):
+            response = await client.post(
+                "/v1/engagements", json={"send_id": send["id"], "kind": kind}
+            )
+            assert response.status_code == 201, response.text
+            assert response.json()["recorded"] is True
+        again = await client.post(
+            "/v1/engagements", json={"send_id": send["id"], "kind": "replied"}
+        )
+        assert again.status_code == 200 and again.json() == {"id": None, "recorded": False}
+        got = await report(client, campaign_id)
+        assert (got["delivered"], got["replied"]) == (1, 1)
+        [reply] = await touches(client, "campaign_reply")
+        assert reply["customer_id"] == customer
+        assert await touches(client, "delivered") == []  # a receipt is not a customer touch
+
+    async def test_unknown_send(self, client):
+        response = await client.post(
+            "/v1/engagements", json={"send_id": str(uuid.uuid4()), "kind": "delivered"}
+        )
+        assert response.status_code == 404
+        assert response.json()["error"]["fields"][0]["field"] == "send_id"
