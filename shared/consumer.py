@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaConnectionError
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tenacity import (
@@ -25,7 +25,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from shared import metrics, topics, tracing
+from shared import faults, metrics, topics, tracing
 from shared.bus import Bus
 from shared.events import Envelope, MalformedEvent, decode_event, utcnow
 from shared.kafka import new_consumer
@@ -106,6 +106,7 @@ class EventConsumer:
             batches = await consumer.getmany(timeout_ms=1000, max_records=self.batch_size)
             for tp, records in batches.items():
                 await self.process(records)
+                faults.crash_point("consumer.after_db_commit")  # fault injection (tests)
                 await consumer.commit({tp: records[-1].offset + 1})
                 self._record_lag(consumer, tp, records[-1])
 
@@ -153,6 +154,7 @@ class EventConsumer:
             ).all()
         )
         now = utcnow()
+        applied: list[dict[str, object]] = []
         for item in items:
             envelope = item.envelope
             assert envelope is not None
@@ -175,9 +177,10 @@ class EventConsumer:
                     await self.subscription.handlers[envelope.type](session, envelope)
             finally:
                 reset_request_id(token)
-            session.add(ProcessedEvent(consumer=self.name, event_id=envelope.id, processed_at=now))
-            await session.flush()
+            applied.append({"consumer": self.name, "event_id": envelope.id, "processed_at": now})
             metrics.EVENTS_CONSUMED.labels(self.service, self.name, item.record.topic).inc()
+        if applied:  # one INSERT for the batch, in the read model's transaction
+            await session.execute(insert(ProcessedEvent), applied)
 
     async def _apply_one_with_retries(self, item: _Decoded) -> None:
         try:

@@ -53,10 +53,15 @@ def to_item(row: TimelineEntry) -> TimelineItem:
     )
 
 
-async def survivor(session: AsyncSession, customer_id: uuid.UUID) -> uuid.UUID | None:
-    """Where this customer's records live now; None if the customer was erased."""
+async def survivor(
+    session: AsyncSession, customer_id: uuid.UUID, *, lock: bool = False
+) -> uuid.UUID | None:
+    """Where this customer's records live now; None if the customer was erased.
+
+    ``lock`` holds the profiles read until commit (PostgreSQL), so a touch filed now cannot
+    slip past a merge or an erasure committing at the same moment in another consumer."""
     for _ in range(MAX_MERGE_CHAIN):
-        profile = await session.get(CustomerProfile, customer_id)
+        profile = await session.get(CustomerProfile, customer_id, with_for_update=lock)
         if profile is None or profile.status == ProfileStatus.active:
             return customer_id
         if profile.status == ProfileStatus.erased or profile.merged_into is None:
@@ -233,7 +238,7 @@ async def record_interactions(
 
 
 async def record_touch(session: AsyncSession, touch: InteractionRecorded) -> None:
-    customer_id = await survivor(session, touch.customer_id)
+    customer_id = await survivor(session, touch.customer_id, lock=True)
     if customer_id is None:
         return  # erased: keep nothing about this person
     if await session.get(TimelineEntry, touch.interaction_id) is not None:
