@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
-from shared import metrics
+from shared import faults, metrics
 from shared.bus import Bus
 from shared.events import utcnow
 from shared.models import OutboxMessage, RelayLease
@@ -58,6 +58,29 @@ class OutboxRelay:
 
     async def run(self) -> None:
         """Publish until cancelled; on broker or DB errors back off and try again."""
+        # Fix (tests/reliability): the backlog gauges were only set between sends, so while a
+        # send hung on an unreachable broker they froze at their last value (0) for the whole
+        # outage. They are now refreshed every second whatever the sending side is doing.
+        reporter = asyncio.create_task(self._report_backlog_forever())
+        try:
+            await self._run()
+        finally:
+            reporter.cancel()
+            with contextlib.suppress(BaseException):
+                await reporter
+
+    async def _report_backlog_forever(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if time.monotonic() - self._backlog_recorded < 1.0:
+                continue
+            try:
+                async with self.session_factory() as session:
+                    await self._record_backlog(session)
+            except Exception as exc:  # the DB is down: the publishing side reports it
+                log.debug("backlog not measured", extra={"error": repr(exc)})
+
+    async def _run(self) -> None:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(Exception),
             wait=wait_exponential_jitter(multiplier=0.1, max=5.0),
@@ -119,20 +142,26 @@ class OutboxRelay:
             ).all()
             if rows:
                 producer = await self.bus.producer()
+                faults.crash_point("relay.before_send")  # fault injection (tests/reliability)
                 # Send the whole batch, then wait for every ack: aiokafka keeps one request in
                 # flight per partition, so per-key order is kept while the batch is pipelined.
-                deliveries = [
-                    await producer.send(
-                        row.topic,
-                        value=row.value,
-                        key=row.key.encode() if row.key is not None else None,
-                        headers=[(k, str(v).encode()) for k, v in row.headers.items()],
+                deliveries = []
+                for row in rows:
+                    deliveries.append(
+                        await producer.send(
+                            row.topic,
+                            value=row.value,
+                            key=row.key.encode() if row.key is not None else None,
+                            headers=[(k, str(v).encode()) for k, v in row.headers.items()],
+                        )
                     )
-                    for row in rows
-                ]
+                    if len(rows) > 1 and faults.armed("relay.mid_batch"):  # fault injection:
+                        await deliveries[0]  # the first row is on the broker, the rest unsent
+                        faults.crash_point("relay.mid_batch")
                 # Bounded: a broker that accepts connections but never acks must not hang us.
                 async with asyncio.timeout(self.send_timeout_s):
                     await asyncio.gather(*deliveries)
+                faults.crash_point("relay.after_send")  # fault injection: acked, not yet marked
                 await session.execute(
                     update(OutboxMessage)
                     .where(OutboxMessage.id.in_([row.id for row in rows]))
