@@ -1,0 +1,18 @@
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import AuthSettings, KafkaSettings, ServiceSettings
+
+
+class AnalyticsSettings(ServiceSettings):
+    """``ANALYTICS_*`` environment variables (plus the platform-wide ``KAFKA_*``, ``CRM_JWT_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="ANALYTICS_", extra="ignore")
+
+    service_name: str = "analytics"
+    port: int = 8005
+    database_url: str = "sqlite+aiosqlite:///.crm-data/analytics.db"
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    # How often the dashboard page polls for fresh figures, in seconds.
+    dashboard_refresh_s: int = Field(default=10, ge=1, le=3600)

@@ -1,0 +1,38 @@
+"""The events analytics emits: a customer's scores on crm.analytics.v1 when they change, keyed
+by the customer id so sales and marketing can upsert them."""
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from services.analytics.models import CustomerScore
+from shared import topics
+from shared.contracts.analytics import CUSTOMER_SCORED, SOURCE, CustomerScored, ScoreFactor
+from shared.outbox import add_event
+
+
+def scored(row: CustomerScore) -> CustomerScored:
+    return CustomerScored(
+        customer_id=row.customer_id,
+        rfm_segment=row.rfm_segment,
+        recency_days=row.recency_days,
+        frequency=row.frequency,
+        monetary=row.monetary,
+        clv=row.clv,
+        churn_risk=row.churn_risk,
+        churn_level=row.churn_level,
+        factors=[ScoreFactor(**factor) for factor in row.factors],
+        scored_at=row.scored_at,
+    )
+
+
+def customer_scored(session: AsyncSession | Session, row: CustomerScore) -> None:
+    key = str(row.customer_id)
+    add_event(
+        session,  # type: ignore[arg-type]  # add_event only adds a row and flags the session
+        topic=topics.ANALYTICS,
+        key=key,
+        event_type=CUSTOMER_SCORED,
+        source=SOURCE,
+        subject=key,
+        data=scored(row),
+    )

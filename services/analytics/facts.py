@@ -1,0 +1,249 @@
+"""Support's fact tables and analytics' side of contacts and touches (sales' and marketing's are
+in ``sales_facts``), applied from the departments' events. Every write is a natural upsert keyed
+by the source record id, guarded by event times where an order of arrival could matter, so a
+duplicate, a replay or a late event leaves the same figures. A customer that was merged is filed
+under the survivor; one that was erased under no one (the row stays for anonymous counts)."""
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.analytics import rules, scoring
+from services.analytics.models import (
+    LeadFact,
+    OpportunityFact,
+    OrderFact,
+    Profile,
+    SendFact,
+    SlaBreachFact,
+    SuppressionFact,
+    TicketFact,
+    TicketMessageFact,
+    TouchDaily,
+)
+from shared import customer_view
+from shared.contracts import support
+from shared.events import ContactSnapshot, InteractionRecorded
+
+_OWNERS = "analytics_owners"
+_ROWS = "analytics_rows"
+
+
+async def owner(session: AsyncSession, customer_id: uuid.UUID | None) -> uuid.UUID | None:
+    """Whom a fact belongs to now: the merge survivor, or None after an erasure. Remembered
+    for the transaction: merges and erasures are applied by another consumer, in another."""
+    if customer_id is None:
+        return None
+    owners = session.info.setdefault(_OWNERS, {})
+    if customer_id not in owners:
+        owners[customer_id] = await customer_view.survivor(session, customer_id)
+    return owners[customer_id]
+
+
+def later(new: datetime, old: datetime | None) -> bool:
+    return old is None or new >= old
+
+
+# ---- support --------------------------------------------------------------------------------
+
+
+def keep(session: AsyncSession, row: Any) -> Any:
+    """Hold the row for the rest of the transaction: the identity map references rows weakly,
+    so a fact met again later in the same batch would otherwise be read again."""
+    session.info.setdefault(_ROWS, {})[id(row)] = row
+    return row
+
+
+async def _ticket(
+    session: AsyncSession, ticket_id: uuid.UUID, customer: uuid.UUID | None
+) -> TicketFact:
+    customer_id = await owner(session, customer)  # first: its query may flush
+    ticket = await session.get(TicketFact, ticket_id)
+    if ticket is None:
+        ticket = TicketFact(ticket_id=ticket_id, messages=0, reopen_count=0, sla_breaches=0)
+        session.add(ticket)
+    keep(session, ticket)
+    ticket.customer_id = customer_id
+    return ticket
+
+
+def _derive(ticket: TicketFact) -> None:
+    """The durations the KPIs average, kept on the row so a KPI query is a plain AVG()."""
+    ticket.first_response_seconds = rules.seconds_between(
+        ticket.opened_at, ticket.first_response_at
+    )
+    ticket.resolution_seconds = rules.seconds_between(ticket.opened_at, ticket.resolved_at)
+
+
+async def ticket_opened(session: AsyncSession, data: support.TicketOpened) -> None:
+    ticket = await _ticket(session, data.ticket_id, data.customer_id)
+    scoring.mark(session, ticket.customer_id)  # open and breached tickets are scored
+    opened = data.opened_at.astimezone(UTC)
+    ticket.channel = data.channel.value
+    ticket.priority = data.priority
+    ticket.opened_at = opened
+    ticket.opened_day = opened.date()
+    ticket.opened_month = rules.month_of(opened.date())
+    ticket.opened_weekday = opened.weekday()
+    _derive(ticket)
+
+
+async def ticket_assigned(
+    session: AsyncSession, data: support.TicketAssigned | support.TicketReassigned
+) -> None:
+    ticket = await _ticket(session, data.ticket_id, data.customer_id)
+    if isinstance(data, support.TicketAssigned):
+        at = data.assigned_at
+    else:
+        at = data.reassigned_at
+    if later(at, ticket.assigned_at):  # the latest assignment wins, whatever the arrival
+        ticket.agent_id = data.agent_id
+        ticket.assigned_at = at
+
+
+async def message_added(session: AsyncSession, data: support.TicketMessageAdded) -> None:
+    ticket = await _ticket(session, data.ticket_id, data.customer_id)
+    if await session.get(TicketMessageFact, data.message_id) is not None:
+        return
+    session.add(
+        TicketMessageFact(
+            message_id=data.message_id,
+            ticket_id=data.ticket_id,
+            author_type=data.author_type,
+            sent_at=data.sent_at,
+        )
+    )
+    ticket.messages = (ticket.messages or 0) + 1
+    if data.author_type == "agent" and (
+        ticket.first_response_at is None or data.sent_at < ticket.first_response_at
+    ):
+        ticket.first_response_at = data.sent_at
+    _derive(ticket)
+
+
+async def ticket_resolved(session: AsyncSession, data: support.TicketResolved) -> None:
+    ticket = await _ticket(session, data.ticket_id, data.customer_id)
+    scoring.mark(session, ticket.customer_id)  # open and breached tickets are scored
+    # A resolution older than a reopening was undone by it.
+    if later(data.resolved_at, ticket.resolved_at) and (
+        ticket.reopened_at is None or data.resolved_at > ticket.reopened_at
+    ):
+        ticket.resolved_at = data.resolved_at
+        ticket.resolved_by = data.agent_id or ticket.agent_id
+        _derive(ticket)
+
+
+async def ticket_reopened(session: AsyncSession, data: support.TicketReopened) -> None:
+    ticket = await _ticket(session, data.ticket_id, data.customer_id)
+    scoring.mark(session, ticket.customer_id)  # open and breached tickets are scored
+    if ticket.reopened_at == data.reopened_at:
+        return
+    ticket.reopen_count = (ticket.reopen_count or 0) + 1
+    if later(data.reopened_at, ticket.reopened_at):
+        ticket.reopened_at = data.reopened_at
+    if ticket.resolved_at is not None and ticket.resolved_at < ticket.reopened_at:
+        ticket.resolved_at = None
+        ticket.resolved_by = None
+        _derive(ticket)
+    if ticket.closed_at is not None and ticket.closed_at < ticket.reopened_at:
+        ticket.closed_at = None
+
+
+async def ticket_closed(session: AsyncSession, data: support.TicketClosed) -> None:
+    ticket = await _ticket(session, data.ticket_id, data.customer_id)
+    scoring.mark(session, ticket.customer_id)  # open and breached tickets are scored
+    if later(data.closed_at, ticket.closed_at):
+        ticket.closed_at = data.closed_at
+
+
+async def satisfaction_rated(session: AsyncSession, data: support.TicketSatisfactionRated) -> None:
+    ticket = await _ticket(session, data.ticket_id, data.customer_id)
+    if later(data.rated_at, ticket.csat_at):  # a second rating replaces the first
+        ticket.csat = data.score
+        ticket.csat_at = data.rated_at
+        ticket.csat_agent_id = data.agent_id
+
+
+async def sla_breached(session: AsyncSession, data: support.TicketSlaBreached) -> None:
+    ticket = await _ticket(session, data.ticket_id, data.customer_id)
+    scoring.mark(session, ticket.customer_id)  # open and breached tickets are scored
+    if await session.get(SlaBreachFact, (data.ticket_id, data.target)) is not None:
+        return
+    session.add(
+        SlaBreachFact(
+            ticket_id=data.ticket_id,
+            target=data.target,
+            priority=data.priority,
+            agent_id=data.agent_id,
+            detected_at=data.detected_at,
+        )
+    )
+    ticket.sla_breaches = (ticket.sla_breaches or 0) + 1
+
+
+# ---- interactions and contacts --------------------------------------------------------------
+
+
+async def touch_recorded(session: AsyncSession, touch: InteractionRecorded) -> None:
+    """A new touch (not a replayed one): count it for the usage figures, rescore its customer.
+    The counts are anonymous: they survive the customer's erasure."""
+    day = touch.occurred_at.astimezone(UTC).date()
+    actor = touch.actor or ""
+    key = (day, touch.department.value, actor, touch.direction.value)
+    row = await session.get(TouchDaily, key)
+    if row is None:
+        row = TouchDaily(
+            day=day,
+            department=touch.department.value,
+            actor=actor,
+            direction=touch.direction.value,
+            touches=0,
+        )
+        session.add(row)
+    keep(session, row)
+    row.touches += 1
+    if touch.direction.value == "inbound" or touch.sentiment is not None:
+        # Only these feed the churn factors: an outbound touch alone changes no score.
+        scoring.mark(session, await owner(session, touch.customer_id))
+
+
+async def contact_changed(session: AsyncSession, contact: ContactSnapshot) -> None:
+    profile = await session.get(Profile, contact.contact_id)
+    if profile is None:
+        profile = Profile(customer_id=contact.contact_id, created_at=contact.created_at)
+        session.add(profile)
+    elif profile.updated_at > contact.updated_at:
+        return  # an older snapshot than the one kept
+    profile.name = " ".join(p for p in (contact.first_name, contact.last_name) if p)[:300]
+    profile.company = contact.company
+    profile.country = contact.country
+    profile.updated_at = contact.updated_at
+
+
+FACT_TABLES = (TicketFact, LeadFact, OpportunityFact, OrderFact, SendFact, SuppressionFact)
+
+
+async def contact_merged(session: AsyncSession, merged_id: uuid.UUID, survivor: uuid.UUID) -> None:
+    """Every fact of the merged customer now belongs to the survivor, who is rescored."""
+    session.info.pop(_OWNERS, None)
+    for table in FACT_TABLES:
+        await session.execute(
+            update(table).where(table.customer_id == merged_id).values(customer_id=survivor)
+        )
+    await session.execute(delete(Profile).where(Profile.customer_id == merged_id))
+    await scoring.forget(session, merged_id)
+    scoring.mark(session, survivor)
+
+
+async def contact_erased(session: AsyncSession, contact_id: uuid.UUID) -> None:
+    """GDPR: the profile and scores go; the facts stay without a customer (anonymous counts)."""
+    session.info.pop(_OWNERS, None)
+    for table in FACT_TABLES:
+        await session.execute(
+            update(table).where(table.customer_id == contact_id).values(customer_id=None)
+        )
+    await session.execute(delete(Profile).where(Profile.customer_id == contact_id))
+    await scoring.forget(session, contact_id)

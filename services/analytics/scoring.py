@@ -1,0 +1,196 @@
+"""Keeping each customer's scores current: handlers mark the customers whose facts changed, and
+just before the consumer's transaction commits every marked customer is rescored once (a batch
+of 500 events about 20 customers rescored 20 times, not 500). When the result differs from the
+stored one, ``CustomerScored`` goes on crm.analytics.v1 through the outbox, in the same
+transaction."""
+
+import uuid
+from collections import defaultdict
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import and_, case, delete, func, or_, select
+from sqlalchemy import event as sa_event
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from services.analytics import events, rules
+from services.analytics.models import CustomerScore, OrderFact, TicketFact
+from shared.customer_view import CustomerProfile, ProfileStatus, TimelineEntry
+from shared.db import UTCDateTime
+from shared.events import utcnow
+
+_DIRTY = "analytics_rescore"
+CHUNK = 500  # customers rescored per round of queries
+
+
+def mark(session: AsyncSession | Session, customer_id: uuid.UUID | None) -> None:
+    """Rescore this customer before the transaction commits."""
+    if customer_id is not None:
+        session.info.setdefault(_DIRTY, set()).add(customer_id)
+
+
+async def forget(session: AsyncSession, customer_id: uuid.UUID) -> None:
+    """The customer was merged away or erased: no scores of their own any more."""
+    session.info.get(_DIRTY, set()).discard(customer_id)
+    await session.execute(delete(CustomerScore).where(CustomerScore.customer_id == customer_id))
+
+
+@sa_event.listens_for(Session, "before_commit")
+def _rescore_marked(session: Session) -> None:
+    dirty = session.info.pop(_DIRTY, None)
+    if dirty:
+        rescore(session, sorted(dirty), utcnow())
+
+
+def rescore(session: Session, customer_ids: list[uuid.UUID], now: datetime) -> None:
+    """Recompute these customers' scores (sync: it runs inside the commit), a few queries for
+    all of them; publish those that changed."""
+    for chunk in range(0, len(customer_ids), CHUNK):
+        _rescore(session, customer_ids[chunk : chunk + CHUNK], now)
+
+
+def _rescore(session: Session, customer_ids: list[uuid.UUID], now: datetime) -> None:
+    inputs = load_inputs_many(session, customer_ids, now)
+    stored = {
+        row.customer_id: row
+        for row in session.scalars(
+            select(CustomerScore).where(CustomerScore.customer_id.in_(list(inputs)))
+        )
+    }
+    for customer_id, customer_inputs in inputs.items():
+        values = values_of(rules.score(customer_inputs))
+        row = stored.get(customer_id)
+        if row is not None and all(getattr(row, k) == v for k, v in values.items()):
+            continue  # unchanged: nothing to publish
+        if row is None:
+            row = CustomerScore(customer_id=customer_id)
+            session.add(row)
+        for key, value in values.items():
+            setattr(row, key, value)
+        row.scored_at = now
+        events.customer_scored(session, row)
+
+
+def values_of(scores: rules.Scores) -> dict[str, Any]:
+    return {
+        "rfm_segment": scores.rfm_segment,
+        "recency_days": scores.recency_days,
+        "frequency": scores.frequency,
+        "monetary": scores.monetary,
+        "clv": scores.clv,
+        "churn_risk": scores.churn_risk,
+        "churn_level": scores.churn_level,
+        "factors": [{"name": f.name, "value": f.value, "weight": f.weight} for f in scores.factors],
+    }
+
+
+def load_inputs(session: Session, customer_id: uuid.UUID, now: datetime) -> rules.ScoreInputs:
+    found = load_inputs_many(session, [customer_id], now)
+    return found.get(customer_id) or rules.ScoreInputs(now=now)
+
+
+def load_inputs_many(
+    session: Session, customer_ids: list[uuid.UUID], now: datetime
+) -> dict[uuid.UUID, rules.ScoreInputs]:
+    """The score inputs of these customers (merged-away or erased ones left out). A customer's
+    records are those filed under their id and under the ids merged into them (a record written
+    while its merge was being applied, in a concurrent transaction, can keep the merged id)."""
+    owner = {customer_id: customer_id for customer_id in customer_ids}
+    for contact_id, status, merged_into in session.execute(
+        select(
+            CustomerProfile.contact_id, CustomerProfile.status, CustomerProfile.merged_into
+        ).where(
+            or_(
+                CustomerProfile.contact_id.in_(customer_ids),
+                CustomerProfile.merged_into.in_(customer_ids),
+            )
+        )
+    ):
+        if contact_id in customer_ids and status != ProfileStatus.active:
+            owner.pop(contact_id, None)  # merged away or erased: no scores of their own
+        elif merged_into in owner and status == ProfileStatus.merged:
+            owner[contact_id] = merged_into
+    owners = set(owner.values())
+    ids = list(owner)
+    orders: dict[uuid.UUID, list[rules.Order]] = defaultdict(list)
+    for customer_id, at, amount in session.execute(
+        select(OrderFact.customer_id, OrderFact.ordered_at, OrderFact.amount)
+        .where(OrderFact.customer_id.in_(ids))
+        .where(OrderFact.status != "refunded")
+    ):
+        orders[owner[customer_id]].append(rules.Order(ordered_at=at, amount=Decimal(amount)))
+    tickets: dict[uuid.UUID, list[int]] = defaultdict(lambda: [0, 0])
+    for customer_id, open_count, breached in session.execute(
+        select(
+            TicketFact.customer_id,
+            func.count(),
+            func.coalesce(func.sum(case((TicketFact.sla_breaches > 0, 1), else_=0)), 0),
+        )
+        .where(
+            TicketFact.customer_id.in_(ids),
+            TicketFact.resolved_at.is_(None),
+            TicketFact.closed_at.is_(None),
+            TicketFact.opened_at.is_not(None),
+        )
+        .group_by(TicketFact.customer_id)
+    ):
+        tickets[owner[customer_id]][0] += open_count
+        tickets[owner[customer_id]][1] += breached
+    inbound = TimelineEntry.direction == "inbound"
+    sentiment_since = now - rules.SENTIMENT_WINDOW
+    recent_since = now - rules.ENGAGEMENT_WINDOW
+    before_since = now - 4 * rules.ENGAGEMENT_WINDOW
+    window = TimelineEntry.occurred_at <= now
+    touches: dict[uuid.UUID, list[Any]] = defaultdict(lambda: [None, 0, 0, 0, 0])
+    for customer_id, last, sentiments, negative, recent, before in session.execute(
+        select(
+            TimelineEntry.customer_id,
+            func.max(case((inbound, TimelineEntry.occurred_at)), type_=UTCDateTime()),
+            _count(and_(window, TimelineEntry.sentiment.is_not(None), _since(sentiment_since))),
+            _count(and_(window, TimelineEntry.sentiment == "negative", _since(sentiment_since))),
+            _count(and_(window, inbound, _since(recent_since))),
+            _count(and_(inbound, _since(before_since), TimelineEntry.occurred_at < recent_since)),
+        )
+        .where(TimelineEntry.customer_id.in_(ids))
+        .group_by(TimelineEntry.customer_id)
+    ):
+        total = touches[owner[customer_id]]
+        if last is not None and (total[0] is None or last > total[0]):
+            total[0] = last
+        for n, value in enumerate((sentiments, negative, recent, before), start=1):
+            total[n] += value
+    found = {}
+    for customer_id in owners:
+        last_inbound, sentiments, negative, recent, before = touches[customer_id]
+        customer_orders = orders[customer_id]
+        activity = [at for at in (last_inbound, *(o.ordered_at for o in customer_orders)) if at]
+        found[customer_id] = rules.ScoreInputs(
+            now=now,
+            orders=customer_orders,
+            last_activity_at=max(activity) if activity else None,
+            sentiments=sentiments,
+            negative=negative,
+            open_tickets=tickets[customer_id][0],
+            breached_tickets=tickets[customer_id][1],
+            inbound_recent=recent,
+            inbound_before=before,
+        )
+    return found
+
+
+def record_ids(session: Session, customer_id: uuid.UUID) -> list[uuid.UUID]:
+    """The ids this customer's records may be filed under: their own and the merged ones'."""
+    merged = session.scalars(
+        select(CustomerProfile.contact_id).where(CustomerProfile.merged_into == customer_id)
+    )
+    return [customer_id, *merged]
+
+
+def _since(at: datetime) -> Any:
+    return TimelineEntry.occurred_at >= at
+
+
+def _count(condition: Any) -> Any:
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)

@@ -1,0 +1,235 @@
+"""Reads of one customer (the 360, the scores) and of the RFM segments. No commits here."""
+
+import uuid
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.analytics import rules, scoring
+from services.analytics.models import (
+    CustomerScore,
+    OpportunityFact,
+    OrderFact,
+    Profile,
+    TicketFact,
+)
+from services.analytics.schemas import (
+    Customer360,
+    CustomerScores,
+    OpenOpportunity,
+    OpenTicket,
+    OrderRead,
+    ProfileRead,
+    SegmentCount,
+    Touches,
+)
+from shared import customer_view
+from shared.customer_view import TimelineEntry, TimelineItem
+from shared.customer_view.projection import to_item
+from shared.errors import InvalidInput, NotFound
+from shared.events import Channel, Department, utcnow
+from shared.pagination import decode_cursor, encode_cursor
+
+MAX_ORDERS = 100
+
+
+async def current(session: AsyncSession, customer_id: uuid.UUID) -> uuid.UUID:
+    """The survivor of merges; an erased customer is gone (404)."""
+    found = await customer_view.survivor(session, customer_id)
+    if found is None:
+        raise NotFound(f"customer {customer_id} was erased", field="customer_id")
+    return found
+
+
+async def scores(
+    session: AsyncSession, customer_id: uuid.UUID, now: datetime | None = None
+) -> CustomerScores:
+    """The scores as of now, with the factors behind the churn risk."""
+    customer = await current(session, customer_id)
+    at = now or utcnow()
+    inputs = await session.run_sync(lambda sync: scoring.load_inputs(sync, customer, at))
+    result = rules.score(inputs)
+    return CustomerScores(
+        customer_id=customer,
+        scored_at=at,
+        **scoring.values_of(result),
+    )
+
+
+async def customer_360(
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    department: Department | None = None,
+    channel: Channel | None = None,
+    kind: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Customer360:
+    customer = await current(session, customer_id)
+    ids = await session.run_sync(lambda sync: scoring.record_ids(sync, customer))
+    touches, next_cursor = await _touches(
+        session,
+        ids,
+        limit=limit,
+        cursor=cursor,
+        department=department,
+        channel=channel,
+        kind=kind,
+        since=since,
+        until=until,
+    )
+    profile = await session.get(Profile, customer)
+    per_channel: dict[str, int] = defaultdict(int)
+    per_department: dict[str, int] = defaultdict(int)
+    for channel_, department_, count in await session.execute(
+        select(TimelineEntry.channel, TimelineEntry.department, func.count())
+        .where(TimelineEntry.customer_id.in_(ids))
+        .group_by(TimelineEntry.channel, TimelineEntry.department)
+    ):
+        per_channel[channel_] += count
+        per_department[department_] += count
+    return Customer360(
+        customer_id=customer,
+        profile=ProfileRead.model_validate(profile) if profile else None,
+        touches=Touches(items=touches, next_cursor=next_cursor),
+        touches_per_channel=dict(sorted(per_channel.items())),
+        touches_per_department=dict(sorted(per_department.items())),
+        last_inbound=await _last_touch(session, ids, "inbound"),
+        last_outbound=await _last_touch(session, ids, "outbound"),
+        open_tickets=[
+            OpenTicket.model_validate(t)
+            for t in await session.scalars(
+                select(TicketFact)
+                .where(
+                    TicketFact.customer_id.in_(ids),
+                    TicketFact.resolved_at.is_(None),
+                    TicketFact.closed_at.is_(None),
+                    TicketFact.opened_at.is_not(None),
+                )
+                .order_by(TicketFact.opened_at.desc())
+            )
+        ],
+        open_opportunities=[
+            OpenOpportunity.model_validate(o)
+            for o in await session.scalars(
+                select(OpportunityFact)
+                .where(OpportunityFact.customer_id.in_(ids), OpportunityFact.closed_at.is_(None))
+                .order_by(OpportunityFact.opened_at.desc())
+            )
+        ],
+        orders=[
+            OrderRead.model_validate(o)
+            for o in await session.scalars(
+                select(OrderFact)
+                .where(OrderFact.customer_id.in_(ids))
+                .order_by(OrderFact.ordered_at.desc())
+                .limit(MAX_ORDERS)
+            )
+        ],
+        scores=await scores(session, customer),
+    )
+
+
+async def _touches(
+    session: AsyncSession,
+    ids: list[uuid.UUID],
+    *,
+    limit: int,
+    cursor: str | None,
+    department: Department | None,
+    channel: Channel | None,
+    kind: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> tuple[list[TimelineItem], str | None]:
+    """The customer's touches, newest first (the shared timeline's order and cursor)."""
+    query = (
+        select(TimelineEntry)
+        .where(TimelineEntry.customer_id.in_(ids))
+        .order_by(TimelineEntry.occurred_at.desc(), TimelineEntry.interaction_id.desc())
+        .limit(limit + 1)
+    )
+    if department is not None:
+        query = query.where(TimelineEntry.department == department.value)
+    if channel is not None:
+        query = query.where(TimelineEntry.channel == channel.value)
+    if kind is not None:
+        query = query.where(TimelineEntry.kind == kind)
+    if since is not None:
+        query = query.where(TimelineEntry.occurred_at >= since)
+    if until is not None:
+        query = query.where(TimelineEntry.occurred_at < until)
+    if cursor is not None:
+        at_raw, id_raw = decode_cursor(cursor, 2)
+        try:
+            at, last_id = datetime.fromisoformat(at_raw), uuid.UUID(id_raw)
+        except ValueError as exc:
+            raise InvalidInput("not a cursor returned by this API", field="cursor") from exc
+        query = query.where(
+            or_(
+                TimelineEntry.occurred_at < at,
+                and_(TimelineEntry.occurred_at == at, TimelineEntry.interaction_id < last_id),
+            )
+        )
+    rows = list(await session.scalars(query))
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1].occurred_at.isoformat(), rows[-1].interaction_id)
+    return [_item(r, ids[0]) for r in rows], next_cursor
+
+
+def _item(row: TimelineEntry, customer: uuid.UUID) -> TimelineItem:
+    return to_item(row).model_copy(update={"customer_id": customer})
+
+
+async def _last_touch(session: AsyncSession, ids: list[uuid.UUID], direction: str) -> Any:
+    row = await session.scalar(
+        select(TimelineEntry)
+        .where(TimelineEntry.customer_id.in_(ids), TimelineEntry.direction == direction)
+        .order_by(TimelineEntry.occurred_at.desc(), TimelineEntry.interaction_id.desc())
+        .limit(1)
+    )
+    return _item(row, ids[0]) if row is not None else None
+
+
+async def segment_counts(session: AsyncSession) -> list[SegmentCount]:
+    counts = dict(
+        (
+            await session.execute(
+                select(CustomerScore.rfm_segment, func.count())
+                .where(CustomerScore.rfm_segment.is_not(None))
+                .group_by(CustomerScore.rfm_segment)
+            )
+        ).all()
+    )
+    return [SegmentCount(segment=s, customers=counts.get(s, 0)) for s in rules.SEGMENTS]
+
+
+async def segment_members(
+    session: AsyncSession, segment: str, *, limit: int, cursor: str | None
+) -> tuple[list[CustomerScore], str | None]:
+    query = (
+        select(CustomerScore)
+        .where(CustomerScore.rfm_segment == segment)
+        .order_by(CustomerScore.customer_id)
+        .limit(limit + 1)
+    )
+    if cursor is not None:
+        (after,) = decode_cursor(cursor, 1)
+        try:
+            query = query.where(CustomerScore.customer_id > uuid.UUID(after))
+        except ValueError as exc:
+            raise InvalidInput("not a cursor returned by this API", field="cursor") from exc
+    rows = list(await session.scalars(query))
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1].customer_id)
+    return rows, next_cursor

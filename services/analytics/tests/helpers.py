@@ -1,0 +1,190 @@
+"""Shared helpers of the analytics tests: play the other services' events."""
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from services.analytics.consumers import HANDLERS
+from shared.contracts import sales, support
+from shared.events import (
+    CONTACT_CREATED,
+    CONTACT_ERASED,
+    CONTACT_MERGED,
+    INTERACTION_RECORDED,
+    Envelope,
+)
+from shared.models import OutboxMessage
+from shared.testing import app_of
+
+
+async def apply(client: httpx.AsyncClient, event_type: str, data: dict[str, Any]) -> None:
+    """Apply another service's event the way the consumer does (without the broker), each in
+    its own transaction."""
+    await apply_many(client, [(event_type, data)])
+
+
+async def apply_many(client: httpx.AsyncClient, items: list[tuple[str, dict[str, Any]]]) -> None:
+    """Several events in one transaction, as the consumer applies a batch."""
+    async with app_of(client).state.session_factory() as session:
+        for event_type, data in items:
+            envelope = Envelope(
+                id=str(uuid.uuid4()), source="/crm/test", type=event_type, data=_json(data)
+            )
+            await HANDLERS[event_type](session, envelope)
+            await session.flush()
+        await session.commit()
+
+
+def _json(data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: (v.isoformat() if isinstance(v, datetime) else str(v) if isinstance(v, uuid.UUID) else v)
+        for k, v in data.items()
+    }
+
+
+async def outbox(client: httpx.AsyncClient, topic: str | None = None) -> list[OutboxMessage]:
+    async with app_of(client).state.session_factory() as session:
+        query = select(OutboxMessage).order_by(OutboxMessage.id)
+        if topic is not None:
+            query = query.where(OutboxMessage.topic == topic)
+        return list(await session.scalars(query))
+
+
+# ---- event builders: (type, data) of the other departments' events ---------------------------
+
+
+def opened(ticket: str, customer: str, at: str, priority: str = "normal") -> tuple[str, dict]:
+    return support.TICKET_OPENED, {
+        "ticket_id": ticket,
+        "customer_id": customer,
+        "subject": "Printer",
+        "channel": "email",
+        "priority": priority,
+        "category": None,
+        "opened_at": at,
+    }
+
+
+def assigned(ticket: str, customer: str, agent: str, at: str) -> tuple[str, dict]:
+    return support.TICKET_ASSIGNED, {
+        "ticket_id": ticket,
+        "customer_id": customer,
+        "agent_id": agent,
+        "previous_agent_id": None,
+        "automatic": True,
+        "assigned_at": at,
+    }
+
+
+def reassigned(ticket: str, customer: str, agent: str, at: str) -> tuple[str, dict]:
+    return support.TICKET_REASSIGNED, {
+        "ticket_id": ticket,
+        "customer_id": customer,
+        "agent_id": agent,
+        "previous_agent_id": None,
+        "reason": "unanswered",
+        "reassigned_at": at,
+    }
+
+
+def message(
+    ticket: str, customer: str, author: str, at: str, message_id: str | None = None
+) -> tuple[str, dict]:
+    return support.TICKET_MESSAGE_ADDED, {
+        "ticket_id": ticket,
+        "customer_id": customer,
+        "message_id": message_id or str(uuid.uuid4()),
+        "author_type": author,
+        "author_id": None,
+        "sent_at": at,
+    }
+
+
+def resolved(ticket: str, customer: str, agent: str | None, at: str) -> tuple[str, dict]:
+    return support.TICKET_RESOLVED, {
+        "ticket_id": ticket,
+        "customer_id": customer,
+        "agent_id": agent,
+        "resolved_at": at,
+    }
+
+
+def reopened(ticket: str, customer: str, at: str) -> tuple[str, dict]:
+    return support.TICKET_REOPENED, {
+        "ticket_id": ticket,
+        "customer_id": customer,
+        "reopened_at": at,
+    }
+
+
+def rated(ticket: str, customer: str, agent: str | None, score: int, at: str) -> tuple[str, dict]:
+    return support.TICKET_SATISFACTION_RATED, {
+        "ticket_id": ticket,
+        "customer_id": customer,
+        "agent_id": agent,
+        "score": score,
+        "rated_at": at,
+    }
+
+
+def breached(ticket: str, customer: str, target: str, at: str) -> tuple[str, dict]:
+    return support.TICKET_SLA_BREACHED, {
+        "ticket_id": ticket,
+        "customer_id": customer,
+        "agent_id": None,
+        "priority": "high",
+        "target": target,
+        "detected_at": at,
+    }
+
+
+def order(customer: str, amount: str, at: str, **fields: Any) -> tuple[str, dict]:
+    return sales.ORDER_PLACED, {
+        "order_id": str(uuid.uuid4()),
+        "customer_id": customer,
+        "amount": amount,
+        "currency": "EUR",
+        "status": "placed",
+        "ordered_at": at,
+        **fields,
+    }
+
+
+def touch(customer: str, at: str, **fields: Any) -> tuple[str, dict]:
+    return INTERACTION_RECORDED, {
+        "interaction_id": str(uuid.uuid4()),
+        "customer_id": customer,
+        "department": "sales",
+        "channel": "phone",
+        "direction": "inbound",
+        "kind": "call",
+        "subject": "Renewal",
+        "occurred_at": at,
+        "actor": "rep-7",
+        **fields,
+    }
+
+
+def contact(customer: str, first: str = "Ada", **fields: Any) -> tuple[str, dict]:
+    return CONTACT_CREATED, {
+        "contact_id": customer,
+        "first_name": first,
+        "last_name": "Lovelace",
+        "email": "ada@example.com",
+        "company": "Analytical Engines",
+        "country": "GB",
+        "created_at": "2026-01-01T00:00:00Z",
+        "updated_at": "2026-01-01T00:00:00Z",
+        **fields,
+    }
+
+
+def merged(merged_id: str, survivor: str) -> tuple[str, dict]:
+    return CONTACT_MERGED, {"merged_id": merged_id, "survivor_id": survivor}
+
+
+def erased(customer: str) -> tuple[str, dict]:
+    return CONTACT_ERASED, {"contact_id": customer, "erased_at": "2026-11-20T00:00:00Z"}

@@ -1,0 +1,262 @@
+"""The customer 360, scores and segments, merges and erasures, through the API and a real DB."""
+
+import json
+import uuid
+
+from sqlalchemy import select
+
+from services.analytics.models import TicketFact
+from services.analytics.tests.helpers import (
+    apply,
+    apply_many,
+    breached,
+    contact,
+    erased,
+    merged,
+    opened,
+    order,
+    outbox,
+    touch,
+)
+from shared import topics
+from shared.contracts import sales
+from shared.contracts.analytics import CUSTOMER_SCORED
+from shared.events import decode_event
+from shared.testing import app_of
+
+
+def opportunity(customer: str, stage: str = "proposal") -> tuple[str, dict]:
+    return sales.OPPORTUNITY_OPENED, {
+        "opportunity_id": str(uuid.uuid4()),
+        "customer_id": customer,
+        "owner": "rep-1",
+        "stage": stage,
+        "probability": 0.5,
+        "amount": "1000",
+        "currency": "EUR",
+        "expected_close": "2026-12-15",
+        "opened_at": "2026-11-01T00:00:00Z",
+    }
+
+
+async def a_customer(client) -> tuple[str, str]:
+    customer, ticket = str(uuid.uuid4()), str(uuid.uuid4())
+    await apply_many(
+        client,
+        [
+            contact(customer),
+            touch(customer, "2026-11-20T10:00:00Z"),
+            touch(
+                customer,
+                "2026-11-21T10:00:00Z",
+                department="support",
+                channel="email",
+                kind="ticket_opened",
+                sentiment="negative",
+            ),
+            touch(
+                customer,
+                "2026-11-22T10:00:00Z",
+                department="marketing",
+                channel="email",
+                direction="outbound",
+                kind="campaign_send",
+                actor=None,
+            ),
+            opened(ticket, customer, "2026-11-21T10:00:00Z", priority="high"),
+            breached(ticket, customer, "first_response", "2026-11-21T14:00:00Z"),
+            opportunity(customer),
+            order(customer, "250.00", "2026-11-10T00:00:00Z"),
+        ],
+    )
+    return customer, ticket
+
+
+async def scored_events(client, customer: str) -> list[dict]:
+    rows = await outbox(client, topics.ANALYTICS)
+    events = [decode_event(r.value) for r in rows if r.key == customer]
+    assert all(e.type == CUSTOMER_SCORED and e.subject == customer for e in events)
+    return [e.data for e in events]
+
+
+class TestCustomer360:
+    async def test_everything_about_one_customer(self, client):
+        customer, ticket = await a_customer(client)
+        response = await client.get(f"/v1/customers/{customer}/360")
+        assert response.status_code == 200, response.text
+        view = response.json()
+        assert view["customer_id"] == customer
+        assert view["profile"] == {
+            "name": "Ada Lovelace",
+            "company": "Analytical Engines",
+            "country": "GB",
+        }
+        assert "ada@example.com" not in json.dumps(view)
+        assert [t["kind"] for t in view["touches"]["items"]] == [
+            "campaign_send",
+            "ticket_opened",
+            "call",
+        ]
+        assert view["touches_per_channel"] == {"email": 2, "phone": 1}
+        assert view["touches_per_department"] == {"marketing": 1, "sales": 1, "support": 1}
+        assert view["last_inbound"]["kind"] == "ticket_opened"
+        assert view["last_outbound"]["kind"] == "campaign_send"
+        [open_ticket] = view["open_tickets"]
+        assert open_ticket["ticket_id"] == ticket
+        assert open_ticket["priority"] == "high" and open_ticket["sla_breaches"] == 1
+        [opp] = view["open_opportunities"]
+        assert opp["stage"] == "proposal" and opp["amount"] == "1000.00"
+        [placed] = view["orders"]
+        assert placed["amount"] == "250.00" and placed["status"] == "placed"
+        scores = view["scores"]
+        assert scores["frequency"] == 1 and scores["monetary"] == "250.00"
+        factors = {f["name"]: f["value"] for f in scores["factors"]}
+        assert factors["open_tickets"] == 0.5
+        assert factors["breached_tickets"] == 1.0
+        assert factors["negative_sentiment"] == 1.0
+
+    async def test_touches_are_paged_and_filtered(self, client):
+        customer, _ = await a_customer(client)
+        first = (await client.get(f"/v1/customers/{customer}/360", params={"limit": 2})).json()
+        assert len(first["touches"]["items"]) == 2 and first["touches"]["next_cursor"]
+        rest = (
+            await client.get(
+                f"/v1/customers/{customer}/360",
+                params={"limit": 2, "cursor": first["touches"]["next_cursor"]},
+            )
+        ).json()
+        assert [t["kind"] for t in rest["touches"]["items"]] == ["call"]
+        assert rest["touches"]["next_cursor"] is None
+        for params, kinds in [
+            ({"department": "support"}, ["ticket_opened"]),
+            ({"channel": "phone"}, ["call"]),
+            ({"kind": "campaign_send"}, ["campaign_send"]),
+            ({"since": "2026-11-21T00:00:00Z", "until": "2026-11-22T00:00:00Z"}, ["ticket_opened"]),
+        ]:
+            view = (await client.get(f"/v1/customers/{customer}/360", params=params)).json()
+            assert [t["kind"] for t in view["touches"]["items"]] == kinds, params
+
+    async def test_an_unknown_customer_has_an_empty_360(self, client):
+        customer = str(uuid.uuid4())
+        view = (await client.get(f"/v1/customers/{customer}/360")).json()
+        assert view["profile"] is None and view["touches"]["items"] == []
+        assert view["orders"] == [] and view["scores"]["frequency"] == 0
+
+
+class TestScores:
+    async def test_scores_are_published_when_they_change_and_only_then(self, client):
+        customer = str(uuid.uuid4())
+        placed = order(customer, "120.00", "2026-11-20T00:00:00Z")
+        await apply(client, *placed)
+        [first] = await scored_events(client, customer)
+        assert first["customer_id"] == customer
+        assert first["frequency"] == 1 and first["monetary"] == "120.00"
+        assert first["rfm_segment"] == "new"
+        assert {f["name"] for f in first["factors"]} >= {"days_since_last_activity"}
+        await apply(client, *placed)  # the same order again: nothing changed
+        assert len(await scored_events(client, customer)) == 1
+        await apply(client, *order(customer, "80.00", "2026-11-21T00:00:00Z"))
+        events = await scored_events(client, customer)
+        assert len(events) == 2 and events[-1]["frequency"] == 2
+
+    async def test_scores_endpoint_and_rfm_segments(self, client):
+        customer = str(uuid.uuid4())
+        await apply(client, *order(customer, "120.00", "2026-11-20T00:00:00Z"))
+        scores = (await client.get(f"/v1/customers/{customer}/scores")).json()
+        assert scores["rfm_segment"] == "new" and scores["churn_level"] in ("low", "medium")
+        assert len(scores["factors"]) == 5
+        segments = (await client.get("/v1/segments/rfm")).json()["segments"]
+        assert {"segment": "new", "customers": 1} in segments
+        members = (await client.get("/v1/segments/rfm/new/customers")).json()
+        assert [m["customer_id"] for m in members["items"]] == [customer]
+        assert (await client.get("/v1/segments/rfm/champions/customers")).json()["items"] == []
+
+
+class TestMergesAndErasures:
+    async def test_a_merge_moves_every_fact_to_the_survivor(self, client):
+        loser, _ = await a_customer(client)
+        survivor = str(uuid.uuid4())
+        await apply_many(
+            client, [contact(survivor, "Augusta"), order(survivor, "10", "2026-11-01T00:00:00Z")]
+        )
+        await apply(client, *merged(loser, survivor))
+        view = (await client.get(f"/v1/customers/{loser}/360")).json()
+        assert view["customer_id"] == survivor
+        assert view["profile"]["name"] == "Augusta Lovelace"
+        assert len(view["touches"]["items"]) == 3
+        assert len(view["orders"]) == 2 and len(view["open_tickets"]) == 1
+        assert view["scores"]["frequency"] == 2
+        # Facts of the merged id arriving late are filed under the survivor.
+        await apply(client, *order(loser, "5", "2026-11-23T00:00:00Z"))
+        view = (await client.get(f"/v1/customers/{survivor}/360")).json()
+        assert len(view["orders"]) == 3
+
+    async def test_an_erasure_leaves_only_anonymous_counts(self, client):
+        customer, ticket = await a_customer(client)
+        await apply(client, *erased(customer))
+        response = await client.get(f"/v1/customers/{customer}/360")
+        assert response.status_code == 404
+        assert (await client.get(f"/v1/customers/{customer}/scores")).status_code == 404
+        async with app_of(client).state.session_factory() as session:
+            fact = await session.get(TicketFact, uuid.UUID(ticket))
+            assert fact is not None and fact.customer_id is None
+            owners = await session.scalars(select(TicketFact.customer_id))
+            assert uuid.UUID(customer) not in set(owners)
+        kpis = (
+            await client.get("/v1/kpis/support", params={"from": "2026-11-01", "to": "2026-11-30"})
+        ).json()
+        assert kpis["tickets_opened"] == 1 and kpis["sla_breaches"] == 1
+        usage = (
+            await client.get("/v1/kpis/usage", params={"from": "2026-11-01", "to": "2026-11-30"})
+        ).json()
+        assert sum(d["touches"] for d in usage["per_department"]) == 3
+        # A late event about the erased customer is counted without them.
+        await apply(client, *order(customer, "5", "2026-11-23T00:00:00Z"))
+        sales_kpis = (
+            await client.get("/v1/kpis/sales", params={"from": "2026-11-01", "to": "2026-11-30"})
+        ).json()
+        assert sales_kpis["revenue_per_month"][0]["revenue"] == "255.00"
+        segments = (await client.get("/v1/segments/rfm")).json()["segments"]
+        assert sum(s["customers"] for s in segments) == 0
+
+
+class TestUsage:
+    async def test_touches_per_department_and_agent_per_day(self, client):
+        c = str(uuid.uuid4())
+        call = touch(c, "2026-11-20T10:00:00Z")
+        await apply_many(
+            client,
+            [
+                call,
+                call,  # the same touch again: counted once
+                touch(c, "2026-11-20T11:00:00Z", actor="rep-8"),
+                touch(c, "2026-11-20T12:00:00Z", department="support", actor="agent-1"),
+                touch(c, "2026-11-21T09:00:00Z", department="marketing", actor=None),
+            ],
+        )
+        usage = (
+            await client.get("/v1/kpis/usage", params={"from": "2026-11-20", "to": "2026-11-21"})
+        ).json()
+        assert usage["per_department"] == [
+            {"date": "2026-11-20", "department": "sales", "touches": 2},
+            {"date": "2026-11-20", "department": "support", "touches": 1},
+            {"date": "2026-11-21", "department": "marketing", "touches": 1},
+        ]
+        assert usage["per_agent"] == [
+            {"date": "2026-11-20", "department": "sales", "actor": "rep-7", "touches": 1},
+            {"date": "2026-11-20", "department": "sales", "actor": "rep-8", "touches": 1},
+            {"date": "2026-11-20", "department": "support", "actor": "agent-1", "touches": 1},
+        ]
+
+    async def test_touches_of_an_erased_customer_still_count_anonymously(self, client):
+        c = str(uuid.uuid4())
+        await apply_many(client, [contact(c), touch(c, "2026-11-20T10:00:00Z")])
+        await apply(client, *erased(c))
+        await apply(client, *touch(c, "2026-11-20T11:00:00Z"))  # late: kept nowhere, counted
+        usage = (
+            await client.get("/v1/kpis/usage", params={"from": "2026-11-20", "to": "2026-11-20"})
+        ).json()
+        assert usage["per_department"] == [
+            {"date": "2026-11-20", "department": "sales", "touches": 2}
+        ]
+        assert (await client.get(f"/v1/customers/{c}/360")).status_code == 404

@@ -1,0 +1,71 @@
+"""Every bad input: a 4xx naming the field and the reason."""
+
+import uuid
+
+import pytest
+
+KPIS = ["/v1/kpis/support", "/v1/kpis/sales", "/v1/kpis/marketing", "/v1/kpis/usage"]
+
+
+def field_of(response) -> str:
+    [error] = response.json()["error"]["fields"]
+    return error["field"]
+
+
+@pytest.mark.parametrize("path", KPIS)
+class TestPeriods:
+    async def test_from_after_to(self, client, path):
+        response = await client.get(path, params={"from": "2026-11-02", "to": "2026-11-01"})
+        assert response.status_code == 422
+        assert field_of(response) == "from"
+        assert "after" in response.json()["error"]["message"]
+
+    @pytest.mark.parametrize("bad", ["2026-13-01", "yesterday", "2026-11-31", ""])
+    async def test_not_a_date(self, client, path, bad):
+        response = await client.get(path, params={"from": bad, "to": "2026-11-30"})
+        assert response.status_code == 422
+        assert field_of(response) == "from"
+
+    async def test_missing_bounds(self, client, path):
+        response = await client.get(path, params={"from": "2026-11-01"})
+        assert response.status_code == 422
+        assert field_of(response) == "to"
+
+    async def test_a_period_too_long(self, client, path):
+        response = await client.get(path, params={"from": "2000-01-01", "to": "2026-01-01"})
+        assert response.status_code == 422
+        assert field_of(response) == "to"
+
+
+class TestCustomerRoutes:
+    @pytest.mark.parametrize("path", ["/v1/customers/not-a-uuid/360", "/v1/customers/42/scores"])
+    async def test_customer_id_must_be_a_uuid(self, client, path):
+        response = await client.get(path)
+        assert response.status_code == 422
+        assert field_of(response) == "customer_id"
+
+    @pytest.mark.parametrize(
+        ("params", "field"),
+        [
+            ({"limit": 0}, "limit"),
+            ({"limit": 1001}, "limit"),
+            ({"cursor": "garbage"}, "cursor"),
+            ({"department": "finance"}, "department"),
+            ({"channel": "pigeon"}, "channel"),
+            ({"since": "2026-11-01T00:00:00"}, "since"),  # no time zone
+        ],
+    )
+    async def test_bad_360_parameters(self, client, params, field):
+        response = await client.get(f"/v1/customers/{uuid.uuid4()}/360", params=params)
+        assert response.status_code == 422, response.text
+        assert field_of(response) == field
+
+    async def test_unknown_segment(self, client):
+        response = await client.get("/v1/segments/rfm/vips/customers")
+        assert response.status_code == 404
+        assert "champions" in response.json()["error"]["message"]
+
+    async def test_bad_segment_cursor(self, client):
+        response = await client.get("/v1/segments/rfm/new/customers", params={"cursor": "x"})
+        assert response.status_code == 422
+        assert field_of(response) == "cursor"

@@ -1,0 +1,162 @@
+"""Analytics on the real broker: every topic's events reach the figures, a redelivered event
+changes nothing, and scores go out on crm.analytics.v1 as CloudEvents keyed by customer."""
+
+import uuid
+
+import pytest
+from cloudevents.core.bindings.kafka import KafkaMessage, from_structured
+from cloudevents.core.formats.json import JSONFormat
+
+from services.analytics.app import create_app
+from services.analytics.rebuild import rebuild
+from services.analytics.tests import helpers
+from shared import topics
+from shared.contracts import analytics
+from shared.events import encode_event
+from shared.testing import TopicTail, eventually, isolated_database, running
+
+pytestmark = pytest.mark.bus
+
+# Other tests share the broker: each test here files its events in a month of its own.
+MARCH = {"from": "2031-03-01", "to": "2031-03-31"}
+APRIL = {"from": "2031-04-01", "to": "2031-04-30"}
+MAY = {"from": "2031-05-01", "to": "2031-05-31"}
+TOPIC_OF = {
+    "crm.support.": topics.SUPPORT,
+    "crm.sales.": topics.SALES,
+    "crm.marketing.": topics.MARKETING,
+    "crm.interaction.": topics.INTERACTIONS,
+    "crm.contact.": topics.CONTACTS,
+}
+
+
+def topic_of(event_type: str) -> str:
+    return next(topic for prefix, topic in TOPIC_OF.items() if event_type.startswith(prefix))
+
+
+async def publish(producer, key: str, event: tuple[str, dict], event_id=None) -> None:
+    event_type, data = event
+    _, value, headers = encode_event(
+        event_type=event_type, source="/crm/test", data=data, subject=key, event_id=event_id
+    )
+    await producer.send_and_wait(
+        topic_of(event_type), value=value, key=key.encode(), headers=list(headers.items())
+    )
+
+
+def key_of(data: dict) -> str:
+    return data.get("customer_id") or data.get("contact_id") or data["merged_id"]
+
+
+def parse(record):
+    message = KafkaMessage(headers=dict(record.headers), key=record.key, value=record.value)
+    return from_structured(message, JSONFormat())
+
+
+async def test_events_of_every_topic_reach_the_figures(client, producer, kafka_bootstrap):
+    customer, ticket = str(uuid.uuid4()), str(uuid.uuid4())
+    async with TopicTail(kafka_bootstrap, topics.ANALYTICS) as tail:
+        await publish(producer, customer, helpers.contact(customer))
+        await publish(producer, customer, helpers.touch(customer, "2031-03-20T10:00:00Z"))
+        opening = helpers.opened(ticket, customer, "2031-03-20T10:00:00Z")
+        duplicate = uuid.uuid4()
+        # The same event delivered twice (same CloudEvent id): applied once.
+        await publish(producer, customer, opening, event_id=duplicate)
+        await publish(producer, customer, opening, event_id=duplicate)
+        await publish(producer, customer, helpers.order(customer, "99.00", "2031-03-21T00:00:00Z"))
+
+        async def applied() -> dict:
+            view = (await client.get(f"/v1/customers/{customer}/360")).json()
+            assert view["profile"] and view["profile"]["name"] == "Ada Lovelace"
+            assert len(view["touches"]["items"]) == 1
+            assert len(view["open_tickets"]) == 1 and len(view["orders"]) == 1
+            return view
+
+        await eventually(applied)
+        kpis = (await client.get("/v1/kpis/support", params=MARCH)).json()
+        assert kpis["tickets_opened"] == 1
+        scored = await tail.collect(
+            lambda r: (
+                r.key == customer.encode()
+                and parse(r).get_type() == analytics.CUSTOMER_SCORED
+                and parse(r).get_data()["frequency"] == 1
+            )
+        )
+        event = parse(scored[-1])
+        assert event.get_source() == analytics.SOURCE and event.get_subject() == customer
+        analytics.CustomerScored.model_validate(event.get_data())
+
+
+async def test_an_erasure_on_the_bus_leaves_anonymous_counts(client, producer):
+    customer, ticket = str(uuid.uuid4()), str(uuid.uuid4())
+    await publish(producer, customer, helpers.contact(customer))
+    await publish(producer, customer, helpers.opened(ticket, customer, "2031-04-20T10:00:00Z"))
+    await publish(producer, customer, helpers.erased(customer))
+
+    async def erased() -> None:
+        assert (await client.get(f"/v1/customers/{customer}/360")).status_code == 404
+        kpis = (await client.get("/v1/kpis/support", params=APRIL)).json()
+        assert kpis["tickets_opened"] == 1
+
+    await eventually(erased)
+
+
+async def test_a_rebuild_from_the_topics_equals_the_live_figures(
+    client, producer, analytics_settings, tmp_path
+):
+    customer, survivor, agent = (str(uuid.uuid4()) for _ in range(3))
+    tickets = [str(uuid.uuid4()) for _ in range(3)]
+    history = [
+        helpers.contact(customer),
+        helpers.contact(survivor, "Augusta"),
+        helpers.touch(customer, "2031-05-02T10:00:00Z", sentiment="negative"),
+        helpers.touch(survivor, "2031-05-03T10:00:00Z", direction="outbound"),
+        helpers.order(customer, "40.00", "2031-05-04T00:00:00Z"),
+        helpers.order(survivor, "60.00", "2031-05-05T00:00:00Z"),
+    ]
+    for n, ticket in enumerate(tickets):
+        history += [
+            helpers.opened(ticket, customer, f"2031-05-0{n + 1}T09:00:00Z"),
+            helpers.assigned(ticket, customer, agent, f"2031-05-0{n + 1}T09:00:00Z"),
+            helpers.message(ticket, customer, "agent", f"2031-05-0{n + 1}T09:3{n}:00Z"),
+        ]
+    history += [
+        helpers.resolved(tickets[0], customer, agent, "2031-05-02T09:00:00Z"),
+        helpers.rated(tickets[0], customer, agent, 4, "2031-05-02T10:00:00Z"),
+        helpers.resolved(tickets[1], customer, agent, "2031-05-03T09:00:00Z"),
+        helpers.reopened(tickets[1], customer, "2031-05-04T09:00:00Z"),
+        helpers.breached(tickets[2], customer, "resolution", "2031-05-06T09:00:00Z"),
+        helpers.merged(customer, survivor),
+    ]
+    for event in history:
+        await publish(
+            producer, customer if event[1].get("contact_id") != survivor else survivor, event
+        )
+
+    async def figures(http) -> dict:
+        view = (await http.get(f"/v1/customers/{survivor}/360")).json()
+        view["scores"].pop("scored_at")
+        return {
+            "support": (await http.get("/v1/kpis/support", params=MAY)).json(),
+            "sales": (await http.get("/v1/kpis/sales", params=MAY)).json(),
+            "360": view,
+        }
+
+    async def live_complete() -> dict:
+        live = await figures(client)
+        assert live["support"]["tickets_opened"] == 3 and live["support"]["sla_breaches"] == 1
+        assert len(live["360"]["orders"]) == 2 and len(live["360"]["touches"]["items"]) == 2
+        assert live["360"]["profile"]["name"] == "Augusta Lovelace"
+        return live
+
+    live = await eventually(live_complete)
+    async with isolated_database(tmp_path, "rebuilt") as database:
+        fresh = analytics_settings.model_copy(update={"database_schema": None, **database})
+        counts = await rebuild(fresh)
+        assert counts["analytics.support"] >= 13
+        rebuilt_app = create_app(fresh.model_copy(update={"run_consumers": False}))
+        async with running(rebuilt_app) as rebuilt:
+            again = await figures(rebuilt)
+    for name, part in live.items():
+        for key, value in part.items():
+            assert again[name][key] == value, (name, key)
