@@ -2,7 +2,6 @@
 erasures) plus its own fact tables from crm.support.v1, crm.sales.v1 and crm.marketing.v1."""
 
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from typing import Any
 
 from pydantic import BaseModel
@@ -12,8 +11,7 @@ from services.analytics import facts, sales_facts
 from shared import customer_view, topics
 from shared.consumer import Handler, Subscription
 from shared.contracts import marketing, sales, support
-from shared.customer_view import TimelineEntry
-from shared.events import INTERACTION_RECORDED, Envelope, InteractionRecorded
+from shared.events import Envelope, InteractionRecorded
 
 
 def _handler(
@@ -68,40 +66,23 @@ MARKETING_HANDLERS = {
 }
 
 
-def _counting_touches(timeline: Handler) -> Handler:
-    """The customer view's timeline handler, plus analytics' usage counts and rescoring for a
-    touch it recorded (a replayed touch is neither counted nor rescored twice)."""
-
-    async def handle(session: AsyncSession, event: Envelope) -> None:
-        touch = InteractionRecorded.model_validate(event.data)
-        await timeline(session, event)
-        # The customer view adds a row for a touch it had not seen; it keeps none of an erased
-        # customer's, which still counts (anonymously), before and after the erasure alike.
-        added = any(
-            isinstance(row, TimelineEntry) and row.interaction_id == touch.interaction_id
-            for row in session.new
-        )
-        if added or await customer_view.survivor(session, touch.customer_id) is None:
-            await facts.touch_recorded(session, touch)
-
-    return handle
+async def touch_seen(
+    session: AsyncSession, touch: InteractionRecorded, outcome: customer_view.TouchOutcome
+) -> None:
+    """Usage counts and rescoring for a touch the timeline recorded; an erased customer's touch
+    still counts (anonymously); a replayed one is neither counted nor rescored twice."""
+    if outcome != customer_view.TouchOutcome.duplicate:
+        await facts.touch_recorded(session, touch)
 
 
 def _subscriptions() -> list[Subscription]:
-    view = customer_view.subscriptions(
-        on_contact=facts.contact_changed,
-        on_merged=facts.contact_merged,
-        on_erased=facts.contact_erased,
-    )
-    shared_view = []
-    for subscription in view:
-        if INTERACTION_RECORDED in subscription.handlers:
-            handlers = dict(subscription.handlers)
-            handlers[INTERACTION_RECORDED] = _counting_touches(handlers[INTERACTION_RECORDED])
-            subscription = replace(subscription, handlers=handlers)
-        shared_view.append(subscription)
     return [
-        *shared_view,
+        *customer_view.subscriptions(
+            on_contact=facts.contact_changed,
+            on_merged=facts.contact_merged,
+            on_erased=facts.contact_erased,
+            on_touch=touch_seen,
+        ),
         Subscription(name="support", topics=(topics.SUPPORT,), handlers=SUPPORT_HANDLERS),
         Subscription(name="sales", topics=(topics.SALES,), handlers=SALES_HANDLERS),
         Subscription(name="marketing", topics=(topics.MARKETING,), handlers=MARKETING_HANDLERS),

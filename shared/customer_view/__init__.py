@@ -14,6 +14,7 @@ from shared.customer_view.models import (
     TimelineEntry,
 )
 from shared.customer_view.projection import (
+    TouchOutcome,
     contact_check,
     current_customer,
     outbound_touches,
@@ -45,6 +46,7 @@ __all__ = [
     "Reason",
     "TimelineEntry",
     "TimelineItem",
+    "TouchOutcome",
     "contact_check",
     "current_customer",
     "outbound_touches",

@@ -28,6 +28,7 @@ from shared.events import (
 OnContact = Callable[[AsyncSession, ContactSnapshot], Awaitable[None]]
 OnMerged = Callable[[AsyncSession, uuid.UUID, uuid.UUID], Awaitable[None]]
 OnErased = Callable[[AsyncSession, uuid.UUID], Awaitable[None]]
+OnTouch = Callable[[AsyncSession, InteractionRecorded, projection.TouchOutcome], Awaitable[None]]
 
 
 def subscriptions(
@@ -35,12 +36,17 @@ def subscriptions(
     on_contact: OnContact | None = None,
     on_merged: OnMerged | None = None,
     on_erased: OnErased | None = None,
+    on_touch: OnTouch | None = None,
 ) -> list[Subscription]:
     """``on_contact`` runs for active contacts only, ``on_merged`` unless the merged contact was
-    erased, ``on_erased`` always (an erasure is final and must reach every record)."""
+    erased, ``on_erased`` always (an erasure is final and must reach every record),
+    ``on_touch`` for every touch with what the timeline did with it."""
 
     async def interaction_recorded(session: AsyncSession, event: Envelope) -> None:
-        await projection.record_touch(session, InteractionRecorded.model_validate(event.data))
+        touch = InteractionRecorded.model_validate(event.data)
+        outcome = await projection.record_touch(session, touch)
+        if on_touch is not None:
+            await on_touch(session, touch, outcome)
 
     async def contact_changed(session: AsyncSession, event: Envelope) -> None:
         contact = ContactSnapshot.model_validate(event.data)

@@ -4,6 +4,7 @@ make to it (applied by the consumers in consumers.py). Never commits: the caller
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -237,12 +238,18 @@ async def record_interactions(
 # ---- projections (applied by consumers) -----------------------------------------------------
 
 
-async def record_touch(session: AsyncSession, touch: InteractionRecorded) -> None:
+class TouchOutcome(StrEnum):
+    recorded = "recorded"
+    duplicate = "duplicate"  # seen before (a replay): nothing changed
+    erased = "erased"  # the customer was erased: nothing kept
+
+
+async def record_touch(session: AsyncSession, touch: InteractionRecorded) -> TouchOutcome:
     customer_id = await survivor(session, touch.customer_id, lock=True)
     if customer_id is None:
-        return  # erased: keep nothing about this person
+        return TouchOutcome.erased  # keep nothing about this person
     if await session.get(TimelineEntry, touch.interaction_id) is not None:
-        return  # the same touch again (a replay): natural upsert
+        return TouchOutcome.duplicate  # natural upsert
     session.add(
         TimelineEntry(
             interaction_id=touch.interaction_id,
@@ -260,6 +267,7 @@ async def record_touch(session: AsyncSession, touch: InteractionRecorded) -> Non
             ref_id=touch.ref.id if touch.ref else None,
         )
     )
+    return TouchOutcome.recorded
 
 
 async def _profile(session: AsyncSession, contact_id: uuid.UUID) -> CustomerProfile:
