@@ -31,6 +31,9 @@ lint: $(VENV)/.installed-test
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/contacts_bench.py
 	$(BIN)/python benchmarks/support_bench.py
+	$(BIN)/python benchmarks/sales_bench.py
+	$(BIN)/python benchmarks/marketing_bench.py
+	$(BIN)/python benchmarks/analytics_bench.py
 
 # Regenerate docs/schemas, docs/asyncapi.yaml and docs/openapi after changing an event or an API.
 docs: $(VENV)/.installed-test

@@ -38,6 +38,7 @@ TOPICS = {
     "crm.support.v1",
     "crm.analytics.v1",
     "crm.deadletter.v1",
+    "crm.sales.external-orders.v1",
 }
 COMPACTED_TOPICS = {"crm.contacts.v1"}
 TOPIC_PARTITIONS = 6

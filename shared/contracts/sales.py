@@ -22,6 +22,7 @@ LEAD_DISQUALIFIED = "crm.sales.lead_disqualified.v1"
 LEAD_CONVERTED = "crm.sales.lead_converted.v1"
 OPPORTUNITY_OPENED = "crm.sales.opportunity_opened.v1"
 OPPORTUNITY_STAGE_CHANGED = "crm.sales.opportunity_stage_changed.v1"
+OPPORTUNITY_UPDATED = "crm.sales.opportunity_updated.v1"
 ORDER_PLACED = "crm.sales.order_placed.v1"
 ORDER_PAID = "crm.sales.order_paid.v1"
 ORDER_REFUNDED = "crm.sales.order_refunded.v1"
@@ -93,6 +94,21 @@ class OpportunityStageChanged(BaseModel):
     changed_at: AwareDatetime
 
 
+class OpportunityUpdated(BaseModel):
+    """A deal's terms changed (amount, expected close, owner); the stage did not."""
+
+    opportunity_id: uuid.UUID
+    customer_id: uuid.UUID
+    owner: str
+    stage: str
+    probability: float = Field(ge=0, le=1)
+    amount: Money
+    currency: str
+    expected_close: date | None = None
+    opened_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
 class OrderPlaced(BaseModel):
     order_id: uuid.UUID
     customer_id: uuid.UUID
@@ -138,6 +154,7 @@ EVENT_TYPES: dict[str, type[BaseModel]] = {
     LEAD_CONVERTED: LeadConverted,
     OPPORTUNITY_OPENED: OpportunityOpened,
     OPPORTUNITY_STAGE_CHANGED: OpportunityStageChanged,
+    OPPORTUNITY_UPDATED: OpportunityUpdated,
     ORDER_PLACED: OrderPlaced,
     ORDER_PAID: OrderPaid,
     ORDER_REFUNDED: OrderRefunded,

@@ -81,6 +81,32 @@ async def current_customer(
     return current
 
 
+def item_fields(count: int, field: str) -> list[str]:
+    """How errors name a field: ``customer_id`` for one item, ``items.3.customer_id`` in a batch."""
+    return [field] if count == 1 else [f"items.{index}.{field}" for index in range(count)]
+
+
+async def current_customers(
+    session: AsyncSession, customer_ids: Sequence[uuid.UUID], fields: Sequence[str]
+) -> dict[uuid.UUID, uuid.UUID]:
+    """``current_customer`` for a batch in one query where nobody moved: each id maps to where
+    its records live now; an erased one is a 409 naming its item's field."""
+    wanted = set(customer_ids)
+    moved = set(
+        await session.scalars(
+            select(CustomerProfile.contact_id).where(
+                CustomerProfile.contact_id.in_(wanted),
+                CustomerProfile.status != ProfileStatus.active,
+            )
+        )
+    )
+    current = {customer_id: customer_id for customer_id in wanted - moved}
+    for customer_id, field in zip(customer_ids, fields, strict=True):
+        if customer_id not in current:
+            current[customer_id] = await current_customer(session, customer_id, field)
+    return current
+
+
 async def timeline(
     session: AsyncSession,
     customer_id: uuid.UUID,
@@ -199,11 +225,10 @@ async def record_interactions(
     now = utcnow()
     rows = []
     ids = []
-    current: dict[uuid.UUID, uuid.UUID] = {}  # a batch often has one customer many times
-    for index, item in enumerate(items):
-        if item.customer_id not in current:
-            field = "customer_id" if len(items) == 1 else f"items.{index}.customer_id"
-            current[item.customer_id] = await current_customer(session, item.customer_id, field)
+    current = await current_customers(
+        session, [item.customer_id for item in items], item_fields(len(items), "customer_id")
+    )
+    for item in items:
         customer_id = current[item.customer_id]
         touch = InteractionRecorded(
             interaction_id=item.interaction_id or uuid.uuid4(),

@@ -1,0 +1,48 @@
+from decimal import Decimal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import AuthSettings, KafkaSettings, ServiceSettings
+
+# Open stages in order, then the two closed ones; the probability a deal in a stage closes.
+DEFAULT_PIPELINE: dict[str, Decimal] = {
+    "prospecting": Decimal("0.10"),
+    "qualification": Decimal("0.20"),
+    "proposal": Decimal("0.50"),
+    "negotiation": Decimal("0.80"),
+    "won": Decimal("1"),
+    "lost": Decimal("0"),
+}
+
+
+class SalesSettings(ServiceSettings):
+    """``SALES_*`` environment variables (plus the platform-wide ``KAFKA_*``, ``CRM_JWT_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="SALES_", extra="ignore")
+
+    service_name: str = "sales"
+    port: int = 8002
+    database_url: str = "sqlite+aiosqlite:///.crm-data/sales.db"
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    # The contacts service, called when a lead is converted into a customer.
+    contacts_url: str = "http://127.0.0.1:8001"
+    # A bearer token with contacts:write; without one, sales mints a short-lived token with
+    # the platform's JWT secret.
+    contacts_token: SecretStr | None = None
+    contacts_timeout_s: float = Field(default=5.0, gt=0)
+    # Stage -> probability (JSON in SALES_PIPELINE); the last two stages are won and lost.
+    pipeline: dict[str, Decimal] = Field(default_factory=lambda: dict(DEFAULT_PIPELINE))
+    # Pipeline and forecast figures are per currency; this one when the request names none.
+    default_currency: str = Field(default="EUR", pattern="^[A-Z]{3}$")
+
+    @field_validator("pipeline")
+    @classmethod
+    def _valid_pipeline(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
+        stages = list(value)
+        if len(stages) < 3 or stages[-2:] != ["won", "lost"]:
+            raise ValueError("needs at least one open stage, then won and lost last")
+        if any(not Decimal(0) <= p <= Decimal(1) for p in value.values()):
+            raise ValueError("probabilities are between 0 and 1")
+        return value

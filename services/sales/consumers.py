@@ -1,0 +1,61 @@
+"""What sales does with other services' events: the shared customer view (timeline, contact
+preferences, merges and erasures applied to sales' own rows too), the open support tickets,
+analytics' scores, and orders an accounting system publishes."""
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.sales import customers, orders, territories
+from shared import customer_view, topics
+from shared.consumer import Subscription
+from shared.contracts import analytics, support
+from shared.contracts.sales import EXTERNAL_ORDER, ExternalOrder
+from shared.events import Envelope
+
+
+async def ticket_opened(session: AsyncSession, event: Envelope) -> None:
+    await customers.ticket_opened(session, support.TicketOpened.model_validate(event.data))
+
+
+def _status(status: str):  # noqa: ANN202
+    async def handler(session: AsyncSession, event: Envelope) -> None:
+        ticket = support.TicketEvent.model_validate(event.data)
+        await customers.ticket_status(session, ticket.ticket_id, status)
+
+    return handler
+
+
+async def customer_scored(session: AsyncSession, event: Envelope) -> None:
+    await customers.customer_scored(session, analytics.CustomerScored.model_validate(event.data))
+
+
+async def external_order(session: AsyncSession, event: Envelope) -> None:
+    await orders.take_external_order(session, ExternalOrder.model_validate(event.data))
+
+
+SUBSCRIPTIONS = [
+    *customer_view.subscriptions(
+        on_contact=territories.contact_changed,
+        on_merged=customers.contact_merged,
+        on_erased=customers.contact_erased,
+    ),
+    Subscription(
+        name="support",
+        topics=(topics.SUPPORT,),
+        handlers={
+            support.TICKET_OPENED: ticket_opened,
+            support.TICKET_RESOLVED: _status("resolved"),
+            support.TICKET_REOPENED: _status(customers.OPEN),
+            support.TICKET_CLOSED: _status("closed"),
+        },
+    ),
+    Subscription(
+        name="scores",
+        topics=(topics.ANALYTICS,),
+        handlers={analytics.CUSTOMER_SCORED: customer_scored},
+    ),
+    Subscription(
+        name="external-orders",
+        topics=(topics.EXTERNAL_ORDERS,),
+        handlers={EXTERNAL_ORDER: external_order},
+    ),
+]

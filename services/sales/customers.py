@@ -1,0 +1,247 @@
+"""What sales knows about a customer beyond its own records: open support tickets (from
+crm.support.v1), analytics' scores (from crm.analytics.v1), and the rep's view that puts them
+together with the shared timeline. Also how merges and erasures reach sales' own rows."""
+
+import uuid
+from decimal import Decimal
+from typing import Literal
+
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.sales import territories
+from services.sales.models import (
+    Activity,
+    CustomerScore,
+    Lead,
+    Opportunity,
+    Order,
+    SupportTicket,
+)
+from services.sales.rules import CLOSED
+from services.sales.schemas import (
+    AccountRead,
+    CustomerRead,
+    OpportunityRead,
+    OrderRead,
+    ScoresRead,
+    TicketRead,
+)
+from shared import customer_view
+from shared.contact_rules import CONTACT_WINDOW
+from shared.contracts.analytics import CustomerScored
+from shared.contracts.support import TicketOpened
+from shared.customer_view import ContactCheck
+from shared.errors import InvalidInput, NotFound
+from shared.events import Channel, Department, utcnow
+from shared.pagination import decode_cursor, encode_cursor
+
+OPEN = "open"
+
+# ---- the support tickets projection ---------------------------------------------------------
+
+
+async def ticket_opened(session: AsyncSession, ticket: TicketOpened) -> None:
+    customer_id = await customer_view.survivor(session, ticket.customer_id)
+    if customer_id is None:
+        return  # erased
+    row = await session.get(SupportTicket, ticket.ticket_id)
+    if row is None:
+        session.add(
+            SupportTicket(
+                ticket_id=ticket.ticket_id,
+                customer_id=customer_id,
+                subject=ticket.subject,
+                priority=ticket.priority,
+                status=OPEN,
+                opened_at=ticket.opened_at,
+                updated_at=ticket.opened_at,
+            )
+        )
+
+
+async def ticket_status(session: AsyncSession, ticket_id: uuid.UUID, status: str) -> None:
+    await session.execute(
+        update(SupportTicket)
+        .where(SupportTicket.ticket_id == ticket_id)
+        .values(status=status, updated_at=utcnow())
+    )
+
+
+async def open_ticket_priorities(session: AsyncSession, customer_id: uuid.UUID) -> list[str]:
+    """What customer_view's contact check needs from sales' support projection."""
+    rows = await session.scalars(
+        select(SupportTicket.priority).where(
+            SupportTicket.customer_id == customer_id, SupportTicket.status == OPEN
+        )
+    )
+    return list(rows)
+
+
+# ---- analytics scores -----------------------------------------------------------------------
+
+
+async def customer_scored(session: AsyncSession, scored: CustomerScored) -> None:
+    """Keep the latest scores; an older one replayed or late changes nothing."""
+    customer_id = await customer_view.survivor(session, scored.customer_id)
+    if customer_id is None:
+        return
+    values = {
+        "rfm_segment": scored.rfm_segment,
+        "recency_days": scored.recency_days,
+        "frequency": scored.frequency,
+        "monetary": scored.monetary,
+        "clv": scored.clv,
+        "churn_risk": scored.churn_risk,
+        "churn_level": scored.churn_level,
+        "factors": [f.model_dump(mode="json") for f in scored.factors],
+        "scored_at": scored.scored_at,
+    }
+    row = await session.get(CustomerScore, customer_id)
+    if row is None:
+        session.add(CustomerScore(customer_id=customer_id, **values))
+    elif row.scored_at <= scored.scored_at:
+        for name, value in values.items():
+            setattr(row, name, value)
+
+
+KeySort = Literal["clv", "churn_risk"]
+
+
+async def key_customers(
+    session: AsyncSession,
+    *,
+    sort: KeySort,
+    min_clv: Decimal | None,
+    min_churn_risk: float | None,
+    churn_level: str | None,
+    rfm_segment: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[CustomerScore], str | None]:
+    """The valuable (highest CLV first) or the at-risk (highest churn risk first)."""
+    column = CustomerScore.clv if sort == "clv" else CustomerScore.churn_risk
+    query = (
+        select(CustomerScore)
+        .order_by(column.desc(), CustomerScore.customer_id.desc())
+        .limit(limit + 1)
+    )
+    if min_clv is not None:
+        query = query.where(CustomerScore.clv >= min_clv)
+    if min_churn_risk is not None:
+        query = query.where(CustomerScore.churn_risk >= min_churn_risk)
+    if churn_level is not None:
+        query = query.where(CustomerScore.churn_level == churn_level)
+    if rfm_segment is not None:
+        query = query.where(CustomerScore.rfm_segment == rfm_segment)
+    if cursor is not None:
+        value_raw, id_raw = decode_cursor(cursor, 2)
+        try:
+            value = Decimal(value_raw) if sort == "clv" else float(value_raw)
+            last_id = uuid.UUID(id_raw)
+        except (ValueError, ArithmeticError) as exc:
+            raise InvalidInput("not a cursor returned by this API", field="cursor") from exc
+        query = query.where(
+            or_(column < value, and_(column == value, CustomerScore.customer_id < last_id))
+        )
+    rows = list(await session.scalars(query))
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    last = rows[-1]
+    return rows, encode_cursor(getattr(last, sort), last.customer_id)
+
+
+# ---- the rep's view of one customer ---------------------------------------------------------
+
+
+async def customer(session: AsyncSession, customer_id: uuid.UUID) -> CustomerRead:
+    """Before a rep calls: scores, open tickets, this week's marketing, open deals, orders,
+    the last touches, and whether a call now is within the contact budget."""
+    current = await customer_view.survivor(session, customer_id)
+    if current is None:
+        raise NotFound(f"customer {customer_id} was erased")
+    now = utcnow()
+    scores = await session.get(CustomerScore, current)
+    account = await territories.account(session, current)
+    tickets = await session.scalars(
+        select(SupportTicket)
+        .where(SupportTicket.customer_id == current, SupportTicket.status == OPEN)
+        .order_by(SupportTicket.opened_at.desc())
+    )
+    marketing, _ = await customer_view.timeline(
+        session, current, limit=100, department=Department.marketing, since=now - CONTACT_WINDOW
+    )
+    last_touches, _ = await customer_view.timeline(session, current, limit=10)
+    opportunities = await session.scalars(
+        select(Opportunity)
+        .where(Opportunity.customer_id == current, Opportunity.stage.not_in(CLOSED))
+        .order_by(Opportunity.opened_at.desc())
+        .limit(100)
+    )
+    orders = await session.scalars(
+        select(Order)
+        .where(Order.customer_id == current)
+        .order_by(Order.ordered_at.desc())
+        .limit(20)
+    )
+    open_tickets = [TicketRead.model_validate(t) for t in tickets]
+    reasons = await customer_view.contact_check(
+        session,
+        current,
+        channel=Channel.phone,
+        department=Department.sales,
+        now=now,
+        open_ticket_priorities=[t.priority for t in open_tickets],
+    )
+    return CustomerRead(
+        customer_id=current,
+        account=AccountRead.model_validate(account) if account else None,
+        scores=ScoresRead.model_validate(scores) if scores else None,
+        open_ticket_count=len(open_tickets),
+        open_tickets=open_tickets,
+        marketing_this_week=marketing,
+        last_touches=last_touches,
+        open_opportunities=[OpportunityRead.model_validate(o) for o in opportunities],
+        orders=[OrderRead.model_validate(o) for o in orders],
+        phone_check=ContactCheck(allowed=not reasons, reasons=[r.value for r in reasons]),
+    )
+
+
+# ---- merges and erasures from contacts ------------------------------------------------------
+
+_BY_CUSTOMER = (Lead, Opportunity, Activity, Order, SupportTicket)
+
+
+async def contact_merged(
+    session: AsyncSession, merged_id: uuid.UUID, survivor_id: uuid.UUID
+) -> None:
+    """Everything of the merged contact is the survivor's now."""
+    for model in _BY_CUSTOMER:
+        await session.execute(
+            update(model).where(model.customer_id == merged_id).values(customer_id=survivor_id)
+        )
+    await territories.merged(session, merged_id, survivor_id)
+    # The survivor's own scores stand; analytics re-scores the merged history.
+    await session.execute(delete(CustomerScore).where(CustomerScore.customer_id == merged_id))
+
+
+async def contact_erased(session: AsyncSession, contact_id: uuid.UUID) -> None:
+    """No PII of an erased person stays in sales: leads lose name, company, e-mail and phone,
+    activities their free text; tickets and scores go. Orders and deals keep only amounts."""
+    await session.execute(
+        update(Lead)
+        .where(Lead.customer_id == contact_id)
+        .values(name=None, company=None, email=None, phone=None, erased=True)
+    )
+    await session.execute(
+        update(Activity)
+        .where(Activity.customer_id == contact_id)
+        .values(subject=None, outcome=None, actor=None)
+    )
+    await session.execute(
+        update(Opportunity).where(Opportunity.customer_id == contact_id).values(title="[erased]")
+    )
+    await session.execute(delete(SupportTicket).where(SupportTicket.customer_id == contact_id))
+    await session.execute(delete(CustomerScore).where(CustomerScore.customer_id == contact_id))
+    await territories.erased(session, contact_id)

@@ -1,0 +1,242 @@
+"""Opportunity use cases: deals through the pipeline, the pipeline's figures and the forecast.
+They take the caller's session and never commit: the caller does."""
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, time, timedelta
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.sales import events, rules, territories
+from services.sales.models import Opportunity
+from services.sales.paging import cut, page_after
+from services.sales.rules import Pipeline
+from services.sales.schemas import (
+    ForecastFigures,
+    ForecastRead,
+    OpportunityCreate,
+    OpportunityDraft,
+    OpportunityUpdate,
+    StageChange,
+    StageFigures,
+)
+from shared import customer_view
+from shared.errors import InvalidInput, InvalidTransition, NotFound
+from shared.events import utcnow
+
+
+def check_open_stage(pipeline: Pipeline, stage: str | None, field: str) -> str:
+    if stage is None:
+        return pipeline.first
+    pipeline.check_stage(stage, field)
+    if stage in rules.CLOSED:
+        raise InvalidInput("a new opportunity starts in an open stage", field=field)
+    return stage
+
+
+async def open_opportunity(
+    session: AsyncSession,
+    draft: OpportunityDraft,
+    pipeline: Pipeline,
+    *,
+    customer_id: uuid.UUID,
+    owner: str,
+    lead_id: uuid.UUID | None = None,
+    campaign_id: uuid.UUID | None = None,
+) -> Opportunity:
+    stage = check_open_stage(pipeline, draft.stage, "stage")
+    now = utcnow()
+    opportunity = Opportunity(
+        id=uuid.uuid4(),
+        customer_id=customer_id,
+        title=draft.title,
+        amount=draft.amount,
+        currency=draft.currency,
+        expected_close=draft.expected_close,
+        owner=owner,
+        stage=stage,
+        probability=pipeline.probability(stage),
+        lead_id=lead_id,
+        campaign_id=campaign_id,
+        opened_at=now,
+        updated_at=now,
+    )
+    session.add(opportunity)
+    await session.flush()
+    events.opportunity_opened(session, opportunity)
+    return opportunity
+
+
+async def create_opportunity(
+    session: AsyncSession, data: OpportunityCreate, pipeline: Pipeline
+) -> Opportunity:
+    customer_id = await customer_view.current_customer(session, data.customer_id)
+    owner = data.owner
+    if owner is None:
+        account = await territories.account(session, customer_id)
+        if account is None or account.owner is None:
+            raise InvalidInput("the customer's account has no owner: name one", field="owner")
+        owner = account.owner
+    return await open_opportunity(
+        session,
+        data,
+        pipeline,
+        customer_id=customer_id,
+        owner=owner,
+        campaign_id=data.campaign_id,
+    )
+
+
+async def get_opportunity(
+    session: AsyncSession, opportunity_id: uuid.UUID, *, lock: bool = False
+) -> Opportunity:
+    query = select(Opportunity).where(Opportunity.id == opportunity_id)
+    if lock:
+        query = query.with_for_update()
+    opportunity = await session.scalar(query)
+    if opportunity is None:
+        raise NotFound(f"opportunity {opportunity_id} not found")
+    return opportunity
+
+
+async def list_opportunities(
+    session: AsyncSession,
+    *,
+    customer_id: uuid.UUID | None,
+    owner: str | None,
+    stages: Sequence[str] | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Opportunity], str | None]:
+    query = (
+        select(Opportunity)
+        .order_by(Opportunity.opened_at.desc(), Opportunity.id.desc())
+        .limit(limit + 1)
+    )
+    if customer_id is not None:
+        current = await customer_view.survivor(session, customer_id)
+        if current is None:
+            return [], None
+        query = query.where(Opportunity.customer_id == current)
+    if owner is not None:
+        query = query.where(Opportunity.owner == owner)
+    if stages is not None:
+        query = query.where(Opportunity.stage.in_(stages))
+    query = page_after(query, Opportunity.opened_at, Opportunity.id, cursor)
+    return cut(list(await session.scalars(query)), limit, "opened_at")
+
+
+async def update_opportunity(
+    session: AsyncSession, opportunity_id: uuid.UUID, data: OpportunityUpdate
+) -> Opportunity:
+    opportunity = await get_opportunity(session, opportunity_id, lock=True)
+    changes = data.model_dump(exclude_unset=True)
+    for field, value in changes.items():
+        if value is None and field != "expected_close":
+            raise InvalidInput(f"{field} cannot be null", field=field)
+    if opportunity.stage in rules.CLOSED:
+        raise InvalidTransition(f"the opportunity is already {opportunity.stage}")
+    for field, value in changes.items():
+        setattr(opportunity, field, value)
+    opportunity.updated_at = utcnow()
+    await session.flush()
+    events.opportunity_updated(session, opportunity)
+    return opportunity
+
+
+async def change_stage(
+    session: AsyncSession, opportunity_id: uuid.UUID, data: StageChange, pipeline: Pipeline
+) -> Opportunity:
+    opportunity = await get_opportunity(session, opportunity_id, lock=True)
+    previous = opportunity.stage
+    opportunity.stage = pipeline.move(previous, data.stage, data.reason)
+    opportunity.probability = pipeline.probability(opportunity.stage)
+    opportunity.updated_at = utcnow()
+    if opportunity.stage in rules.CLOSED:
+        opportunity.closed_at = opportunity.updated_at
+        opportunity.close_reason = data.reason
+    await session.flush()
+    events.stage_changed(session, opportunity, previous)
+    return opportunity
+
+
+# ---- pipeline and forecast ------------------------------------------------------------------
+
+
+async def pipeline_figures(
+    session: AsyncSession, pipeline: Pipeline, *, currency: str, owner: str | None
+) -> list[StageFigures]:
+    query = (
+        select(Opportunity.stage, func.count(), func.coalesce(func.sum(Opportunity.amount), 0))
+        .where(Opportunity.currency == currency)
+        .group_by(Opportunity.stage)
+    )
+    if owner is not None:
+        query = query.where(Opportunity.owner == owner)
+    found = {stage: (count, total) for stage, count, total in await session.execute(query)}
+    figures = []
+    for stage in pipeline.stages:
+        count, total = found.get(stage, (0, 0))
+        amount = rules.money(total)
+        probability = pipeline.probability(stage)
+        figures.append(
+            StageFigures(
+                stage=stage,
+                probability=probability,
+                count=count,
+                amount=amount,
+                weighted=rules.cents(amount * probability),
+            )
+        )
+    return figures
+
+
+async def forecast(
+    session: AsyncSession, pipeline: Pipeline, *, period: str, currency: str, owner: str | None
+) -> ForecastRead:
+    """Won in the period plus open deals expected to close in it, weighted by stage."""
+    start, end = rules.period_bounds(period)
+    start_at = datetime.combine(start, time(), UTC)
+    end_at = datetime.combine(end + timedelta(days=1), time(), UTC)
+    query = select(Opportunity.owner, Opportunity.stage, Opportunity.amount).where(
+        Opportunity.currency == currency,
+        or_(
+            and_(
+                Opportunity.stage.in_(pipeline.open_stages),
+                Opportunity.expected_close >= start,
+                Opportunity.expected_close <= end,
+            ),
+            and_(
+                Opportunity.stage == rules.WON,
+                Opportunity.closed_at >= start_at,
+                Opportunity.closed_at < end_at,
+            ),
+        ),
+    )
+    if owner is not None:
+        query = query.where(Opportunity.owner == owner)
+    deals = [
+        rules.Deal(owner, stage, rules.money(amount))
+        for owner, stage, amount in await session.execute(query)
+    ]
+    lines, total = rules.forecast(deals, pipeline)
+
+    def figures(line: rules.ForecastLine) -> ForecastFigures:
+        return ForecastFigures(
+            owner=line.owner,
+            open_count=line.open_count,
+            pipeline=line.pipeline,
+            weighted=line.weighted,
+            won=line.won,
+            expected=line.expected,
+        )
+
+    return ForecastRead(
+        period=period,
+        start=start,
+        end=end,
+        currency=currency,
+        owners=[figures(line) for line in lines],
+        total=figures(total),
+    )

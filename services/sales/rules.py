@@ -1,0 +1,288 @@
+"""Sales' domain rules: lead scoring and states, the opportunity pipeline, territories and the
+forecast arithmetic. Plain Python, no I/O."""
+
+import calendar
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
+from enum import StrEnum
+
+from shared.errors import InvalidInput, InvalidTransition
+
+CENT = Decimal("0.01")
+
+
+def cents(value: Decimal) -> Decimal:
+    """Rounded to the cent, halves up (as invoices do)."""
+    return value.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+# ---- leads ----------------------------------------------------------------------------------
+
+
+class LeadStatus(StrEnum):
+    new = "new"
+    qualified = "qualified"
+    disqualified = "disqualified"
+    converted = "converted"
+
+
+class LeadAction(StrEnum):
+    qualify = "qualify"
+    disqualify = "disqualify"
+    convert = "convert"
+
+
+LEAD_TRANSITIONS: dict[tuple[LeadStatus, LeadAction], LeadStatus] = {
+    (LeadStatus.new, LeadAction.qualify): LeadStatus.qualified,
+    (LeadStatus.new, LeadAction.disqualify): LeadStatus.disqualified,
+    (LeadStatus.qualified, LeadAction.disqualify): LeadStatus.disqualified,
+    (LeadStatus.new, LeadAction.convert): LeadStatus.converted,
+    (LeadStatus.qualified, LeadAction.convert): LeadStatus.converted,
+    # A lead disqualified too early can be qualified again.
+    (LeadStatus.disqualified, LeadAction.qualify): LeadStatus.qualified,
+}
+
+
+def next_lead_status(current: LeadStatus, action: LeadAction) -> LeadStatus:
+    try:
+        return LEAD_TRANSITIONS[(current, action)]
+    except KeyError:
+        raise InvalidTransition(f"cannot {action.value} a lead that is {current.value}") from None
+
+
+# ---- scoring --------------------------------------------------------------------------------
+
+SOURCE_POINTS = {"referral": 15, "event": 12, "partner": 12, "campaign": 8, "web": 6}
+SEGMENT_POINTS = {"enterprise": 15, "mid_market": 10, "smb": 5}
+MAX_FIT = 50
+MAX_ENGAGEMENT = 50
+
+
+@dataclass(frozen=True)
+class LeadProfile:
+    """What fit is judged on: who the lead is, not what they did."""
+
+    source: str
+    company: str | None
+    email: str | None
+    phone: str | None
+    country: str | None
+    segment: str | None
+
+
+@dataclass(frozen=True)
+class Touch:
+    """One touch of the lead's customer in the shared timeline."""
+
+    kind: str
+    direction: str
+    sentiment: str | None = None
+
+
+def fit_score(lead: LeadProfile) -> int:
+    """0-50: a known company, a good source, a valuable segment and complete contact data."""
+    points = SOURCE_POINTS.get(lead.source, 3)
+    points += SEGMENT_POINTS.get(lead.segment or "", 0)
+    points += 8 if lead.company else 0
+    points += sum(4 for value in (lead.email, lead.phone, lead.country) if value)
+    return min(points, MAX_FIT)
+
+
+# What a touch says about interest: the customer acting counts more than being acted upon.
+_KIND_POINTS = {"email_open": 2, "link_click": 5, "reply": 8, "meeting": 10, "web_visit": 3}
+
+
+def engagement_score(touches: Iterable[Touch]) -> int:
+    """0-50 from the customer's touches (every department's) in the shared timeline."""
+    points = 0
+    for touch in touches:
+        if touch.kind in _KIND_POINTS:
+            value = _KIND_POINTS[touch.kind]
+        elif touch.direction == "inbound":
+            value = 6
+        else:
+            value = 1
+        if touch.sentiment == "positive":
+            value += 3
+        elif touch.sentiment == "negative":
+            value -= 3
+        points += value
+    return max(0, min(points, MAX_ENGAGEMENT))
+
+
+def lead_score(lead: LeadProfile, touches: Iterable[Touch]) -> tuple[int, int, int]:
+    """(score, fit, engagement); the score is their sum, 0-100."""
+    fit, engagement = fit_score(lead), engagement_score(touches)
+    return fit + engagement, fit, engagement
+
+
+# ---- territories ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AssignmentRule:
+    """A lead matching every condition set (None matches anything) goes to ``owner``."""
+
+    owner: str
+    territory: str | None = None
+    countries: tuple[str, ...] = ()
+    segment: str | None = None
+    source: str | None = None
+
+
+def assign(
+    rules: Sequence[AssignmentRule],
+    *,
+    country: str | None,
+    segment: str | None,
+    source: str | None,
+) -> AssignmentRule | None:
+    """The first matching rule, in the order given (most specific first is the user's job).
+    Accounts have no source: a rule naming one is for leads only."""
+    for rule in rules:
+        if rule.countries and (country or "").upper() not in rule.countries:
+            continue
+        if rule.segment is not None and rule.segment != segment:
+            continue
+        if rule.source is not None and rule.source != source:
+            continue
+        return rule
+    return None
+
+
+# ---- the opportunity pipeline ---------------------------------------------------------------
+
+WON = "won"
+LOST = "lost"
+CLOSED = frozenset({WON, LOST})
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """Stage -> probability, open stages in order, then won and lost."""
+
+    probabilities: Mapping[str, Decimal]
+
+    @property
+    def stages(self) -> list[str]:
+        return list(self.probabilities)
+
+    @property
+    def open_stages(self) -> list[str]:
+        return [s for s in self.probabilities if s not in CLOSED]
+
+    @property
+    def first(self) -> str:
+        return self.open_stages[0]
+
+    def probability(self, stage: str) -> Decimal:
+        return self.probabilities[stage]
+
+    def check_stage(self, stage: str, field: str = "stage") -> str:
+        if stage not in self.probabilities:
+            raise InvalidInput(f"unknown stage; one of {', '.join(self.stages)}", field=field)
+        return stage
+
+    def move(self, current: str, target: str, reason: str | None) -> str:
+        """Validate a stage change: open deals move freely, closed ones never; lost needs a
+        reason."""
+        self.check_stage(target)
+        if current in CLOSED:
+            raise InvalidTransition(f"the opportunity is already {current}")
+        if target == current:
+            raise InvalidTransition(f"the opportunity is already in {current}")
+        if target == LOST and not reason:
+            raise InvalidInput("a lost opportunity needs a reason", field="reason")
+        return target
+
+
+# ---- pipeline and forecast arithmetic -------------------------------------------------------
+
+_PERIOD = re.compile(r"^(\d{4})-(?:(0[1-9]|1[0-2])|Q([1-4]))$")
+
+
+def period_bounds(period: str) -> tuple[date, date]:
+    """``YYYY-MM`` or ``YYYY-Qn`` -> (first day, last day), inclusive."""
+    match = _PERIOD.match(period)
+    if not match:
+        raise InvalidInput("a month YYYY-MM or a quarter YYYY-Qn", field="period")
+    year = int(match.group(1))
+    if match.group(2):
+        first_month = last_month = int(match.group(2))
+    else:
+        first_month = (int(match.group(3)) - 1) * 3 + 1
+        last_month = first_month + 2
+    return date(year, first_month, 1), date(
+        year, last_month, calendar.monthrange(year, last_month)[1]
+    )
+
+
+@dataclass(frozen=True)
+class Deal:
+    owner: str
+    stage: str
+    amount: Decimal
+
+
+@dataclass
+class ForecastLine:
+    owner: str
+    open_count: int = 0
+    pipeline: Decimal = Decimal(0)  # open amount, unweighted
+    weighted: Decimal = Decimal(0)  # open amount times stage probability
+    won: Decimal = Decimal(0)  # already closed won in the period
+
+    @property
+    def expected(self) -> Decimal:
+        return self.won + self.weighted
+
+
+def forecast(deals: Iterable[Deal], pipeline: Pipeline) -> tuple[list[ForecastLine], ForecastLine]:
+    """Per owner (sorted) and in total: won so far plus the open deals weighted by stage."""
+    lines: dict[str, ForecastLine] = {}
+    total = ForecastLine(owner="*")
+    for deal in deals:
+        line = lines.setdefault(deal.owner, ForecastLine(owner=deal.owner))
+        for target in (line, total):
+            if deal.stage == WON:
+                target.won += deal.amount
+            elif deal.stage != LOST:
+                target.open_count += 1
+                target.pipeline += deal.amount
+                target.weighted += deal.amount * pipeline.probability(deal.stage)
+    for line in (*lines.values(), total):
+        line.weighted = cents(line.weighted)
+    return [lines[owner] for owner in sorted(lines)], total
+
+
+def money(value: object) -> Decimal:
+    """A sum from the database (SQLite hands back floats) as exact cents."""
+    return cents(Decimal(str(value)))
+
+
+# ---- orders ---------------------------------------------------------------------------------
+
+
+class OrderStatus(StrEnum):
+    placed = "placed"
+    paid = "paid"
+    refunded = "refunded"
+
+
+_ORDER_FLOW = [OrderStatus.placed, OrderStatus.paid, OrderStatus.refunded]
+
+
+def next_order_status(current: OrderStatus, target: OrderStatus) -> OrderStatus:
+    """Placed, then paid, then refunded: one step at a time, never back."""
+    if _ORDER_FLOW.index(target) != _ORDER_FLOW.index(current) + 1:
+        raise InvalidTransition(f"an order that is {current.value} cannot become {target.value}")
+    return target
+
+
+def order_steps(current: OrderStatus, target: OrderStatus) -> list[OrderStatus]:
+    """The steps from ``current`` up to ``target`` (none if it is there or beyond already):
+    an accounting system may tell only the latest status, or tell it twice."""
+    return _ORDER_FLOW[_ORDER_FLOW.index(current) + 1 : _ORDER_FLOW.index(target) + 1]

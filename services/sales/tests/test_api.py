@@ -1,0 +1,669 @@
+"""The sales API on a real database: leads, conversion through the real contacts service,
+opportunities through the pipeline, forecast, activities, orders and the customer view."""
+
+import uuid
+from decimal import Decimal
+
+from services.sales.tests.helpers import apply, connect, new_lead, new_opportunity, outbox
+from shared import topics
+from shared.contracts import analytics, sales, support
+from shared.events import CONTACT_ERASED, CONTACT_MERGED, INTERACTION_RECORDED
+
+
+def types(rows) -> list[str]:
+    return [r.event_type for r in rows]
+
+
+class TestLeads:
+    async def test_create_scores_and_publishes_without_pii(self, client):
+        lead = await new_lead(
+            client, phone="+49 30 1234567", country="de", segment="enterprise", source="referral"
+        )
+        assert lead["status"] == "new"
+        assert lead["country"] == "DE"
+        # referral 15 + enterprise 15 + company 8 + email, phone, country 12 = 50, no touches.
+        assert (lead["fit_score"], lead["engagement_score"], lead["score"]) == (50, 0, 50)
+        [event] = await outbox(client, topics.SALES)
+        assert event.event_type == sales.LEAD_CREATED and event.key == lead["id"]
+        assert b"Grace" not in event.value and b"example.com" not in event.value
+
+    async def test_engagement_comes_from_the_customers_touches(self, client):
+        customer = str(uuid.uuid4())
+        for kind, direction in [("link_click", "outbound"), ("reply", "inbound")]:
+            await apply(
+                client,
+                INTERACTION_RECORDED,
+                {
+                    "interaction_id": str(uuid.uuid4()),
+                    "customer_id": customer,
+                    "department": "marketing",
+                    "channel": "email",
+                    "direction": direction,
+                    "kind": kind,
+                    "occurred_at": "2026-11-20T10:00:00Z",
+                },
+            )
+        lead = await new_lead(client, customer_id=customer)
+        assert lead["engagement_score"] == 13
+        assert lead["score"] == lead["fit_score"] + 13
+
+    async def test_lead_state_machine(self, client):
+        lead = await new_lead(client)
+        response = await client.post(f"/v1/leads/{lead['id']}/qualify")
+        assert response.status_code == 200 and response.json()["status"] == "qualified"
+        assert response.json()["qualified_at"]
+        again = await client.post(f"/v1/leads/{lead['id']}/qualify")
+        assert again.status_code == 409
+        assert again.json()["error"]["code"] == "invalid_transition"
+        out = await client.post(f"/v1/leads/{lead['id']}/disqualify", json={"reason": "no budget"})
+        assert out.json()["status"] == "disqualified"
+        assert out.json()["disqualify_reason"] == "no budget"
+        assert types(await outbox(client, topics.SALES)) == [
+            sales.LEAD_CREATED,
+            sales.LEAD_QUALIFIED,
+            sales.LEAD_DISQUALIFIED,
+        ]
+
+    async def test_territory_rules_assign_new_leads(self, client):
+        rules = {
+            "rules": [
+                {
+                    "owner": "anna",
+                    "territory": "DACH-ent",
+                    "countries": ["DE", "AT", "CH"],
+                    "segment": "enterprise",
+                },
+                {"owner": "ben", "territory": "DACH", "countries": ["de", "AT", "CH"]},
+                {"owner": "cleo", "territory": "rest"},
+            ]
+        }
+        put = await client.put("/v1/assignment-rules", json=rules)
+        assert put.status_code == 200, put.text
+        assert (await client.get("/v1/assignment-rules")).json()["rules"][1]["countries"] == [
+            "DE",
+            "AT",
+            "CH",
+        ]
+        ent = await new_lead(client, country="AT", segment="enterprise")
+        smb = await new_lead(client, country="DE", segment="smb")
+        fr = await new_lead(client, country="FR")
+        mine = await new_lead(client, country="DE", owner="dora")
+        assert (ent["owner"], ent["territory"]) == ("anna", "DACH-ent")
+        assert (smb["owner"], smb["territory"]) == ("ben", "DACH")
+        assert fr["owner"] == "cleo"
+        assert (mine["owner"], mine["territory"]) == ("dora", None)
+
+    async def test_list_filters_and_pages(self, client):
+        for source in ["web", "referral", "web"]:
+            await new_lead(client, source=source)
+        page = (await client.get("/v1/leads", params={"limit": 2})).json()
+        assert len(page["items"]) == 2 and page["next_cursor"]
+        rest = await client.get("/v1/leads", params={"limit": 2, "cursor": page["next_cursor"]})
+        assert len(rest.json()["items"]) == 1 and rest.json()["next_cursor"] is None
+        scored = await client.get("/v1/leads", params={"min_score": 27})
+        assert [lead["source"] for lead in scored.json()["items"]] == ["referral"]
+
+
+class TestConversion:
+    async def test_convert_creates_the_contact_and_an_opportunity(self, client, contacts):
+        connect(client, contacts)
+        lead = await new_lead(client, owner="rep-9", phone="+4930123456", country="DE")
+        response = await client.post(
+            f"/v1/leads/{lead['id']}/convert",
+            json={"opportunity": {"title": "Pilot", "amount": "5000", "currency": "EUR"}},
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["created_contact"] is True
+        customer = body["customer_id"]
+        assert body["lead"]["status"] == "converted" and body["lead"]["customer_id"] == customer
+        opportunity = body["opportunity"]
+        assert opportunity["customer_id"] == customer and opportunity["owner"] == "rep-9"
+        assert opportunity["stage"] == "prospecting" and opportunity["lead_id"] == lead["id"]
+        assert body["lead"]["opportunity_id"] == opportunity["id"]
+        contact = (await contacts.get(f"/v1/contacts/{customer}")).json()
+        assert (contact["first_name"], contact["last_name"]) == ("Grace", "Hopper")
+        assert contact["email"] == lead["email"]
+        events = await outbox(client, topics.SALES)
+        assert types(events)[-2:] == [sales.OPPORTUNITY_OPENED, sales.LEAD_CONVERTED]
+        assert events[-1].key == customer
+
+    async def test_an_existing_contact_is_found_not_duplicated(self, client, contacts):
+        connect(client, contacts)
+        email = "known@example.com"
+        existing = await contacts.post("/v1/contacts", json={"first_name": "K", "email": email})
+        assert existing.status_code == 201
+        lead = await new_lead(client, email=email)
+        body = (await client.post(f"/v1/leads/{lead['id']}/convert")).json()
+        assert body["customer_id"] == existing.json()["id"]
+        assert body["created_contact"] is False
+        listed = (await contacts.get("/v1/contacts", params={"limit": 1000})).json()["items"]
+        assert len(listed) == 1
+
+    async def test_contacts_down_is_a_503_and_changes_nothing(self, client, contacts):
+        lead = await new_lead(client)
+        before = await outbox(client)
+        connect(client, None)
+        response = await client.post(f"/v1/leads/{lead['id']}/convert")
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["code"] == "contacts_unavailable"
+        assert (await client.get(f"/v1/leads/{lead['id']}")).json() == lead
+        assert len(await outbox(client)) == len(before)
+        # Contacts is back: the retry converts, exactly one contact exists.
+        connect(client, contacts)
+        retried = await client.post(f"/v1/leads/{lead['id']}/convert")
+        assert retried.status_code == 200, retried.text
+        listed = (await contacts.get("/v1/contacts")).json()["items"]
+        assert [c["id"] for c in listed] == [retried.json()["customer_id"]]
+
+    async def test_a_brief_outage_is_ridden_out_within_the_request(self, client, contacts):
+        connect(client, contacts, lost_requests=2)
+        lead = await new_lead(client)
+        response = await client.post(f"/v1/leads/{lead['id']}/convert")
+        assert response.status_code == 200, response.text
+        assert response.json()["created_contact"] is True
+        assert len((await contacts.get("/v1/contacts")).json()["items"]) == 1
+
+    async def test_a_response_lost_in_the_network_makes_no_duplicate(self, client, contacts):
+        # Contacts creates the contact, the answer never arrives, sales tries again.
+        connect(client, contacts, lost_responses=1)
+        lead = await new_lead(client)
+        response = await client.post(f"/v1/leads/{lead['id']}/convert")
+        assert response.status_code == 200, response.text
+        listed = (await contacts.get("/v1/contacts")).json()["items"]
+        assert [c["id"] for c in listed] == [response.json()["customer_id"]]
+
+    async def test_a_lost_response_is_retried_without_a_duplicate(self, client, contacts):
+        connect(client, contacts)
+        lead = await new_lead(client)
+        # Contacts created the contact but sales never heard back (the lead is still new).
+        first = await contacts.post(
+            "/v1/contacts",
+            json={"first_name": "Grace", "external_id": f"lead:{lead['id']}"},
+        )
+        body = (await client.post(f"/v1/leads/{lead['id']}/convert")).json()
+        assert body["customer_id"] == first.json()["id"] and body["created_contact"] is False
+
+    async def test_converted_and_disqualified_leads_cannot_convert(self, client, contacts):
+        connect(client, contacts)
+        lead = await new_lead(client)
+        assert (await client.post(f"/v1/leads/{lead['id']}/convert")).status_code == 200
+        again = await client.post(f"/v1/leads/{lead['id']}/convert")
+        assert again.status_code == 409
+        out = await new_lead(client)
+        await client.post(f"/v1/leads/{out['id']}/disqualify", json={"reason": "spam"})
+        assert (await client.post(f"/v1/leads/{out['id']}/convert")).status_code == 409
+        listed = (await contacts.get("/v1/contacts")).json()["items"]
+        assert len(listed) == 1
+
+    async def test_a_lead_known_as_a_customer_converts_without_calling_contacts(self, client):
+        connect(client, None)  # contacts unreachable, and not needed
+        customer = str(uuid.uuid4())
+        lead = await new_lead(client, customer_id=customer)
+        body = (await client.post(f"/v1/leads/{lead['id']}/convert")).json()
+        assert body["customer_id"] == customer and body["created_contact"] is False
+
+
+class TestOpportunities:
+    async def test_stages_probabilities_and_events(self, client):
+        opp = await new_opportunity(client)
+        assert (opp["stage"], Decimal(opp["probability"])) == ("prospecting", Decimal("0.1"))
+        moved = await client.post(
+            f"/v1/opportunities/{opp['id']}/stage", json={"stage": "proposal"}
+        )
+        assert moved.status_code == 200 and Decimal(moved.json()["probability"]) == Decimal("0.5")
+        won = await client.post(f"/v1/opportunities/{opp['id']}/stage", json={"stage": "won"})
+        assert won.json()["closed_at"] and Decimal(won.json()["probability"]) == 1
+        reopen = await client.post(
+            f"/v1/opportunities/{opp['id']}/stage", json={"stage": "proposal"}
+        )
+        assert reopen.status_code == 409
+        events = await outbox(client, topics.SALES)
+        assert types(events) == [sales.OPPORTUNITY_OPENED] + [sales.OPPORTUNITY_STAGE_CHANGED] * 2
+        assert events[0].key == opp["customer_id"]
+
+    async def test_lost_needs_a_reason(self, client):
+        opp = await new_opportunity(client)
+        url = f"/v1/opportunities/{opp['id']}/stage"
+        bare = await client.post(url, json={"stage": "lost"})
+        assert bare.status_code == 422 and bare.json()["error"]["fields"][0]["field"] == "reason"
+        lost = await client.post(url, json={"stage": "lost", "reason": "price"})
+        assert lost.json()["close_reason"] == "price" and lost.json()["stage"] == "lost"
+
+    async def test_pipeline_counts_and_values_per_stage(self, client):
+        await new_opportunity(client, amount="100.10")
+        await new_opportunity(client, amount="200.20")
+        other = await new_opportunity(client, amount="1000", stage="negotiation")
+        await new_opportunity(client, amount="999", currency="USD")
+        await client.post(f"/v1/opportunities/{other['id']}/stage", json={"stage": "won"})
+        stages = {s["stage"]: s for s in (await client.get("/v1/pipeline")).json()["stages"]}
+        assert list(stages) == [
+            "prospecting",
+            "qualification",
+            "proposal",
+            "negotiation",
+            "won",
+            "lost",
+        ]
+        assert stages["prospecting"]["count"] == 2
+        assert Decimal(stages["prospecting"]["amount"]) == Decimal("300.30")
+        assert Decimal(stages["prospecting"]["weighted"]) == Decimal("30.03")
+        assert stages["won"]["count"] == 1 and stages["negotiation"]["count"] == 0
+        usd = (await client.get("/v1/pipeline", params={"currency": "USD"})).json()
+        assert usd["stages"][0]["count"] == 1
+
+    async def test_forecast_weights_by_stage_per_owner(self, client):
+        await new_opportunity(client, owner="a", amount="1000", expected_close="2026-11-03")
+        await new_opportunity(
+            client, owner="a", amount="2000", stage="negotiation", expected_close="2026-12-30"
+        )
+        await new_opportunity(
+            client, owner="b", amount="500", stage="proposal", expected_close="2026-10-01"
+        )
+        await new_opportunity(client, owner="b", amount="700", expected_close="2027-01-01")
+        won = await new_opportunity(client, owner="b", amount="300", expected_close="2027-03-01")
+        await client.post(f"/v1/opportunities/{won['id']}/stage", json={"stage": "won"})
+        q4 = (await client.get("/v1/forecast", params={"period": "2026-Q4"})).json()
+        assert (q4["start"], q4["end"]) == ("2026-10-01", "2026-12-31")
+        owners = {line["owner"]: line for line in q4["owners"]}
+        # a: 1000 * 0.1 + 2000 * 0.8 = 1700; b: 500 * 0.5 = 250, plus 300 won this quarter.
+        assert Decimal(owners["a"]["weighted"]) == Decimal("1700.00")
+        assert Decimal(owners["b"]["weighted"]) == Decimal("250.00")
+        assert Decimal(owners["b"]["won"]) == Decimal("300")
+        assert Decimal(q4["total"]["expected"]) == Decimal("2250.00")
+        assert q4["total"]["open_count"] == 3
+        december = (await client.get("/v1/forecast", params={"period": "2026-12"})).json()
+        assert Decimal(december["total"]["weighted"]) == Decimal("1600.00")
+
+
+class TestActivities:
+    async def test_outbound_activity_carries_the_contact_check(self, client):
+        customer = str(uuid.uuid4())
+        await apply(
+            client,
+            "crm.contact.updated.v1",
+            {
+                "contact_id": customer,
+                "first_name": "X",
+                "preferences": {"opted_out_channels": ["phone"]},
+                "created_at": "2026-01-01T00:00:00Z",
+                "updated_at": "2026-01-01T00:00:00Z",
+            },
+        )
+        body = {
+            "customer_id": customer,
+            "kind": "call",
+            "channel": "phone",
+            "direction": "outbound",
+            "subject": "Renewal",
+        }
+        response = await client.post("/v1/activities", json=body)
+        assert response.status_code == 201, response.text
+        assert response.json()["contact_check"] == {
+            "allowed": False,
+            "reasons": ["channel_opted_out"],
+        }
+        inbound = await client.post("/v1/activities", json={**body, "direction": "inbound"})
+        assert inbound.json()["contact_check"] is None
+        [touch, _] = await outbox(client, topics.INTERACTIONS)
+        assert touch.key == customer
+        assert b'"kind":"call"' in touch.value.replace(b" ", b"")
+        assert b'"department":"sales"' in touch.value.replace(b" ", b"")
+
+    async def test_a_batch_of_activities(self, client):
+        customer = str(uuid.uuid4())
+        opp = await new_opportunity(client, customer_id=customer)
+        items = [
+            {
+                "customer_id": customer,
+                "kind": "call",
+                "channel": "phone",
+                "direction": "outbound",
+                "occurred_at": f"2026-11-2{n}T10:00:00Z",
+                "opportunity_id": opp["id"],
+            }
+            for n in range(3)
+        ] + [
+            {
+                "customer_id": str(uuid.uuid4()),
+                "kind": "email",
+                "channel": "email",
+                "direction": "inbound",
+            }
+        ]
+        response = await client.post("/v1/activities:batch", json={"items": items})
+        assert response.status_code == 201, response.text
+        ids = response.json()["ids"]
+        assert len(ids) == 4
+        listed = await client.get("/v1/activities", params={"opportunity_id": opp["id"]})
+        assert [a["occurred_at"] for a in listed.json()["items"]] == [
+            "2026-11-22T10:00:00Z",
+            "2026-11-21T10:00:00Z",
+            "2026-11-20T10:00:00Z",
+        ]
+        touches = await outbox(client, topics.INTERACTIONS)
+        assert [t.key for t in touches] == [customer] * 3 + [items[3]["customer_id"]]
+        for activity_id, touch in zip(ids, touches, strict=True):
+            assert activity_id.encode() in touch.value  # the touch's id and ref are the activity's
+
+
+class TestOrders:
+    async def test_order_lifecycle(self, client):
+        customer = str(uuid.uuid4())
+        response = await client.post(
+            "/v1/orders",
+            json={
+                "customer_id": customer,
+                "currency": "EUR",
+                "lines": [{"sku": "A", "quantity": 3, "unit_price": "9.99"}],
+            },
+        )
+        assert response.status_code == 201, response.text
+        order = response.json()
+        assert Decimal(order["amount"]) == Decimal("29.97") and order["status"] == "placed"
+        assert (await client.post(f"/v1/orders/{order['id']}/refunded")).status_code == 409
+        paid = await client.post(f"/v1/orders/{order['id']}/paid")
+        assert paid.json()["status"] == "paid" and paid.json()["paid_at"]
+        refunded = await client.post(f"/v1/orders/{order['id']}/refunded")
+        assert refunded.json()["status"] == "refunded"
+        assert types(await outbox(client, topics.SALES)) == [
+            sales.ORDER_PLACED,
+            sales.ORDER_PAID,
+            sales.ORDER_REFUNDED,
+        ]
+        [touch] = await outbox(client, topics.INTERACTIONS)
+        assert b"29.97" not in touch.value  # amounts stay off the interactions topic
+
+    async def test_external_orders_are_idempotent_by_external_id(self, client):
+        customer = str(uuid.uuid4())
+        order = {
+            "external_id": "INV-1",
+            "customer_id": customer,
+            "amount": "120.00",
+            "currency": "EUR",
+            "ordered_at": "2026-11-01T09:00:00Z",
+        }
+        await apply(client, sales.EXTERNAL_ORDER, order)
+        await apply(client, sales.EXTERNAL_ORDER, order)
+        await apply(client, sales.EXTERNAL_ORDER, {**order, "status": "paid"})
+        await apply(client, sales.EXTERNAL_ORDER, {**order, "status": "placed"})  # stale
+        listed = (await client.get("/v1/orders", params={"customer_id": customer})).json()
+        [stored] = listed["items"]
+        assert stored["external_id"] == "INV-1" and stored["status"] == "paid"
+        assert types(await outbox(client, topics.SALES)) == [sales.ORDER_PLACED, sales.ORDER_PAID]
+
+
+class TestCustomerView:
+    async def test_the_reps_view_before_a_call(self, client):
+        customer = str(uuid.uuid4())
+        await apply(
+            client,
+            support.TICKET_OPENED,
+            {
+                "ticket_id": str(uuid.uuid4()),
+                "customer_id": customer,
+                "subject": "Invoice wrong",
+                "channel": "email",
+                "priority": "urgent",
+                "category": None,
+                "opened_at": "2026-11-20T10:00:00Z",
+            },
+        )
+        resolved = str(uuid.uuid4())
+        await apply(
+            client,
+            support.TICKET_OPENED,
+            {
+                "ticket_id": resolved,
+                "customer_id": customer,
+                "subject": "Old",
+                "channel": "email",
+                "priority": "low",
+                "category": None,
+                "opened_at": "2026-11-01T10:00:00Z",
+            },
+        )
+        await apply(
+            client,
+            support.TICKET_RESOLVED,
+            {
+                "ticket_id": resolved,
+                "customer_id": customer,
+                "agent_id": None,
+                "resolved_at": "2026-11-02T10:00:00Z",
+            },
+        )
+        from shared.events import utcnow
+
+        await apply(
+            client,
+            INTERACTION_RECORDED,
+            {
+                "interaction_id": str(uuid.uuid4()),
+                "customer_id": customer,
+                "department": "marketing",
+                "channel": "email",
+                "direction": "outbound",
+                "kind": "campaign_send",
+                "subject": "Black Friday",
+                "occurred_at": utcnow().isoformat(),
+            },
+        )
+        await apply(
+            client,
+            analytics.CUSTOMER_SCORED,
+            {
+                "customer_id": customer,
+                "clv": "5000",
+                "churn_risk": 0.7,
+                "churn_level": "high",
+                "rfm_segment": "at_risk",
+                "scored_at": "2026-11-20T00:00:00Z",
+            },
+        )
+        await new_opportunity(client, customer_id=customer)
+        view = (await client.get(f"/v1/customers/{customer}")).json()
+        assert [t["priority"] for t in view["open_tickets"]] == ["urgent"]
+        assert view["open_ticket_count"] == 1
+        assert [m["subject"] for m in view["marketing_this_week"]] == ["Black Friday"]
+        assert view["scores"]["churn_level"] == "high"
+        assert len(view["open_opportunities"]) == 1
+        assert view["phone_check"]["allowed"] is True
+        check = await client.get(
+            f"/v1/customers/{customer}/contact-check",
+            params={"channel": "email", "department": "marketing"},
+        )
+        assert "open_priority_ticket" in check.json()["reasons"]
+
+    async def test_key_customers_by_clv_and_churn(self, client):
+        for clv, risk in [("100", 0.9), ("5000", 0.1), ("900", 0.5)]:
+            await apply(
+                client,
+                analytics.CUSTOMER_SCORED,
+                {
+                    "customer_id": str(uuid.uuid4()),
+                    "clv": clv,
+                    "churn_risk": risk,
+                    "churn_level": "high" if risk > 0.6 else "low",
+                    "scored_at": "2026-11-20T00:00:00Z",
+                },
+            )
+        by_clv = (await client.get("/v1/customers/key", params={"limit": 2})).json()
+        assert [Decimal(c["clv"]) for c in by_clv["items"]] == [5000, 900]
+        rest = await client.get("/v1/customers/key", params={"cursor": by_clv["next_cursor"]})
+        assert [Decimal(c["clv"]) for c in rest.json()["items"]] == [100]
+        at_risk = await client.get(
+            "/v1/customers/key", params={"sort": "churn_risk", "min_churn_risk": 0.4}
+        )
+        assert [c["churn_risk"] for c in at_risk.json()["items"]] == [0.9, 0.5]
+
+    async def test_older_scores_do_not_replace_newer(self, client):
+        customer = str(uuid.uuid4())
+        score = {
+            "customer_id": customer,
+            "clv": "10",
+            "churn_risk": 0.2,
+            "churn_level": "low",
+            "scored_at": "2026-11-20T00:00:00Z",
+        }
+        await apply(client, analytics.CUSTOMER_SCORED, score)
+        await apply(
+            client,
+            analytics.CUSTOMER_SCORED,
+            {**score, "clv": "1", "scored_at": "2026-11-19T00:00:00Z"},
+        )
+        view = (await client.get(f"/v1/customers/{customer}")).json()
+        assert Decimal(view["scores"]["clv"]) == 10
+
+
+class TestMergeAndErase:
+    async def test_merge_repoints_sales_records(self, client):
+        merged, survivor = str(uuid.uuid4()), str(uuid.uuid4())
+        opp = await new_opportunity(client, customer_id=merged)
+        await client.post(
+            "/v1/orders", json={"customer_id": merged, "amount": "5", "currency": "EUR"}
+        )
+        await apply(client, CONTACT_MERGED, {"merged_id": merged, "survivor_id": survivor})
+        moved = (await client.get(f"/v1/opportunities/{opp['id']}")).json()
+        assert moved["customer_id"] == survivor
+        orders = (await client.get("/v1/orders", params={"customer_id": survivor})).json()
+        assert len(orders["items"]) == 1
+        # New records for the merged id are filed under the survivor.
+        later = await new_opportunity(client, customer_id=merged)
+        assert later["customer_id"] == survivor
+
+    async def test_erasure_redacts_lead_pii(self, client, contacts):
+        connect(client, contacts)
+        lead = await new_lead(client, phone="+4930123456")
+        customer = (await client.post(f"/v1/leads/{lead['id']}/convert")).json()["customer_id"]
+        await client.post(
+            "/v1/activities",
+            json={
+                "customer_id": customer,
+                "kind": "call",
+                "channel": "phone",
+                "direction": "outbound",
+                "subject": "Pricing talk",
+            },
+        )
+        await apply(
+            client, CONTACT_ERASED, {"contact_id": customer, "erased_at": "2026-11-24T00:00:00Z"}
+        )
+        erased = (await client.get(f"/v1/leads/{lead['id']}")).json()
+        assert (erased["name"], erased["email"], erased["phone"], erased["company"]) == (
+            None,
+            None,
+            None,
+            None,
+        )
+        [activity] = (await client.get("/v1/activities")).json()["items"]
+        assert activity["subject"] is None
+        refused = await client.post(
+            "/v1/opportunities",
+            json={
+                "customer_id": customer,
+                "title": "x",
+                "amount": "1",
+                "currency": "EUR",
+                "owner": "r",
+            },
+        )
+        assert refused.status_code == 409
+
+
+class TestEdits:
+    async def test_update_an_open_deal(self, client):
+        opp = await new_opportunity(client, expected_close="2026-12-01")
+        response = await client.patch(
+            f"/v1/opportunities/{opp['id']}",
+            json={"amount": "2500.50", "expected_close": "2027-01-15", "owner": "rep-2"},
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert (body["amount"], body["expected_close"], body["owner"]) == (
+            "2500.50",
+            "2027-01-15",
+            "rep-2",
+        )
+        assert body["title"] == opp["title"]
+        q1 = (await client.get("/v1/forecast", params={"period": "2027-Q1"})).json()
+        assert Decimal(q1["total"]["weighted"]) == Decimal("250.05")
+        events = await outbox(client, topics.SALES)
+        assert events[-1].event_type == sales.OPPORTUNITY_UPDATED
+        await client.post(f"/v1/opportunities/{opp['id']}/stage", json={"stage": "won"})
+        closed = await client.patch(f"/v1/opportunities/{opp['id']}", json={"amount": "1"})
+        assert closed.status_code == 409
+
+    async def test_erase_a_leads_personal_data(self, client, contacts):
+        connect(client, contacts)
+        lead = await new_lead(client, phone="+4930123456")
+        response = await client.delete(f"/v1/leads/{lead['id']}")
+        assert response.status_code == 204
+        erased = (await client.get(f"/v1/leads/{lead['id']}")).json()
+        assert erased["erased"] is True
+        assert [erased[k] for k in ("name", "company", "email", "phone")] == [None] * 4
+        assert erased["source"] == "web" and erased["score"] == lead["score"]
+        refused = await client.post(f"/v1/leads/{lead['id']}/convert")
+        assert refused.status_code == 409
+        assert (await contacts.get("/v1/contacts")).json()["items"] == []
+
+
+class TestAccounts:
+    async def test_contacts_country_assigns_the_account(self, client):
+        rules = {
+            "rules": [
+                {"owner": "web-team", "source": "web"},  # leads only: accounts have no source
+                {"owner": "ben", "territory": "DACH", "countries": ["DE", "AT", "CH"]},
+            ]
+        }
+        await client.put("/v1/assignment-rules", json=rules)
+        customer = str(uuid.uuid4())
+        await apply(
+            client,
+            "crm.contact.created.v1",
+            {
+                "contact_id": customer,
+                "first_name": "X",
+                "country": "AT",
+                "created_at": "2026-01-01T00:00:00Z",
+                "updated_at": "2026-01-01T00:00:00Z",
+            },
+        )
+        account = (await client.get(f"/v1/accounts/{customer}")).json()
+        assert (account["owner"], account["territory"], account["country"]) == (
+            "ben",
+            "DACH",
+            "AT",
+        )
+        opp = await new_opportunity(client, customer_id=customer, owner=None)
+        assert opp["owner"] == "ben"
+        view = (await client.get(f"/v1/customers/{customer}")).json()
+        assert view["account"]["owner"] == "ben"
+
+    async def test_conversion_hands_the_account_to_the_leads_owner(self, client, contacts):
+        connect(client, contacts)
+        lead = await new_lead(client, owner="dora")
+        customer = (await client.post(f"/v1/leads/{lead['id']}/convert")).json()["customer_id"]
+        assert (await client.get(f"/v1/accounts/{customer}")).json()["owner"] == "dora"
+        moved = await client.put(f"/v1/accounts/{customer}", json={"owner": "eve"})
+        assert moved.status_code == 200 and moved.json()["owner"] == "eve"
+        opp = await new_opportunity(client, customer_id=customer, owner=None)
+        assert opp["owner"] == "eve"
+
+    async def test_no_owner_and_no_account_is_refused(self, client):
+        response = await client.post(
+            "/v1/opportunities",
+            json={"customer_id": str(uuid.uuid4()), "title": "t", "amount": "1", "currency": "EUR"},
+        )
+        assert response.status_code == 422
+        assert response.json()["error"]["fields"][0]["field"] == "owner"
+        assert (await client.get(f"/v1/accounts/{uuid.uuid4()}")).status_code == 404
+
+    async def test_merge_keeps_an_owner(self, client):
+        merged, survivor = str(uuid.uuid4()), str(uuid.uuid4())
+        await client.put(f"/v1/accounts/{merged}", json={"owner": "fay", "territory": "north"})
+        await apply(client, CONTACT_MERGED, {"merged_id": merged, "survivor_id": survivor})
+        account = (await client.get(f"/v1/accounts/{survivor}")).json()
+        assert (account["customer_id"], account["owner"]) == (survivor, "fay")
+        # The merged id leads to the survivor's account.
+        assert (await client.get(f"/v1/accounts/{merged}")).json()["customer_id"] == survivor

@@ -1,0 +1,265 @@
+"""Sales' pure domain rules: lead states, scoring, territories, the pipeline, forecast
+arithmetic and order states."""
+
+from datetime import date
+from decimal import Decimal
+
+import pytest
+
+from services.sales import rules
+from services.sales.config import DEFAULT_PIPELINE, SalesSettings
+from services.sales.rules import (
+    AssignmentRule,
+    Deal,
+    LeadAction,
+    LeadProfile,
+    LeadStatus,
+    OrderStatus,
+    Pipeline,
+    Touch,
+)
+from shared.errors import InvalidInput, InvalidTransition
+from shared.settings import AuthSettings
+
+PIPELINE = Pipeline(DEFAULT_PIPELINE)
+
+
+def profile(**fields) -> LeadProfile:
+    base = {
+        "source": "web",
+        "company": None,
+        "email": None,
+        "phone": None,
+        "country": None,
+        "segment": None,
+    }
+    return LeadProfile(**{**base, **fields})
+
+
+class TestLeadStates:
+    @pytest.mark.parametrize(
+        ("current", "action", "expected"),
+        [
+            (LeadStatus.new, LeadAction.qualify, LeadStatus.qualified),
+            (LeadStatus.new, LeadAction.disqualify, LeadStatus.disqualified),
+            (LeadStatus.new, LeadAction.convert, LeadStatus.converted),
+            (LeadStatus.qualified, LeadAction.convert, LeadStatus.converted),
+            (LeadStatus.qualified, LeadAction.disqualify, LeadStatus.disqualified),
+            (LeadStatus.disqualified, LeadAction.qualify, LeadStatus.qualified),
+        ],
+    )
+    def test_allowed(self, current, action, expected):
+        assert rules.next_lead_status(current, action) == expected
+
+    @pytest.mark.parametrize(
+        ("current", "action"),
+        [
+            (LeadStatus.qualified, LeadAction.qualify),
+            (LeadStatus.disqualified, LeadAction.convert),
+            (LeadStatus.disqualified, LeadAction.disqualify),
+            (LeadStatus.converted, LeadAction.qualify),
+            (LeadStatus.converted, LeadAction.disqualify),
+            (LeadStatus.converted, LeadAction.convert),
+        ],
+    )
+    def test_illegal(self, current, action):
+        with pytest.raises(InvalidTransition):
+            rules.next_lead_status(current, action)
+
+
+class TestScoring:
+    def test_bare_web_lead_scores_low(self):
+        assert rules.fit_score(profile()) == 6
+
+    def test_unknown_source_still_counts_a_little(self):
+        assert rules.fit_score(profile(source="cold-list")) == 3
+
+    def test_complete_enterprise_referral_is_the_best_fit(self):
+        best = profile(
+            source="referral",
+            segment="enterprise",
+            company="ACME",
+            email="a@b.c",
+            phone="+1",
+            country="US",
+        )
+        assert rules.fit_score(best) == rules.MAX_FIT
+
+    def test_fit_never_exceeds_its_cap(self):
+        assert (
+            rules.fit_score(
+                profile(
+                    source="referral",
+                    segment="enterprise",
+                    company="A",
+                    email="e",
+                    phone="p",
+                    country="c",
+                )
+            )
+            <= 50
+        )
+
+    def test_engagement_weighs_what_the_customer_did(self):
+        assert rules.engagement_score([Touch("campaign_send", "outbound")]) == 1
+        assert rules.engagement_score([Touch("link_click", "outbound")]) == 5
+        assert rules.engagement_score([Touch("ticket_opened", "inbound")]) == 6
+        assert rules.engagement_score([Touch("call", "inbound", "positive")]) == 9
+        assert rules.engagement_score([Touch("call", "outbound", "negative")]) == 0
+
+    def test_engagement_is_capped_and_never_negative(self):
+        assert rules.engagement_score([Touch("meeting", "inbound")] * 20) == 50
+        assert rules.engagement_score([Touch("call", "outbound", "negative")] * 5) == 0
+
+    def test_score_is_fit_plus_engagement(self):
+        score, fit, engagement = rules.lead_score(profile(company="A"), [Touch("reply", "inbound")])
+        assert (score, fit, engagement) == (22, 14, 8)
+
+
+class TestTerritories:
+    RULES = [
+        AssignmentRule(
+            owner="anna", territory="DACH-ent", countries=("DE", "AT"), segment="enterprise"
+        ),
+        AssignmentRule(owner="pat", source="partner"),
+        AssignmentRule(owner="ben", territory="DACH", countries=("DE", "AT")),
+    ]
+
+    def test_first_matching_rule_wins(self):
+        assert (
+            rules.assign(self.RULES, country="DE", segment="enterprise", source="web").owner
+            == "anna"
+        )
+        assert rules.assign(self.RULES, country="de", segment="smb", source="web").owner == "ben"
+        assert rules.assign(self.RULES, country="DE", segment=None, source="partner").owner == "pat"
+
+    def test_no_match_leaves_the_lead_unassigned(self):
+        assert rules.assign(self.RULES, country="FR", segment="smb", source="web") is None
+        assert rules.assign(self.RULES, country=None, segment=None, source="web") is None
+        assert rules.assign([], country="DE", segment=None, source="web") is None
+
+
+class TestPipeline:
+    def test_stages_and_probabilities(self):
+        assert PIPELINE.open_stages == ["prospecting", "qualification", "proposal", "negotiation"]
+        assert PIPELINE.first == "prospecting"
+        assert PIPELINE.probability("negotiation") == Decimal("0.80")
+
+    def test_open_deals_move_forward_backward_and_close(self):
+        assert PIPELINE.move("proposal", "qualification", None) == "qualification"
+        assert PIPELINE.move("prospecting", "won", None) == "won"
+        assert PIPELINE.move("negotiation", "lost", "budget cut") == "lost"
+
+    @pytest.mark.parametrize("closed", ["won", "lost"])
+    def test_closed_deals_stay_closed(self, closed):
+        with pytest.raises(InvalidTransition):
+            PIPELINE.move(closed, "proposal", None)
+
+    def test_same_stage_is_not_a_change(self):
+        with pytest.raises(InvalidTransition):
+            PIPELINE.move("proposal", "proposal", None)
+
+    def test_lost_needs_a_reason_and_stages_must_exist(self):
+        with pytest.raises(InvalidInput) as lost:
+            PIPELINE.move("proposal", "lost", None)
+        assert lost.value.field == "reason"
+        with pytest.raises(InvalidInput) as unknown:
+            PIPELINE.move("proposal", "dreaming", None)
+        assert unknown.value.field == "stage"
+
+    def test_a_configured_pipeline(self):
+        settings = SalesSettings(
+            auth=AuthSettings(secret="x"),
+            pipeline={"demo": "0.3", "trial": "0.6", "won": "1", "lost": "0"},
+        )
+        custom = Pipeline(settings.pipeline)
+        assert custom.open_stages == ["demo", "trial"]
+        assert custom.probability("trial") == Decimal("0.6")
+
+    @pytest.mark.parametrize(
+        "pipeline",
+        [
+            {"won": "1", "lost": "0"},
+            {"a": "0.5", "lost": "0", "won": "1"},
+            {"a": "2", "won": "1", "lost": "0"},
+        ],
+    )
+    def test_bad_pipelines_are_refused(self, pipeline):
+        with pytest.raises(ValueError):
+            SalesSettings(auth=AuthSettings(secret="x"), pipeline=pipeline)
+
+
+class TestForecast:
+    @pytest.mark.parametrize(
+        ("period", "bounds"),
+        [
+            ("2026-02", (date(2026, 2, 1), date(2026, 2, 28))),
+            ("2024-02", (date(2024, 2, 1), date(2024, 2, 29))),
+            ("2026-Q1", (date(2026, 1, 1), date(2026, 3, 31))),
+            ("2026-Q4", (date(2026, 10, 1), date(2026, 12, 31))),
+        ],
+    )
+    def test_periods(self, period, bounds):
+        assert rules.period_bounds(period) == bounds
+
+    @pytest.mark.parametrize("period", ["2026", "2026-13", "2026-Q5", "26-01", "2026-1", ""])
+    def test_bad_periods(self, period):
+        with pytest.raises(InvalidInput) as error:
+            rules.period_bounds(period)
+        assert error.value.field == "period"
+
+    def test_weighted_per_owner_and_total(self):
+        deals = [
+            Deal("b", "proposal", Decimal("333.33")),
+            Deal("a", "prospecting", Decimal("1000")),
+            Deal("a", "negotiation", Decimal("2000")),
+            Deal("a", "won", Decimal("400")),
+            Deal("b", "lost", Decimal("9999")),
+        ]
+        lines, total = rules.forecast(deals, PIPELINE)
+        assert [line.owner for line in lines] == ["a", "b"]
+        a, b = lines
+        assert (a.open_count, a.pipeline, a.weighted, a.won) == (
+            2,
+            Decimal("3000"),
+            Decimal("1700.00"),
+            Decimal("400"),
+        )
+        assert a.expected == Decimal("2100.00")
+        assert b.weighted == Decimal("166.67")  # 333.33 * 0.5, rounded to the cent
+        assert (total.open_count, total.weighted, total.won) == (
+            3,
+            Decimal("1866.67"),
+            Decimal("400"),
+        )
+
+    def test_no_deals(self):
+        lines, total = rules.forecast([], PIPELINE)
+        assert lines == [] and total.expected == 0
+
+
+class TestOrderStates:
+    def test_one_step_at_a_time(self):
+        assert rules.next_order_status(OrderStatus.placed, OrderStatus.paid) == OrderStatus.paid
+        assert (
+            rules.next_order_status(OrderStatus.paid, OrderStatus.refunded) == OrderStatus.refunded
+        )
+        for current, target in [
+            (OrderStatus.placed, OrderStatus.refunded),
+            (OrderStatus.paid, OrderStatus.paid),
+            (OrderStatus.refunded, OrderStatus.paid),
+        ]:
+            with pytest.raises(InvalidTransition):
+                rules.next_order_status(current, target)
+
+    def test_steps_to_a_reported_status(self):
+        assert rules.order_steps(OrderStatus.placed, OrderStatus.refunded) == [
+            OrderStatus.paid,
+            OrderStatus.refunded,
+        ]
+        assert rules.order_steps(OrderStatus.paid, OrderStatus.placed) == []
+        assert rules.order_steps(OrderStatus.paid, OrderStatus.paid) == []
+
+    def test_money_from_the_database_is_exact_cents(self):
+        assert rules.money(300.29999999999995) == Decimal("300.30")
+        assert rules.money(0) == Decimal("0.00")
