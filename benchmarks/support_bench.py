@@ -113,9 +113,7 @@ async def run(running: Platform, args: argparse.Namespace) -> None:
     used = sum(cpu_seconds(pid) for pid in pids) - cpu
     print(f"                  support CPU {used / writes * 1000:.2f} ms per write (incl. relay)")
     await asyncio.sleep(2)  # let the relay and consumers drain the burst
-    await write_to_timeline(
-        support, observer, observer_name, running.headers, args.latency_samples
-    )
+    await write_to_timeline(support, observer, observer_name, running.headers, args.latency_samples)
 
 
 def main() -> None:
