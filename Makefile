@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: up test lint bench docs clean
+.PHONY: up test test-slow lint bench docs clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -24,6 +24,10 @@ up: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The long fault-injection variants (e.g. a 60 s broker outage), not part of `make test`.
+test-slow: $(VENV)/.installed-test
+	$(BIN)/python -m pytest tests/reliability -m slow $(PYTEST_ARGS)
+
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -34,6 +38,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/sales_bench.py
 	$(BIN)/python benchmarks/marketing_bench.py
 	$(BIN)/python benchmarks/analytics_bench.py
+	$(BIN)/python benchmarks/load.py
 
 # Regenerate docs/schemas, docs/asyncapi.yaml and docs/openapi after changing an event or an API.
 docs: $(VENV)/.installed-test

@@ -77,9 +77,7 @@ class Platform:
             f"{prefix}_LOG_LEVEL": "WARNING",
             **extra,
         }
-        env.setdefault(
-            f"{prefix}_DATABASE_URL", f"sqlite+aiosqlite:///{self.workdir / service}.db"
-        )
+        env.setdefault(f"{prefix}_DATABASE_URL", f"sqlite+aiosqlite:///{self.workdir / service}.db")
         return env
 
     def start(self, service: str, **extra: str) -> str:

@@ -82,7 +82,9 @@ def create_engine(
         database_url,
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_pre_ping=False,
+        # A connection the server dropped (a restart, a failover) is replaced before use
+        # instead of failing one request with a 500.
+        pool_pre_ping=True,
         connect_args=connect_args,
     )
 

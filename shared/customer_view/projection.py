@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import contact_rules, topics
@@ -54,15 +54,10 @@ def to_item(row: TimelineEntry) -> TimelineItem:
     )
 
 
-async def survivor(
-    session: AsyncSession, customer_id: uuid.UUID, *, lock: bool = False
-) -> uuid.UUID | None:
-    """Where this customer's records live now; None if the customer was erased.
-
-    ``lock`` holds the profiles read until commit (PostgreSQL), so a touch filed now cannot
-    slip past a merge or an erasure committing at the same moment in another consumer."""
+async def survivor(session: AsyncSession, customer_id: uuid.UUID) -> uuid.UUID | None:
+    """Where this customer's records live now; None if the customer was erased."""
     for _ in range(MAX_MERGE_CHAIN):
-        profile = await session.get(CustomerProfile, customer_id, with_for_update=lock)
+        profile = await session.get(CustomerProfile, customer_id)
         if profile is None or profile.status == ProfileStatus.active:
             return customer_id
         if profile.status == ProfileStatus.erased or profile.merged_into is None:
@@ -269,8 +264,19 @@ class TouchOutcome(StrEnum):
     erased = "erased"  # the customer was erased: nothing kept
 
 
+async def lock_customer(session: AsyncSession, customer_id: uuid.UUID) -> None:
+    """Serialise the changes to one customer's view across consumers (PostgreSQL), whether or
+    not the customer's profile exists yet: a touch applied while a merge or an erasure of its
+    customer commits in the other consumer would otherwise be inserted under the old id after
+    the merge's UPDATE or the erasure's DELETE ran. Held until the transaction ends."""
+    if session.get_bind().dialect.name == "postgresql":
+        key = customer_id.int & 0x7FFF_FFFF_FFFF_FFFF  # a signed 64-bit key
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
 async def record_touch(session: AsyncSession, touch: InteractionRecorded) -> TouchOutcome:
-    customer_id = await survivor(session, touch.customer_id, lock=True)
+    await lock_customer(session, touch.customer_id)
+    customer_id = await survivor(session, touch.customer_id)
     if customer_id is None:
         return TouchOutcome.erased  # keep nothing about this person
     if await session.get(TimelineEntry, touch.interaction_id) is not None:
@@ -321,6 +327,7 @@ async def contact_merged(
     session: AsyncSession, merged_id: uuid.UUID, survivor_id: uuid.UUID
 ) -> bool:
     """Re-point the merged contact's touches to the survivor; False if it was erased."""
+    await lock_customer(session, merged_id)
     profile = await _profile(session, merged_id)
     if profile.status == ProfileStatus.erased:
         return False
@@ -342,6 +349,7 @@ async def contact_merged(
 
 async def contact_erased(session: AsyncSession, contact_id: uuid.UUID) -> None:
     """GDPR: the person's touches go; the profile stays as an 'erased' marker without data."""
+    await lock_customer(session, contact_id)
     profile = await _profile(session, contact_id)
     profile.status = ProfileStatus.erased.value
     profile.preferences = {}

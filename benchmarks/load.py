@@ -1,0 +1,366 @@
+"""Load benchmark: a realistic mix through the HTTP APIs of real `crm serve` processes.
+
+    .venv/bin/python benchmarks/load.py [--duration 20] [--clients 32]
+    .venv/bin/python benchmarks/load.py --soak 30         # half the sustained rate, 30 minutes
+
+Phases (each prints its figures):
+1. light load: one probe at a time; propagation = from a touch's 201 on support to its count in
+   the contacts service's projection (GET /v1/contacts/{id} activity), i.e. another service;
+2. full load: ``--clients`` concurrent clients, unthrottled: touch logging (POST /v1/interactions
+   on support), ticket traffic (tickets + replies), timeline reads, contact creates; prints
+   sustained writes/s, write/read p50/p99, 5xx, propagation under load, and the outbox backlog and
+   consumer lag scraped from /metrics every second;
+3. half load: the same mix at half the rate phase 2 sustained, with propagation;
+4. batch ingest: POST /v1/interactions:batch with 1,000 items per call, timed until every touch
+   is counted in the contacts service (end to end into another service's projection).
+``--soak M`` replaces 2-4 by M minutes at half rate (rate from a short full-load run), printing
+every 30 s the RSS of each service process, the outbox table size and the lag.
+
+Campaign sends are not in the mix: the marketing service was being built while this was written.
+Services run on SQLite files unless <SERVICE>_DATABASE_URL is set (PostgreSQL).
+"""
+
+import argparse
+import asyncio
+import os
+import random
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from harness import Platform, cpu_seconds, ms, percentile, platform, service_pids  # noqa: I001
+
+CHANNELS = ("phone", "email", "chat", "sms", "web")
+
+
+@dataclass
+class Stats:
+    writes: list[float] = field(default_factory=list)
+    reads: list[float] = field(default_factory=list)
+    propagation: list[float] = field(default_factory=list)
+    errors_5xx: int = 0
+    errors_other: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def line(self, label: str) -> str:
+        elapsed = time.monotonic() - self.started
+        parts = [
+            f"{label}: {len(self.writes) / elapsed:,.0f} writes/s over {elapsed:.0f} s",
+            f"write p50 {ms(percentile(self.writes, 50))} p99 {ms(percentile(self.writes, 99))}"
+            if self.writes
+            else "no writes",
+        ]
+        if self.reads:
+            parts.append(
+                f"read p50 {ms(percentile(self.reads, 50))} p99 {ms(percentile(self.reads, 99))}"
+            )
+        if self.propagation:
+            parts.append(
+                f"propagation p50 {ms(percentile(self.propagation, 50))}"
+                f" p99 {ms(percentile(self.propagation, 99))} (n={len(self.propagation)})"
+            )
+        parts.append(f"5xx {self.errors_5xx}, other errors {self.errors_other}")
+        return "\n  ".join(parts)
+
+
+def touch(customer: str, index: int) -> dict:
+    return {
+        "customer_id": customer,
+        "channel": CHANNELS[index % len(CHANNELS)],
+        "direction": "outbound" if index % 2 else "inbound",
+        "kind": "call",
+        "subject": f"load {index}",
+    }
+
+
+class Load:
+    def __init__(self, running: Platform, http: httpx.AsyncClient) -> None:
+        self.running = running
+        self.http = http
+        self.support = running.urls["support"]
+        self.contacts = running.urls["contacts"]
+        self.customers: list[str] = []
+        self.tickets: list[str] = []
+        self.samples: list[dict[str, float]] = []
+
+    async def timed(self, stats: Stats, kind: str, method: str, url: str, **kw) -> httpx.Response:
+        started = time.perf_counter()
+        try:
+            response = await self.http.request(method, url, **kw)
+        except httpx.HTTPError:
+            stats.errors_other += 1
+            raise
+        (stats.writes if kind == "write" else stats.reads).append(time.perf_counter() - started)
+        if response.status_code >= 500:
+            stats.errors_5xx += 1
+        return response
+
+    async def create_customers(self, count: int) -> list[str]:
+        async def one(i: int) -> str:
+            r = await self.http.post(f"{self.contacts}/v1/contacts", json={"first_name": f"L{i}"})
+            r.raise_for_status()
+            return r.json()["id"]
+
+        created = []
+        for start in range(0, count, 50):
+            created += await asyncio.gather(*(one(i) for i in range(start, min(count, start + 50))))
+        return created
+
+    async def one_op(self, stats: Stats, n: int) -> None:
+        pick = random.random()
+        customer = random.choice(self.customers)
+        if pick < 0.50:
+            await self.timed(
+                stats, "write", "POST", f"{self.support}/v1/interactions", json=touch(customer, n)
+            )
+        elif pick < 0.58 or not self.tickets:
+            r = await self.timed(
+                stats,
+                "write",
+                "POST",
+                f"{self.support}/v1/tickets",
+                json={
+                    "customer_id": customer,
+                    "subject": "Delivery late",
+                    "description": "Where is my order?",
+                    "channel": "email",
+                },
+            )
+            if r.status_code == 201:
+                self.tickets.append(r.json()["id"])
+        elif pick < 0.65:
+            await self.timed(
+                stats,
+                "write",
+                "POST",
+                f"{self.support}/v1/tickets/{random.choice(self.tickets)}/messages",
+                json={"author_type": "customer", "body": "Any news?"},
+            )
+        elif pick < 0.90:
+            await self.timed(
+                stats, "read", "GET", f"{self.support}/v1/customers/{customer}/timeline?limit=20"
+            )
+        else:
+            await self.timed(
+                stats, "write", "POST", f"{self.contacts}/v1/contacts", json={"first_name": "New"}
+            )
+
+    async def clients(self, stats: Stats, count: int, seconds: float, rate: float = 0) -> None:
+        """``count`` clients for ``seconds``; ``rate`` > 0 caps the total operations/s."""
+        deadline = time.monotonic() + seconds
+        interval = count / rate if rate else 0.0
+
+        async def client(index: int) -> None:
+            n = index
+            next_at = time.monotonic() + random.random() * interval
+            while time.monotonic() < deadline:
+                if interval:
+                    await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+                    next_at += interval
+                n += count
+                try:
+                    await self.one_op(stats, n)
+                except httpx.HTTPError:
+                    pass
+
+        await asyncio.gather(*(client(i) for i in range(count)))
+
+    async def activity_total(self, customer: str) -> int:
+        r = await self.http.get(f"{self.contacts}/v1/contacts/{customer}")
+        return r.json()["activity"]["interactions_total"]
+
+    async def probes(self, stats: Stats, seconds: float, pause: float = 0.05) -> None:
+        """One touch at a time on a probe customer; time until contacts has counted it."""
+        probe = (await self.create_customers(1))[0]
+        expected = await self.activity_total(probe)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            r = await self.http.post(f"{self.support}/v1/interactions", json=touch(probe, 0))
+            answered = time.perf_counter()
+            if r.status_code != 201:
+                continue
+            expected += 1
+            while await self.activity_total(probe) < expected:
+                await asyncio.sleep(0.005)  # the poll itself loads contacts: not tighter
+                if time.perf_counter() - answered > 30:
+                    break
+            stats.propagation.append(time.perf_counter() - answered)
+            await asyncio.sleep(pause)
+
+    async def scrape(self, stop: asyncio.Event) -> None:
+        """Outbox backlog and consumer lag of every service, every second."""
+        started = time.monotonic()
+        while not stop.is_set():
+            sample = {"t": time.monotonic() - started}
+            for service, url in self.running.urls.items():
+                try:
+                    body = (await self.http.get(f"{url}/metrics")).text
+                except httpx.HTTPError:
+                    continue
+                backlog = lag_s = lag_msgs = 0.0
+                for line in body.splitlines():
+                    if line.startswith("crm_outbox_backlog{"):
+                        backlog += float(line.rsplit(" ", 1)[1])
+                    elif line.startswith("crm_consumer_lag_seconds{"):
+                        lag_s = max(lag_s, float(line.rsplit(" ", 1)[1]))
+                    elif line.startswith("crm_consumer_lag_messages{"):
+                        lag_msgs += float(line.rsplit(" ", 1)[1])
+                sample[f"{service}.backlog"] = backlog
+                sample[f"{service}.lag_s"] = lag_s
+                sample[f"{service}.lag_msgs"] = lag_msgs
+            self.samples.append(sample)
+            await asyncio.sleep(1.0)
+
+    def print_series(self, since: float = 0.0) -> None:
+        rows = [s for s in self.samples if s["t"] >= since]
+        if not rows:
+            return
+        step = max(1, len(rows) // 12)
+        print("  t(s)  backlog(contacts/support)  lag msgs (contacts/support)  max lag s")
+        for s in rows[::step]:
+            print(
+                f"  {s['t']:5.0f}  {s.get('contacts.backlog', 0):7.0f} /"
+                f" {s.get('support.backlog', 0):<7.0f}         "
+                f"{s.get('contacts.lag_msgs', 0):7.0f} / {s.get('support.lag_msgs', 0):<7.0f}"
+                f"      {max(s.get('contacts.lag_s', 0), s.get('support.lag_s', 0)):.2f}"
+            )
+        peak = max(max(s.get("contacts.backlog", 0), s.get("support.backlog", 0)) for s in rows)
+        print(f"  peak outbox backlog {peak:.0f}")
+
+    async def batch_ingest(self, calls: int, size: int = 1000) -> None:
+        targets = await self.create_customers(20)
+        before = sum([await self.activity_total(c) for c in targets])
+        started = time.perf_counter()
+        api = []
+        for call in range(calls):
+            items = [touch(targets[(call * size + i) % len(targets)], i) for i in range(size)]
+            t = time.perf_counter()
+            r = await self.http.post(f"{self.support}/v1/interactions:batch", json={"items": items})
+            api.append(time.perf_counter() - t)
+            r.raise_for_status()
+        accepted = time.perf_counter() - started
+        total = calls * size
+        while True:  # a light poll: 20 GETs every 0.2 s must not slow contacts down
+            if sum([await self.activity_total(c) for c in targets]) - before >= total:
+                break
+            await asyncio.sleep(0.2)
+        end_to_end = time.perf_counter() - started
+        print(
+            f"batch ingest: {calls} x {size} touches; API {total / accepted:,.0f}/s"
+            f" (call p50 {ms(percentile(api, 50))}); end to end into contacts' projection"
+            f" {total / end_to_end:,.0f}/s ({end_to_end:.1f} s)"
+        )
+
+
+def cpu_of(pid: int) -> float:
+    return sum(cpu_seconds(p) for p in service_pids(pid))
+
+
+def rss_mb(pid: int) -> float:
+    total = 0
+    for p in service_pids(pid):
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+def outbox_rows(running: Platform, service: str) -> str:
+    path = running.workdir / f"{service}.db"
+    if not path.exists():
+        return "n/a (not SQLite)"
+    with sqlite3.connect(path) as db:
+        total, pending = db.execute(
+            "SELECT count(*), sum(published_at IS NULL) FROM outbox"
+        ).fetchone()
+    return f"{total} rows ({pending or 0} unsent)"
+
+
+async def main(args: argparse.Namespace) -> None:
+    with platform() as running:
+        env = {"KAFKA_FETCH_MAX_WAIT_MS": "10"}
+        running.start("contacts", **env)
+        running.start("support", SUPPORT_RUN_SCHEDULER="false", **env)
+        print(f"services: {running.urls} (databases: {running.database('support')})")
+        limits = httpx.Limits(max_connections=args.clients + 20, max_keepalive_connections=None)
+        async with httpx.AsyncClient(headers=running.headers, limits=limits, timeout=60) as http:
+            load = Load(running, http)
+            load.customers = await load.create_customers(200)
+            stop = asyncio.Event()
+            scraper = asyncio.create_task(load.scrape(stop))
+
+            light = Stats()
+            await load.probes(light, args.light)
+            print(light.line("light load (probes only)"))
+
+            if args.soak:
+                await soak(load, running, args)
+            else:
+                full = Stats()
+                mark = time.monotonic()
+                cpu = {s: cpu_of(p.pid) for s, p in running.processes.items()}
+                await asyncio.gather(
+                    load.clients(full, args.clients, args.duration),
+                    load.probes(full, args.duration, pause=0.1),
+                )
+                print(full.line(f"full load ({args.clients} clients)"))
+                used = {s: cpu_of(p.pid) - cpu[s] for s, p in running.processes.items()}
+                print(
+                    "  CPU of the services: "
+                    + ", ".join(f"{s} {u:.1f} s" for s, u in used.items())
+                    + f" = {sum(used.values()) * 1000 / max(1, len(full.writes)):.1f} ms per write"
+                    f" (reads and event handling included), over {time.monotonic() - mark:.0f} s;"
+                    f" load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+                )
+                load.print_series(since=load.samples[-1]["t"] - (time.monotonic() - mark))
+                rate = len(full.writes) / (time.monotonic() - mark)
+                half = Stats()
+                await asyncio.gather(
+                    # ops/s = writes/s / write share of the mix (0.75)
+                    load.clients(half, args.clients, args.duration, rate=rate / 2 / 0.75),
+                    load.probes(half, args.duration, pause=0.1),
+                )
+                print(half.line("half load"))
+                await load.batch_ingest(args.batch_calls)
+            stop.set()
+            await scraper
+
+
+async def soak(load: Load, running: Platform, args: argparse.Namespace) -> None:
+    probe = Stats()
+    await load.clients(probe, args.clients, 10)
+    rate = len(probe.writes) / (time.monotonic() - probe.started)
+    print(f"soak: {args.soak} min at half of {rate:,.0f} writes/s")
+    stats = Stats()
+    deadline = time.monotonic() + args.soak * 60
+    job = asyncio.create_task(
+        load.clients(stats, args.clients, args.soak * 60, rate=rate / 2 / 0.75)
+    )
+    while time.monotonic() < deadline:
+        await asyncio.sleep(min(30, max(0.0, deadline - time.monotonic())))
+        last = load.samples[-1] if load.samples else {}
+        print(
+            f"  t={time.monotonic() - stats.started:5.0f}s"
+            + "".join(
+                f"  {s}: rss {rss_mb(p.pid):.0f} MB outbox {outbox_rows(running, s)}"
+                f" lag {last.get(f'{s}.lag_s', 0):.2f}s"
+                for s, p in running.processes.items()
+            ),
+            flush=True,
+        )
+    await job
+    print(stats.line("soak"))
+    load.print_series()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=float, default=20, help="seconds per load phase")
+    parser.add_argument("--light", type=float, default=8, help="seconds of light-load probes")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--batch-calls", type=int, default=10)
+    parser.add_argument("--soak", type=float, default=0, help="minutes at half the rate")
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    asyncio.run(main(parser.parse_args()))
