@@ -80,7 +80,10 @@ class TestProjections:
             response = await client.get(
                 f"/v1/customers/{customer}/contact-check", params={"channel": "email"}
             )
-            assert response.json() == {"allowed": False, "reasons": ["open_priority_ticket"]}
+            # Membership: a company policy another test published (quiet hours, say) on the
+            # shared broker may add its own reason.
+            verdict = response.json()
+            assert not verdict["allowed"] and "open_priority_ticket" in verdict["reasons"]
 
         await eventually(blocked)
         order = {

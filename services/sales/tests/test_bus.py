@@ -129,7 +129,9 @@ class TestProjections:
             check = await client.get(
                 f"/v1/customers/{customer}/contact-check", params={"channel": "phone"}
             )
-            assert check.json()["reasons"] == ["weekly_limit_reached"], check.text
+            # Membership, not equality: the broker is shared, and a company policy another test
+            # published (quiet hours, say) may apply here too.
+            assert "weekly_limit_reached" in check.json()["reasons"], check.text
             return check.json()
 
         await eventually(over_budget)
