@@ -6,6 +6,7 @@ offset: a redelivery finds the id and changes nothing.
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 import traceback
@@ -76,6 +77,7 @@ class EventConsumer:
         self.max_attempts = max_attempts
         self.batch_size = batch_size
         self.retry_wait_s = retry_wait_s
+        self._lag_reported: set[TopicPartition] = set()
         self.name = f"{service}.{subscription.name}"
 
     async def run(self) -> None:
@@ -104,6 +106,7 @@ class EventConsumer:
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         while True:
             batches = await consumer.getmany(timeout_ms=1000, max_records=self.batch_size)
+            self._forget_revoked(consumer.assignment())
             for tp, records in batches.items():
                 await self.process(records)
                 faults.crash_point("consumer.after_db_commit")  # fault injection (tests)
@@ -228,9 +231,20 @@ class EventConsumer:
         )
         metrics.EVENTS_DEAD_LETTERED.labels(self.service, self.name).inc()
 
+    def _forget_revoked(self, assigned: set[TopicPartition]) -> None:
+        """A partition a rebalance moved to another replica is that replica's to report: a
+        stale figure here would hold a lag alert up until this process restarts."""
+        for tp in self._lag_reported - assigned:
+            labels = (self.service, self.name, tp.topic, str(tp.partition))
+            for gauge in (metrics.CONSUMER_LAG, metrics.CONSUMER_LAG_SECONDS):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(*labels)
+        self._lag_reported &= assigned
+
     def _record_lag(
         self, consumer: AIOKafkaConsumer, tp: TopicPartition, last: ConsumerRecord
     ) -> None:
+        self._lag_reported.add(tp)
         highwater = consumer.highwater(tp)
         lag = max(0, highwater - (last.offset + 1)) if highwater is not None else 0
         labels = (self.service, self.name, tp.topic, str(tp.partition))

@@ -133,3 +133,27 @@ class TestEventConsumer:
             await dead_letters.consumer.getmany(timeout_ms=200)
             assert [r for r in dead_letters.records if r.key == key.encode()] == []
         assert failures["left"] == 0
+
+
+def test_lag_of_revoked_partitions_is_forgotten():
+    """After a rebalance the partitions another replica took over are no longer reported."""
+    from aiokafka import TopicPartition
+
+    from shared import metrics
+    from shared.consumer import EventConsumer
+
+    runner = EventConsumer.__new__(EventConsumer)
+    runner.service, runner.name = "svc-lag-test", "timeline"
+    runner._lag_reported = set()
+    kept, moved = TopicPartition("crm.interactions.v1", 0), TopicPartition("crm.interactions.v1", 1)
+    for tp in (kept, moved):
+        runner._lag_reported.add(tp)
+        metrics.CONSUMER_LAG.labels("svc-lag-test", "timeline", tp.topic, str(tp.partition)).set(7)
+    runner._forget_revoked({kept})
+    exported = {
+        sample.labels["partition"]
+        for family in metrics.CONSUMER_LAG.collect()
+        for sample in family.samples
+        if sample.labels["service"] == "svc-lag-test"
+    }
+    assert exported == {"0"}
