@@ -48,6 +48,13 @@ def subscriptions(
         if on_touch is not None:
             await on_touch(session, touch, outcome)
 
+    async def interactions_recorded(session: AsyncSession, events: list[Envelope]) -> None:
+        touches = [InteractionRecorded.model_validate(event.data) for event in events]
+        outcomes = await projection.record_touches(session, touches)
+        if on_touch is not None:
+            for touch, outcome in zip(touches, outcomes, strict=True):
+                await on_touch(session, touch, outcome)
+
     async def contact_changed(session: AsyncSession, event: Envelope) -> None:
         contact = ContactSnapshot.model_validate(event.data)
         active = await projection.contact_changed(session, contact.contact_id, contact.preferences)
@@ -74,6 +81,7 @@ def subscriptions(
             name="timeline",
             topics=(topics.INTERACTIONS,),
             handlers={INTERACTION_RECORDED: interaction_recorded},
+            batch_handlers={INTERACTION_RECORDED: interactions_recorded},
         ),
         Subscription(
             name="contacts",

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import and_, delete, func, or_, select, text, update
+from sqlalchemy import and_, delete, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import contact_rules, topics
@@ -281,24 +281,75 @@ async def record_touch(session: AsyncSession, touch: InteractionRecorded) -> Tou
         return TouchOutcome.erased  # keep nothing about this person
     if await session.get(TimelineEntry, touch.interaction_id) is not None:
         return TouchOutcome.duplicate  # natural upsert
-    session.add(
-        TimelineEntry(
-            interaction_id=touch.interaction_id,
-            customer_id=customer_id,
-            department=touch.department.value,
-            channel=touch.channel.value,
-            direction=touch.direction.value,
-            kind=touch.kind,
-            subject=touch.subject,
-            occurred_at=touch.occurred_at,
-            actor=touch.actor,
-            sentiment=touch.sentiment.value if touch.sentiment else None,
-            outcome=touch.outcome,
-            ref_type=touch.ref.type if touch.ref else None,
-            ref_id=touch.ref.id if touch.ref else None,
+    session.add(TimelineEntry(**_timeline_row(touch, customer_id)))
+    return TouchOutcome.recorded
+
+
+async def record_touches(
+    session: AsyncSession, touches: Sequence[InteractionRecorded]
+) -> list[TouchOutcome]:
+    """``record_touch`` for a batch in a few set-based statements: the customers locked in one
+    order (PostgreSQL), their profiles read at once, the new touches inserted at once."""
+    customer_ids = sorted({t.customer_id for t in touches}, key=lambda u: u.int)
+    if session.get_bind().dialect.name == "postgresql":
+        keys = [c.int & 0x7FFF_FFFF_FFFF_FFFF for c in customer_ids]
+        await session.execute(
+            text(
+                "SELECT pg_advisory_xact_lock(k) FROM "
+                "(SELECT unnest(CAST(:keys AS bigint[])) AS k ORDER BY k) AS ordered"
+            ),
+            {"keys": keys},
+        )
+    profiles = {
+        p.contact_id: p
+        for p in await session.scalars(
+            select(CustomerProfile).where(CustomerProfile.contact_id.in_(customer_ids))
+        )
+    }
+    existing = set(
+        await session.scalars(
+            select(TimelineEntry.interaction_id).where(
+                TimelineEntry.interaction_id.in_([t.interaction_id for t in touches])
+            )
         )
     )
-    return TouchOutcome.recorded
+    outcomes: list[TouchOutcome] = []
+    rows: list[dict[str, object]] = []
+    for touch in touches:
+        profile = profiles.get(touch.customer_id)
+        if profile is None or profile.status == ProfileStatus.active:
+            customer_id: uuid.UUID | None = touch.customer_id
+        else:  # merged or erased: rare, follow the chain
+            customer_id = await survivor(session, touch.customer_id)
+        if customer_id is None:
+            outcomes.append(TouchOutcome.erased)
+        elif touch.interaction_id in existing:
+            outcomes.append(TouchOutcome.duplicate)
+        else:
+            existing.add(touch.interaction_id)
+            rows.append(_timeline_row(touch, customer_id))
+            outcomes.append(TouchOutcome.recorded)
+    if rows:
+        await session.execute(insert(TimelineEntry), rows)
+    return outcomes
+
+
+def _timeline_row(touch: InteractionRecorded, customer_id: uuid.UUID) -> dict[str, object]:
+    return {
+        "interaction_id": touch.interaction_id,
+        "customer_id": customer_id,
+        "department": touch.department.value,
+        "channel": touch.channel.value,
+        "direction": touch.direction.value,
+        "kind": touch.kind,
+        "subject": touch.subject,
+        "occurred_at": touch.occurred_at,
+        "actor": touch.actor,
+        "sentiment": touch.sentiment.value if touch.sentiment else None,
+        "outcome": touch.outcome,
+        "ref_type": touch.ref.type if touch.ref else None,
+        "ref_id": touch.ref.id if touch.ref else None,
+    }
 
 
 async def _profile(session: AsyncSession, contact_id: uuid.UUID) -> CustomerProfile:
