@@ -131,6 +131,10 @@ def up(data_dir: Path, broker_port: int) -> None:
     from shared.embedded_broker import start_broker, stop_broker
 
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    # Stop on Ctrl-C and on SIGTERM alike, even where the parent started us with SIGINT ignored
+    # (a background job of a non-interactive shell, where Python keeps it ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "CRM_JWT_SECRET": dev_secret(data_dir)}

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from shared.cli import available_services
 from shared.embedded_broker import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,11 +31,15 @@ def crm(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
 def platform(tmp_path):
     """`crm up` on free ports with its own embedded broker and data folder."""
     port, broker_port = free_port(), free_port()
+    prefixes = tuple(f"{service.upper()}_" for service in available_services())
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("KAFKA_", "CONTACTS_", "CRM_JWT_", "DATABASE_URL"))
+        if not k.startswith(("KAFKA_", "CRM_JWT_", "DATABASE_URL", *prefixes))
     }
+    # Every service on a free port: the defaults (8001-8005) may be taken on a CI machine.
+    for service in available_services():
+        env[f"{service.upper()}_PORT"] = str(free_port())
     env["CONTACTS_PORT"] = str(port)
     process = crm("up", "--data-dir", str(tmp_path), "--broker-port", str(broker_port), env=env)
     output: list[str] = []
@@ -56,7 +61,7 @@ def platform(tmp_path):
     }
     if process.poll() is None:
         process.send_signal(signal.SIGINT)
-        process.wait(timeout=30)
+        process.wait(timeout=60)  # five services, then the broker
 
 
 class TestCrmUp:
@@ -100,6 +105,6 @@ class TestCrmUp:
     def test_ctrl_c_stops_everything_cleanly(self, platform):
         process = platform["process"]
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=30) == 0
+        assert process.wait(timeout=60) == 0
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{platform['url']}/healthz", timeout=2)
