@@ -4,6 +4,7 @@ and opts a channel out when a customer unsubscribes from marketing."""
 import uuid
 from datetime import datetime
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.contacts import service
@@ -21,25 +22,46 @@ from shared.events import (
 
 
 async def interaction_recorded(session: AsyncSession, event: Envelope) -> None:
-    touch = InteractionRecorded.model_validate(event.data)
-    contact_id = await _current_id(session, touch.customer_id)
-    if contact_id is None:
-        return  # erased: keep nothing about this person
-    activity = await session.get(ContactActivity, contact_id)
-    if activity is None:
-        activity = ContactActivity(contact_id=contact_id, interactions_total=0)
-        session.add(activity)
-    activity.interactions_total += 1
-    activity.last_interaction_at = _later(activity.last_interaction_at, touch.occurred_at)
-    if touch.direction == Direction.inbound:
-        activity.last_inbound_at = _later(activity.last_inbound_at, touch.occurred_at)
-    else:
-        activity.last_outbound_at = _later(activity.last_outbound_at, touch.occurred_at)
+    await interactions_recorded(session, [event])
 
 
-async def _current_id(session: AsyncSession, contact_id: uuid.UUID) -> uuid.UUID | None:
+async def interactions_recorded(session: AsyncSession, events: list[Envelope]) -> None:
+    """A fetched batch of touches: the contacts and their activity rows read in two queries."""
+    touches = [InteractionRecorded.model_validate(event.data) for event in events]
+    wanted = {touch.customer_id for touch in touches}
+    contacts = {
+        c.id: c for c in await session.scalars(select(Contact).where(Contact.id.in_(wanted)))
+    }
+    current = {
+        customer_id: _current(contacts.get(customer_id), customer_id) for customer_id in wanted
+    }
+    counted = {contact_id for contact_id in current.values() if contact_id is not None}
+    activities = {
+        a.contact_id: a
+        for a in await session.scalars(
+            select(ContactActivity).where(ContactActivity.contact_id.in_(counted))
+        )
+    }
+    for touch in touches:
+        contact_id = current[touch.customer_id]
+        if contact_id is None:
+            continue  # erased: keep nothing about this person
+        activity = activities.get(contact_id)
+        if activity is None:
+            activity = activities[contact_id] = ContactActivity(
+                contact_id=contact_id, interactions_total=0
+            )
+            session.add(activity)
+        activity.interactions_total += 1
+        activity.last_interaction_at = _later(activity.last_interaction_at, touch.occurred_at)
+        if touch.direction == Direction.inbound:
+            activity.last_inbound_at = _later(activity.last_inbound_at, touch.occurred_at)
+        else:
+            activity.last_outbound_at = _later(activity.last_outbound_at, touch.occurred_at)
+
+
+def _current(contact: Contact | None, contact_id: uuid.UUID) -> uuid.UUID | None:
     """The id a touch counts for: the survivor of a merge; None for an erased contact."""
-    contact = await session.get(Contact, contact_id)
     if contact is None:
         return contact_id  # not known here yet (another service may have the id first)
     if contact.status == ContactStatus.erased:
@@ -47,6 +69,10 @@ async def _current_id(session: AsyncSession, contact_id: uuid.UUID) -> uuid.UUID
     if contact.status == ContactStatus.merged:
         return contact.merged_into
     return contact_id
+
+
+async def _current_id(session: AsyncSession, contact_id: uuid.UUID) -> uuid.UUID | None:
+    return _current(await session.get(Contact, contact_id), contact_id)
 
 
 async def unsubscribed(session: AsyncSession, event: Envelope) -> None:
@@ -73,6 +99,7 @@ SUBSCRIPTIONS = [
         name="interactions",
         topics=(topics.INTERACTIONS,),
         handlers={INTERACTION_RECORDED: interaction_recorded},
+        batch_handlers={INTERACTION_RECORDED: interactions_recorded},
     ),
     Subscription(
         name="marketing",
