@@ -1,12 +1,11 @@
-"""The deploy jobs' commands: migrations and topic creation, against a real DB and broker."""
+"""The migration job's command against a real database. (Topic creation: tests/test_deploy.py
+runs the topic Job's command against the broker.)"""
 
-import asyncio
 import sqlite3
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
-from shared import cli, topics
+from shared import cli
 
 
 def test_migrate_creates_a_services_tables_and_is_idempotent(tmp_path, monkeypatch):
@@ -22,16 +21,3 @@ def test_migrate_creates_a_services_tables_and_is_idempotent(tmp_path, monkeypat
 def test_migrate_unknown_service_fails():
     with pytest.raises(SystemExit, match="unknown service 'billing'"):
         cli.main(["migrate", "billing"])
-
-
-async def test_create_topics_runs_against_the_broker_and_every_topic_exists(
-    kafka_bootstrap, monkeypatch
-):
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
-    await asyncio.to_thread(cli.main, ["create-topics"])  # it runs its own event loop
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    try:
-        assert {spec.name for spec in topics.ALL_TOPICS} <= set(await admin.list_topics())
-    finally:
-        await admin.close()
