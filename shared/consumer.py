@@ -200,17 +200,18 @@ class EventConsumer:
         for item in fresh:
             metrics.EVENTS_CONSUMED.labels(self.service, self.name, item.record.topic).inc()
 
-    def _span(self, item: _Decoded, name: str, count: int) -> Any:
-        assert item.envelope is not None
+    def _span(self, items: list[_Decoded], name: str) -> Any:
+        first = items[0]
+        assert first.envelope is not None
         return tracing.consumer_span(
             name,
-            _text_headers(item.record),
+            [_text_headers(item.record) for item in items],
             {
                 "messaging.system": "kafka",
-                "messaging.destination.name": item.record.topic,
-                "messaging.kafka.offset": item.record.offset,
-                "messaging.message.id": item.envelope.id,
-                "messaging.batch.message_count": count,
+                "messaging.destination.name": first.record.topic,
+                "messaging.kafka.offset": first.record.offset,
+                "messaging.message.id": first.envelope.id,
+                "messaging.batch.message_count": len(items),
                 "crm.service": self.service,
             },
         )
@@ -220,18 +221,18 @@ class EventConsumer:
         assert envelope is not None
         token = set_request_id(_header(item.record, "x-request-id") or envelope.id)
         try:
-            with self._span(item, f"{self.name} {envelope.type}", 1):
+            with self._span([item], f"{self.name} {envelope.type}"):
                 await self.subscription.handlers[envelope.type](session, envelope)
         finally:
             reset_request_id(token)
 
     async def _apply_run(self, session: AsyncSession, run: list[_Decoded]) -> None:
-        """One batch handler call; its span continues the first event's trace."""
+        """One batch handler call in one span linked to every event's trace."""
         envelopes = [item.envelope for item in run if item.envelope is not None]
         first = run[0]
         token = set_request_id(_header(first.record, "x-request-id") or envelopes[0].id)
         try:
-            with self._span(first, f"{self.name} {envelopes[0].type}", len(envelopes)):
+            with self._span(run, f"{self.name} {envelopes[0].type}"):
                 await self.subscription.batch_handlers[envelopes[0].type](session, envelopes)
         finally:
             reset_request_id(token)

@@ -8,13 +8,14 @@ unless ``OTEL_TRACES_EXPORTER`` is ``otlp`` (endpoint from the standard
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Link, Span, SpanKind
 
 _tracer = trace.get_tracer("crm")
 
@@ -51,13 +52,24 @@ def server_span(name: str, headers: Mapping[str, str]) -> Iterator[Span]:
 
 @contextlib.contextmanager
 def consumer_span(
-    name: str, headers: Mapping[str, str], attributes: Mapping[str, str | int]
+    name: str, headers: Sequence[Mapping[str, str]], attributes: Mapping[str, str | int]
 ) -> Iterator[Span]:
-    """A span for applying one event, a child of the span that wrote the event."""
+    """A span for applying events. One event: a child of the span that wrote it. A batch (the
+    messaging conventions' batch processing): a span linked to every event's writing span, since
+    the events of one batch come from many requests and a span has only one parent."""
+    if len(headers) == 1:
+        context, links = propagate.extract(headers[0]), None
+    else:
+        context = Context()  # no parent: the links carry the causes
+        links = [_link(event_headers) for event_headers in headers]
     with _tracer.start_as_current_span(
-        name, context=propagate.extract(headers), kind=SpanKind.CONSUMER, attributes=attributes
+        name, context=context, kind=SpanKind.CONSUMER, attributes=attributes, links=links
     ) as span:
         yield span
+
+
+def _link(headers: Mapping[str, str]) -> Link:
+    return Link(trace.get_current_span(propagate.extract(headers)).get_span_context())
 
 
 def inject(headers: MutableMapping[str, str]) -> None:

@@ -1,5 +1,6 @@
 """One customer touch followed across services: the trace id of the HTTP request that opened a
-ticket in support is the trace id of the span in which contacts' consumer applied the touch."""
+ticket in support is the trace id of the span in which contacts' consumer applied the touch, or
+one of its links when the touch was applied in a batch."""
 
 import uuid
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from services.contacts.app import create_app as create_contacts
 from services.contacts.config import ContactsSettings
 from services.support.app import create_app as create_support
 from services.support.config import SupportSettings
+from shared import tracing
 from shared.settings import AuthSettings, KafkaSettings
 from shared.testing import eventually, isolated_database, running
 
@@ -45,8 +47,9 @@ async def support(
 
 @pytest.fixture
 def spans() -> InMemorySpanExporter:
+    tracing.setup("test")  # what every app factory does; a no-op once a provider is installed
     provider = trace.get_tracer_provider()
-    assert isinstance(provider, TracerProvider), "the app factory installs the SDK provider"
+    assert isinstance(provider, TracerProvider)
     exporter = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     return exporter
@@ -73,11 +76,17 @@ async def test_request_trace_reaches_another_services_consumer(contacts, support
     def traced(span: Any) -> bool:
         return format(span.context.trace_id, "032x") == trace_id
 
+    def caused_by_request(span: Any) -> bool:
+        """In the request's trace, or a batch span linked to it (contacts applies touches in
+        batches, and a batch of touches from several requests has one span with a link each)."""
+        linked = [format(link.context.trace_id, "032x") for link in span.links]
+        return traced(span) or trace_id in linked
+
     async def applied_by_contacts() -> None:
         consumed = [
             s
             for s in spans.get_finished_spans()
-            if traced(s) and s.attributes.get("crm.service") == "contacts"
+            if caused_by_request(s) and s.attributes.get("crm.service") == "contacts"
         ]
         assert consumed, "contacts has not applied the touch within the request's trace yet"
         assert consumed[0].attributes["messaging.destination.name"] == "crm.interactions.v1"
@@ -85,3 +94,26 @@ async def test_request_trace_reaches_another_services_consumer(contacts, support
     await eventually(applied_by_contacts)
     server = [s for s in spans.get_finished_spans() if traced(s) and s.name == "POST /v1/tickets"]
     assert server and server[0].kind == trace.SpanKind.SERVER
+
+
+def test_a_batch_span_links_every_events_trace(spans):
+    traces = [uuid.uuid4().hex for _ in range(3)]
+    headers = [{"traceparent": f"00-{t}-{uuid.uuid4().hex[:16]}-01"} for t in traces]
+
+    with tracing.consumer_span("apply batch", headers, {"crm.service": "test"}):
+        pass
+
+    (span,) = [s for s in spans.get_finished_spans() if s.name == "apply batch"]
+    assert [format(link.context.trace_id, "032x") for link in span.links] == traces
+    assert format(span.context.trace_id, "032x") not in traces  # no single event is its parent
+
+
+def test_a_single_events_span_is_a_child_of_the_writer(spans):
+    trace_id, parent = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+
+    with tracing.consumer_span("apply one", [{"traceparent": f"00-{trace_id}-{parent}-01"}], {}):
+        pass
+
+    (span,) = [s for s in spans.get_finished_spans() if s.name == "apply one"]
+    assert format(span.context.trace_id, "032x") == trace_id
+    assert format(span.parent.span_id, "016x") == parent
