@@ -47,12 +47,15 @@ class Subscription:
 
     A type may also have a batch handler, which the runner prefers: it gets every consecutive
     event of that type in a fetched batch at once (set-based SQL instead of queries per event).
+    ``prefetch`` gets a fetched batch's new events before any is applied, in the same
+    transaction, to load in one query per table what the handlers will look up one by one.
     """
 
     name: str
     topics: tuple[str, ...]
     handlers: dict[str, Handler]
     batch_handlers: dict[str, BatchHandler] = field(default_factory=dict)
+    prefetch: BatchHandler | None = None
 
 
 @dataclass
@@ -140,7 +143,9 @@ class EventConsumer:
                 await session.commit()
             return
         except Exception:
-            log.info("batch failed, applying one by one", extra={"consumer": self.name})
+            log.info(
+                "batch failed, applying one by one", extra={"consumer": self.name}, exc_info=True
+            )
         for item in todo:
             await self._apply_one_with_retries(item)
 
@@ -173,6 +178,8 @@ class EventConsumer:
             if item.envelope.id not in seen:
                 seen.add(item.envelope.id)
                 fresh.append(item)
+        if fresh and self.subscription.prefetch is not None:
+            await self.subscription.prefetch(session, [i.envelope for i in fresh if i.envelope])
         run: list[_Decoded] = []  # consecutive events of one type that has a batch handler
         for item in fresh:
             assert item.envelope is not None

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.analytics import facts, sales_facts
+from services.analytics import facts, rows, sales_facts
 from shared import customer_view, topics
 from shared.consumer import Handler, Subscription
 from shared.contracts import marketing, sales, support
@@ -83,9 +83,24 @@ def _subscriptions() -> list[Subscription]:
             on_erased=facts.contact_erased,
             on_touch=touch_seen,
         ),
-        Subscription(name="support", topics=(topics.SUPPORT,), handlers=SUPPORT_HANDLERS),
-        Subscription(name="sales", topics=(topics.SALES,), handlers=SALES_HANDLERS),
-        Subscription(name="marketing", topics=(topics.MARKETING,), handlers=MARKETING_HANDLERS),
+        Subscription(
+            name="support",
+            topics=(topics.SUPPORT,),
+            handlers=SUPPORT_HANDLERS,
+            prefetch=rows.prefetch_support,
+        ),
+        Subscription(
+            name="sales",
+            topics=(topics.SALES,),
+            handlers=SALES_HANDLERS,
+            prefetch=rows.prefetch_sales,
+        ),
+        Subscription(
+            name="marketing",
+            topics=(topics.MARKETING,),
+            handlers=MARKETING_HANDLERS,
+            prefetch=rows.prefetch_marketing,
+        ),
     ]
 
 

@@ -6,12 +6,11 @@ under the survivor; one that was erased under no one (the row stays for anonymou
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.analytics import rules, scoring
+from services.analytics import rows, rules, scoring
 from services.analytics.models import (
     LeadFact,
     OpportunityFact,
@@ -24,23 +23,8 @@ from services.analytics.models import (
     TicketMessageFact,
     TouchDaily,
 )
-from shared import customer_view
 from shared.contracts import support
 from shared.events import ContactSnapshot, InteractionRecorded
-
-_OWNERS = "analytics_owners"
-_ROWS = "analytics_rows"
-
-
-async def owner(session: AsyncSession, customer_id: uuid.UUID | None) -> uuid.UUID | None:
-    """Whom a fact belongs to now: the merge survivor, or None after an erasure. Remembered
-    for the transaction: merges and erasures are applied by another consumer, in another."""
-    if customer_id is None:
-        return None
-    owners = session.info.setdefault(_OWNERS, {})
-    if customer_id not in owners:
-        owners[customer_id] = await customer_view.survivor(session, customer_id)
-    return owners[customer_id]
 
 
 def later(new: datetime, old: datetime | None) -> bool:
@@ -50,22 +34,15 @@ def later(new: datetime, old: datetime | None) -> bool:
 # ---- support --------------------------------------------------------------------------------
 
 
-def keep(session: AsyncSession, row: Any) -> Any:
-    """Hold the row for the rest of the transaction: the identity map references rows weakly,
-    so a fact met again later in the same batch would otherwise be read again."""
-    session.info.setdefault(_ROWS, {})[id(row)] = row
-    return row
-
-
 async def _ticket(
     session: AsyncSession, ticket_id: uuid.UUID, customer: uuid.UUID | None
 ) -> TicketFact:
-    customer_id = await owner(session, customer)  # first: its query may flush
-    ticket = await session.get(TicketFact, ticket_id)
+    customer_id = await rows.owner(session, customer)
+    ticket = await rows.get(session, TicketFact, ticket_id)
     if ticket is None:
-        ticket = TicketFact(ticket_id=ticket_id, messages=0, reopen_count=0, sla_breaches=0)
-        session.add(ticket)
-    keep(session, ticket)
+        ticket = rows.add(
+            session, TicketFact(ticket_id=ticket_id, messages=0, reopen_count=0, sla_breaches=0)
+        )
     ticket.customer_id = customer_id
     return ticket
 
@@ -106,15 +83,16 @@ async def ticket_assigned(
 
 async def message_added(session: AsyncSession, data: support.TicketMessageAdded) -> None:
     ticket = await _ticket(session, data.ticket_id, data.customer_id)
-    if await session.get(TicketMessageFact, data.message_id) is not None:
+    if await rows.get(session, TicketMessageFact, data.message_id) is not None:
         return
-    session.add(
+    rows.add(
+        session,
         TicketMessageFact(
             message_id=data.message_id,
             ticket_id=data.ticket_id,
             author_type=data.author_type,
             sent_at=data.sent_at,
-        )
+        ),
     )
     ticket.messages = (ticket.messages or 0) + 1
     if data.author_type == "agent" and (
@@ -170,16 +148,17 @@ async def satisfaction_rated(session: AsyncSession, data: support.TicketSatisfac
 async def sla_breached(session: AsyncSession, data: support.TicketSlaBreached) -> None:
     ticket = await _ticket(session, data.ticket_id, data.customer_id)
     scoring.mark(session, ticket.customer_id)  # open and breached tickets are scored
-    if await session.get(SlaBreachFact, (data.ticket_id, data.target)) is not None:
+    if await rows.get(session, SlaBreachFact, (data.ticket_id, data.target)) is not None:
         return
-    session.add(
+    rows.add(
+        session,
         SlaBreachFact(
             ticket_id=data.ticket_id,
             target=data.target,
             priority=data.priority,
             agent_id=data.agent_id,
             detected_at=data.detected_at,
-        )
+        ),
     )
     ticket.sla_breaches = (ticket.sla_breaches or 0) + 1
 
@@ -193,21 +172,22 @@ async def touch_recorded(session: AsyncSession, touch: InteractionRecorded) -> N
     day = touch.occurred_at.astimezone(UTC).date()
     actor = touch.actor or ""
     key = (day, touch.department.value, actor, touch.direction.value)
-    row = await session.get(TouchDaily, key)
+    row = await rows.get(session, TouchDaily, key)
     if row is None:
-        row = TouchDaily(
-            day=day,
-            department=touch.department.value,
-            actor=actor,
-            direction=touch.direction.value,
-            touches=0,
+        row = rows.add(
+            session,
+            TouchDaily(
+                day=day,
+                department=touch.department.value,
+                actor=actor,
+                direction=touch.direction.value,
+                touches=0,
+            ),
         )
-        session.add(row)
-    keep(session, row)
     row.touches += 1
     if touch.direction.value == "inbound" or touch.sentiment is not None:
         # Only these feed the churn factors: an outbound touch alone changes no score.
-        scoring.mark(session, await owner(session, touch.customer_id))
+        scoring.mark(session, await rows.owner(session, touch.customer_id))
 
 
 async def contact_changed(session: AsyncSession, contact: ContactSnapshot) -> None:
@@ -228,7 +208,7 @@ FACT_TABLES = (TicketFact, LeadFact, OpportunityFact, OrderFact, SendFact, Suppr
 
 async def contact_merged(session: AsyncSession, merged_id: uuid.UUID, survivor: uuid.UUID) -> None:
     """Every fact of the merged customer now belongs to the survivor, who is rescored."""
-    session.info.pop(_OWNERS, None)
+    rows.forget_owners(session)
     for table in FACT_TABLES:
         await session.execute(
             update(table).where(table.customer_id == merged_id).values(customer_id=survivor)
@@ -240,7 +220,7 @@ async def contact_merged(session: AsyncSession, merged_id: uuid.UUID, survivor: 
 
 async def contact_erased(session: AsyncSession, contact_id: uuid.UUID) -> None:
     """GDPR: the profile and scores go; the facts stay without a customer (anonymous counts)."""
-    session.info.pop(_OWNERS, None)
+    rows.forget_owners(session)
     for table in FACT_TABLES:
         await session.execute(
             update(table).where(table.customer_id == contact_id).values(customer_id=None)

@@ -7,8 +7,8 @@ from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.analytics import rules, scoring
-from services.analytics.facts import keep, later, owner
+from services.analytics import rows, rules, scoring
+from services.analytics.facts import later
 from services.analytics.models import (
     CampaignFact,
     LeadFact,
@@ -27,11 +27,10 @@ _SUPPRESSION_NS = uuid.UUID("6f1d3c1e-8a55-4c1e-9a55-2b7f0c6a1d10")
 
 
 async def _lead(session: AsyncSession, lead_id: uuid.UUID) -> LeadFact:
-    lead = await session.get(LeadFact, lead_id)
+    lead = await rows.get(session, LeadFact, lead_id)
     if lead is None:
-        lead = LeadFact(lead_id=lead_id, status="new")
-        session.add(lead)
-    return keep(session, lead)
+        lead = rows.add(session, LeadFact(lead_id=lead_id, status="new"))
+    return lead
 
 
 async def lead_created(session: AsyncSession, data: sales.LeadCreated) -> None:
@@ -56,7 +55,7 @@ async def lead_disqualified(session: AsyncSession, data: sales.LeadDisqualified)
 async def lead_converted(session: AsyncSession, data: sales.LeadConverted) -> None:
     lead = await _lead(session, data.lead_id)
     lead.status = "converted"
-    lead.customer_id = await owner(session, data.customer_id)
+    lead.customer_id = await rows.owner(session, data.customer_id)
     lead.converted_at = data.converted_at
     lead.source = lead.source or data.source
     lead.campaign_id = lead.campaign_id or data.campaign_id
@@ -66,14 +65,12 @@ async def opportunity_changed(
     session: AsyncSession, data: sales.OpportunityOpened | sales.OpportunityStageChanged
 ) -> None:
     changed_at = getattr(data, "changed_at", None) or data.opened_at
-    customer = await owner(session, data.customer_id)
-    opportunity = await session.get(OpportunityFact, data.opportunity_id)
+    customer = await rows.owner(session, data.customer_id)
+    opportunity = await rows.get(session, OpportunityFact, data.opportunity_id)
     if opportunity is None:
-        opportunity = OpportunityFact(opportunity_id=data.opportunity_id)
-        session.add(opportunity)
+        opportunity = rows.add(session, OpportunityFact(opportunity_id=data.opportunity_id))
     elif not later(changed_at, opportunity.changed_at):
         return  # an older state than the one applied
-    keep(session, opportunity)
     opportunity.customer_id = customer
     opportunity.owner = data.owner
     opportunity.stage = data.stage
@@ -100,22 +97,24 @@ async def _order(
     currency: str,
     at: datetime,
 ) -> OrderFact:
-    customer = await owner(session, customer_id)  # first: its query may flush
-    order = await session.get(OrderFact, order_id)
+    customer = await rows.owner(session, customer_id)
+    order = await rows.get(session, OrderFact, order_id)
     if order is None:
         # Paid or refunded before the placement arrived: the placement fills in the rest.
-        order = OrderFact(
-            order_id=order_id,
-            amount=amount,
-            currency=currency,
-            status="placed",
-            ordered_at=at,
-            ordered_month=rules.month_of(at.astimezone(UTC).date()),
+        order = rows.add(
+            session,
+            OrderFact(
+                order_id=order_id,
+                amount=amount,
+                currency=currency,
+                status="placed",
+                ordered_at=at,
+                ordered_month=rules.month_of(at.astimezone(UTC).date()),
+            ),
         )
-        session.add(order)
     order.customer_id = customer
     scoring.mark(session, customer)
-    return keep(session, order)
+    return order
 
 
 async def order_placed(session: AsyncSession, data: sales.OrderPlaced) -> None:
@@ -160,10 +159,9 @@ def _order_status(order: OrderFact) -> str:
 
 
 async def campaign_launched(session: AsyncSession, data: marketing.CampaignLaunched) -> None:
-    campaign = await session.get(CampaignFact, data.campaign_id)
+    campaign = await rows.get(session, CampaignFact, data.campaign_id)
     if campaign is None:
-        campaign = CampaignFact(campaign_id=data.campaign_id)
-        session.add(campaign)
+        campaign = rows.add(session, CampaignFact(campaign_id=data.campaign_id))
     campaign.name = data.name
     campaign.channel = data.channel.value
     campaign.budget = data.budget
@@ -178,19 +176,21 @@ async def _send(
     customer_id: uuid.UUID,
     channel: str,
 ) -> SendFact:
-    customer = await owner(session, customer_id)  # first: its query may flush
-    send = await session.get(SendFact, send_id)
+    customer = await rows.owner(session, customer_id)
+    send = await rows.get(session, SendFact, send_id)
     if send is None:
-        send = SendFact(
-            send_id=send_id,
-            campaign_id=campaign_id,
-            channel=channel,
-            cost=Decimal(0),
-            status="unknown",
+        send = rows.add(
+            session,
+            SendFact(
+                send_id=send_id,
+                campaign_id=campaign_id,
+                channel=channel,
+                cost=Decimal(0),
+                status="unknown",
+            ),
         )
-        session.add(send)
     send.customer_id = customer
-    return keep(session, send)
+    return send
 
 
 async def message_sent(session: AsyncSession, data: marketing.MessageSent) -> None:
@@ -220,7 +220,7 @@ ENGAGEMENT_COLUMNS = {
 
 async def engagement_recorded(session: AsyncSession, data: marketing.EngagementRecorded) -> None:
     column = ENGAGEMENT_COLUMNS.get(data.kind)
-    send = await session.get(SendFact, data.send_id)
+    send = await rows.get(session, SendFact, data.send_id)
     channel = send.channel if send is not None else "other"
     send = await _send(session, data.send_id, data.campaign_id, data.customer_id, channel)
     if column is None:
@@ -233,18 +233,19 @@ async def engagement_recorded(session: AsyncSession, data: marketing.EngagementR
 
 
 async def message_suppressed(session: AsyncSession, data: marketing.MessageSuppressed) -> None:
-    customer = await owner(session, data.customer_id)
+    customer = await rows.owner(session, data.customer_id)
     for reason in data.reasons or ["unspecified"]:
         key = f"{data.campaign_id}/{data.customer_id}/{reason}"
         row_id = uuid.uuid5(_SUPPRESSION_NS, key)
-        row = await session.get(SuppressionFact, row_id)
+        row = await rows.get(session, SuppressionFact, row_id)
         if row is None:
-            session.add(
+            rows.add(
+                session,
                 SuppressionFact(
                     id=row_id,
                     campaign_id=data.campaign_id,
                     customer_id=customer,
                     reason=reason[:64],
                     suppressed_at=data.suppressed_at,
-                )
+                ),
             )

@@ -66,6 +66,27 @@ async def survivor(session: AsyncSession, customer_id: uuid.UUID) -> uuid.UUID |
     return customer_id
 
 
+async def survivors(
+    session: AsyncSession, customer_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, uuid.UUID | None]:
+    """``survivor`` for many customers, one query where nobody moved."""
+    wanted = list(set(customer_ids))
+    moved: set[uuid.UUID] = set()
+    for start in range(0, len(wanted), 500):  # bounded IN (...) lists
+        moved.update(
+            await session.scalars(
+                select(CustomerProfile.contact_id).where(
+                    CustomerProfile.contact_id.in_(wanted[start : start + 500]),
+                    CustomerProfile.status != ProfileStatus.active,
+                )
+            )
+        )
+    found: dict[uuid.UUID, uuid.UUID | None] = {c: c for c in wanted if c not in moved}
+    for customer_id in moved:
+        found[customer_id] = await survivor(session, customer_id)
+    return found
+
+
 async def current_customer(
     session: AsyncSession, customer_id: uuid.UUID, field: str = "customer_id"
 ) -> uuid.UUID:
@@ -86,20 +107,11 @@ async def current_customers(
 ) -> dict[uuid.UUID, uuid.UUID]:
     """``current_customer`` for a batch in one query where nobody moved: each id maps to where
     its records live now; an erased one is a 409 naming its item's field."""
-    wanted = set(customer_ids)
-    moved = set(
-        await session.scalars(
-            select(CustomerProfile.contact_id).where(
-                CustomerProfile.contact_id.in_(wanted),
-                CustomerProfile.status != ProfileStatus.active,
-            )
-        )
-    )
-    current = {customer_id: customer_id for customer_id in wanted - moved}
+    current = await survivors(session, customer_ids)
     for customer_id, field in zip(customer_ids, fields, strict=True):
-        if customer_id not in current:
-            current[customer_id] = await current_customer(session, customer_id, field)
-    return current
+        if current[customer_id] is None:
+            raise Conflict(f"customer {customer_id} was erased", field=field)
+    return current  # type: ignore[return-value]  # no None left
 
 
 async def timeline(

@@ -4,6 +4,7 @@ import asyncio
 import uuid
 
 import pytest
+from aiokafka import ConsumerRecord
 from sqlalchemy import Column, MetaData, String, Table, insert, select
 from sqlalchemy.exc import OperationalError
 
@@ -157,3 +158,42 @@ def test_lag_of_revoked_partitions_is_forgotten():
         if sample.labels["service"] == "svc-lag-test"
     }
     assert exported == {"0"}
+
+
+def record(offset: int, key: str, label: str) -> ConsumerRecord:
+    _, value, headers = encode_event(
+        event_type=TEST_EVENT, source="/crm/test", subject=key, data={"label": label}
+    )
+    return ConsumerRecord(
+        topics.ANALYTICS, 0, offset, 0, 0, key.encode(), value, None, 0, 0, list(headers.items())
+    )
+
+
+async def test_prefetch_sees_a_batchs_new_events_before_any_is_applied(tables, kafka_settings):
+    calls: list[tuple[str, list[str]]] = []
+
+    async def prefetch(session, events):
+        calls.append(("prefetch", [event.data["label"] for event in events]))
+
+    async def handler(session, event):
+        calls.append(("apply", [event.data["label"]]))
+        await session.execute(
+            insert(projection).values(event_id=event.id, key=event.subject, label="x")
+        )
+
+    consumer = EventConsumer(
+        service="test",
+        subscription=Subscription("t", (topics.ANALYTICS,), {TEST_EVENT: handler}, {}, prefetch),
+        session_factory=tables,
+        kafka=kafka_settings,
+        bus=Bus(kafka_settings, "test-prefetch"),
+        group_id="unused",
+    )
+    key = str(uuid.uuid4())
+    first = record(0, key, "a")
+    await consumer.process([first])
+    calls.clear()
+
+    await consumer.process([first, record(1, key, "b"), record(2, key, "c")])  # a: redelivered
+
+    assert calls == [("prefetch", ["b", "c"]), ("apply", ["b"]), ("apply", ["c"])]

@@ -1,20 +1,22 @@
 """Shared helpers of the analytics tests: play the other services' events."""
 
+import itertools
 import uuid
 from datetime import datetime
 from typing import Any
 
 import httpx
+from aiokafka import ConsumerRecord
 from sqlalchemy import select
 
-from services.analytics.consumers import HANDLERS
+from shared.consumer import EventConsumer
 from shared.contracts import sales, support
 from shared.events import (
     CONTACT_CREATED,
     CONTACT_ERASED,
     CONTACT_MERGED,
     INTERACTION_RECORDED,
-    Envelope,
+    encode_event,
 )
 from shared.models import OutboxMessage
 from shared.testing import app_of
@@ -27,15 +29,27 @@ async def apply(client: httpx.AsyncClient, event_type: str, data: dict[str, Any]
 
 
 async def apply_many(client: httpx.AsyncClient, items: list[tuple[str, dict[str, Any]]]) -> None:
-    """Several events in one transaction, as the consumer applies a batch."""
-    async with app_of(client).state.session_factory() as session:
-        for event_type, data in items:
-            envelope = Envelope(
-                id=str(uuid.uuid4()), source="/crm/test", type=event_type, data=_json(data)
+    """Several events as the service's consumers apply a fetched batch (prefetch, handlers,
+    processed-event records, one transaction per consumer), without the broker."""
+    consumers = app_of(client).state.consumers
+    offset = 0
+    for consumer, run in itertools.groupby(items, key=lambda item: _consumer_of(consumers, item)):
+        records = []
+        for event_type, data in run:
+            _, value, headers = encode_event(
+                event_type=event_type, source="/crm/test", data=_json(data)
             )
-            await HANDLERS[event_type](session, envelope)
-            await session.flush()
-        await session.commit()
+            topic = consumer.subscription.topics[0]
+            records.append(
+                ConsumerRecord(topic, 0, offset, 0, 0, None, value, None, 0, 0, [*headers.items()])
+            )
+            offset += 1
+        await consumer.process(records)
+
+
+def _consumer_of(consumers: list[EventConsumer], item: tuple[str, dict[str, Any]]) -> EventConsumer:
+    (consumer,) = [c for c in consumers if item[0] in c.subscription.handlers]
+    return consumer
 
 
 def _json(data: dict[str, Any]) -> dict[str, Any]:
