@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from services.analytics import events, rules
 from services.analytics.models import CustomerScore, OrderFact, TicketFact
 from shared.customer_view import CustomerProfile, ProfileStatus, TimelineEntry
+from shared.customer_view.projection import customer_locks
 from shared.db import UTCDateTime
 from shared.events import utcnow
 
@@ -52,6 +53,11 @@ def rescore(session: Session, customer_ids: list[uuid.UUID], now: datetime) -> N
 
 
 def _rescore(session: Session, customer_ids: list[uuid.UUID], now: datetime) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        # Consumers of different topics rescore the same customer at once (a ticket and its
+        # touch): the second waits, then reads the first's committed facts, so neither
+        # inserts a duplicate score row nor stores a score missing the other's fact.
+        session.execute(customer_locks(customer_ids))
     inputs = load_inputs_many(session, customer_ids, now)
     stored = {
         row.customer_id: row

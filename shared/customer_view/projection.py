@@ -2,11 +2,11 @@
 make to it (applied by the consumers in consumers.py). Never commits: the caller's session does."""
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import and_, delete, func, insert, or_, select, text, update
+from sqlalchemy import TextClause, and_, delete, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import contact_rules, topics
@@ -282,8 +282,19 @@ async def lock_customer(session: AsyncSession, customer_id: uuid.UUID) -> None:
     customer commits in the other consumer would otherwise be inserted under the old id after
     the merge's UPDATE or the erasure's DELETE ran. Held until the transaction ends."""
     if session.get_bind().dialect.name == "postgresql":
-        key = customer_id.int & 0x7FFF_FFFF_FFFF_FFFF  # a signed 64-bit key
-        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        await session.execute(customer_locks([customer_id]))
+
+
+def customer_locks(customer_ids: Iterable[uuid.UUID]) -> TextClause:
+    """The statement that takes these customers' transaction locks (PostgreSQL advisory locks,
+    keyed by the customer id), always in one order so that two transactions locking
+    overlapping sets wait for each other instead of deadlocking. Sync and async sessions
+    both execute it."""
+    keys = sorted({c.int & 0x7FFF_FFFF_FFFF_FFFF for c in customer_ids})  # signed 64-bit keys
+    return text(
+        "SELECT pg_advisory_xact_lock(k) FROM "
+        "(SELECT unnest(CAST(:keys AS bigint[])) AS k ORDER BY k) AS ordered"
+    ).bindparams(keys=keys)
 
 
 async def record_touch(session: AsyncSession, touch: InteractionRecorded) -> TouchOutcome:
@@ -302,16 +313,9 @@ async def record_touches(
 ) -> list[TouchOutcome]:
     """``record_touch`` for a batch in a few set-based statements: the customers locked in one
     order (PostgreSQL), their profiles read at once, the new touches inserted at once."""
-    customer_ids = sorted({t.customer_id for t in touches}, key=lambda u: u.int)
+    customer_ids = list({t.customer_id for t in touches})
     if session.get_bind().dialect.name == "postgresql":
-        keys = [c.int & 0x7FFF_FFFF_FFFF_FFFF for c in customer_ids]
-        await session.execute(
-            text(
-                "SELECT pg_advisory_xact_lock(k) FROM "
-                "(SELECT unnest(CAST(:keys AS bigint[])) AS k ORDER BY k) AS ordered"
-            ),
-            {"keys": keys},
-        )
+        await session.execute(customer_locks(customer_ids))
     profiles = {
         p.contact_id: p
         for p in await session.scalars(
