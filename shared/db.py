@@ -1,10 +1,11 @@
 """Async database engine and sessions for PostgreSQL (asyncpg) and SQLite (aiosqlite)."""
 
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, TypeDecorator, event, text
+from sqlalchemy import DateTime, MetaData, TextClause, TypeDecorator, event, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -127,3 +128,24 @@ async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncItera
 async def ping(engine: AsyncEngine) -> None:
     async with engine.connect() as connection:
         await connection.execute(text("SELECT 1"))
+
+
+def customer_locks(customer_ids: Iterable[uuid.UUID]) -> TextClause:
+    """The statement that takes these customers' transaction locks (PostgreSQL advisory locks
+    keyed by the customer id, held until the transaction ends), always in one order so that
+    two transactions locking overlapping sets wait for each other instead of deadlocking.
+    Whatever changes one customer's records across consumers and APIs takes them first: a
+    touch applied while a merge or an erasure of its customer commits would otherwise be
+    filed under the old id, or a counter updated by both would lose one update."""
+    keys = sorted({c.int & 0x7FFF_FFFF_FFFF_FFFF for c in customer_ids})  # signed 64-bit keys
+    return text(
+        "SELECT pg_advisory_xact_lock(k) FROM "
+        "(SELECT unnest(CAST(:keys AS bigint[])) AS k ORDER BY k) AS ordered"
+    ).bindparams(keys=keys)
+
+
+async def lock_customers(session: AsyncSession, customer_ids: Iterable[uuid.UUID]) -> None:
+    """``customer_locks`` (PostgreSQL; SQLite has one writer at a time anyway)."""
+    ids = list(customer_ids)
+    if ids and session.get_bind().dialect.name == "postgresql":
+        await session.execute(customer_locks(ids))

@@ -18,8 +18,7 @@ from sqlalchemy.orm import Session
 from services.analytics import events, rules
 from services.analytics.models import CustomerScore, OrderFact, TicketFact
 from shared.customer_view import CustomerProfile, ProfileStatus, TimelineEntry
-from shared.customer_view.projection import customer_locks
-from shared.db import UTCDateTime
+from shared.db import UTCDateTime, customer_locks
 from shared.events import utcnow
 
 _DIRTY = "analytics_rescore"

@@ -12,6 +12,7 @@ from services.contacts.models import Contact, ContactActivity, ContactStatus
 from shared import topics
 from shared.consumer import Subscription
 from shared.contracts.marketing import UNSUBSCRIBED, Unsubscribed
+from shared.db import lock_customers
 from shared.events import (
     INTERACTION_RECORDED,
     ContactPreferences,
@@ -26,9 +27,13 @@ async def interaction_recorded(session: AsyncSession, event: Envelope) -> None:
 
 
 async def interactions_recorded(session: AsyncSession, events: list[Envelope]) -> None:
-    """A fetched batch of touches: the contacts and their activity rows read in two queries."""
+    """A fetched batch of touches: the contacts and their activity rows read in two queries.
+    The touches' contacts are locked first (a merge or an erasure of one waits, or is waited
+    for), and the activity rows are locked as they are read: another replica counting touches
+    for the same survivor waits instead of overwriting this count."""
     touches = [InteractionRecorded.model_validate(event.data) for event in events]
     wanted = {touch.customer_id for touch in touches}
+    await lock_customers(session, wanted)
     contacts = {
         c.id: c for c in await session.scalars(select(Contact).where(Contact.id.in_(wanted)))
     }
@@ -39,7 +44,10 @@ async def interactions_recorded(session: AsyncSession, events: list[Envelope]) -
     activities = {
         a.contact_id: a
         for a in await session.scalars(
-            select(ContactActivity).where(ContactActivity.contact_id.in_(counted))
+            select(ContactActivity)
+            .where(ContactActivity.contact_id.in_(counted))
+            .order_by(ContactActivity.contact_id)  # one lock order for every replica
+            .with_for_update()
         )
     }
     for touch in touches:

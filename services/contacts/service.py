@@ -18,6 +18,7 @@ from services.contacts.models import (
     ContactStatus,
 )
 from services.contacts.schemas import ContactCreate, ContactUpdate, IdentityIn
+from shared.db import lock_customers
 from shared.errors import Conflict, Gone, InvalidInput, NotFound
 from shared.events import ContactPolicy, ContactPreferences, utcnow
 from shared.outbox import add_rows
@@ -356,6 +357,9 @@ async def merge_contacts(
     """Fold duplicates into the survivor: its empty fields filled, identities and consent kept."""
     if survivor_id in duplicate_ids:
         raise InvalidInput("a contact cannot be merged into itself", field="duplicate_ids")
+    # The touch consumer counts under these contacts: it waits, or the merge does (no count
+    # folded into the survivor while a touch of the duplicate is being counted).
+    await lock_customers(session, [survivor_id, *duplicate_ids])
     survivor = await _writable(session, survivor_id)
     duplicates: list[Contact] = []
     for duplicate_id in dict.fromkeys(duplicate_ids):
@@ -431,6 +435,7 @@ def _clear_pii(contact: Contact, now: datetime) -> None:
 
 async def erase_contact(session: AsyncSession, contact_id: uuid.UUID) -> None:
     """GDPR erasure: PII removed here and, through the bus, in every other service."""
+    await lock_customers(session, [contact_id])
     contact = await session.get(Contact, contact_id)
     if contact is None or contact.status == ContactStatus.erased:
         raise NotFound(f"contact {contact_id} not found")

@@ -2,11 +2,11 @@
 make to it (applied by the consumers in consumers.py). Never commits: the caller's session does."""
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import TextClause, and_, delete, func, insert, or_, select, text, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import contact_rules, topics
@@ -18,6 +18,7 @@ from shared.customer_view.models import (
     TimelineEntry,
 )
 from shared.customer_view.schemas import InteractionCreate, TimelineItem
+from shared.db import lock_customers
 from shared.errors import Conflict, InvalidInput
 from shared.events import (
     INTERACTION_RECORDED,
@@ -276,29 +277,8 @@ class TouchOutcome(StrEnum):
     erased = "erased"  # the customer was erased: nothing kept
 
 
-async def lock_customer(session: AsyncSession, customer_id: uuid.UUID) -> None:
-    """Serialise the changes to one customer's view across consumers (PostgreSQL), whether or
-    not the customer's profile exists yet: a touch applied while a merge or an erasure of its
-    customer commits in the other consumer would otherwise be inserted under the old id after
-    the merge's UPDATE or the erasure's DELETE ran. Held until the transaction ends."""
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(customer_locks([customer_id]))
-
-
-def customer_locks(customer_ids: Iterable[uuid.UUID]) -> TextClause:
-    """The statement that takes these customers' transaction locks (PostgreSQL advisory locks,
-    keyed by the customer id), always in one order so that two transactions locking
-    overlapping sets wait for each other instead of deadlocking. Sync and async sessions
-    both execute it."""
-    keys = sorted({c.int & 0x7FFF_FFFF_FFFF_FFFF for c in customer_ids})  # signed 64-bit keys
-    return text(
-        "SELECT pg_advisory_xact_lock(k) FROM "
-        "(SELECT unnest(CAST(:keys AS bigint[])) AS k ORDER BY k) AS ordered"
-    ).bindparams(keys=keys)
-
-
 async def record_touch(session: AsyncSession, touch: InteractionRecorded) -> TouchOutcome:
-    await lock_customer(session, touch.customer_id)
+    await lock_customers(session, [touch.customer_id])
     customer_id = await survivor(session, touch.customer_id)
     if customer_id is None:
         return TouchOutcome.erased  # keep nothing about this person
@@ -314,8 +294,7 @@ async def record_touches(
     """``record_touch`` for a batch in a few set-based statements: the customers locked in one
     order (PostgreSQL), their profiles read at once, the new touches inserted at once."""
     customer_ids = list({t.customer_id for t in touches})
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(customer_locks(customer_ids))
+    await lock_customers(session, customer_ids)
     profiles = {
         p.contact_id: p
         for p in await session.scalars(
@@ -394,7 +373,7 @@ async def contact_merged(
     session: AsyncSession, merged_id: uuid.UUID, survivor_id: uuid.UUID
 ) -> bool:
     """Re-point the merged contact's touches to the survivor; False if it was erased."""
-    await lock_customer(session, merged_id)
+    await lock_customers(session, [merged_id])
     profile = await _profile(session, merged_id)
     if profile.status == ProfileStatus.erased:
         return False
@@ -416,7 +395,7 @@ async def contact_merged(
 
 async def contact_erased(session: AsyncSession, contact_id: uuid.UUID) -> None:
     """GDPR: the person's touches go; the profile stays as an 'erased' marker without data."""
-    await lock_customer(session, contact_id)
+    await lock_customers(session, [contact_id])
     profile = await _profile(session, contact_id)
     profile.status = ProfileStatus.erased.value
     profile.preferences = {}
