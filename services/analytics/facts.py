@@ -172,7 +172,9 @@ async def touch_recorded(session: AsyncSession, touch: InteractionRecorded) -> N
     day = touch.occurred_at.astimezone(UTC).date()
     actor = touch.actor or ""
     key = (day, touch.department.value, actor, touch.direction.value)
-    row = await rows.get(session, TouchDaily, key)
+    # Every partition's touches add to these daily counts: with several replicas, the row is
+    # locked so that none overwrites another's count.
+    row = await rows.get(session, TouchDaily, key, for_update=True)
     if row is None:
         row = rows.add(
             session,

@@ -37,11 +37,14 @@ def _rows(session: AsyncSession) -> dict[tuple[type, Any], Any]:
     return session.info.setdefault(_ROWS, {})
 
 
-async def get(session: AsyncSession, model: type[Row], key: Any) -> Row | None:
-    """``session.get`` that remembers the answer, a missing row included."""
+async def get(
+    session: AsyncSession, model: type[Row], key: Any, *, for_update: bool = False
+) -> Row | None:
+    """``session.get`` that remembers the answer, a missing row included. ``for_update`` locks
+    the row (PostgreSQL) for counters that consumers of other partitions update too."""
     rows = _rows(session)
     if (model, key) not in rows:
-        rows[(model, key)] = await session.get(model, key)
+        rows[(model, key)] = await session.get(model, key, with_for_update=for_update)
     return rows[(model, key)]
 
 
