@@ -3,9 +3,8 @@
 import uuid
 from collections import defaultdict
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.analytics import rules, scoring
@@ -48,8 +47,11 @@ async def scores(
     session: AsyncSession, customer_id: uuid.UUID, now: datetime | None = None
 ) -> CustomerScores:
     """The scores as of now, with the factors behind the churn risk."""
-    customer = await current(session, customer_id)
-    at = now or utcnow()
+    return await _scores_of(session, await current(session, customer_id), now or utcnow())
+
+
+async def _scores_of(session: AsyncSession, customer: uuid.UUID, at: datetime) -> CustomerScores:
+    """The scores of a customer already resolved to the survivor."""
     inputs = await session.run_sync(lambda sync: scoring.load_inputs(sync, customer, at))
     result = rules.score(inputs)
     return CustomerScores(
@@ -85,6 +87,7 @@ async def customer_360(
         until=until,
     )
     profile = await session.get(Profile, customer)
+    last = await _last_touches(session, ids)
     per_channel: dict[str, int] = defaultdict(int)
     per_department: dict[str, int] = defaultdict(int)
     for channel_, department_, count in await session.execute(
@@ -100,8 +103,8 @@ async def customer_360(
         touches=Touches(items=touches, next_cursor=next_cursor),
         touches_per_channel=dict(sorted(per_channel.items())),
         touches_per_department=dict(sorted(per_department.items())),
-        last_inbound=await _last_touch(session, ids, "inbound"),
-        last_outbound=await _last_touch(session, ids, "outbound"),
+        last_inbound=last.get("inbound"),
+        last_outbound=last.get("outbound"),
         open_tickets=[
             OpenTicket.model_validate(t)
             for t in await session.scalars(
@@ -132,7 +135,7 @@ async def customer_360(
                 .limit(MAX_ORDERS)
             )
         ],
-        scores=await scores(session, customer),
+        scores=await _scores_of(session, customer, utcnow()),
     )
 
 
@@ -189,14 +192,19 @@ def _item(row: TimelineEntry, customer: uuid.UUID) -> TimelineItem:
     return to_item(row).model_copy(update={"customer_id": customer})
 
 
-async def _last_touch(session: AsyncSession, ids: list[uuid.UUID], direction: str) -> Any:
-    row = await session.scalar(
+async def _last_touches(session: AsyncSession, ids: list[uuid.UUID]) -> dict[str, TimelineItem]:
+    """The newest inbound and the newest outbound touch, in one query."""
+    newest = [
         select(TimelineEntry)
         .where(TimelineEntry.customer_id.in_(ids), TimelineEntry.direction == direction)
         .order_by(TimelineEntry.occurred_at.desc(), TimelineEntry.interaction_id.desc())
         .limit(1)
-    )
-    return _item(row, ids[0]) if row is not None else None
+        .subquery()
+        .select()
+        for direction in ("inbound", "outbound")
+    ]
+    rows = await session.scalars(select(TimelineEntry).from_statement(union_all(*newest)))
+    return {row.direction: _item(row, ids[0]) for row in rows}
 
 
 async def segment_counts(session: AsyncSession) -> list[SegmentCount]:
