@@ -2,20 +2,34 @@
 
 import asyncio
 import contextlib
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
+import pytest
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.auth import ALL_SCOPES, mint_token
+from shared.events import encode_event
 from shared.settings import AuthSettings
 
 TEST_JWT_SECRET = "test-secret-" + uuid.uuid4().hex
 T = TypeVar("T")
+
+
+def on_postgres() -> bool:
+    """The tests run against PostgreSQL (``DATABASE_URL``), not SQLite files."""
+    return bool(os.environ.get("DATABASE_URL"))
+
+
+# Races between transactions: SQLite has one writer at a time, so only PostgreSQL has them.
+postgres_only = pytest.mark.skipif(not on_postgres(), reason="needs DATABASE_URL (PostgreSQL)")
 
 
 def token(*scopes: str) -> str:
@@ -191,3 +205,30 @@ async def isolated_database(directory: Any, name: str) -> AsyncIterator[dict[str
     async with engine.begin() as connection:
         await connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
     await engine.dispose()
+
+
+def consumer_record(
+    topic: str, offset: int, event_type: str, data: dict[str, Any], key: str | None = None
+) -> ConsumerRecord:
+    """A fetched Kafka record holding one event, for driving ``EventConsumer.process`` without
+    the broker."""
+    _, value, headers = encode_event(
+        event_type=event_type, source="/crm/test", data=data, subject=key
+    )
+    encoded_key = key.encode() if key is not None else None
+    return ConsumerRecord(
+        topic, 0, offset, 0, 0, encoded_key, value, None, 0, 0, list(headers.items())
+    )
+
+
+async def until_a_transaction_waits_for_a_lock(session: AsyncSession) -> None:
+    """Return once another PostgreSQL session is blocked on a lock (a row, an advisory lock):
+    a race test starts its second transaction, waits here, then lets the first commit."""
+
+    async def blocked() -> None:
+        waiting = await session.scalar(
+            text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+        )
+        assert waiting, "no transaction is waiting for a lock"
+
+    await eventually(blocked, timeout=10)

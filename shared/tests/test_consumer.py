@@ -13,7 +13,7 @@ from shared.bus import Bus
 from shared.consumer import EventConsumer, Subscription
 from shared.events import encode_event
 from shared.models import ProcessedEvent
-from shared.testing import TopicTail, eventually
+from shared.testing import TopicTail, consumer_record, eventually
 
 pytestmark = pytest.mark.bus
 
@@ -161,12 +161,7 @@ def test_lag_of_revoked_partitions_is_forgotten():
 
 
 def record(offset: int, key: str, label: str) -> ConsumerRecord:
-    _, value, headers = encode_event(
-        event_type=TEST_EVENT, source="/crm/test", subject=key, data={"label": label}
-    )
-    return ConsumerRecord(
-        topics.ANALYTICS, 0, offset, 0, 0, key.encode(), value, None, 0, 0, list(headers.items())
-    )
+    return consumer_record(topics.ANALYTICS, offset, TEST_EVENT, {"label": label}, key)
 
 
 async def test_prefetch_sees_a_batchs_new_events_before_any_is_applied(tables, kafka_settings):

@@ -72,10 +72,6 @@ class Database:
             return [tuple(r) for r in (await connection.execute(text(sql), params))]
 
 
-def postgres() -> bool:
-    return bool(os.environ.get("DATABASE_URL"))
-
-
 # ---- service processes ------------------------------------------------------------------------
 
 

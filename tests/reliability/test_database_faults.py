@@ -8,17 +8,16 @@ import uuid
 from pathlib import Path
 
 import httpx
-import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.db import async_url
-from shared.testing import eventually
+from shared.testing import eventually, postgres_only
 
-from .harness import Platform, ServiceProcess, postgres
+from .harness import Platform, ServiceProcess
 from .workload import create_contacts, outbox, reconcile, touch
 
-pytestmark = pytest.mark.skipif(not postgres(), reason="needs DATABASE_URL (PostgreSQL)")
+pytestmark = postgres_only
 
 
 def local_ports(pid: int, remote_port: int = 5432) -> set[int]:

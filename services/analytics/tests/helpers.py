@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-from aiokafka import ConsumerRecord
 from sqlalchemy import select
 
 from shared.consumer import EventConsumer
@@ -16,10 +15,9 @@ from shared.events import (
     CONTACT_ERASED,
     CONTACT_MERGED,
     INTERACTION_RECORDED,
-    encode_event,
 )
 from shared.models import OutboxMessage
-from shared.testing import app_of
+from shared.testing import app_of, consumer_record
 
 
 async def apply(client: httpx.AsyncClient, event_type: str, data: dict[str, Any]) -> None:
@@ -36,13 +34,8 @@ async def apply_many(client: httpx.AsyncClient, items: list[tuple[str, dict[str,
     for consumer, run in itertools.groupby(items, key=lambda item: _consumer_of(consumers, item)):
         records = []
         for event_type, data in run:
-            _, value, headers = encode_event(
-                event_type=event_type, source="/crm/test", data=_json(data)
-            )
             topic = consumer.subscription.topics[0]
-            records.append(
-                ConsumerRecord(topic, 0, offset, 0, 0, None, value, None, 0, 0, [*headers.items()])
-            )
+            records.append(consumer_record(topic, offset, event_type, _json(data)))
             offset += 1
         await consumer.process(records)
 

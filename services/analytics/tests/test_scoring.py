@@ -3,23 +3,20 @@
 import asyncio
 import uuid
 
-import pytest
 from sqlalchemy import func, select
 
 from services.analytics import scoring
 from services.analytics.models import CustomerScore
 from shared.events import utcnow
-from shared.testing import app_of
+from shared.testing import app_of, postgres_only, until_a_transaction_waits_for_a_lock
 
 
+@postgres_only
 async def test_two_consumers_rescoring_a_new_customer_at_once_both_commit(client):
     """A ticket and its touch arrive on two topics: the support and the timeline consumers
     rescore the customer in concurrent transactions. The second waits for the first instead of
     inserting a second score row (a unique violation that would fail its whole batch)."""
     factory = app_of(client).state.session_factory
-    async with factory() as probe:
-        if probe.get_bind().dialect.name != "postgresql":
-            pytest.skip("SQLite serialises writers by itself")
     customer = uuid.uuid4()
 
     async def rescore(session) -> None:
@@ -29,7 +26,7 @@ async def test_two_consumers_rescoring_a_new_customer_at_once_both_commit(client
     async with factory() as first, factory() as second:
         await rescore(first)  # inserted, not committed
         second_done = asyncio.create_task(rescore(second))
-        await asyncio.sleep(0.3)  # the second is now waiting on the first
+        await until_a_transaction_waits_for_a_lock(first)  # the second, on the first
         await first.commit()
         await second_done
         await second.commit()
