@@ -101,6 +101,13 @@ async def add_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
         session.info[_PENDING] = True
 
 
+def add_rows_before_commit(session: Session, rows: list[dict[str, Any]]) -> None:
+    """``add_rows`` for a ``before_commit`` hook, where the session is the synchronous one."""
+    if rows:
+        session.execute(insert(OutboxMessage), rows)
+        session.info[_PENDING] = True
+
+
 def _row(
     *,
     event_id: uuid.UUID,

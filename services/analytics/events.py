@@ -1,13 +1,12 @@
 """The events analytics emits: a customer's scores on crm.analytics.v1 when they change, keyed
 by the customer id so sales and marketing can upsert them."""
 
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
+from typing import Any
 
 from services.analytics.models import CustomerScore
 from shared import topics
 from shared.contracts.analytics import CUSTOMER_SCORED, SOURCE, CustomerScored, ScoreFactor
-from shared.outbox import add_event
+from shared.outbox import event_row
 
 
 def scored(row: CustomerScore) -> CustomerScored:
@@ -25,10 +24,10 @@ def scored(row: CustomerScore) -> CustomerScored:
     )
 
 
-def customer_scored(session: AsyncSession | Session, row: CustomerScore) -> None:
+def customer_scored_row(row: CustomerScore) -> dict[str, Any]:
+    """The outbox row of a changed score (the rescoring inserts a batch's rows at once)."""
     key = str(row.customer_id)
-    add_event(
-        session,  # type: ignore[arg-type]  # add_event only adds a row and flags the session
+    return event_row(
         topic=topics.ANALYTICS,
         key=key,
         event_type=CUSTOMER_SCORED,

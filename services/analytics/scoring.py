@@ -20,6 +20,7 @@ from services.analytics.models import CustomerScore, OrderFact, TicketFact
 from shared.customer_view import CustomerProfile, ProfileStatus, TimelineEntry
 from shared.db import UTCDateTime, customer_locks
 from shared.events import utcnow
+from shared.outbox import add_rows_before_commit
 
 _DIRTY = "analytics_rescore"
 CHUNK = 500  # customers rescored per round of queries
@@ -64,6 +65,7 @@ def _rescore(session: Session, customer_ids: list[uuid.UUID], now: datetime) -> 
             select(CustomerScore).where(CustomerScore.customer_id.in_(list(inputs)))
         )
     }
+    changed = []
     for customer_id, customer_inputs in inputs.items():
         values = values_of(rules.score(customer_inputs))
         row = stored.get(customer_id)
@@ -75,7 +77,8 @@ def _rescore(session: Session, customer_ids: list[uuid.UUID], now: datetime) -> 
         for key, value in values.items():
             setattr(row, key, value)
         row.scored_at = now
-        events.customer_scored(session, row)
+        changed.append(events.customer_scored_row(row))
+    add_rows_before_commit(session, changed)
 
 
 def values_of(scores: rules.Scores) -> dict[str, Any]:
