@@ -22,7 +22,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from aiokafka import AIOKafkaProducer
 from harness import ms, percentile, platform
-from sqlalchemy import create_engine, insert
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.analytics.models import TicketFact  # noqa: E402 (harness puts the repo on the path)
 from shared import topics  # noqa: E402
@@ -159,14 +160,14 @@ async def freshness(platform_, url: str, samples: int) -> None:
     )
 
 
-def bulk_load(database_url: str, interactions: int, tickets: int) -> list[uuid.UUID]:
+async def bulk_load(database_url: str, interactions: int, tickets: int) -> list[uuid.UUID]:
     """Touches (10 per customer) and ticket facts straight into the service's database."""
-    engine = create_engine(database_url.replace("+aiosqlite", "").replace("+asyncpg", ""))
+    engine = create_async_engine(database_url)
     customers = [uuid.uuid4() for _ in range(max(1, interactions // 10))]
     channels = ["phone", "email", "chat", "web"]
     departments = ["sales", "marketing", "support"]
     started = time.perf_counter()
-    with engine.begin() as connection:
+    async with engine.begin() as connection:
         chunk = []
         for i in range(interactions):
             chunk.append(
@@ -183,10 +184,10 @@ def bulk_load(database_url: str, interactions: int, tickets: int) -> list[uuid.U
                 }
             )
             if len(chunk) == 20_000:
-                connection.execute(insert(TimelineEntry), chunk)
+                await connection.execute(insert(TimelineEntry), chunk)
                 chunk = []
         if chunk:
-            connection.execute(insert(TimelineEntry), chunk)
+            await connection.execute(insert(TimelineEntry), chunk)
         rows = []
         for i in range(tickets):
             opened = BASE - timedelta(days=365) + timedelta(minutes=5 * i)
@@ -213,12 +214,12 @@ def bulk_load(database_url: str, interactions: int, tickets: int) -> list[uuid.U
                     "sla_breaches": 0,
                 }
             )
-        connection.execute(insert(TicketFact), rows)
+        await connection.execute(insert(TicketFact), rows)
     print(
         f"bulk-loaded {interactions:,} touches and {tickets:,} tickets in "
         f"{time.perf_counter() - started:.0f} s"
     )
-    engine.dispose()
+    await engine.dispose()
     return customers
 
 
@@ -262,7 +263,7 @@ def main() -> None:
         asyncio.run(ingest(running, url, args.events))
         asyncio.run(freshness(running, url, args.freshness_samples))
         database_url = running.env("analytics")["ANALYTICS_DATABASE_URL"]
-        customers = bulk_load(database_url, args.interactions, args.tickets)
+        customers = asyncio.run(bulk_load(database_url, args.interactions, args.tickets))
         asyncio.run(query_latency(running, url, customers, args.queries))
 
 

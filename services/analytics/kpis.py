@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import and_, bindparam, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.analytics import rules
@@ -57,9 +57,32 @@ def _avg(value: Any) -> float | None:
 # ---- support --------------------------------------------------------------------------------
 
 
+def _resolving_agents() -> Any:
+    """Every agent who ever resolved a ticket, found by one index seek per agent (a "loose
+    index scan": each step is the next agent id after the previous one)."""
+    after = select(TicketFact.resolved_by).order_by(TicketFact.resolved_by).limit(1)
+    first = after.where(TicketFact.resolved_by.is_not(None)).scalar_subquery()
+    agents = select(first.label("agent")).cte("agents", recursive=True)
+    following = after.where(TicketFact.resolved_by > agents.c.agent).scalar_subquery()
+    agents = agents.union_all(select(following).where(agents.c.agent.is_not(None)))
+    return select(agents.c.agent).where(agents.c.agent.is_not(None))
+
+
+_RESOLVING_AGENTS = _resolving_agents()
+# One agent's resolutions in a period (built once: one runs per agent).
+_RESOLUTION_TOTALS = select(
+    func.count(),
+    func.sum(TicketFact.resolution_seconds),
+    func.sum(TicketFact.messages),
+    func.sum(TicketFact.csat),
+    func.count(TicketFact.csat),
+).where(TicketFact.resolved_at >= bindparam("start"), TicketFact.resolved_at < bindparam("end"))
+_AGENT_TOTALS = _RESOLUTION_TOTALS.where(TicketFact.resolved_by == bindparam("agent"))
+_UNCREDITED_TOTALS = _RESOLUTION_TOTALS.where(TicketFact.resolved_by.is_(None))
+
+
 async def support(session: AsyncSession, period: Period) -> dict[str, Any]:
     opened = and_(TicketFact.opened_day >= period.first, TicketFact.opened_day <= period.last)
-    resolved = period.holds(TicketFact.resolved_at)
     # One pass over the openings (per day: count and first-response sums) and one over the
     # resolutions (per agent): every total is summed here from those few rows.
     per_day: dict[date, int] = {}
@@ -84,18 +107,17 @@ async def support(session: AsyncSession, period: Period) -> dict[str, Any]:
     tickets_opened = sum(per_day.values())
     agents = []
     tickets_resolved, resolution_sum, messages = 0, 0.0, 0
-    for agent, closed, seconds, exchanged, csat_sum, rated in await session.execute(
-        select(
-            TicketFact.resolved_by,
-            func.count(),
-            func.sum(TicketFact.resolution_seconds),
-            func.sum(TicketFact.messages),
-            func.sum(TicketFact.csat),
-            func.count(TicketFact.csat),
-        )
-        .where(resolved)
-        .group_by(TicketFact.resolved_by)
-    ):
+    # One aggregate per agent, each a range of the (agent, resolution time) index: a single
+    # GROUP BY agent would sort every ticket resolved in the period (2-3x slower on SQLite).
+    bounds = {"start": period.start, "end": period.end}
+    for agent in [*await session.scalars(_RESOLVING_AGENTS), None]:
+        if agent is None:
+            totals = await session.execute(_UNCREDITED_TOTALS, bounds)
+        else:
+            totals = await session.execute(_AGENT_TOTALS, {**bounds, "agent": agent})
+        closed, seconds, exchanged, csat_sum, rated = totals.one()
+        if not closed:
+            continue
         agents.append((agent, closed, csat_sum / rated if rated else None))
         tickets_resolved += closed
         resolution_sum += seconds or 0.0

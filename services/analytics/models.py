@@ -74,9 +74,9 @@ class TicketFact(Base):
         # Covering the KPI queries, so each is one index range scan.
         Index("ix_ticket_facts_opened", "opened_day", "first_response_seconds"),
         Index(
-            "ix_ticket_facts_resolved",
-            "resolved_at",
+            "ix_ticket_facts_resolved_by",
             "resolved_by",
+            "resolved_at",
             "resolution_seconds",
             "messages",
             "csat",

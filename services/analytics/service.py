@@ -4,7 +4,7 @@ import uuid
 from collections import defaultdict
 from datetime import datetime
 
-from sqlalchemy import and_, func, or_, select, union_all
+from sqlalchemy import and_, bindparam, func, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.analytics import rules, scoring
@@ -33,6 +33,52 @@ from shared.events import Channel, Department, utcnow
 from shared.pagination import decode_cursor, encode_cursor
 
 MAX_ORDERS = 100
+
+# The 360's queries, built once with the customer's record ids as a parameter: building the
+# SQLAlchemy expressions on every request cost more than running them on SQLite.
+_IDS = bindparam("ids", expanding=True)
+_NEWEST_FIRST = (TimelineEntry.occurred_at.desc(), TimelineEntry.interaction_id.desc())
+_TOUCHES = select(TimelineEntry).where(TimelineEntry.customer_id.in_(_IDS)).order_by(*_NEWEST_FIRST)
+_TOUCH_COUNTS = (
+    select(TimelineEntry.channel, TimelineEntry.department, func.count())
+    .where(TimelineEntry.customer_id.in_(_IDS))
+    .group_by(TimelineEntry.channel, TimelineEntry.department)
+)
+# The newest inbound and the newest outbound touch, in one query.
+_LAST_TOUCHES = select(TimelineEntry).from_statement(
+    union_all(
+        *(
+            select(TimelineEntry)
+            .where(TimelineEntry.customer_id.in_(_IDS), TimelineEntry.direction == direction)
+            .order_by(*_NEWEST_FIRST)
+            .limit(1)
+            .subquery()
+            .select()
+            for direction in ("inbound", "outbound")
+        )
+    )
+)
+_OPEN_TICKETS = (
+    select(TicketFact)
+    .where(
+        TicketFact.customer_id.in_(_IDS),
+        TicketFact.resolved_at.is_(None),
+        TicketFact.closed_at.is_(None),
+        TicketFact.opened_at.is_not(None),
+    )
+    .order_by(TicketFact.opened_at.desc())
+)
+_OPEN_OPPORTUNITIES = (
+    select(OpportunityFact)
+    .where(OpportunityFact.customer_id.in_(_IDS), OpportunityFact.closed_at.is_(None))
+    .order_by(OpportunityFact.opened_at.desc())
+)
+_ORDERS = (
+    select(OrderFact)
+    .where(OrderFact.customer_id.in_(_IDS))
+    .order_by(OrderFact.ordered_at.desc())
+    .limit(MAX_ORDERS)
+)
 
 
 async def current(session: AsyncSession, customer_id: uuid.UUID) -> uuid.UUID:
@@ -86,15 +132,14 @@ async def customer_360(
         since=since,
         until=until,
     )
+    ids_ = {"ids": ids}
     profile = await session.get(Profile, customer)
-    last = await _last_touches(session, ids)
+    last = {
+        row.direction: _item(row, customer) for row in await session.scalars(_LAST_TOUCHES, ids_)
+    }
     per_channel: dict[str, int] = defaultdict(int)
     per_department: dict[str, int] = defaultdict(int)
-    for channel_, department_, count in await session.execute(
-        select(TimelineEntry.channel, TimelineEntry.department, func.count())
-        .where(TimelineEntry.customer_id.in_(ids))
-        .group_by(TimelineEntry.channel, TimelineEntry.department)
-    ):
+    for channel_, department_, count in await session.execute(_TOUCH_COUNTS, ids_):
         per_channel[channel_] += count
         per_department[department_] += count
     return Customer360(
@@ -106,35 +151,13 @@ async def customer_360(
         last_inbound=last.get("inbound"),
         last_outbound=last.get("outbound"),
         open_tickets=[
-            OpenTicket.model_validate(t)
-            for t in await session.scalars(
-                select(TicketFact)
-                .where(
-                    TicketFact.customer_id.in_(ids),
-                    TicketFact.resolved_at.is_(None),
-                    TicketFact.closed_at.is_(None),
-                    TicketFact.opened_at.is_not(None),
-                )
-                .order_by(TicketFact.opened_at.desc())
-            )
+            OpenTicket.model_validate(t) for t in await session.scalars(_OPEN_TICKETS, ids_)
         ],
         open_opportunities=[
             OpenOpportunity.model_validate(o)
-            for o in await session.scalars(
-                select(OpportunityFact)
-                .where(OpportunityFact.customer_id.in_(ids), OpportunityFact.closed_at.is_(None))
-                .order_by(OpportunityFact.opened_at.desc())
-            )
+            for o in await session.scalars(_OPEN_OPPORTUNITIES, ids_)
         ],
-        orders=[
-            OrderRead.model_validate(o)
-            for o in await session.scalars(
-                select(OrderFact)
-                .where(OrderFact.customer_id.in_(ids))
-                .order_by(OrderFact.ordered_at.desc())
-                .limit(MAX_ORDERS)
-            )
-        ],
+        orders=[OrderRead.model_validate(o) for o in await session.scalars(_ORDERS, ids_)],
         scores=await _scores_of(session, customer, utcnow()),
     )
 
@@ -152,12 +175,7 @@ async def _touches(
     until: datetime | None,
 ) -> tuple[list[TimelineItem], str | None]:
     """The customer's touches, newest first (the shared timeline's order and cursor)."""
-    query = (
-        select(TimelineEntry)
-        .where(TimelineEntry.customer_id.in_(ids))
-        .order_by(TimelineEntry.occurred_at.desc(), TimelineEntry.interaction_id.desc())
-        .limit(limit + 1)
-    )
+    query = _TOUCHES.limit(limit + 1)
     if department is not None:
         query = query.where(TimelineEntry.department == department.value)
     if channel is not None:
@@ -180,7 +198,7 @@ async def _touches(
                 and_(TimelineEntry.occurred_at == at, TimelineEntry.interaction_id < last_id),
             )
         )
-    rows = list(await session.scalars(query))
+    rows = list(await session.scalars(query, {"ids": ids}))
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
@@ -190,21 +208,6 @@ async def _touches(
 
 def _item(row: TimelineEntry, customer: uuid.UUID) -> TimelineItem:
     return to_item(row).model_copy(update={"customer_id": customer})
-
-
-async def _last_touches(session: AsyncSession, ids: list[uuid.UUID]) -> dict[str, TimelineItem]:
-    """The newest inbound and the newest outbound touch, in one query."""
-    newest = [
-        select(TimelineEntry)
-        .where(TimelineEntry.customer_id.in_(ids), TimelineEntry.direction == direction)
-        .order_by(TimelineEntry.occurred_at.desc(), TimelineEntry.interaction_id.desc())
-        .limit(1)
-        .subquery()
-        .select()
-        for direction in ("inbound", "outbound")
-    ]
-    rows = await session.scalars(select(TimelineEntry).from_statement(union_all(*newest)))
-    return {row.direction: _item(row, ids[0]) for row in rows}
 
 
 async def segment_counts(session: AsyncSession) -> list[SegmentCount]:
