@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import metrics, tracing
 from shared.bus import Bus
-from shared.consumer import EventConsumer, Subscription
+from shared.consumer import EventConsumer, Subscription, consume
 from shared.db import create_engine, create_session_factory, ensure_schema, ping, session_scope
 from shared.errors import DomainError
 from shared.migrations import upgrade_to_head
@@ -88,7 +88,7 @@ def _lifespan(spec: ServiceSpec) -> Any:
                 session_factory=session_factory,
                 kafka=settings.kafka,
                 bus=bus,
-                group_id=f"crm.{spec.name}.{subscription.name}",
+                group_id=f"crm.{spec.name}",
                 max_attempts=settings.consumer_max_attempts,
                 batch_size=settings.consumer_batch_size,
             )
@@ -96,8 +96,15 @@ def _lifespan(spec: ServiceSpec) -> Any:
         ]
         if settings.run_relay:
             tasks.append(asyncio.create_task(relay.run(), name=f"{spec.name}.relay"))
-        if settings.run_consumers:
-            tasks += [asyncio.create_task(c.run(), name=c.name) for c in consumers]
+        if settings.run_consumers and consumers:
+            # One group and one fetch loop for all the service's subscriptions.
+            group = f"crm.{spec.name}"
+            tasks.append(
+                asyncio.create_task(
+                    consume(settings.kafka, group_id=group, consumers=consumers, client_id=group),
+                    name=f"{spec.name}.consumer",
+                )
+            )
         app.state.engine = engine
         app.state.session_factory = session_factory
         app.state.bus = bus

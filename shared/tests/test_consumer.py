@@ -10,7 +10,7 @@ from sqlalchemy.exc import OperationalError
 
 from shared import topics
 from shared.bus import Bus
-from shared.consumer import EventConsumer, Subscription
+from shared.consumer import EventConsumer, Subscription, consume
 from shared.events import encode_event
 from shared.models import ProcessedEvent
 from shared.testing import TopicTail, consumer_record, eventually
@@ -35,12 +35,12 @@ async def tables(session_factory):
     return session_factory
 
 
-async def publish(producer, key: str, label: str) -> str:
+async def publish(producer, key: str, label: str, topic: str = topics.ANALYTICS) -> str:
     event_id, value, headers = encode_event(
         event_type=TEST_EVENT, source="/crm/test", subject=key, data={"label": label}
     )
     await producer.send_and_wait(
-        topics.ANALYTICS, value=value, key=key.encode(), headers=list(headers.items())
+        topic, value=value, key=key.encode(), headers=list(headers.items())
     )
     return event_id
 
@@ -74,6 +74,66 @@ class Harness:
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
         await self.bus.close()
+
+
+async def insert_applied(session, event):
+    await session.execute(
+        insert(projection).values(event_id=event.id, key=event.subject, label=event.data["label"])
+    )
+
+
+def subscriber(session_factory, kafka_settings, bus, name: str, topic: str) -> EventConsumer:
+    return EventConsumer(
+        service="test",
+        subscription=Subscription(name, (topic,), {TEST_EVENT: insert_applied}),
+        session_factory=session_factory,
+        kafka=kafka_settings,
+        bus=bus,
+        group_id="unused",
+    )
+
+
+class TestOneGroupPerService:
+    async def test_each_topics_records_reach_their_subscription(
+        self, tables, kafka_settings, producer
+    ):
+        bus = Bus(kafka_settings, "test-consumer")
+        subscribers = [
+            subscriber(tables, kafka_settings, bus, "scores", topics.ANALYTICS),
+            subscriber(tables, kafka_settings, bus, "tickets", topics.SUPPORT),
+        ]
+        key = str(uuid.uuid4())
+        scored = await publish(producer, key, "scored", topics.ANALYTICS)
+        ticket = await publish(producer, key, "ticket", topics.SUPPORT)
+        task = asyncio.create_task(
+            consume(
+                kafka_settings,
+                group_id=f"test-{uuid.uuid4()}",
+                consumers=subscribers,
+                client_id="test",
+            )
+        )
+        try:
+
+            async def both_applied():
+                assert await applied_labels(tables, key) == ["scored", "ticket"]
+
+            await eventually(both_applied)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await bus.close()
+        async with tables() as session:
+            rows = await session.execute(select(ProcessedEvent.event_id, ProcessedEvent.consumer))
+            tracked = {event_id: consumer for event_id, consumer in rows}
+        # Each event is recorded under the subscription of its topic, so a replay skips it there.
+        assert tracked[scored] == "test.scores" and tracked[ticket] == "test.tickets"
+
+    async def test_two_subscriptions_of_one_topic_are_refused(self, tables, kafka_settings):
+        bus = Bus(kafka_settings, "test-consumer")
+        twice = [subscriber(tables, kafka_settings, bus, name, topics.ANALYTICS) for name in "ab"]
+        with pytest.raises(ValueError, match="a group of its own"):
+            await consume(kafka_settings, group_id="unused", consumers=twice, client_id="test")
 
 
 class TestEventConsumer:
@@ -150,7 +210,7 @@ def test_lag_of_revoked_partitions_is_forgotten():
     for tp in (kept, moved):
         runner._lag_reported.add(tp)
         metrics.CONSUMER_LAG.labels("svc-lag-test", "timeline", tp.topic, str(tp.partition)).set(7)
-    runner._forget_revoked({kept})
+    runner.forget_revoked({kept})
     exported = {
         sample.labels["partition"]
         for family in metrics.CONSUMER_LAG.collect()

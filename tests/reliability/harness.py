@@ -33,16 +33,23 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def subscriptions_of(service: str) -> list[tuple[str, tuple[str, ...]]]:
-    """(consumer group, topics) of every consumer a service runs, as shared/app.py names them."""
-    import importlib
-
-    module = importlib.import_module(f"services.{service}.consumers")
-    return [(f"crm.{service}.{s.name}", tuple(s.topics)) for s in module.SUBSCRIPTIONS]
+    """(consumer group, topics) of the consumer a service runs, as shared/app.py names it: one
+    group over every subscription's topics."""
+    module = _consumers_module(service)
+    return [(f"crm.{service}", tuple(t for s in module.SUBSCRIPTIONS for t in s.topics))]
 
 
 def consumer_names(service: str) -> dict[str, tuple[str, ...]]:
-    """processed_events.consumer value -> topics, for each consumer of ``service``."""
-    return {group.removeprefix("crm."): topics for group, topics in subscriptions_of(service)}
+    """processed_events.consumer value -> topics, for each subscription of ``service``."""
+    return {
+        f"{service}.{s.name}": tuple(s.topics) for s in _consumers_module(service).SUBSCRIPTIONS
+    }
+
+
+def _consumers_module(service: str) -> Any:
+    import importlib
+
+    return importlib.import_module(f"services.{service}.consumers")
 
 
 # ---- databases --------------------------------------------------------------------------------
