@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -78,6 +79,7 @@ def _lifespan(spec: ServiceSpec) -> Any:
             batch_size=settings.relay_batch_size,
             poll_interval_s=settings.relay_poll_interval_s,
             lease_s=settings.relay_lease_s,
+            retention=timedelta(seconds=settings.relay_retention_s),
             notify_channel=f"crm_outbox_{spec.name}_{settings.database_schema or 'public'}"[:63],
         )
         session_factory.configure(info={NOTIFY: relay.wake, NOTIFY_CHANNEL: relay.notify_channel})

@@ -114,7 +114,7 @@ class OutboxRelay:
         while True:
             self._wakeup.clear()
             published = await self.publish_pending()
-            await self._purge_old()
+            await self.purge_old()
             if published >= self.batch_size:
                 continue  # more may be waiting
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
@@ -225,7 +225,7 @@ class OutboxRelay:
             age = max(0.0, (utcnow() - oldest).total_seconds())
         metrics.OUTBOX_OLDEST_AGE.labels(self.service).set(age)
 
-    async def _purge_old(self) -> None:
+    async def purge_old(self) -> None:
         """Drop rows published longer ago than the retention, at most once a minute."""
         now = utcnow()
         if now - self._last_purge < timedelta(minutes=1):

@@ -88,6 +88,9 @@ class ServiceSettings(BaseSettings):
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)
     relay_poll_interval_s: float = Field(default=0.5, gt=0)
     relay_lease_s: float = Field(default=10.0, gt=0)
+    # How long published outbox rows are kept (to look into, or to re-send by hand) before the
+    # relay deletes them.
+    relay_retention_s: float = Field(default=86_400.0, gt=0)
     # Consumers
     consumer_max_attempts: int = Field(default=3, ge=1)
     consumer_batch_size: int = Field(default=500, ge=1)

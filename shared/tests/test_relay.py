@@ -3,11 +3,14 @@
 import asyncio
 import json
 import uuid
+from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
 from shared import topics
 from shared.bus import Bus
+from shared.models import OutboxMessage
 from shared.outbox import NOTIFY, add_event
 from shared.relay import OutboxRelay
 from shared.testing import TopicTail
@@ -42,6 +45,25 @@ def sequences(records, keys: list[str]) -> dict[str, list[int]]:
 
 
 class TestOutboxRelay:
+    async def test_published_rows_past_the_retention_go_unsent_ones_stay(
+        self, session_factory, kafka_settings
+    ):
+        bus = Bus(kafka_settings, "relay-retention")
+        relay = OutboxRelay(
+            service="test", session_factory=session_factory, bus=bus, retention=timedelta(0)
+        )
+        try:
+            sent, unsent = str(uuid.uuid4()), str(uuid.uuid4())
+            await write_events(session_factory, [sent], 2)
+            assert await relay.publish_pending() == 2
+            await write_events(session_factory, [unsent], 1)
+            await relay.purge_old()
+        finally:
+            await bus.close()
+        async with session_factory() as session:
+            kept = (await session.scalars(select(OutboxMessage.key))).all()
+        assert kept == [unsent]
+
     async def test_two_replicas_publish_everything_in_per_key_order(
         self, session_factory, kafka_settings, kafka_bootstrap
     ):
