@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import lazyload
 
 from services.contacts import service
 from services.contacts.models import Contact, ContactActivity, ContactStatus
@@ -35,7 +36,11 @@ async def interactions_recorded(session: AsyncSession, events: list[Envelope]) -
     wanted = {touch.customer_id for touch in touches}
     await lock_customers(session, wanted)
     contacts = {
-        c.id: c for c in await session.scalars(select(Contact).where(Contact.id.in_(wanted)))
+        c.id: c
+        for c in await session.scalars(
+            # Only the status is read here: not the identities the model loads eagerly.
+            select(Contact).where(Contact.id.in_(wanted)).options(lazyload(Contact.identities))
+        )
     }
     current = {
         customer_id: _current(contacts.get(customer_id), customer_id) for customer_id in wanted
