@@ -49,7 +49,7 @@ async def rebuild(settings: AnalyticsSettings) -> dict[str, int]:
                 session_factory=session_factory,
                 kafka=settings.kafka,
                 bus=bus,
-                group_id=f"crm.analytics.{subscription.name}",
+                group_id="crm.analytics",  # not joined: the replay reads without a group
                 max_attempts=settings.consumer_max_attempts,
                 batch_size=settings.consumer_batch_size,
             )

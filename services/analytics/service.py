@@ -34,8 +34,8 @@ from shared.pagination import decode_cursor, encode_cursor
 
 MAX_ORDERS = 100
 
-# The 360's queries, built once with the customer's record ids as a parameter: building the
-# SQLAlchemy expressions on every request cost more than running them on SQLite.
+# The 360's queries, built once: only the customer's record ids (a parameter) differ between
+# requests.
 _IDS = bindparam("ids", expanding=True)
 _NEWEST_FIRST = (TimelineEntry.occurred_at.desc(), TimelineEntry.interaction_id.desc())
 _TOUCHES = select(TimelineEntry).where(TimelineEntry.customer_id.in_(_IDS)).order_by(*_NEWEST_FIRST)
@@ -132,14 +132,14 @@ async def customer_360(
         since=since,
         until=until,
     )
-    ids_ = {"ids": ids}
+    params = {"ids": ids}
     profile = await session.get(Profile, customer)
     last = {
-        row.direction: _item(row, customer) for row in await session.scalars(_LAST_TOUCHES, ids_)
+        row.direction: _item(row, customer) for row in await session.scalars(_LAST_TOUCHES, params)
     }
     per_channel: dict[str, int] = defaultdict(int)
     per_department: dict[str, int] = defaultdict(int)
-    for channel_, department_, count in await session.execute(_TOUCH_COUNTS, ids_):
+    for channel_, department_, count in await session.execute(_TOUCH_COUNTS, params):
         per_channel[channel_] += count
         per_department[department_] += count
     return Customer360(
@@ -151,13 +151,13 @@ async def customer_360(
         last_inbound=last.get("inbound"),
         last_outbound=last.get("outbound"),
         open_tickets=[
-            OpenTicket.model_validate(t) for t in await session.scalars(_OPEN_TICKETS, ids_)
+            OpenTicket.model_validate(t) for t in await session.scalars(_OPEN_TICKETS, params)
         ],
         open_opportunities=[
             OpenOpportunity.model_validate(o)
-            for o in await session.scalars(_OPEN_OPPORTUNITIES, ids_)
+            for o in await session.scalars(_OPEN_OPPORTUNITIES, params)
         ],
-        orders=[OrderRead.model_validate(o) for o in await session.scalars(_ORDERS, ids_)],
+        orders=[OrderRead.model_validate(o) for o in await session.scalars(_ORDERS, params)],
         scores=await _scores_of(session, customer, utcnow()),
     )
 

@@ -406,6 +406,20 @@ class TestArrivalOrder:
         assert kpis["avg_resolution_seconds"] == 86400.0
         assert kpis["avg_first_response_seconds"] == 3600.0
 
+    async def test_a_ticket_resolved_by_no_agent_is_credited_to_none(self, client):
+        c, t, u = ids(3)
+        await apply(client, *opened(t, c, "2026-11-05T10:00:00Z"))
+        await apply(client, *resolved(t, c, A, "2026-11-05T12:00:00Z"))
+        await apply(client, *opened(u, c, "2026-11-05T10:00:00Z"))  # never assigned
+        await apply(client, *resolved(u, c, None, "2026-11-05T11:00:00Z"))
+        kpis = (await client.get("/v1/kpis/support", params=NOV)).json()
+        assert kpis["closed_per_agent"] == [
+            {"agent_id": A, "closed": 1, "avg_csat": None},
+            {"agent_id": None, "closed": 1, "avg_csat": None},
+        ]
+        assert kpis["tickets_resolved"] == 2
+        assert kpis["avg_resolution_seconds"] == 5400.0  # 7200 and 3600
+
     async def test_a_closed_ticket_reopened_is_open_again(self, client):
         c, t = ids(2)
         await apply_many(
