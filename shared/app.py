@@ -103,7 +103,13 @@ def _lifespan(spec: ServiceSpec) -> Any:
             group = f"crm.{spec.name}"
             tasks.append(
                 asyncio.create_task(
-                    consume(settings.kafka, group_id=group, consumers=consumers, client_id=group),
+                    consume(
+                        settings.kafka,
+                        group_id=group,
+                        consumers=consumers,
+                        client_id=group,
+                        dedupe_retention=timedelta(seconds=settings.consumer_dedupe_retention_s),
+                    ),
                     name=f"{spec.name}.consumer",
                 )
             )

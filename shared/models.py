@@ -42,7 +42,7 @@ class ProcessedEvent(PlatformBase):
 
     consumer: Mapped[str] = mapped_column(String(128), primary_key=True)
     event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    processed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    processed_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)  # for the pruning
 
 
 class RelayLease(PlatformBase):

@@ -94,5 +94,8 @@ class ServiceSettings(BaseSettings):
     # Consumers
     consumer_max_attempts: int = Field(default=3, ge=1)
     consumer_batch_size: int = Field(default=500, ge=1)
+    # How long an applied event's id is kept to recognise a redelivery. Longer than the topics'
+    # retention: an event still on a topic can be delivered again (a group reset, a replay).
+    consumer_dedupe_retention_s: float = Field(default=30 * 86_400.0, gt=0)
     run_consumers: bool = True
     run_relay: bool = True

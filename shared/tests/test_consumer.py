@@ -2,6 +2,7 @@
 
 import asyncio
 import uuid
+from datetime import timedelta
 
 import pytest
 from aiokafka import ConsumerRecord
@@ -10,8 +11,8 @@ from sqlalchemy.exc import OperationalError
 
 from shared import topics
 from shared.bus import Bus
-from shared.consumer import EventConsumer, Subscription, consume
-from shared.events import encode_event
+from shared.consumer import EventConsumer, Subscription, consume, prune_processed
+from shared.events import encode_event, utcnow
 from shared.models import ProcessedEvent
 from shared.testing import TopicTail, consumer_record, eventually
 
@@ -91,6 +92,20 @@ def subscriber(session_factory, kafka_settings, bus, name: str, topic: str) -> E
         bus=bus,
         group_id="unused",
     )
+
+
+async def test_applied_event_records_past_the_retention_are_pruned(session_factory):
+    now = utcnow()
+    async with session_factory() as session:
+        for event_id, age in (("old", timedelta(days=31)), ("recent", timedelta(days=29))):
+            session.add(
+                ProcessedEvent(consumer="test.t", event_id=event_id, processed_at=now - age)
+            )
+        await session.commit()
+    assert await prune_processed(session_factory, timedelta(days=30)) == 1
+    async with session_factory() as session:
+        kept = (await session.scalars(select(ProcessedEvent.event_id))).all()
+    assert kept == ["recent"]
 
 
 class TestOneGroupPerService:
