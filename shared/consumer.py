@@ -93,8 +93,7 @@ class EventConsumer:
         self.name = f"{service}.{subscription.name}"
 
     async def run(self) -> None:
-        """Consume this subscription alone in its group (tools, tests); a service runs
-        ``consume`` over all of its subscriptions in one group."""
+        """Consume this subscription alone in its group."""
         await consume(self.kafka, group_id=self.group_id, consumers=[self], client_id=self.name)
 
     async def process_partitions(self, partitions: list[list[ConsumerRecord]]) -> None:
@@ -304,14 +303,16 @@ async def consume(
     client_id: str,
     dedupe_retention: timedelta | None = None,
 ) -> None:
-    """One Kafka consumer in one group for several subscriptions (their topics must not overlap):
-    each fetched partition's records go to the subscription of its topic; the subscriptions
-    apply theirs concurrently, each partition in order; the offsets are committed once every
-    transaction has. Consume until cancelled; reconnect with backoff when the broker goes away.
+    """One Kafka consumer in one group for one or more subscriptions (their topics must not
+    overlap): each fetched partition's records go to the subscription of its topic; the
+    subscriptions apply theirs concurrently, each partition in order; the offsets are committed
+    once every transaction has. Consume until cancelled; reconnect with backoff when the broker
+    goes away.
 
-    One fetch loop per service, not one per subscription: the embedded broker answers a fetch
-    only when its wait expires, so each loop polls it about 100 times a second, and five
-    services' fourteen loops took 63 % of a core doing nothing.
+    Services run one per subscription. One for all of a service's subscriptions polled the
+    embedded broker a third as often (it answers a fetch only when its wait expires), but each
+    fetch then waited for the slowest subscription, and one replaying a long backlog fell
+    behind the others (docs/reliability.md).
 
     With ``dedupe_retention``, the applied-event records older than that are deleted every
     hour, so ``processed_events`` does not grow for ever."""
