@@ -226,6 +226,9 @@ async def until_a_transaction_waits_for_a_lock(session: AsyncSession) -> None:
     a race test starts its second transaction, waits here, then lets the first commit."""
 
     async def blocked() -> None:
+        # pg_stat_activity is read once per transaction and then kept: drop that snapshot, or a
+        # first look taken before the other transaction blocked is all this ever sees.
+        await session.execute(text("SELECT pg_stat_clear_snapshot()"))
         waiting = await session.scalar(
             text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
         )
