@@ -108,7 +108,7 @@ async def test_support_work_reaches_the_kpis_and_the_360(support, analytics):
         view = await ok(await analytics.get(f"/v1/customers/{customer}/360"))
         assert [t["ticket_id"] for t in view["open_tickets"]] == [second]
         assert view["touches_per_department"] == {"support": 3}  # 2 openings, 1 agent reply
-        assert view["last_outbound"]["kind"] == "ticket_reply"
+        assert view["last_outbound"] and view["last_outbound"]["kind"] == "ticket_reply"
         factors = {f["name"]: f["value"] for f in view["scores"]["factors"]}
         assert factors["open_tickets"] == 0.5
         return view
