@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from alembic import command, context
+from alembic import command, context, op
 from alembic.config import Config
 from sqlalchemy import Connection, MetaData, text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -28,6 +28,20 @@ async def upgrade_to_head(engine: AsyncEngine, script_location: Path) -> None:
         await connection.run_sync(
             lambda sync: command.upgrade(alembic_config(script_location, sync), "head")
         )
+
+
+# Platform tables (outbox, processed_events, ...) live in every service's database, so a change
+# to one is a migration in every service; these are the operations those migrations share.
+PROCESSED_AT_INDEX = "ix_processed_events_processed_at"
+
+
+def index_processed_events_by_age() -> None:
+    """The consumer prunes applied-event records by age (``shared.consumer.prune_processed``)."""
+    op.create_index(PROCESSED_AT_INDEX, "processed_events", ["processed_at"])
+
+
+def drop_processed_events_age_index() -> None:
+    op.drop_index(PROCESSED_AT_INDEX, table_name="processed_events")
 
 
 def run_env(target_metadata: Sequence[MetaData]) -> None:

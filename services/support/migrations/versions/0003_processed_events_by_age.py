@@ -7,7 +7,7 @@ Create Date: 2026-12-02 06:50:00
 
 from collections.abc import Sequence
 
-from alembic import op
+from shared.migrations import drop_processed_events_age_index, index_processed_events_by_age
 
 revision: str = "0003"
 down_revision: str | Sequence[str] | None = "0002"
@@ -16,8 +16,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.create_index("ix_processed_events_processed_at", "processed_events", ["processed_at"])
+    index_processed_events_by_age()
 
 
 def downgrade() -> None:
-    op.drop_index("ix_processed_events_processed_at", table_name="processed_events")
+    drop_processed_events_age_index()
