@@ -90,7 +90,7 @@ def _lifespan(spec: ServiceSpec) -> Any:
                 session_factory=session_factory,
                 kafka=settings.kafka,
                 bus=bus,
-                group_id=f"crm.{spec.name}.{subscription.name}",
+                group_id=f"crm.{spec.name}",
                 max_attempts=settings.consumer_max_attempts,
                 batch_size=settings.consumer_batch_size,
             )
@@ -99,24 +99,21 @@ def _lifespan(spec: ServiceSpec) -> Any:
         if settings.run_relay:
             tasks.append(asyncio.create_task(relay.run(), name=f"{spec.name}.relay"))
         if settings.run_consumers and consumers:
-            # A group and a fetch loop per subscription: one group for all of a service's
-            # subscriptions made each fetch wait for the slowest one, and a subscription with a
-            # long backlog (a replay) fell behind the others (docs/reliability.md).
-            retention = timedelta(seconds=settings.consumer_dedupe_retention_s)
-            for n, consumer in enumerate(consumers):
-                tasks.append(
-                    asyncio.create_task(
-                        consume(
-                            settings.kafka,
-                            group_id=consumer.group_id,
-                            consumers=[consumer],
-                            client_id=consumer.name,
-                            # One pruner per process: they share processed_events.
-                            dedupe_retention=retention if n == 0 else None,
-                        ),
-                        name=consumer.name,
-                    )
+            # One group and one fetch loop for all the service's subscriptions; each applies
+            # its records at its own pace (shared.consumer.consume).
+            group = f"crm.{spec.name}"
+            tasks.append(
+                asyncio.create_task(
+                    consume(
+                        settings.kafka,
+                        group_id=group,
+                        consumers=consumers,
+                        client_id=group,
+                        dedupe_retention=timedelta(seconds=settings.consumer_dedupe_retention_s),
+                    ),
+                    name=f"{spec.name}.consumer",
                 )
+            )
         app.state.engine = engine
         app.state.session_factory = session_factory
         app.state.bus = bus

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -304,15 +304,12 @@ async def consume(
     dedupe_retention: timedelta | None = None,
 ) -> None:
     """One Kafka consumer in one group for one or more subscriptions (their topics must not
-    overlap): each fetched partition's records go to the subscription of its topic; the
-    subscriptions apply theirs concurrently, each partition in order; the offsets are committed
-    once every transaction has. Consume until cancelled; reconnect with backoff when the broker
-    goes away.
-
-    Services run one per subscription. One for all of a service's subscriptions polled the
-    embedded broker a third as often (it answers a fetch only when its wait expires), but each
-    fetch then waited for the slowest subscription, and one replaying a long backlog fell
-    behind the others (docs/reliability.md).
+    overlap). Each fetched partition's records go to the subscription of its topic, which
+    applies them in a task of its own, each partition in order, and commits their offsets once
+    its transaction has. Its partitions stay paused meanwhile, so a slow subscription (one
+    replaying a long backlog) holds back neither the fetch loop nor the other subscriptions.
+    Consume until cancelled; reconnect with backoff when the broker goes away; a failed
+    subscription restarts the consumer, which fetches again from the committed offsets.
 
     With ``dedupe_retention``, the applied-event records older than that are deleted every
     hour, so ``processed_events`` does not grow for ever."""
@@ -330,41 +327,75 @@ async def consume(
         ),
     ):
         with attempt:
-            consumer = new_consumer(kafka, *by_topic, group_id=group_id, client_id=client_id)
+            consumer = new_consumer(kafka, group_id=group_id, client_id=client_id)
+            dispatcher = _Dispatcher(consumer, by_topic)
+            consumer.subscribe(list(by_topic), listener=dispatcher)
             try:
                 await consumer.start()
-                while True:
-                    batches = await consumer.getmany(timeout_ms=1000, max_records=max_records)
-                    await _apply_fetched(consumer, by_topic, batches)
-                    if dedupe_retention is not None and time.monotonic() >= next_prune:
-                        next_prune = time.monotonic() + 3600
-                        await prune_processed(consumers[0].session_factory, dedupe_retention)
+                async with asyncio.TaskGroup() as group:
+                    while True:
+                        batches = await consumer.getmany(timeout_ms=1000, max_records=max_records)
+                        dispatcher.dispatch(group, batches)
+                        if dedupe_retention is not None and time.monotonic() >= next_prune:
+                            next_prune = time.monotonic() + 3600
+                            await prune_processed(consumers[0].session_factory, dedupe_retention)
             finally:
                 await consumer.stop()
 
 
-async def _apply_fetched(
-    consumer: AIOKafkaConsumer,
-    by_topic: dict[str, EventConsumer],
-    batches: dict[TopicPartition, list[ConsumerRecord]],
-) -> None:
-    assigned = consumer.assignment()
-    for subscriber in set(by_topic.values()):
-        subscriber.forget_revoked(assigned)
-    if not batches:
-        return
-    per_subscriber: dict[EventConsumer, list[list[ConsumerRecord]]] = defaultdict(list)
-    for tp, records in batches.items():
-        per_subscriber[by_topic[tp.topic]].append(records)
-    # A failure cancels the others' transactions (rolled back) and restarts the consumer,
-    # which fetches again from the committed offsets.
-    async with asyncio.TaskGroup() as group:
-        for subscriber, partitions in per_subscriber.items():
-            group.create_task(subscriber.process_partitions(partitions))
-    faults.crash_point("consumer.after_db_commit")  # fault injection (tests)
-    await consumer.commit({tp: records[-1].offset + 1 for tp, records in batches.items()})
-    for tp, records in batches.items():
-        by_topic[tp.topic].record_lag(consumer, tp, records[-1])
+class _Dispatcher(ConsumerRebalanceListener):
+    """Hands each subscription its share of a fetch and pauses its partitions until applied."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, by_topic: dict[str, EventConsumer]) -> None:
+        self.consumer = consumer
+        self.by_topic = by_topic
+        self.in_flight: dict[EventConsumer, asyncio.Task[None]] = {}
+
+    def dispatch(
+        self, group: asyncio.TaskGroup, batches: dict[TopicPartition, list[ConsumerRecord]]
+    ) -> None:
+        per_subscriber: dict[EventConsumer, dict[TopicPartition, list[ConsumerRecord]]]
+        per_subscriber = defaultdict(dict)
+        for tp, records in batches.items():
+            per_subscriber[self.by_topic[tp.topic]][tp] = records
+        for subscriber, fetched in per_subscriber.items():
+            topics_of = subscriber.subscription.topics
+            paused = [tp for tp in self.consumer.assignment() if tp.topic in topics_of]
+            self.consumer.pause(*paused)
+            self.in_flight[subscriber] = group.create_task(
+                self._apply(subscriber, fetched, paused, self.in_flight.get(subscriber)),
+                name=f"{subscriber.name} apply",
+            )
+
+    async def _apply(
+        self,
+        subscriber: EventConsumer,
+        fetched: dict[TopicPartition, list[ConsumerRecord]],
+        paused: list[TopicPartition],
+        previous: asyncio.Task[None] | None,
+    ) -> None:
+        if previous is not None:
+            # Paused partitions fetch nothing, so there is none; but order must never depend on it.
+            await previous
+        try:
+            await subscriber.process_partitions(list(fetched.values()))
+            faults.crash_point("consumer.after_db_commit")  # fault injection (tests)
+            await self.consumer.commit({tp: rs[-1].offset + 1 for tp, rs in fetched.items()})
+            for tp, records in fetched.items():
+                subscriber.record_lag(self.consumer, tp, records[-1])
+        finally:
+            assigned = self.consumer.assignment()
+            self.consumer.resume(*(tp for tp in paused if tp in assigned))
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        # Let the transactions under way commit their offsets while this member still owns
+        # their partitions: the next owner then starts after them instead of applying them too.
+        await asyncio.gather(*self.in_flight.values(), return_exceptions=True)
+        self.in_flight.clear()
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        for subscriber in set(self.by_topic.values()):
+            subscriber.forget_revoked(set(assigned))
 
 
 async def prune_processed(

@@ -144,6 +144,61 @@ class TestOneGroupPerService:
         # Each event is recorded under the subscription of its topic, so a replay skips it there.
         assert tracked[scored] == "test.scores" and tracked[ticket] == "test.tickets"
 
+    async def test_a_slow_subscription_holds_back_neither_the_fetching_nor_the_others(
+        self, tables, kafka_settings, producer
+    ):
+        key = str(uuid.uuid4())
+        entered, release = asyncio.Event(), asyncio.Event()
+
+        async def slow_handler(session, event):
+            if event.subject != key:
+                return  # older tests' events: nothing written, so nothing is locked meanwhile
+            entered.set()
+            await release.wait()
+            await insert_applied(session, event)
+
+        bus = Bus(kafka_settings, "test-consumer")
+        slow = EventConsumer(
+            service="test",
+            subscription=Subscription("slow", (topics.ANALYTICS,), {TEST_EVENT: slow_handler}),
+            session_factory=tables,
+            kafka=kafka_settings,
+            bus=bus,
+            group_id="unused",
+        )
+        fast = subscriber(tables, kafka_settings, bus, "fast", topics.SUPPORT)
+        await publish(producer, key, "slow", topics.ANALYTICS)
+        task = asyncio.create_task(
+            consume(
+                kafka_settings,
+                group_id=f"test-{uuid.uuid4()}",
+                consumers=[slow, fast],
+                client_id="test",
+            )
+        )
+        try:
+            await asyncio.wait_for(entered.wait(), timeout=30)
+            # Published while the slow subscription is mid-transaction: a fetch loop that
+            # waited for it would not even fetch this.
+            await publish(producer, key, "fast", topics.SUPPORT)
+
+            async def fast_applied():
+                assert await applied_labels(tables, key) == ["fast"]
+
+            await eventually(fast_applied)
+            assert not task.done()
+            release.set()
+
+            async def both_applied():
+                assert await applied_labels(tables, key) == ["fast", "slow"]
+
+            await eventually(both_applied)
+        finally:
+            release.set()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await bus.close()
+
     async def test_two_subscriptions_of_one_topic_are_refused(self, tables, kafka_settings):
         bus = Bus(kafka_settings, "test-consumer")
         twice = [subscriber(tables, kafka_settings, bus, name, topics.ANALYTICS) for name in "ab"]

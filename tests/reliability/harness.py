@@ -33,9 +33,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def subscriptions_of(service: str) -> list[tuple[str, tuple[str, ...]]]:
-    """(consumer group, topics) of every consumer a service runs, as shared/app.py names them."""
+    """(consumer group, topics) of the consumer a service runs, as shared/app.py names it: one
+    group over every subscription's topics."""
     module = _consumers_module(service)
-    return [(f"crm.{service}.{s.name}", tuple(s.topics)) for s in module.SUBSCRIPTIONS]
+    return [(f"crm.{service}", tuple(t for s in module.SUBSCRIPTIONS for t in s.topics))]
 
 
 def consumer_names(service: str) -> dict[str, tuple[str, ...]]:
