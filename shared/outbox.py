@@ -105,6 +105,9 @@ def add_rows_before_commit(session: Session, rows: list[dict[str, Any]]) -> None
     """``add_rows`` for a ``before_commit`` hook, where the session is the synchronous one."""
     if rows:
         session.execute(insert(OutboxMessage), rows)
+        if not session.info.get(_PENDING):
+            # The NOTIFY hook may have run already and found nothing to announce.
+            _notify_other_replicas(session)
         session.info[_PENDING] = True
 
 
@@ -134,10 +137,15 @@ def _row(
 
 
 @sa_event.listens_for(Session, "before_commit")
+def _notify_if_pending(session: Session) -> None:
+    if session.info.get(_PENDING):
+        _notify_other_replicas(session)
+
+
 def _notify_other_replicas(session: Session) -> None:
     channel = session.info.get(NOTIFY_CHANNEL)
-    if channel and session.info.get(_PENDING) and session.get_bind().dialect.name == "postgresql":
-        # Delivered by PostgreSQL only if this transaction commits.
+    if channel and session.get_bind().dialect.name == "postgresql":
+        # Delivered by PostgreSQL only if this transaction commits (twice in one: once).
         session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": channel})
 
 

@@ -6,14 +6,15 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import event as sa_event
 from sqlalchemy import select
 
 from shared import topics
 from shared.bus import Bus
 from shared.models import OutboxMessage
-from shared.outbox import NOTIFY, add_event
+from shared.outbox import NOTIFY, NOTIFY_CHANNEL, add_event, add_rows_before_commit, event_row
 from shared.relay import OutboxRelay
-from shared.testing import TopicTail
+from shared.testing import TopicTail, on_postgres
 
 pytestmark = pytest.mark.bus
 
@@ -160,3 +161,24 @@ class TestOutboxRelay:
             assert await relay.publish_pending() == 0
         finally:
             await relay.bus.close()
+
+
+@pytest.mark.skipif(not on_postgres(), reason="other replicas hear of commits by LISTEN/NOTIFY")
+async def test_rows_a_commit_hook_adds_wake_other_replicas(session_factory):
+    """Like analytics' score events: the transaction's only outbox rows come from a
+    before_commit hook that runs after the outbox's own NOTIFY hook."""
+    channel = f"crm_test_{uuid.uuid4().hex[:16]}"
+    heard = asyncio.Event()
+    engine = session_factory.kw["bind"]
+    async with engine.connect() as listening:
+        raw = (await listening.get_raw_connection()).driver_connection
+        await raw.add_listener(channel, lambda *_: heard.set())
+        async with session_factory(info={NOTIFY_CHANNEL: channel}) as session:
+            row = event_row(topic=topics.ANALYTICS, key="k", event_type="t", source="/s", data={})
+            sa_event.listen(
+                session.sync_session,
+                "before_commit",
+                lambda sync_session: add_rows_before_commit(sync_session, [row]),
+            )
+            await session.commit()
+        await asyncio.wait_for(heard.wait(), timeout=5)
