@@ -199,6 +199,77 @@ class TestOneGroupPerService:
             await asyncio.gather(task, return_exceptions=True)
             await bus.close()
 
+    async def test_a_rebalance_waits_for_the_batch_under_way_instead_of_handing_it_on(
+        self, tables, kafka_settings, producer
+    ):
+        """Member "a" is mid-transaction on an event of partition 1 when "b" joins; the round
+        robin gives partition 1 to "b" (members sorted by id). "b" must start after the event,
+        not apply it a second time while "a" still is."""
+        key = str(uuid.uuid4())
+        release, first_entered = asyncio.Event(), asyncio.Event()
+        entered: list[str] = []
+
+        def member(name: str) -> EventConsumer:
+            async def handler(session, event):
+                if event.subject == key:
+                    entered.append(name)
+                    first_entered.set()
+                    await release.wait()
+                    await insert_applied(session, event)
+
+            return EventConsumer(
+                service="test",
+                subscription=Subscription("t", (topics.ANALYTICS,), {TEST_EVENT: handler}),
+                session_factory=tables,
+                kafka=kafka_settings,
+                bus=bus,
+                group_id="unused",
+            )
+
+        bus = Bus(kafka_settings, "test-consumer")
+        event_id, value, headers = encode_event(
+            event_type=TEST_EVENT, source="/crm/test", subject=key, data={"label": "once"}
+        )
+        await producer.send_and_wait(
+            topics.ANALYTICS,
+            value=value,
+            key=key.encode(),
+            headers=list(headers.items()),
+            partition=1,
+        )
+        group = f"test-{uuid.uuid4()}"
+        members = []
+        try:
+            for name in ("a", "b"):
+                members.append(
+                    asyncio.create_task(
+                        consume(
+                            kafka_settings,
+                            group_id=group,
+                            consumers=[member(name)],
+                            client_id=f"{name}-member",
+                        )
+                    )
+                )
+                if name == "a":
+                    await asyncio.wait_for(first_entered.wait(), timeout=30)
+            # Time enough for the rebalance to hand the partition on if nothing held it back.
+            await asyncio.sleep(3)
+            assert entered == ["a"]
+            release.set()
+
+            async def applied_once():
+                assert await applied_labels(tables, key) == ["once"]
+
+            await eventually(applied_once)
+            assert entered == ["a"]
+        finally:
+            release.set()
+            for task in members:
+                task.cancel()
+            await asyncio.gather(*members, return_exceptions=True)
+            await bus.close()
+
     async def test_two_subscriptions_of_one_topic_are_refused(self, tables, kafka_settings):
         bus = Bus(kafka_settings, "test-consumer")
         twice = [subscriber(tables, kafka_settings, bus, name, topics.ANALYTICS) for name in "ab"]
