@@ -375,7 +375,7 @@ class _Dispatcher(ConsumerRebalanceListener):
         previous: asyncio.Task[None] | None,
     ) -> None:
         if previous is not None:
-            # Paused partitions fetch nothing, so there is none; but order must never depend on it.
+            # Never the case while its partitions are paused; order must not rest on that alone.
             await previous
         try:
             await subscriber.process_partitions(list(fetched.values()))
