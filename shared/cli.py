@@ -5,6 +5,7 @@ crm serve contacts          one service (what the container image runs)
 crm token [--scope "..."]   a JWT signed with the dev secret (every scope by default)
 crm migrate contacts        apply one service's migrations and exit (a deploy job)
 crm create-topics           create the platform's topics on KAFKA_BOOTSTRAP_SERVERS and exit
+crm analytics rebuild       replay every topic into ANALYTICS_DATABASE_URL (a fresh database)
 crm docs [--check]          regenerate (or check) docs/schemas, docs/asyncapi.yaml, docs/openapi
 """
 
@@ -251,6 +252,12 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser(
         "create-topics", help="create the platform's topics on KAFKA_BOOTSTRAP_SERVERS and exit"
     )
+    analytics_cmd = commands.add_parser("analytics", help="analytics' maintenance commands")
+    analytics_commands = analytics_cmd.add_subparsers(dest="analytics_command", required=True)
+    analytics_commands.add_parser(
+        "rebuild",
+        help="replay every topic from its start into ANALYTICS_DATABASE_URL and exit",
+    )
     docs_cmd = commands.add_parser(
         "docs", help="write the event JSON Schemas, AsyncAPI and OpenAPI documents into docs/"
     )
@@ -261,6 +268,10 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "migrate":
         _known(args.service)
         asyncio.run(_migrate(args.service, _database_settings(args.service)))
+    elif args.command == "analytics":
+        from services.analytics import rebuild  # imported on demand: a service's module
+
+        rebuild.main()
     elif args.command == "create-topics":
         asyncio.run(ensure_topics(KafkaSettings()))
     elif args.command == "up":
