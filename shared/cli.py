@@ -14,9 +14,11 @@ import asyncio
 import importlib
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -77,10 +79,22 @@ def serve(service: str) -> None:
     if settings.workers > 1:
         # Migrate once here, so the workers do not race to create the same tables.
         asyncio.run(_migrate(service, settings))
-        # Each worker process builds its own app (and reads the same environment).
-        uvicorn.run(
-            f"services.{service}.app:create_app", factory=True, workers=settings.workers, **options
-        )
+        # The workers' metrics in one place, so a scrape of any worker answers for all of them
+        # (shared.metrics); a directory of this run's own, as stale files would be summed in.
+        own_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+        if own_dir:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=f"crm-{service}-")
+        try:
+            # Each worker process builds its own app (and reads the same environment).
+            uvicorn.run(
+                f"services.{service}.app:create_app",
+                factory=True,
+                workers=settings.workers,
+                **options,
+            )
+        finally:
+            if own_dir:
+                shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR"), ignore_errors=True)
         return
     app_module = importlib.import_module(f"services.{service}.app")
     uvicorn.run(app_module.create_app(settings), **options)

@@ -279,6 +279,8 @@ class EventConsumer:
         for tp in self._lag_reported - assigned:
             labels = (self.service, self.name, tp.topic, str(tp.partition))
             for gauge in (metrics.CONSUMER_LAG, metrics.CONSUMER_LAG_SECONDS):
+                # Zeroed first: with several workers the value lives on in a shared file.
+                gauge.labels(*labels).set(0)
                 with contextlib.suppress(KeyError):
                     gauge.remove(*labels)
         self._lag_reported &= assigned
