@@ -56,6 +56,11 @@ def new_consumer(
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=settings.heartbeat_interval_ms,
+        # How long a rebalance waits for members to finish the batches they are applying
+        # (shared.consumer commits them before giving partitions up); aiokafka's default, the
+        # session timeout, can be shorter than a batch takes. A dead member is still dropped
+        # after the session timeout.
+        rebalance_timeout_ms=max(settings.session_timeout_ms, 60_000),
     )
 
 
