@@ -36,12 +36,14 @@ async def tables(session_factory):
     return session_factory
 
 
-async def publish(producer, key: str, label: str, topic: str = topics.ANALYTICS) -> str:
+async def publish(
+    producer, key: str, label: str, topic: str = topics.ANALYTICS, partition: int | None = None
+) -> str:
     event_id, value, headers = encode_event(
         event_type=TEST_EVENT, source="/crm/test", subject=key, data={"label": label}
     )
     await producer.send_and_wait(
-        topic, value=value, key=key.encode(), headers=list(headers.items())
+        topic, value=value, key=key.encode(), headers=list(headers.items()), partition=partition
     )
     return event_id
 
@@ -83,10 +85,12 @@ async def insert_applied(session, event):
     )
 
 
-def subscriber(session_factory, kafka_settings, bus, name: str, topic: str) -> EventConsumer:
+def subscriber(
+    session_factory, kafka_settings, bus, name: str, topic: str, handler=insert_applied
+) -> EventConsumer:
     return EventConsumer(
         service="test",
-        subscription=Subscription(name, (topic,), {TEST_EVENT: insert_applied}),
+        subscription=Subscription(name, (topic,), {TEST_EVENT: handler}),
         session_factory=session_factory,
         kafka=kafka_settings,
         bus=bus,
@@ -158,14 +162,7 @@ class TestOneGroupPerService:
             await insert_applied(session, event)
 
         bus = Bus(kafka_settings, "test-consumer")
-        slow = EventConsumer(
-            service="test",
-            subscription=Subscription("slow", (topics.ANALYTICS,), {TEST_EVENT: slow_handler}),
-            session_factory=tables,
-            kafka=kafka_settings,
-            bus=bus,
-            group_id="unused",
-        )
+        slow = subscriber(tables, kafka_settings, bus, "slow", topics.ANALYTICS, slow_handler)
         fast = subscriber(tables, kafka_settings, bus, "fast", topics.SUPPORT)
         await publish(producer, key, "slow", topics.ANALYTICS)
         task = asyncio.create_task(
@@ -217,26 +214,10 @@ class TestOneGroupPerService:
                     await release.wait()
                     await insert_applied(session, event)
 
-            return EventConsumer(
-                service="test",
-                subscription=Subscription("t", (topics.ANALYTICS,), {TEST_EVENT: handler}),
-                session_factory=tables,
-                kafka=kafka_settings,
-                bus=bus,
-                group_id="unused",
-            )
+            return subscriber(tables, kafka_settings, bus, "t", topics.ANALYTICS, handler)
 
         bus = Bus(kafka_settings, "test-consumer")
-        event_id, value, headers = encode_event(
-            event_type=TEST_EVENT, source="/crm/test", subject=key, data={"label": "once"}
-        )
-        await producer.send_and_wait(
-            topics.ANALYTICS,
-            value=value,
-            key=key.encode(),
-            headers=list(headers.items()),
-            partition=1,
-        )
+        await publish(producer, key, "once", topics.ANALYTICS, partition=1)
         group = f"test-{uuid.uuid4()}"
         members = []
         try:

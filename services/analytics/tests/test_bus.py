@@ -35,14 +35,19 @@ def topic_of(event_type: str) -> str:
     return next(topic for prefix, topic in TOPIC_OF.items() if event_type.startswith(prefix))
 
 
-async def publish(producer, key: str, event: tuple[str, dict], event_id=None) -> None:
+async def send(producer, key: str, event: tuple[str, dict], event_id=None) -> asyncio.Future:
+    """Hand the event to the producer; the future resolves once the broker has it."""
     event_type, data = event
     _, value, headers = encode_event(
         event_type=event_type, source="/crm/test", data=data, subject=key, event_id=event_id
     )
-    await producer.send_and_wait(
+    return await producer.send(
         topic_of(event_type), value=value, key=key.encode(), headers=list(headers.items())
     )
+
+
+async def publish(producer, key: str, event: tuple[str, dict], event_id=None) -> None:
+    await (await send(producer, key, event, event_id))
 
 
 def key_of(data: dict) -> str:
@@ -131,17 +136,10 @@ async def test_a_rebuild_from_the_topics_equals_the_live_figures(
     ]
     # Sent together, so the broker gets them in multi-record batches, as a relay under load
     # sends: the rebuild must read to the end of a partition's last batch, not to its start.
-    sent = []
-    for event_type, data in history:
-        key = customer if data.get("contact_id") != survivor else survivor
-        _, value, headers = encode_event(
-            event_type=event_type, source="/crm/test", data=data, subject=key
-        )
-        sent.append(
-            await producer.send(
-                topic_of(event_type), value=value, key=key.encode(), headers=list(headers.items())
-            )
-        )
+    sent = [
+        await send(producer, customer if e[1].get("contact_id") != survivor else survivor, e)
+        for e in history
+    ]
     await asyncio.gather(*sent)
 
     async def figures(http) -> dict:
