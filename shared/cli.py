@@ -5,7 +5,8 @@ crm serve contacts          one service (what the container image runs)
 crm token [--scope "..."]   a JWT signed with the dev secret (every scope by default)
 crm migrate contacts        apply one service's migrations and exit (a deploy job)
 crm create-topics           create the platform's topics on KAFKA_BOOTSTRAP_SERVERS and exit
-crm analytics rebuild       replay every topic into ANALYTICS_DATABASE_URL (a fresh database)
+crm <service> <command>     a service's own commands (services/<name>/commands.py), e.g.
+                            crm analytics rebuild: replay every topic into a fresh database
 crm docs [--check]          regenerate (or check) docs/schemas, docs/asyncapi.yaml, docs/openapi
 """
 
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -240,6 +242,15 @@ def docs(*, check: bool) -> None:
         print(f"wrote {path.relative_to(ROOT)}")
 
 
+def _service_commands() -> dict[str, dict[str, Callable[[], None]]]:
+    """Each service's ``COMMANDS`` from its optional ``commands.py``."""
+    return {
+        service: importlib.import_module(f"services.{service}.commands").COMMANDS
+        for service in available_services()
+        if (SERVICES_DIR / service / "commands.py").exists()
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="crm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -266,12 +277,12 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser(
         "create-topics", help="create the platform's topics on KAFKA_BOOTSTRAP_SERVERS and exit"
     )
-    analytics_cmd = commands.add_parser("analytics", help="analytics' maintenance commands")
-    analytics_commands = analytics_cmd.add_subparsers(dest="analytics_command", required=True)
-    analytics_commands.add_parser(
-        "rebuild",
-        help="replay every topic from its start into ANALYTICS_DATABASE_URL and exit",
-    )
+    service_commands = _service_commands()
+    for service, own in service_commands.items():
+        service_cmd = commands.add_parser(service, help=f"{service}'s own commands")
+        subcommands = service_cmd.add_subparsers(dest="service_command", required=True)
+        for name, run in own.items():
+            subcommands.add_parser(name, help=run.__doc__)
     docs_cmd = commands.add_parser(
         "docs", help="write the event JSON Schemas, AsyncAPI and OpenAPI documents into docs/"
     )
@@ -282,10 +293,8 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "migrate":
         _known(args.service)
         asyncio.run(_migrate(args.service, _database_settings(args.service)))
-    elif args.command == "analytics":
-        from services.analytics import rebuild  # imported on demand: a service's module
-
-        rebuild.main()
+    elif args.command in service_commands:
+        service_commands[args.command][args.service_command]()
     elif args.command == "create-topics":
         asyncio.run(ensure_topics(KafkaSettings()))
     elif args.command == "up":
