@@ -6,15 +6,12 @@ These pydantic models are the single source of the event schemas integrators see
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
-from cloudevents.core.bindings.kafka import KafkaMessage, from_structured, to_structured
-from cloudevents.core.formats.json import JSONFormat
-from cloudevents.core.v1.event import CloudEvent
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 CONTENT_TYPE = "application/cloudevents+json"
-_JSON_FORMAT = JSONFormat()
+HEADERS = {"content-type": CONTENT_TYPE.encode()}
 
 
 class Envelope(BaseModel):
@@ -22,12 +19,30 @@ class Envelope(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    id: str
-    source: str
-    type: str
+    id: str = Field(min_length=1)
+    source: str = Field(min_length=1)
+    type: str = Field(min_length=1)
     time: datetime | None = None
     subject: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _no_data_is_empty(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+
+class _StructuredEvent(Envelope):
+    """The wire form: a CloudEvent 1.0 in structured JSON mode, the whole Kafka message value.
+
+    A pydantic model rather than the cloudevents SDK's ``CloudEvent``, which checks attribute
+    after attribute in Python: encoding and decoding with the SDK took a tenth of a consumer's
+    time, with pydantic (compiled) a seventh of that. Tests check that the SDK reads what this
+    writes and that this rejects what the SDK would."""
+
+    specversion: Literal["1.0"]
+    time: AwareDatetime | None = None
+    datacontenttype: Literal["application/json"] | None = None
 
 
 class MalformedEvent(ValueError):
@@ -42,46 +57,34 @@ def encode_event(
     *,
     event_type: str,
     source: str,
-    data: dict[str, Any],
+    data: BaseModel | dict[str, Any],
     subject: str | None = None,
     event_id: uuid.UUID | None = None,
     time: datetime | None = None,
 ) -> tuple[str, bytes, dict[str, bytes]]:
     """Build a structured-mode CloudEvent; returns (event id, value, headers)."""
-    attributes: dict[str, Any] = {
-        "id": str(event_id or uuid.uuid4()),
-        "source": source,
-        "type": event_type,
-        "time": (time or utcnow()).astimezone(UTC),
-        "datacontenttype": "application/json",
-    }
-    if subject is not None:
-        attributes["subject"] = subject
-    message = to_structured(CloudEvent(attributes, data), _JSON_FORMAT, key_mapper=lambda _: None)
-    return attributes["id"], message.value, message.headers
+    event = _StructuredEvent(
+        specversion="1.0",
+        id=str(event_id or uuid.uuid4()),
+        source=source,
+        type=event_type,
+        time=(time or utcnow()).astimezone(UTC),
+        subject=subject,
+        datacontenttype="application/json",
+        data=data.model_dump(mode="json") if isinstance(data, BaseModel) else data,
+    )
+    value = event.model_dump_json(exclude={"subject"} if subject is None else None)
+    return event.id, value.encode(), dict(HEADERS)
 
 
-def decode_event(value: bytes | None, key: bytes | None = None) -> Envelope:
-    """Parse a Kafka message value with the CloudEvents SDK."""
+def decode_event(value: bytes | None) -> Envelope:
+    """Parse a Kafka message value: a CloudEvent 1.0 whose data is a JSON object."""
     if not value:
         raise MalformedEvent("empty message value")
     try:
-        event = from_structured(KafkaMessage(headers={}, key=None, value=value), _JSON_FORMAT)
-    except Exception as exc:  # the SDK raises several unrelated types for bad input
-        raise MalformedEvent(f"not a CloudEvent: {exc}") from exc
-    data = event.get_data()
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise MalformedEvent("event data is not a JSON object")
-    return Envelope(
-        id=event.get_id(),
-        source=event.get_source(),
-        type=event.get_type(),
-        time=event.get_time(),
-        subject=event.get_subject(),
-        data=data,
-    )
+        return _StructuredEvent.model_validate_json(value)
+    except ValidationError as exc:
+        raise MalformedEvent(f"not a CloudEvent of this platform: {exc}") from exc
 
 
 # ---- Interactions: every customer touch of every department (crm.interactions.v1) ----------

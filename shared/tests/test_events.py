@@ -3,8 +3,9 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from cloudevents.core.bindings.kafka import KafkaMessage, from_structured
+from cloudevents.core.bindings.kafka import KafkaMessage, from_structured, to_structured
 from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
 
 from shared.events import MalformedEvent, decode_event, encode_event
 
@@ -54,9 +55,29 @@ class TestDecodeEvent:
             b"not json",
             b"[1,2]",
             b'{"specversion": "1.0"}',
+            b'{"id":"1","source":"/s","type":"t","data":{}}',  # no specversion
+            b'{"specversion":"0.3","id":"1","source":"/s","type":"t","data":{}}',
+            b'{"specversion":"1.0","id":"","source":"/s","type":"t","data":{}}',
+            b'{"specversion":"1.0","id":"1","source":"/s","type":"t","time":"yesterday"}',
             b'{"specversion":"1.0","id":"1","source":"/s","type":"t","data":"text"}',
         ],
     )
     def test_rejects_what_is_not_a_platform_event(self, value):
         with pytest.raises(MalformedEvent):
             decode_event(value)
+
+    def test_reads_what_another_cloudevents_producer_writes(self):
+        """An integrator's event written by the SDK: extension attributes ignored, no data is
+        an empty dict."""
+        event = CloudEvent(
+            {"id": "e-1", "source": "/erp", "type": "erp.order.v1", "partnerid": "p-7"}, None
+        )
+        message = to_structured(event, JSONFormat(), key_mapper=lambda _: None)
+        envelope = decode_event(message.value)
+        assert (envelope.id, envelope.source, envelope.type, envelope.data) == (
+            "e-1",
+            "/erp",
+            "erp.order.v1",
+            {},
+        )
+        assert envelope.time == event.get_time()
