@@ -66,13 +66,16 @@ MARKETING_HANDLERS = {
 }
 
 
-async def touch_seen(
-    session: AsyncSession, touch: InteractionRecorded, outcome: customer_view.TouchOutcome
+async def touches_seen(
+    session: AsyncSession,
+    touches: list[tuple[InteractionRecorded, customer_view.TouchOutcome]],
 ) -> None:
-    """Usage counts and rescoring for a touch the timeline recorded; an erased customer's touch
-    still counts (anonymously); a replayed one is neither counted nor rescored twice."""
-    if outcome != customer_view.TouchOutcome.duplicate:
-        await facts.touch_recorded(session, touch)
+    """Usage counts and rescoring for the touches the timeline recorded; an erased customer's
+    touch still counts (anonymously); a replayed one is neither counted nor rescored twice."""
+    await facts.touches_recorded(
+        session,
+        [touch for touch, outcome in touches if outcome != customer_view.TouchOutcome.duplicate],
+    )
 
 
 def _subscriptions() -> list[Subscription]:
@@ -81,7 +84,7 @@ def _subscriptions() -> list[Subscription]:
             on_contact=facts.contact_changed,
             on_merged=facts.contact_merged,
             on_erased=facts.contact_erased,
-            on_touch=touch_seen,
+            on_touches=touches_seen,
         ),
         Subscription(
             name="support",

@@ -5,6 +5,7 @@ duplicate, a replay or a late event leaves the same figures. A customer that was
 under the survivor; one that was erased under no one (the row stays for anonymous counts)."""
 
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 
 from sqlalchemy import delete, update
@@ -166,30 +167,38 @@ async def sla_breached(session: AsyncSession, data: support.TicketSlaBreached) -
 # ---- interactions and contacts --------------------------------------------------------------
 
 
-async def touch_recorded(session: AsyncSession, touch: InteractionRecorded) -> None:
-    """A new touch (not a replayed one): count it for the usage figures, rescore its customer.
-    The counts are anonymous: they survive the customer's erasure."""
-    day = touch.occurred_at.astimezone(UTC).date()
-    actor = touch.actor or ""
-    key = (day, touch.department.value, actor, touch.direction.value)
-    # Every partition's touches add to these daily counts: with several replicas, the row is
-    # locked so that none overwrites another's count.
-    row = await rows.get(session, TouchDaily, key, for_update=True)
-    if row is None:
-        row = rows.add(
-            session,
-            TouchDaily(
-                day=day,
-                department=touch.department.value,
-                actor=actor,
-                direction=touch.direction.value,
-                touches=0,
-            ),
+async def touches_recorded(session: AsyncSession, touches: list[InteractionRecorded]) -> None:
+    """New touches (not replayed ones): counted for the usage figures, their customers
+    rescored. The counts are anonymous: they survive the customer's erasure."""
+    if not touches:
+        return
+    counts = Counter(
+        (
+            touch.occurred_at.astimezone(UTC).date(),
+            touch.department.value,
+            touch.actor or "",
+            touch.direction.value,
         )
-    row.touches += 1
-    if touch.direction.value == "inbound" or touch.sentiment is not None:
-        # Only these feed the churn factors: an outbound touch alone changes no score.
-        scoring.mark(session, await rows.owner(session, touch.customer_id))
+        for touch in touches
+    )
+    # One upsert adding to each day's counts: replicas count other partitions' touches into
+    # the same rows, and the database adds theirs and ours atomically. Sorted, so that two
+    # replicas lock the rows in the same order.
+    await rows.add_counts(
+        session,
+        TouchDaily,
+        [
+            {"day": d, "department": dep, "actor": a, "direction": dir_, "touches": n}
+            for (d, dep, a, dir_), n in sorted(counts.items())
+        ],
+        counter="touches",
+    )
+    # Only inbound touches and those with a sentiment feed the churn factors.
+    scored = [t.customer_id for t in touches if t.direction.value == "inbound" or t.sentiment]
+    if scored:
+        await rows.load_owners(session, scored)
+        for customer_id in scored:
+            scoring.mark(session, await rows.owner(session, customer_id))
 
 
 async def contact_changed(session: AsyncSession, contact: ContactSnapshot) -> None:

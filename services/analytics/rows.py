@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from sqlalchemy import inspect, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.analytics.models import (
@@ -37,14 +38,11 @@ def _rows(session: AsyncSession) -> dict[tuple[type, Any], Any]:
     return session.info.setdefault(_ROWS, {})
 
 
-async def get(
-    session: AsyncSession, model: type[Row], key: Any, *, for_update: bool = False
-) -> Row | None:
-    """``session.get`` that remembers the answer, a missing row included. ``for_update`` locks
-    the row (PostgreSQL) for counters that consumers of other partitions update too."""
+async def get(session: AsyncSession, model: type[Row], key: Any) -> Row | None:
+    """``session.get`` that remembers the answer, a missing row included."""
     rows = _rows(session)
     if (model, key) not in rows:
-        rows[(model, key)] = await session.get(model, key, with_for_update=for_update)
+        rows[(model, key)] = await session.get(model, key)
     return rows[(model, key)]
 
 
@@ -89,6 +87,22 @@ async def load_owners(session: AsyncSession, customer_ids: Iterable[uuid.UUID]) 
 def forget_owners(session: AsyncSession) -> None:
     """A merge or an erasure was applied in this transaction: owners must be looked up again."""
     session.info.pop(_OWNERS, None)
+
+
+async def add_counts(
+    session: AsyncSession, model: type, counts: list[dict[str, Any]], *, counter: str
+) -> None:
+    """Insert these rows, or add their ``counter`` to that of the rows already there with the
+    same primary key, in one statement per chunk (an upsert both databases have)."""
+    table = model.__table__  # type: ignore[attr-defined]
+    dialect = session.get_bind().dialect.name
+    statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    statement = statement.on_conflict_do_update(
+        index_elements=list(table.primary_key.columns),
+        set_={counter: table.c[counter] + statement.excluded[counter]},
+    )
+    for start in range(0, len(counts), CHUNK):
+        await session.execute(statement, counts[start : start + CHUNK])
 
 
 def _ids(events: list[Envelope], field: str) -> list[uuid.UUID]:

@@ -28,7 +28,9 @@ from shared.events import (
 OnContact = Callable[[AsyncSession, ContactSnapshot], Awaitable[None]]
 OnMerged = Callable[[AsyncSession, uuid.UUID, uuid.UUID], Awaitable[None]]
 OnErased = Callable[[AsyncSession, uuid.UUID], Awaitable[None]]
-OnTouch = Callable[[AsyncSession, InteractionRecorded, projection.TouchOutcome], Awaitable[None]]
+OnTouches = Callable[
+    [AsyncSession, list[tuple[InteractionRecorded, projection.TouchOutcome]]], Awaitable[None]
+]
 
 
 def subscriptions(
@@ -36,24 +38,23 @@ def subscriptions(
     on_contact: OnContact | None = None,
     on_merged: OnMerged | None = None,
     on_erased: OnErased | None = None,
-    on_touch: OnTouch | None = None,
+    on_touches: OnTouches | None = None,
 ) -> list[Subscription]:
     """``on_contact`` runs for active contacts only, ``on_merged`` unless the merged contact was
     erased, ``on_erased`` always (an erasure is final and must reach every record),
-    ``on_touch`` for every touch with what the timeline did with it."""
+    ``on_touches`` once per batch of touches, each with what the timeline did with it."""
 
     async def interaction_recorded(session: AsyncSession, event: Envelope) -> None:
         touch = InteractionRecorded.model_validate(event.data)
         outcome = await projection.record_touch(session, touch)
-        if on_touch is not None:
-            await on_touch(session, touch, outcome)
+        if on_touches is not None:
+            await on_touches(session, [(touch, outcome)])
 
     async def interactions_recorded(session: AsyncSession, events: list[Envelope]) -> None:
         touches = [InteractionRecorded.model_validate(event.data) for event in events]
         outcomes = await projection.record_touches(session, touches)
-        if on_touch is not None:
-            for touch, outcome in zip(touches, outcomes, strict=True):
-                await on_touch(session, touch, outcome)
+        if on_touches is not None:
+            await on_touches(session, list(zip(touches, outcomes, strict=True)))
 
     async def contact_changed(session: AsyncSession, event: Envelope) -> None:
         contact = ContactSnapshot.model_validate(event.data)

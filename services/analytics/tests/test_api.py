@@ -1,10 +1,12 @@
 """The customer 360, scores and segments, merges and erasures, through the API and a real DB."""
 
+import asyncio
 import json
 import uuid
 
 from sqlalchemy import select
 
+from services.analytics import facts
 from services.analytics.models import TicketFact
 from services.analytics.tests.helpers import (
     apply,
@@ -21,8 +23,8 @@ from services.analytics.tests.helpers import (
 from shared import topics
 from shared.contracts import sales
 from shared.contracts.analytics import CUSTOMER_SCORED
-from shared.events import decode_event
-from shared.testing import app_of
+from shared.events import InteractionRecorded, decode_event
+from shared.testing import app_of, postgres_only, until_a_transaction_waits_for_a_lock
 
 
 def opportunity(customer: str, stage: str = "proposal") -> tuple[str, dict]:
@@ -246,6 +248,30 @@ class TestUsage:
             {"date": "2026-11-20", "department": "sales", "actor": "rep-7", "touches": 1},
             {"date": "2026-11-20", "department": "sales", "actor": "rep-8", "touches": 1},
             {"date": "2026-11-20", "department": "support", "actor": "agent-1", "touches": 1},
+        ]
+
+    @postgres_only
+    async def test_replicas_counting_the_same_day_at_once_add_up(self, client):
+        """Replicas consume different partitions, so they count touches into the same daily
+        row in concurrent transactions: the second waits for the first and adds to its count
+        (instead of failing on the row the first inserted, or overwriting its count)."""
+        factory = app_of(client).state.session_factory
+        one, other = (
+            InteractionRecorded.model_validate(touch(str(uuid.uuid4()), "2026-11-25T10:00:00Z")[1])
+            for _ in range(2)
+        )
+        async with factory() as first, factory() as second:
+            await facts.touches_recorded(first, [one])  # the day's row inserted, not committed
+            second_done = asyncio.create_task(facts.touches_recorded(second, [other]))
+            await until_a_transaction_waits_for_a_lock(first)  # the second, on the first
+            await first.commit()
+            await second_done
+            await second.commit()
+        usage = (
+            await client.get("/v1/kpis/usage", params={"from": "2026-11-25", "to": "2026-11-25"})
+        ).json()
+        assert usage["per_department"] == [
+            {"date": "2026-11-25", "department": "sales", "touches": 2}
         ]
 
     async def test_touches_of_an_erased_customer_still_count_anonymously(self, client):
