@@ -23,7 +23,7 @@ import httpx
 from aiokafka import AIOKafkaProducer
 from harness import ms, percentile, platform
 from sqlalchemy import insert, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.analytics.models import TicketFact  # noqa: E402 (harness puts the repo on the path)
 from shared import topics  # noqa: E402
@@ -168,9 +168,8 @@ async def freshness(platform_, url: str, samples: int) -> None:
     )
 
 
-async def bulk_load(database_url: str, interactions: int, tickets: int) -> list[uuid.UUID]:
+async def bulk_load(engine: AsyncEngine, interactions: int, tickets: int) -> list[uuid.UUID]:
     """Touches (10 per customer) and ticket facts straight into the service's database."""
-    engine = create_async_engine(database_url)
     customers = [uuid.uuid4() for _ in range(max(1, interactions // 10))]
     channels = ["phone", "email", "chat", "web"]
     departments = ["sales", "marketing", "support"]
@@ -277,8 +276,9 @@ def main() -> None:
         print(f"analytics on {running.database('analytics')}, broker {running.bootstrap}")
         asyncio.run(ingest(running, url, args.events))
         asyncio.run(freshness(running, url, args.freshness_samples))
-        database_url = running.env("analytics")["ANALYTICS_DATABASE_URL"]
-        customers = asyncio.run(bulk_load(database_url, args.interactions, args.tickets))
+        customers = asyncio.run(
+            bulk_load(running.engine("analytics"), args.interactions, args.tickets)
+        )
         asyncio.run(query_latency(running, url, customers, args.queries))
 
 

@@ -1,7 +1,9 @@
 """What the benchmarks share: an embedded broker (or KAFKA_BOOTSTRAP_SERVERS) and services
-started as real `crm serve` processes on SQLite files (or <SERVICE>_DATABASE_URL), plus
-percentiles and CPU accounting."""
+started as real `crm serve` processes on SQLite files (or <SERVICE>_DATABASE_URL; on
+PostgreSQL each run gets schemas of its own, dropped afterwards), plus percentiles and CPU
+accounting."""
 
+import asyncio
 import contextlib
 import os
 import subprocess
@@ -14,11 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from shared.auth import mint_token  # noqa: E402
+from shared.db import create_engine  # noqa: E402
 from shared.embedded_broker import free_port, start_broker, stop_broker  # noqa: E402
 from shared.settings import AuthSettings  # noqa: E402
 
@@ -58,6 +62,9 @@ class Platform:
     secret: str
     urls: dict[str, str] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    # PostgreSQL schemas this run created (url, schema): a run must not count a previous
+    # run's rows, nor leave its own behind.
+    schemas: set[tuple[str, str]] = field(default_factory=set)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -77,8 +84,19 @@ class Platform:
             f"{prefix}_LOG_LEVEL": "WARNING",
             **extra,
         }
-        env.setdefault(f"{prefix}_DATABASE_URL", f"sqlite+aiosqlite:///{self.workdir / service}.db")
+        url = env.setdefault(
+            f"{prefix}_DATABASE_URL", f"sqlite+aiosqlite:///{self.workdir / service}.db"
+        )
+        if url.startswith("postgresql") and f"{prefix}_DATABASE_SCHEMA" not in env:
+            env[f"{prefix}_DATABASE_SCHEMA"] = f"bench_{self.workdir.name[-8:]}_{service}".lower()
+            self.schemas.add((url, env[f"{prefix}_DATABASE_SCHEMA"]))
         return env
+
+    def engine(self, service: str) -> AsyncEngine:
+        """An engine on the service's database (in its schema on PostgreSQL)."""
+        env = self.env(service)
+        prefix = service.upper()
+        return create_engine(env[f"{prefix}_DATABASE_URL"], env.get(f"{prefix}_DATABASE_SCHEMA"))
 
     def start(self, service: str, **extra: str) -> str:
         port = free_port()
@@ -119,5 +137,15 @@ def platform() -> Iterator[Platform]:
             process.terminate()
         for process in running.processes.values():
             process.wait()
+        if running.schemas:
+            asyncio.run(_drop_schemas(running.schemas))
         if broker:
             stop_broker(broker)
+
+
+async def _drop_schemas(schemas: set[tuple[str, str]]) -> None:
+    for url, schema in schemas:
+        engine = create_engine(url)
+        async with engine.begin() as connection:
+            await connection.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await engine.dispose()

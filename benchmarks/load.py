@@ -35,7 +35,7 @@ from pathlib import Path
 import httpx
 from harness import Platform, cpu_seconds, ms, percentile, platform, service_pids  # noqa: I001
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.contacts.models import ContactActivity  # noqa: E402 (harness sets the path)
 
@@ -93,8 +93,8 @@ class Load:
         # from the database, in one run on 2 Dec).
         # One connection in autocommit mode: each poll is one statement that sees the latest
         # commit (a pooled connection's checkout, BEGIN and ROLLBACK made a poll take 2.8 ms).
-        self.contacts_db = create_async_engine(
-            running.env("contacts")["CONTACTS_DATABASE_URL"], isolation_level="AUTOCOMMIT"
+        self.contacts_db = running.engine("contacts").execution_options(
+            isolation_level="AUTOCOMMIT"
         )
         self.contacts_connection: AsyncConnection | None = None
         self.customers: list[str] = []
