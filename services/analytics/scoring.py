@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, or_, select
+from sqlalchemy import and_, case, delete, func, insert, or_, select, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -59,26 +59,28 @@ def _rescore(session: Session, customer_ids: list[uuid.UUID], now: datetime) -> 
         # inserts a duplicate score row nor stores a score missing the other's fact.
         session.execute(customer_locks(customer_ids))
     inputs = load_inputs_many(session, customer_ids, now)
+    # Plain rows in and out (no ORM objects): a batch rescores hundreds of customers, and the
+    # unit of work's bookkeeping per object cost more than the scoring itself.
     stored = {
         row.customer_id: row
-        for row in session.scalars(
-            select(CustomerScore).where(CustomerScore.customer_id.in_(list(inputs)))
+        for row in session.execute(
+            select(CustomerScore.__table__).where(CustomerScore.customer_id.in_(list(inputs)))
         )
     }
-    changed = []
+    new: list[dict[str, Any]] = []
+    changed: list[dict[str, Any]] = []
     for customer_id, customer_inputs in inputs.items():
         values = values_of(rules.score(customer_inputs))
         row = stored.get(customer_id)
         if row is not None and all(getattr(row, k) == v for k, v in values.items()):
             continue  # unchanged: nothing to publish
-        if row is None:
-            row = CustomerScore(customer_id=customer_id)
-            session.add(row)
-        for key, value in values.items():
-            setattr(row, key, value)
-        row.scored_at = now
-        changed.append(events.customer_scored_row(row))
-    add_rows_before_commit(session, changed)
+        values |= {"customer_id": customer_id, "scored_at": now}
+        (new if row is None else changed).append(values)
+    if new:
+        session.execute(insert(CustomerScore), new)
+    if changed:
+        session.execute(update(CustomerScore), changed)  # by primary key
+    add_rows_before_commit(session, [events.customer_scored_row(v) for v in new + changed])
 
 
 def values_of(scores: rules.Scores) -> dict[str, Any]:
