@@ -10,7 +10,7 @@ import contextlib
 import logging
 import time
 import traceback
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -162,15 +162,15 @@ class EventConsumer:
                 await self._apply_fresh(session, fresh)
             # One INSERT for the batch, in the read model's transaction.
             await session.execute(
-                insert(ProcessedEvent),
+                insert(ProcessedEvent.__table__),  # Core: no ORM bookkeeping per row
                 [
                     {"consumer": self.name, "event_id": item.envelope.id, "processed_at": now}
                     for item in fresh
                     if item.envelope is not None
                 ],
             )
-        for item in fresh:
-            metrics.EVENTS_CONSUMED.labels(self.service, self.name, item.record.topic).inc()
+        for topic, count in Counter(item.record.topic for item in fresh).items():
+            metrics.EVENTS_CONSUMED.labels(self.service, self.name, topic).inc(count)
 
     async def _apply_fresh(self, session: AsyncSession, fresh: list[_Decoded]) -> None:
         """Prefetch, then each event by its handler, or consecutive ones by a batch handler."""

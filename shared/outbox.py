@@ -95,16 +95,17 @@ def event_row(
 
 
 async def add_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """Bulk paths (imports, batches): many events in one INSERT, in list order."""
+    """Bulk paths (imports, batches): many events in one INSERT, in list order (the table's
+    Core insert: the ORM's bulk path costs a third more per row)."""
     if rows:
-        await session.execute(insert(OutboxMessage), rows)
+        await session.execute(insert(OutboxMessage.__table__), rows)
         session.info[_PENDING] = True
 
 
 def add_rows_before_commit(session: Session, rows: list[dict[str, Any]]) -> None:
     """``add_rows`` for a ``before_commit`` hook, where the session is the synchronous one."""
     if rows:
-        session.execute(insert(OutboxMessage), rows)
+        session.execute(insert(OutboxMessage.__table__), rows)
         if not session.info.get(_PENDING):
             # The NOTIFY hook may have run already and found nothing to announce.
             _notify_other_replicas(session)

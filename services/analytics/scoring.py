@@ -77,7 +77,7 @@ def _rescore(session: Session, customer_ids: list[uuid.UUID], now: datetime) -> 
         values |= {"customer_id": customer_id, "scored_at": now}
         (new if row is None else changed).append(values)
     if new:
-        session.execute(insert(CustomerScore), new)
+        session.execute(insert(CustomerScore.__table__), new)
     if changed:
         session.execute(update(CustomerScore), changed)  # by primary key
     add_rows_before_commit(session, [events.customer_scored_row(v) for v in new + changed])
