@@ -10,6 +10,7 @@ Starts an embedded broker (or uses KAFKA_BOOTSTRAP_SERVERS) and analytics as a r
   * support KPI query time over --tickets ticket facts (100,000 by default), one year.
 
     .venv/bin/python benchmarks/analytics_bench.py [--events 20000] [--interactions 1000000]
+        [--workers 1]
 """
 
 import argparse
@@ -270,10 +271,19 @@ def main() -> None:
     parser.add_argument("--interactions", type=int, default=1_000_000)
     parser.add_argument("--tickets", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="analytics worker processes (ANALYTICS_WORKERS): they share the partitions",
+    )
     args = parser.parse_args()
     with platform() as running:
-        url = running.start("analytics")
-        print(f"analytics on {running.database('analytics')}, broker {running.bootstrap}")
+        url = running.start("analytics", ANALYTICS_WORKERS=str(args.workers))
+        print(
+            f"analytics on {running.database('analytics')} ({args.workers} worker(s)), "
+            f"broker {running.bootstrap}"
+        )
         asyncio.run(ingest(running, url, args.events))
         asyncio.run(freshness(running, url, args.freshness_samples))
         customers = asyncio.run(
