@@ -93,7 +93,10 @@ class ServiceSettings(BaseSettings):
     relay_retention_s: float = Field(default=86_400.0, gt=0)
     # Consumers
     consumer_max_attempts: int = Field(default=3, ge=1)
-    consumer_batch_size: int = Field(default=500, ge=1)
+    # Records per fetch for each subscription (a partition's share is one transaction). Larger
+    # batches spread a fetch's and a transaction's fixed cost: analytics ingested 4,100-4,400
+    # events/s with 500, 5,300-5,500 with 2,000 (and no more with 5,000).
+    consumer_batch_size: int = Field(default=2000, ge=1)
     # How long an applied event's id is kept to recognise a redelivery. Longer than the topics'
     # retention: an event still on a topic can be delivered again (a group reset, a replay).
     consumer_dedupe_retention_s: float = Field(default=30 * 86_400.0, gt=0)
