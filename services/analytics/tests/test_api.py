@@ -157,9 +157,12 @@ class TestScores:
         assert {f["name"] for f in first["factors"]} >= {"days_since_last_activity"}
         await apply(client, *placed)  # the same order again: nothing changed
         assert len(await scored_events(client, customer)) == 1
-        await apply(client, *order(customer, "80.00", "2026-11-21T00:00:00Z"))
+        second = order(customer, "80.00", "2026-11-21T00:00:00Z")
+        await apply(client, *second)
         events = await scored_events(client, customer)
         assert len(events) == 2 and events[-1]["frequency"] == 2
+        await apply(client, *second)  # unchanged against the stored scores, updated just now
+        assert len(await scored_events(client, customer)) == 2
 
     async def test_scores_endpoint_and_rfm_segments(self, client):
         customer = str(uuid.uuid4())
