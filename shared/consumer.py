@@ -197,7 +197,7 @@ class EventConsumer:
         assert first.envelope is not None
         return tracing.consumer_span(
             name,
-            [_text_headers(item.record) for item in items],
+            [_text_headers(item.record) for item in items[: tracing.MAX_LINKS]],
             {
                 "messaging.system": "kafka",
                 "messaging.destination.name": first.record.topic,

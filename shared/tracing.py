@@ -20,7 +20,7 @@ from opentelemetry.trace import Link, Span, SpanKind
 _tracer = trace.get_tracer("crm")
 # A span keeps this many links at most (OTEL_SPAN_LINK_COUNT_LIMIT, 128 by default): the rest
 # of a batch's would be built and dropped (a 2,000-event batch spent a twentieth of its time).
-_MAX_LINKS = SpanLimits().max_links
+MAX_LINKS = SpanLimits().max_links
 
 
 def setup(service: str) -> None:
@@ -65,7 +65,7 @@ def consumer_span(
         context, links = propagate.extract(headers[0]), None
     else:
         context = Context()  # no parent: the links carry the causes
-        links = [_link(event_headers) for event_headers in headers[:_MAX_LINKS]]
+        links = [_link(event_headers) for event_headers in headers[:MAX_LINKS]]
     with _tracer.start_as_current_span(
         name, context=context, kind=SpanKind.CONSUMER, attributes=attributes, links=links
     ) as span:

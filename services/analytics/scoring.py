@@ -79,7 +79,10 @@ def _rescore(session: Session, customer_ids: list[uuid.UUID], now: datetime) -> 
     if new:
         session.execute(insert(CustomerScore.__table__), new)
     if changed:
-        session.execute(update(CustomerScore), changed)  # by primary key
+        # By primary key; no ORM objects of these rows to keep in step.
+        session.execute(
+            update(CustomerScore), changed, execution_options={"synchronize_session": False}
+        )
     add_rows_before_commit(session, [events.customer_scored_row(v) for v in new + changed])
 
 
