@@ -50,7 +50,8 @@ class Subscription:
     A type may also have a batch handler, which the runner prefers: it gets every consecutive
     event of that type in a fetched batch at once (set-based SQL instead of queries per event).
     ``prefetch`` gets a fetched batch's new events before any is applied, in the same
-    transaction, to load in one query per table what the handlers will look up one by one.
+    transaction, to load in one query per table what the handlers will look up one by one;
+    ``finish`` gets the session once they all have, to write what they gathered.
     """
 
     name: str
@@ -58,6 +59,7 @@ class Subscription:
     handlers: dict[str, Handler]
     batch_handlers: dict[str, BatchHandler] = field(default_factory=dict)
     prefetch: BatchHandler | None = None
+    finish: Callable[[AsyncSession], Awaitable[None]] | None = None
 
 
 @dataclass
@@ -173,7 +175,8 @@ class EventConsumer:
             metrics.EVENTS_CONSUMED.labels(self.service, self.name, topic).inc(count)
 
     async def _apply_fresh(self, session: AsyncSession, fresh: list[_Decoded]) -> None:
-        """Prefetch, then each event by its handler, or consecutive ones by a batch handler."""
+        """Prefetch, then each event by its handler, or consecutive ones by a batch handler,
+        then finish."""
         if self.subscription.prefetch is not None:
             await self.subscription.prefetch(session, [i.envelope for i in fresh if i.envelope])
         run: list[_Decoded] = []  # consecutive events of one type that has a batch handler
@@ -191,6 +194,8 @@ class EventConsumer:
             await self._apply_single(session, item)
         if run:
             await self._apply_run(session, run)
+        if self.subscription.finish is not None:
+            await self.subscription.finish(session)
 
     def _span(self, items: list[_Decoded], name: str) -> Any:
         first = items[0]

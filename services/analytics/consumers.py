@@ -91,18 +91,21 @@ def _subscriptions() -> list[Subscription]:
             topics=(topics.SUPPORT,),
             handlers=SUPPORT_HANDLERS,
             prefetch=rows.prefetch_support,
+            finish=rows.write,
         ),
         Subscription(
             name="sales",
             topics=(topics.SALES,),
             handlers=SALES_HANDLERS,
             prefetch=rows.prefetch_sales,
+            finish=rows.write,
         ),
         Subscription(
             name="marketing",
             topics=(topics.MARKETING,),
             handlers=MARKETING_HANDLERS,
             prefetch=rows.prefetch_marketing,
+            finish=rows.write,
         ),
     ]
 

@@ -37,18 +37,17 @@ def later(new: datetime, old: datetime | None) -> bool:
 
 async def _ticket(
     session: AsyncSession, ticket_id: uuid.UUID, customer: uuid.UUID | None
-) -> TicketFact:
+) -> rows.Row:
+    """The ticket's row (a ``TicketFact``), added if new, filed under its customer's owner."""
     customer_id = await rows.owner(session, customer)
     ticket = await rows.get(session, TicketFact, ticket_id)
     if ticket is None:
-        ticket = rows.add(
-            session, TicketFact(ticket_id=ticket_id, messages=0, reopen_count=0, sla_breaches=0)
-        )
+        ticket = rows.add(session, TicketFact, ticket_id=ticket_id)
     ticket.customer_id = customer_id
     return ticket
 
 
-def _derive(ticket: TicketFact) -> None:
+def _derive(ticket: rows.Row) -> None:
     """The durations the KPIs average, kept on the row so a KPI query is a plain AVG()."""
     ticket.first_response_seconds = rules.seconds_between(
         ticket.opened_at, ticket.first_response_at
@@ -88,12 +87,11 @@ async def message_added(session: AsyncSession, data: support.TicketMessageAdded)
         return
     rows.add(
         session,
-        TicketMessageFact(
-            message_id=data.message_id,
-            ticket_id=data.ticket_id,
-            author_type=data.author_type,
-            sent_at=data.sent_at,
-        ),
+        TicketMessageFact,
+        message_id=data.message_id,
+        ticket_id=data.ticket_id,
+        author_type=data.author_type,
+        sent_at=data.sent_at,
     )
     ticket.messages = (ticket.messages or 0) + 1
     if data.author_type == "agent" and (
@@ -153,13 +151,12 @@ async def sla_breached(session: AsyncSession, data: support.TicketSlaBreached) -
         return
     rows.add(
         session,
-        SlaBreachFact(
-            ticket_id=data.ticket_id,
-            target=data.target,
-            priority=data.priority,
-            agent_id=data.agent_id,
-            detected_at=data.detected_at,
-        ),
+        SlaBreachFact,
+        ticket_id=data.ticket_id,
+        target=data.target,
+        priority=data.priority,
+        agent_id=data.agent_id,
+        detected_at=data.detected_at,
     )
     ticket.sla_breaches = (ticket.sla_breaches or 0) + 1
 

@@ -26,10 +26,11 @@ _SUPPRESSION_NS = uuid.UUID("6f1d3c1e-8a55-4c1e-9a55-2b7f0c6a1d10")
 # ---- sales ----------------------------------------------------------------------------------
 
 
-async def _lead(session: AsyncSession, lead_id: uuid.UUID) -> LeadFact:
+async def _lead(session: AsyncSession, lead_id: uuid.UUID) -> rows.Row:
+    """The lead's row (a ``LeadFact``), added if new."""
     lead = await rows.get(session, LeadFact, lead_id)
     if lead is None:
-        lead = rows.add(session, LeadFact(lead_id=lead_id, status="new"))
+        lead = rows.add(session, LeadFact, lead_id=lead_id, status="new")
     return lead
 
 
@@ -68,7 +69,7 @@ async def opportunity_changed(
     customer = await rows.owner(session, data.customer_id)
     opportunity = await rows.get(session, OpportunityFact, data.opportunity_id)
     if opportunity is None:
-        opportunity = rows.add(session, OpportunityFact(opportunity_id=data.opportunity_id))
+        opportunity = rows.add(session, OpportunityFact, opportunity_id=data.opportunity_id)
     elif not later(changed_at, opportunity.changed_at):
         return  # an older state than the one applied
     opportunity.customer_id = customer
@@ -96,21 +97,20 @@ async def _order(
     amount: Decimal,
     currency: str,
     at: datetime,
-) -> OrderFact:
+) -> rows.Row:
     customer = await rows.owner(session, customer_id)
     order = await rows.get(session, OrderFact, order_id)
     if order is None:
         # Paid or refunded before the placement arrived: the placement fills in the rest.
         order = rows.add(
             session,
-            OrderFact(
-                order_id=order_id,
-                amount=amount,
-                currency=currency,
-                status="placed",
-                ordered_at=at,
-                ordered_month=rules.month_of(at.astimezone(UTC).date()),
-            ),
+            OrderFact,
+            order_id=order_id,
+            amount=amount,
+            currency=currency,
+            status="placed",
+            ordered_at=at,
+            ordered_month=rules.month_of(at.astimezone(UTC).date()),
         )
     order.customer_id = customer
     scoring.mark(session, customer)
@@ -149,7 +149,7 @@ async def order_refunded(session: AsyncSession, data: sales.OrderRefunded) -> No
     order.status = _order_status(order)
 
 
-def _order_status(order: OrderFact) -> str:
+def _order_status(order: rows.Row) -> str:
     if order.refunded_at is not None:
         return "refunded"
     return "paid" if order.paid_at is not None else "placed"
@@ -161,7 +161,7 @@ def _order_status(order: OrderFact) -> str:
 async def campaign_launched(session: AsyncSession, data: marketing.CampaignLaunched) -> None:
     campaign = await rows.get(session, CampaignFact, data.campaign_id)
     if campaign is None:
-        campaign = rows.add(session, CampaignFact(campaign_id=data.campaign_id))
+        campaign = rows.add(session, CampaignFact, campaign_id=data.campaign_id)
     campaign.name = data.name
     campaign.channel = data.channel.value
     campaign.budget = data.budget
@@ -175,19 +175,18 @@ async def _send(
     campaign_id: uuid.UUID,
     customer_id: uuid.UUID,
     channel: str,
-) -> SendFact:
+) -> rows.Row:
     customer = await rows.owner(session, customer_id)
     send = await rows.get(session, SendFact, send_id)
     if send is None:
         send = rows.add(
             session,
-            SendFact(
-                send_id=send_id,
-                campaign_id=campaign_id,
-                channel=channel,
-                cost=Decimal(0),
-                status="unknown",
-            ),
+            SendFact,
+            send_id=send_id,
+            campaign_id=campaign_id,
+            channel=channel,
+            cost=Decimal(0),
+            status="unknown",
         )
     send.customer_id = customer
     return send
@@ -241,11 +240,10 @@ async def message_suppressed(session: AsyncSession, data: marketing.MessageSuppr
         if row is None:
             rows.add(
                 session,
-                SuppressionFact(
-                    id=row_id,
-                    campaign_id=data.campaign_id,
-                    customer_id=customer,
-                    reason=reason[:64],
-                    suppressed_at=data.suppressed_at,
-                ),
+                SuppressionFact,
+                id=row_id,
+                campaign_id=data.campaign_id,
+                customer_id=customer,
+                reason=reason[:64],
+                suppressed_at=data.suppressed_at,
             )
