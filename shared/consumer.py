@@ -18,7 +18,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaConnectionError
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tenacity import (
@@ -31,6 +31,7 @@ from tenacity import (
 
 from shared import faults, metrics, topics, tracing
 from shared.bus import Bus
+from shared.db import insert_on_conflict
 from shared.events import Envelope, MalformedEvent, decode_event, utcnow
 from shared.kafka import new_consumer
 from shared.models import ProcessedEvent
@@ -140,39 +141,62 @@ class EventConsumer:
         return envelope
 
     async def _apply(self, session: AsyncSession, items: list[_Decoded]) -> None:
-        ids = [item.envelope.id for item in items if item.envelope]
-        seen = set(
-            (
-                await session.scalars(
-                    select(ProcessedEvent.event_id)
-                    .where(ProcessedEvent.consumer == self.name)
-                    .where(ProcessedEvent.event_id.in_(ids))
-                )
-            ).all()
-        )
-        now = utcnow()
-        fresh: list[_Decoded] = []
+        """Apply the items not processed before, recording them as processed in the read
+        model's transaction. On PostgreSQL the ids are recorded first: INSERT ... ON CONFLICT
+        DO NOTHING RETURNING tells which are new (an IN-list lookup there slowed with the table
+        once its prepared statement got a generic plan: docs/reliability.md, bug 8), and a
+        replica holding the same event waits, then skips it. On SQLite they are looked up first
+        and recorded after the handlers: any write takes the database's one write lock, which
+        a slow subscription must not hold while the others wait."""
+        postgres = session.get_bind().dialect.name == "postgresql"
+        if postgres:
+            new = await self._record_processed(session, items, returning=True)
+        else:
+            new = await self._not_processed(session, items)
+        fresh = []
         for item in items:
-            assert item.envelope is not None
-            if item.envelope.id not in seen:
-                seen.add(item.envelope.id)
+            if item.envelope is not None and item.envelope.id in new:
+                new.discard(item.envelope.id)  # of a repeated id, the first
                 fresh.append(item)
-        if fresh:
-            # One span for the batch (a child of the writer's span for a single event, else
-            # linked to every event's): a span per event cost a fifth of the consumer's time.
-            with self._span(fresh, f"{self.name} process"):
-                await self._apply_fresh(session, fresh)
-            # One INSERT for the batch, in the read model's transaction.
-            await session.execute(
-                insert(ProcessedEvent.__table__),  # Core: no ORM bookkeeping per row
-                [
-                    {"consumer": self.name, "event_id": item.envelope.id, "processed_at": now}
-                    for item in fresh
-                    if item.envelope is not None
-                ],
-            )
+        if not fresh:
+            return
+        # One span for the batch (a child of the writer's span for a single event, else
+        # linked to every event's): a span per event cost a fifth of the consumer's time.
+        with self._span(fresh, f"{self.name} process"):
+            await self._apply_fresh(session, fresh)
+        if not postgres:
+            await self._record_processed(session, fresh, returning=False)
         for topic, count in Counter(item.record.topic for item in fresh).items():
             metrics.EVENTS_CONSUMED.labels(self.service, self.name, topic).inc(count)
+
+    async def _not_processed(self, session: AsyncSession, items: list[_Decoded]) -> set[str]:
+        ids = {item.envelope.id for item in items if item.envelope is not None}
+        seen = await session.scalars(
+            select(ProcessedEvent.event_id)
+            .where(ProcessedEvent.consumer == self.name)
+            .where(ProcessedEvent.event_id.in_(ids))
+        )
+        return ids - set(seen)
+
+    async def _record_processed(
+        self, session: AsyncSession, items: list[_Decoded], *, returning: bool
+    ) -> set[str]:
+        """One INSERT for the batch, skipping ids already recorded; with ``returning``, the ids
+        it inserted."""
+        table = ProcessedEvent.__table__
+        statement = insert_on_conflict(session, table).on_conflict_do_nothing()
+        if returning:
+            statement = statement.returning(table.c.event_id)
+        now = utcnow()
+        ids = dict.fromkeys(item.envelope.id for item in items if item.envelope is not None)
+        result = await session.execute(
+            statement,
+            [
+                {"consumer": self.name, "event_id": event_id, "processed_at": now}
+                for event_id in ids
+            ],
+        )
+        return set(result.scalars()) if returning else set()
 
     async def _apply_fresh(self, session: AsyncSession, fresh: list[_Decoded]) -> None:
         """Prefetch, then each event by its handler, or consecutive ones by a batch handler,

@@ -5,7 +5,8 @@ from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, TextClause, TypeDecorator, event, text
+from sqlalchemy import DateTime, MetaData, Table, TextClause, TypeDecorator, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -141,6 +142,13 @@ async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncItera
 async def ping(engine: AsyncEngine) -> None:
     async with engine.connect() as connection:
         await connection.execute(text("SELECT 1"))
+
+
+def insert_on_conflict(session: AsyncSession, table: Table) -> Any:
+    """The table's INSERT in the session's dialect, which can take ON CONFLICT DO NOTHING or
+    DO UPDATE (both SQLite and PostgreSQL have them, with the same SQLAlchemy API)."""
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 def customer_locks(customer_ids: Iterable[uuid.UUID]) -> TextClause:

@@ -17,7 +17,6 @@ from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Table, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.analytics.models import (
@@ -29,6 +28,7 @@ from services.analytics.models import (
     TicketMessageFact,
 )
 from shared.customer_view import projection
+from shared.db import insert_on_conflict
 from shared.events import Envelope
 
 _ROWS = "analytics_rows"
@@ -123,18 +123,12 @@ async def write(session: AsyncSession) -> None:
     for model, values in changed.items():
         table = _table(model)
         values.sort(key=lambda v: tuple(str(v[c.key]) for c in table.primary_key.columns))
-        statement = _insert(session, table)
+        statement = insert_on_conflict(session, table)
         statement = statement.on_conflict_do_update(
             index_elements=list(table.primary_key.columns),
             set_={c.key: statement.excluded[c.key] for c in table.columns if not c.primary_key},
         )
         await _execute_in_chunks(session, statement, values)
-
-
-def _insert(session: AsyncSession, table: Table) -> Any:
-    """The table's INSERT in the session's dialect, which has ON CONFLICT (SQLite, PostgreSQL)."""
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 async def _execute_in_chunks(
@@ -172,7 +166,7 @@ async def add_counts(
     """Insert these rows, or add their ``counter`` to that of the rows already there with the
     same primary key, in one statement per chunk (an upsert both databases have)."""
     table = _table(model)
-    statement = _insert(session, table)
+    statement = insert_on_conflict(session, table)
     statement = statement.on_conflict_do_update(
         index_elements=list(table.primary_key.columns),
         set_={counter: table.c[counter] + statement.excluded[counter]},
