@@ -4,6 +4,7 @@ PostgreSQL each run gets schemas of its own, dropped afterwards), plus percentil
 accounting."""
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import subprocess
@@ -138,7 +139,9 @@ def platform() -> Iterator[Platform]:
         for process in running.processes.values():
             process.wait()
         if running.schemas:
-            asyncio.run(_drop_schemas(running.schemas))
+            # In a thread of its own: load.py enters the platform inside its event loop.
+            with concurrent.futures.ThreadPoolExecutor(1) as thread:
+                thread.submit(asyncio.run, _drop_schemas(running.schemas)).result()
         if broker:
             stop_broker(broker)
 
