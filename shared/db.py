@@ -165,8 +165,20 @@ def customer_locks(customer_ids: Iterable[uuid.UUID]) -> TextClause:
     ).bindparams(keys=keys)
 
 
+# Writes nothing, but begins the write transaction: SQLite's driver begins one only at the
+# first write, and the table is in every service's database.
+_SQLITE_WRITE_LOCK = text("DELETE FROM processed_events WHERE 0")
+
+
 async def lock_customers(session: AsyncSession, customer_ids: Iterable[uuid.UUID]) -> None:
-    """``customer_locks`` (PostgreSQL; SQLite has one writer at a time anyway)."""
+    """``customer_locks`` on PostgreSQL. On SQLite, the database's one write lock, taken now:
+    as its driver begins a transaction only at the first write, what was read before it (a
+    customer's profile) could change under another writer's commit before this one writes (a
+    touch filed under a customer merged meanwhile, as the replay test once caught)."""
     ids = list(customer_ids)
-    if ids and session.get_bind().dialect.name == "postgresql":
+    if not ids:
+        return
+    if session.get_bind().dialect.name == "postgresql":
         await session.execute(customer_locks(ids))
+    else:
+        await session.execute(_SQLITE_WRITE_LOCK)

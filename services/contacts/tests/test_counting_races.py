@@ -1,4 +1,5 @@
-"""Touch counting against a concurrent merge (PostgreSQL; SQLite has one writer at a time)."""
+"""Touch counting against a concurrent merge (PostgreSQL; on SQLite the counting transaction
+holds the database's one write lock from its start: ``shared.db.lock_customers``)."""
 
 import asyncio
 import uuid
