@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.analytics.models import (
@@ -113,22 +113,43 @@ async def load(session: AsyncSession, model: type, keys: Iterable[uuid.UUID]) ->
 
 
 async def write(session: AsyncSession) -> None:
-    """Store the rows added or changed since they were read or last written: one upsert per
-    table, in key order (so that two transactions lock shared rows in the same order)."""
+    """Store what changed since the rows were read or last written: new rows with one upsert
+    per table; of the rows read, only the columns that changed (one UPDATE by primary key per
+    set of columns). A merge or an erasure committed meanwhile re-pointed the row's customer:
+    writing the whole row back would undo it. In key order, so that two transactions lock
+    shared rows in the same order."""
+    new: dict[type, list[dict[str, Any]]] = {}
     changed: dict[type, list[dict[str, Any]]] = {}
     for (model, _), cached in _rows(session).items():
-        if cached.row is not None and vars(cached.row) != cached.stored:
-            cached.stored = dict(vars(cached.row))
-            changed.setdefault(model, []).append(cached.stored)
-    for model, values in changed.items():
+        if cached.row is None:
+            continue
+        values = vars(cached.row)
+        if cached.stored is None:
+            new.setdefault(model, []).append(dict(values))
+        else:
+            diff = {k: v for k, v in values.items() if cached.stored[k] != v}
+            if diff:
+                key = {c.key: values[c.key] for c in _table(model).primary_key.columns}
+                changed.setdefault(model, []).append(key | diff)
+        cached.stored = dict(values)
+    for model, inserts in new.items():
         table = _table(model)
-        values.sort(key=lambda v: tuple(str(v[c.key]) for c in table.primary_key.columns))
         statement = insert_on_conflict(session, table)
         statement = statement.on_conflict_do_update(
             index_elements=list(table.primary_key.columns),
             set_={c.key: statement.excluded[c.key] for c in table.columns if not c.primary_key},
         )
-        await _execute_in_chunks(session, statement, values)
+        await _execute_in_chunks(session, statement, _in_key_order(table, inserts))
+    for model, updates in changed.items():
+        await session.execute(
+            update(model),
+            _in_key_order(_table(model), updates),
+            execution_options={"synchronize_session": False},
+        )
+
+
+def _in_key_order(table: Table, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(rows, key=lambda row: tuple(str(row[c.key]) for c in table.primary_key.columns))
 
 
 async def _execute_in_chunks(

@@ -6,7 +6,7 @@ import uuid
 
 from sqlalchemy import select
 
-from services.analytics import facts
+from services.analytics import facts, rows
 from services.analytics.models import TicketFact
 from services.analytics.tests.helpers import (
     apply,
@@ -18,10 +18,11 @@ from services.analytics.tests.helpers import (
     opened,
     order,
     outbox,
+    rated,
     touch,
 )
 from shared import topics
-from shared.contracts import sales
+from shared.contracts import sales, support
 from shared.contracts.analytics import CUSTOMER_SCORED
 from shared.events import InteractionRecorded, decode_event
 from shared.testing import app_of, postgres_only, until_a_transaction_waits_for_a_lock
@@ -223,6 +224,23 @@ class TestMergesAndErasures:
         assert sales_kpis["revenue_per_month"][0]["revenue"] == "255.00"
         segments = (await client.get("/v1/segments/rfm")).json()["segments"]
         assert sum(s["customers"] for s in segments) == 0
+
+    async def test_an_erasure_committed_while_a_batch_runs_is_not_undone_by_it(self, client):
+        """A support batch has read a ticket's row (and its customer) when the customer's
+        erasure commits; the batch then writes what it changed, not the old id back."""
+        customer, ticket = await a_customer(client)
+        factory = app_of(client).state.session_factory
+        async with factory() as batch:
+            await rows.load_owners(batch, [uuid.UUID(customer)])
+            await rows.load(batch, TicketFact, [uuid.UUID(ticket)])
+            _, data = rated(ticket, customer, None, 5, "2026-11-23T00:00:00Z")
+            await facts.satisfaction_rated(batch, support.TicketSatisfactionRated(**data))
+            await apply(client, *erased(customer))  # commits meanwhile
+            await rows.write(batch)
+            await batch.commit()
+        async with factory() as session:
+            fact = await session.get(TicketFact, uuid.UUID(ticket))
+            assert fact is not None and fact.csat == 5 and fact.customer_id is None
 
 
 class TestUsage:
