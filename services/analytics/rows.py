@@ -28,7 +28,7 @@ from services.analytics.models import (
     TicketMessageFact,
 )
 from shared.customer_view import projection
-from shared.db import insert_on_conflict
+from shared.db import insert_on_conflict, lock_customers
 from shared.events import Envelope
 
 _ROWS = "analytics_rows"
@@ -199,19 +199,29 @@ def _ids(events: list[Envelope], field: str) -> list[uuid.UUID]:
     return [uuid.UUID(str(e.data[field])) for e in events if e.data.get(field) is not None]
 
 
+async def _lock_and_load_owners(session: AsyncSession, events: list[Envelope]) -> None:
+    """The batch's customers locked, then their owners read: a merge or an erasure of one of
+    them (which takes the same locks) then either commits before and is seen here, or waits
+    and re-points or anonymises the facts this batch writes. Without the locks a fact the
+    batch created kept the id of a customer erased meanwhile."""
+    customers = _ids(events, "customer_id")
+    await lock_customers(session, customers)
+    await load_owners(session, customers)
+
+
 async def prefetch_support(session: AsyncSession, events: list[Envelope]) -> None:
-    await load_owners(session, _ids(events, "customer_id"))
+    await _lock_and_load_owners(session, events)
     await load(session, TicketFact, _ids(events, "ticket_id"))
     await load(session, TicketMessageFact, _ids(events, "message_id"))
 
 
 async def prefetch_sales(session: AsyncSession, events: list[Envelope]) -> None:
-    await load_owners(session, _ids(events, "customer_id"))
+    await _lock_and_load_owners(session, events)
     await load(session, LeadFact, _ids(events, "lead_id"))
     await load(session, OpportunityFact, _ids(events, "opportunity_id"))
     await load(session, OrderFact, _ids(events, "order_id"))
 
 
 async def prefetch_marketing(session: AsyncSession, events: list[Envelope]) -> None:
-    await load_owners(session, _ids(events, "customer_id"))
+    await _lock_and_load_owners(session, events)
     await load(session, SendFact, _ids(events, "send_id"))

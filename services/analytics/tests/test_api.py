@@ -24,7 +24,7 @@ from services.analytics.tests.helpers import (
 from shared import topics
 from shared.contracts import sales, support
 from shared.contracts.analytics import CUSTOMER_SCORED
-from shared.events import InteractionRecorded, decode_event
+from shared.events import Envelope, InteractionRecorded, decode_event
 from shared.testing import app_of, postgres_only, until_a_transaction_waits_for_a_lock
 
 
@@ -241,6 +241,28 @@ class TestMergesAndErasures:
         async with factory() as session:
             fact = await session.get(TicketFact, uuid.UUID(ticket))
             assert fact is not None and fact.csat == 5 and fact.customer_id is None
+
+    async def test_an_erasure_waits_for_a_batch_filing_a_new_fact_of_its_customer(self, client):
+        """A support batch files a new ticket of a customer whose erasure arrives meanwhile:
+        the erasure waits for the batch (the customers' locks) and then anonymises the ticket,
+        instead of re-pointing the facts before the batch commits one under the erased id."""
+        customer, _ = await a_customer(client)
+        ticket = str(uuid.uuid4())
+        event_type, data = opened(ticket, customer, "2026-11-24T09:00:00Z")
+        event = Envelope(id=str(uuid.uuid4()), source="/crm/test", type=event_type, data=data)
+        factory = app_of(client).state.session_factory
+        async with factory() as batch:
+            await rows.prefetch_support(batch, [event])
+            await facts.ticket_opened(batch, support.TicketOpened(**data))
+            erasure = asyncio.create_task(apply(client, *erased(customer)))
+            await asyncio.sleep(0.3)  # time enough for the erasure, were it not held off
+            assert not erasure.done()
+            await rows.write(batch)
+            await batch.commit()
+        await erasure
+        async with factory() as session:
+            fact = await session.get(TicketFact, uuid.UUID(ticket))
+            assert fact is not None and fact.customer_id is None
 
 
 class TestUsage:
