@@ -31,7 +31,7 @@ from tenacity import (
 
 from shared import faults, metrics, topics, tracing
 from shared.bus import Bus
-from shared.db import insert_on_conflict
+from shared.db import insert_on_conflict, on_postgres
 from shared.events import Envelope, MalformedEvent, decode_event, utcnow
 from shared.kafka import new_consumer
 from shared.models import ProcessedEvent
@@ -148,7 +148,7 @@ class EventConsumer:
         replica holding the same event waits, then skips it. On SQLite they are looked up first
         and recorded after the handlers: any write takes the database's one write lock, which
         a slow subscription must not hold while the others wait."""
-        postgres = session.get_bind().dialect.name == "postgresql"
+        postgres = on_postgres(session)
         if postgres:
             new = await self._record_processed(session, items, returning=True)
         else:

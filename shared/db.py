@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session
 
 # One naming convention so Alembic names constraints the same way on every database.
 NAMING_CONVENTION = {
@@ -56,6 +56,11 @@ class PlatformBase(DeclarativeBase):
 
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
+
+
+def on_postgres(session: AsyncSession | Session) -> bool:
+    """Whether this session's database is PostgreSQL (else SQLite)."""
+    return session.get_bind().dialect.name == "postgresql"
 
 
 def async_url(database_url: str) -> str:
@@ -147,8 +152,7 @@ async def ping(engine: AsyncEngine) -> None:
 def insert_on_conflict(session: AsyncSession, table: Table) -> Any:
     """The table's INSERT in the session's dialect, which can take ON CONFLICT DO NOTHING or
     DO UPDATE (both SQLite and PostgreSQL have them, with the same SQLAlchemy API)."""
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    return (postgresql.insert if on_postgres(session) else sqlite.insert)(table)
 
 
 def customer_locks(customer_ids: Iterable[uuid.UUID]) -> TextClause:
@@ -178,7 +182,7 @@ async def lock_customers(session: AsyncSession, customer_ids: Iterable[uuid.UUID
     ids = list(customer_ids)
     if not ids:
         return
-    if session.get_bind().dialect.name == "postgresql":
+    if on_postgres(session):
         await session.execute(customer_locks(ids))
     else:
         await session.execute(_SQLITE_WRITE_LOCK)

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from shared import tracing
+from shared.db import on_postgres
 from shared.events import encode_event, utcnow
 from shared.models import OutboxMessage
 from shared.request_context import current_request_id
@@ -145,7 +146,7 @@ def _notify_if_pending(session: Session) -> None:
 
 def _notify_other_replicas(session: Session) -> None:
     channel = session.info.get(NOTIFY_CHANNEL)
-    if channel and session.get_bind().dialect.name == "postgresql":
+    if channel and on_postgres(session):
         # Delivered by PostgreSQL only if this transaction commits (twice in one: once).
         session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": channel})
 

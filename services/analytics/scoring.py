@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from services.analytics import events, rules
 from services.analytics.models import CustomerScore, OrderFact, TicketFact
 from shared.customer_view import CustomerProfile, ProfileStatus, TimelineEntry
-from shared.db import UTCDateTime, customer_locks
+from shared.db import UTCDateTime, customer_locks, on_postgres
 from shared.events import utcnow
 from shared.outbox import add_rows_before_commit
 
@@ -53,7 +53,7 @@ def rescore(session: Session, customer_ids: list[uuid.UUID], now: datetime) -> N
 
 
 def _rescore(session: Session, customer_ids: list[uuid.UUID], now: datetime) -> None:
-    if session.get_bind().dialect.name == "postgresql":
+    if on_postgres(session):
         # Consumers of different topics rescore the same customer at once (a ticket and its
         # touch): the second waits, then reads the first's committed facts, so neither
         # inserts a duplicate score row nor stores a score missing the other's fact.

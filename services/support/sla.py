@@ -20,7 +20,7 @@ from services.support.models import SlaPolicyRow, Ticket
 from services.support.rules import Priority
 from services.support.schemas import SlaPolicyUpdate, SweepResult
 from services.support.service import route
-from shared.db import session_scope
+from shared.db import on_postgres, session_scope
 from shared.events import utcnow
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ async def sweep(session: AsyncSession, now: datetime, batch: int = 500) -> Sweep
         .order_by(Ticket.opened_at, Ticket.id)
         .limit(batch)
     )
-    if session.get_bind().dialect.name == "postgresql":
+    if on_postgres(session):
         query = query.with_for_update(skip_locked=True)
     for ticket in await session.scalars(query):
         verdict = rules.sla_check(_clock(ticket), by_priority[ticket.priority], now)
