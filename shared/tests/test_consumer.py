@@ -112,6 +112,17 @@ async def test_applied_event_records_past_the_retention_are_pruned(session_facto
     assert kept == ["recent"]
 
 
+async def test_an_applied_events_record_is_stamped_so_the_pruning_drops_it(tables, kafka_settings):
+    consumer = subscriber(tables, kafka_settings, Bus(kafka_settings, "t"), "t", topics.ANALYTICS)
+    before = utcnow() - timedelta(seconds=5)
+    await consumer.process([record(0, str(uuid.uuid4()), "a")])
+    async with tables() as session:
+        (stamped,) = (await session.scalars(select(ProcessedEvent.processed_at))).all()
+    assert before <= stamped <= utcnow() + timedelta(seconds=5)
+    assert await prune_processed(tables, timedelta(days=1)) == 0
+    assert await prune_processed(tables, timedelta(seconds=-60)) == 1
+
+
 class TestOneGroupPerService:
     async def test_each_topics_records_reach_their_subscription(
         self, tables, kafka_settings, producer
