@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/load.py [--duration 20] [--clients 32]
     .venv/bin/python benchmarks/load.py --soak 30         # half the sustained rate, 30 minutes
+    .venv/bin/python benchmarks/load.py --touches-only    # the mix: touch logging alone
 
 Phases (each prints its figures):
 1. light load: one probe at a time; propagation = from a touch's 201 on support to its count
@@ -83,9 +84,13 @@ def touch(customer: str, index: int) -> dict:
 
 
 class Load:
-    def __init__(self, running: Platform, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self, running: Platform, http: httpx.AsyncClient, touches_only: bool = False
+    ) -> None:
         self.running = running
         self.http = http
+        self.touches_only = touches_only
+        self.write_share = 1.0 if touches_only else 0.75  # of the operations in the mix
         self.support = running.urls["support"]
         self.contacts = running.urls["contacts"]
         # Propagation is read from contacts' database, not its API: polling the API every few
@@ -125,7 +130,7 @@ class Load:
         return created
 
     async def one_op(self, stats: Stats, n: int) -> None:
-        pick = random.random()
+        pick = 0.0 if self.touches_only else random.random()
         customer = random.choice(self.customers)
         if pick < 0.50:
             await self.timed(
@@ -311,7 +316,7 @@ async def main(args: argparse.Namespace) -> None:
         print(f"services: {running.urls} (databases: {running.database('support')})")
         limits = httpx.Limits(max_connections=args.clients + 20, max_keepalive_connections=None)
         async with httpx.AsyncClient(headers=running.headers, limits=limits, timeout=60) as http:
-            load = Load(running, http)
+            load = Load(running, http, touches_only=args.touches_only)
             load.customers = await load.create_customers(200)
             # The 200 contacts' events reach support meanwhile: light load starts once they
             # are applied (the first probes took 56-62 ms behind them, the rest 7-21 ms).
@@ -346,8 +351,10 @@ async def main(args: argparse.Namespace) -> None:
                 rate = len(full.writes) / (time.monotonic() - mark)
                 half = Stats()
                 await asyncio.gather(
-                    # ops/s = writes/s / write share of the mix (0.75)
-                    load.clients(half, args.clients, args.duration, rate=rate / 2 / 0.75),
+                    # ops/s = writes/s / write share of the mix
+                    load.clients(
+                        half, args.clients, args.duration, rate=rate / 2 / load.write_share
+                    ),
                     load.probes(half, args.duration, pause=0.1),
                 )
                 print(half.line("half load"))
@@ -365,7 +372,7 @@ async def soak(load: Load, running: Platform, args: argparse.Namespace) -> None:
     stats = Stats()
     deadline = time.monotonic() + args.soak * 60
     job = asyncio.create_task(
-        load.clients(stats, args.clients, args.soak * 60, rate=rate / 2 / 0.75)
+        load.clients(stats, args.clients, args.soak * 60, rate=rate / 2 / load.write_share)
     )
     while time.monotonic() < deadline:
         await asyncio.sleep(min(30, max(0.0, deadline - time.monotonic())))
@@ -390,6 +397,11 @@ if __name__ == "__main__":
     parser.add_argument("--light", type=float, default=8, help="seconds of light-load probes")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--batch-calls", type=int, default=10)
+    parser.add_argument(
+        "--touches-only",
+        action="store_true",
+        help="every operation a POST /v1/interactions (the platform's most frequent write)",
+    )
     parser.add_argument("--soak", type=float, default=0, help="minutes at half the rate")
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     asyncio.run(main(parser.parse_args()))
