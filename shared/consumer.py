@@ -18,7 +18,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaConnectionError
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tenacity import (
@@ -184,18 +184,17 @@ class EventConsumer:
         """One INSERT for the batch, skipping ids already recorded; with ``returning``, the ids
         it inserted."""
         table = ProcessedEvent.__table__
-        # The time in SQL, not a parameter: a datetime bound on every row cost a third of
-        # this insert on SQLite (the bind processors run per row).
-        statement = (
-            insert_on_conflict(session, table)
-            .values(processed_at=func.now())
-            .on_conflict_do_nothing()
-        )
+        statement = insert_on_conflict(session, table).on_conflict_do_nothing()
         if returning:
             statement = statement.returning(table.c.event_id)
+        now = utcnow()
         ids = dict.fromkeys(item.envelope.id for item in items if item.envelope is not None)
         result = await session.execute(
-            statement, [{"consumer": self.name, "event_id": event_id} for event_id in ids]
+            statement,
+            [
+                {"consumer": self.name, "event_id": event_id, "processed_at": now}
+                for event_id in ids
+            ],
         )
         return set(result.scalars()) if returning else set()
 
