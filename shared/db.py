@@ -87,8 +87,8 @@ def create_engine(
     if is_sqlite(database_url):
         engine = create_async_engine(
             database_url,
-            # The connection arguments SQLAlchemy derives from the URL, plus a 30 s busy
-            # timeout, to a connection that runs a statement in one trip to its thread.
+            # A connection that runs a statement in one trip to its thread, opened with the
+            # arguments SQLAlchemy derives from the URL (the busy timeout: _tune_sqlite).
             async_creator=lambda: _connect_sqlite(engine),
             # SQLite has one writer: more connections only queue in its busy handler, which
             # sleeps 1-100 ms between tries. With the default 15, the load benchmark's write
@@ -115,7 +115,7 @@ def create_engine(
 
 async def _connect_sqlite(engine: AsyncEngine) -> sqlite_driver.OneTripConnection:
     (database,), kwargs = engine.dialect.create_connect_args(engine.url)
-    return await sqlite_driver.connect(database, **kwargs, timeout=30)
+    return await sqlite_driver.connect(database, **kwargs)
 
 
 def _tune_sqlite(engine: AsyncEngine) -> None:

@@ -10,7 +10,7 @@ The thread stays: a long query (a KPI over a year) still leaves the event loop f
 """
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiosqlite
@@ -29,32 +29,28 @@ class OneTripCursor:
         self.arraysize = 1
 
     async def execute(self, sql: str, parameters: Any = None) -> "OneTripCursor":
+        await self._run(
+            lambda cursor: cursor.execute(sql, () if parameters is None else parameters)
+        )
+        return self
+
+    async def executemany(self, sql: str, parameters: Sequence[Any]) -> "OneTripCursor":
+        await self._run(lambda cursor: cursor.executemany(sql, parameters))
+        return self
+
+    async def _run(self, operation: Callable[[sqlite3.Cursor], Any]) -> None:
+        """In the connection's thread: a cursor, the operation, its rows, the cursor closed."""
+
         def run(conn: sqlite3.Connection) -> tuple[Any, int, int | None, list[Any]]:
             cursor = conn.cursor()
             try:
-                cursor.execute(sql) if parameters is None else cursor.execute(sql, parameters)
+                operation(cursor)
                 rows = cursor.fetchall() if cursor.description else []
                 return cursor.description, cursor.rowcount, cursor.lastrowid, rows
             finally:
                 cursor.close()
 
-        await self._run(run)
-        return self
-
-    async def executemany(self, sql: str, parameters: Sequence[Any]) -> "OneTripCursor":
-        def run(conn: sqlite3.Connection) -> tuple[Any, int, int | None, list[Any]]:
-            cursor = conn.cursor()
-            try:
-                cursor.executemany(sql, parameters)
-                return cursor.description, cursor.rowcount, cursor.lastrowid, []
-            finally:
-                cursor.close()
-
-        await self._run(run)
-        return self
-
-    async def _run(self, statement: Any) -> None:
-        found = await self._connection._execute(statement, self._connection._conn)
+        found = await self._connection._execute(run, self._connection._conn)
         self.description, self.rowcount, self.lastrowid, self._rows = found
 
     async def fetchone(self) -> Any:

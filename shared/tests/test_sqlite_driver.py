@@ -94,9 +94,11 @@ async def test_a_writer_waiting_for_the_lock_leaves_the_event_loop_free(engine):
     async with engine.connect() as holder, engine.connect() as waiter:
         await holder.execute(insert(notes).values(body="first"))  # holds the write lock
         blocked = asyncio.create_task(waiter.execute(insert(notes).values(body="second")))
+        await asyncio.sleep(0)  # the waiter's insert is now in SQLite's busy handler
+        ticked = ticks
         await asyncio.sleep(0.3)
-        assert not blocked.done()  # in SQLite's busy handler, in the connection's thread
-        assert ticks >= 10  # while the loop went on
+        assert not blocked.done()  # still waiting, in the connection's thread
+        assert ticks > ticked  # while the loop went on (run inline, it would have stopped)
         await holder.commit()
         await blocked
         await waiter.commit()
