@@ -31,7 +31,7 @@ class OutboxRelay:
         service: str,
         session_factory: async_sessionmaker[AsyncSession],
         bus: Bus,
-        batch_size: int = 500,
+        batch_size: int = 2000,
         poll_interval_s: float = 0.5,
         lease_s: float = 10.0,
         retention: timedelta = timedelta(hours=24),
