@@ -334,6 +334,7 @@ async def main(args: argparse.Namespace) -> None:
                 full = Stats()
                 mark = time.monotonic()
                 cpu = {s: cpu_of(p.pid) for s, p in running.processes.items()}
+                own_cpu = time.process_time()
                 await asyncio.gather(
                     load.clients(full, args.clients, args.duration),
                     load.probes(full, args.duration, pause=0.1),
@@ -345,6 +346,7 @@ async def main(args: argparse.Namespace) -> None:
                     + ", ".join(f"{s} {u:.1f} s" for s, u in used.items())
                     + f" = {sum(used.values()) * 1000 / max(1, len(full.writes)):.1f} ms per write"
                     f" (reads and event handling included), over {time.monotonic() - mark:.0f} s;"
+                    f" the load generator {time.process_time() - own_cpu:.1f} s;"
                     f" load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
                 )
                 load.print_series(since=load.samples[-1]["t"] - (time.monotonic() - mark))
