@@ -101,6 +101,7 @@ def _lifespan(spec: ServiceSpec) -> Any:
             notify_channel=f"crm_outbox_{spec.name}_{settings.database_schema or 'public'}"[:63],
         )
         session_factory.configure(info={NOTIFY: relay.wake, NOTIFY_CHANNEL: relay.notify_channel})
+        group = settings.consumer_group or f"crm.{spec.name}"
         consumers = [
             EventConsumer(
                 service=spec.name,
@@ -108,7 +109,7 @@ def _lifespan(spec: ServiceSpec) -> Any:
                 session_factory=session_factory,
                 kafka=settings.kafka,
                 bus=bus,
-                group_id=f"crm.{spec.name}",
+                group_id=group,
                 max_attempts=settings.consumer_max_attempts,
                 batch_size=settings.consumer_batch_size,
             )
@@ -119,7 +120,6 @@ def _lifespan(spec: ServiceSpec) -> Any:
         if settings.run_consumers and consumers:
             # One group and one fetch loop for all the service's subscriptions; each applies
             # its records at its own pace (shared.consumer.consume).
-            group = f"crm.{spec.name}"
             tasks.append(
                 asyncio.create_task(
                     consume(

@@ -103,5 +103,9 @@ class ServiceSettings(BaseSettings):
     # How long an applied event's id is kept to recognise a redelivery. Longer than the topics'
     # retention: an event still on a topic can be delivered again (a group reset, a replay).
     consumer_dedupe_retention_s: float = Field(default=30 * 86_400.0, gt=0)
+    # The Kafka consumer group (crm.<service> when unset). Offsets belong to the group, not the
+    # database: a fresh database under an old group starts where that group left off, so a
+    # read model built anew beside the old one (or a test's) takes a group of its own.
+    consumer_group: str | None = None
     run_consumers: bool = True
     run_relay: bool = True
