@@ -321,7 +321,7 @@ async def record_touches(
             rows.append(_timeline_row(touch, customer_id))
             outcomes.append(TouchOutcome.recorded)
     if rows:
-        await session.execute(insert(TimelineEntry), rows)
+        await session.execute(insert(TimelineEntry.__table__), rows)
     return outcomes
 
 
