@@ -3,10 +3,10 @@ and opts a channel out when a customer unsubscribes from marketing."""
 
 import uuid
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import lazyload
 
 from services.contacts import service
 from services.contacts.models import Contact, ContactActivity, ContactStatus
@@ -22,6 +22,13 @@ from shared.events import (
     InteractionRecorded,
 )
 
+# Where each of some contacts stands (not the identities the model loads eagerly), built once:
+# at light load every touch is a batch of its own.
+_CONTACTS = Contact.__table__.c
+_STATES = select(_CONTACTS.id, _CONTACTS.status, _CONTACTS.merged_into).where(
+    _CONTACTS.id.in_(bindparam("ids", expanding=True))
+)
+
 
 async def interaction_recorded(session: AsyncSession, event: Envelope) -> None:
     await interactions_recorded(session, [event])
@@ -35,13 +42,7 @@ async def interactions_recorded(session: AsyncSession, events: list[Envelope]) -
     touches = [InteractionRecorded.model_validate(event.data) for event in events]
     wanted = {touch.customer_id for touch in touches}
     await lock_customers(session, wanted)
-    contacts = {
-        c.id: c
-        for c in await session.scalars(
-            # Only the status is read here: not the identities the model loads eagerly.
-            select(Contact).where(Contact.id.in_(wanted)).options(lazyload(Contact.identities))
-        )
-    }
+    contacts = {row.id: row for row in await session.execute(_STATES, {"ids": list(wanted)})}
     current = {
         customer_id: _current(contacts.get(customer_id), customer_id) for customer_id in wanted
     }
@@ -73,7 +74,7 @@ async def interactions_recorded(session: AsyncSession, events: list[Envelope]) -
             activity.last_outbound_at = _later(activity.last_outbound_at, touch.occurred_at)
 
 
-def _current(contact: Contact | None, contact_id: uuid.UUID) -> uuid.UUID | None:
+def _current(contact: Contact | Row[Any] | None, contact_id: uuid.UUID) -> uuid.UUID | None:
     """The id a touch counts for: the survivor of a merge; None for an erased contact."""
     if contact is None:
         return contact_id  # not known here yet (another service may have the id first)
