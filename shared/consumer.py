@@ -42,9 +42,9 @@ from shared.settings import KafkaSettings
 log = logging.getLogger(__name__)
 
 # The statements every applied batch runs, built once and on the table's columns: at light
-# load a batch is one event, and building them anew through the ORM cost more CPU than the
-# SQL (docs/reliability.md). Both dialects take ON CONFLICT DO NOTHING; the RETURNING form is
-# PostgreSQL's path (``_apply``).
+# load a batch is one event, whose cost is mostly its statements (docs/reliability.md, "3 Dec").
+# Both dialects take ON CONFLICT DO NOTHING; the RETURNING form is PostgreSQL's path
+# (``_apply``).
 _PROCESSED = ProcessedEvent.__table__
 _SEEN = select(_PROCESSED.c.event_id).where(
     _PROCESSED.c.consumer == bindparam("consumer"),

