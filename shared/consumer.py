@@ -43,15 +43,15 @@ log = logging.getLogger(__name__)
 
 # The statements every applied batch runs, built once and on the table's columns: at light
 # load a batch is one event, whose cost is mostly its statements (docs/reliability.md, "3 Dec").
-# Both dialects take ON CONFLICT DO NOTHING; the RETURNING form is PostgreSQL's path
-# (``_apply``).
+# Each dialect has its own INSERT ... ON CONFLICT DO NOTHING; PostgreSQL's returns the ids it
+# inserted (``_apply`` says why the two record at different moments).
 _PROCESSED = ProcessedEvent.__table__
 _SEEN = select(_PROCESSED.c.event_id).where(
     _PROCESSED.c.consumer == bindparam("consumer"),
     _PROCESSED.c.event_id.in_(bindparam("ids", expanding=True)),
 )
-_RECORD = sqlite.insert(_PROCESSED).on_conflict_do_nothing()
-_RECORD_RETURNING = (
+_RECORD_ON_SQLITE = sqlite.insert(_PROCESSED).on_conflict_do_nothing()
+_RECORD_NEW_ON_POSTGRES = (
     postgresql.insert(_PROCESSED).on_conflict_do_nothing().returning(_PROCESSED.c.event_id)
 )
 
@@ -165,7 +165,7 @@ class EventConsumer:
         a slow subscription must not hold while the others wait."""
         postgres = on_postgres(session)
         if postgres:
-            new = await self._record_processed(session, items, returning=True)
+            new = await self._record_processed(session, items, postgres=True)
         else:
             new = await self._not_processed(session, items)
         fresh = []
@@ -180,7 +180,7 @@ class EventConsumer:
         with self._span(fresh, f"{self.name} process"):
             await self._apply_fresh(session, fresh)
         if not postgres:
-            await self._record_processed(session, fresh, returning=False)
+            await self._record_processed(session, fresh, postgres=False)
         for topic, count in Counter(item.record.topic for item in fresh).items():
             metrics.EVENTS_CONSUMED.labels(self.service, self.name, topic).inc(count)
 
@@ -190,11 +190,11 @@ class EventConsumer:
         return ids - set(seen)
 
     async def _record_processed(
-        self, session: AsyncSession, items: list[_Decoded], *, returning: bool
+        self, session: AsyncSession, items: list[_Decoded], *, postgres: bool
     ) -> set[str]:
-        """One INSERT for the batch, skipping ids already recorded; with ``returning`` (the
-        PostgreSQL path; the other is SQLite's), the ids it inserted."""
-        statement = _RECORD_RETURNING if returning else _RECORD
+        """One INSERT for the batch, skipping ids already recorded; on PostgreSQL, the ids it
+        inserted."""
+        statement = _RECORD_NEW_ON_POSTGRES if postgres else _RECORD_ON_SQLITE
         now = utcnow()
         ids = dict.fromkeys(item.envelope.id for item in items if item.envelope is not None)
         result = await session.execute(
@@ -204,7 +204,7 @@ class EventConsumer:
                 for event_id in ids
             ],
         )
-        return set(result.scalars()) if returning else set()
+        return set(result.scalars()) if postgres else set()
 
     async def _apply_fresh(self, session: AsyncSession, fresh: list[_Decoded]) -> None:
         """Prefetch, then each event by its handler, or consecutive ones by a batch handler,
