@@ -49,7 +49,7 @@ async def _full(session: AsyncSession, ticket: Ticket) -> TicketRead:
 
 
 async def _agent_read(session: AsyncSession, agent: Agent) -> AgentRead:
-    counts = await service.open_ticket_counts(session)
+    counts = await service.open_ticket_counts(session, [agent.id])
     return AgentRead.model_validate(agent).model_copy(
         update={"open_tickets": counts.get(agent.id, 0)}
     )
@@ -67,8 +67,8 @@ async def create_agent(body: AgentCreate, session: SessionDep) -> AgentRead:
 async def list_agents(
     session: SessionDep, team: Annotated[str | None, Query(max_length=64)] = None
 ) -> Page[AgentRead]:
-    counts = await service.open_ticket_counts(session)
     agents = await service.list_agents(session, team)
+    counts = await service.open_ticket_counts(session, [a.id for a in agents])
     return Page(
         items=[
             AgentRead.model_validate(a).model_copy(update={"open_tickets": counts.get(a.id, 0)})

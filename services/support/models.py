@@ -61,7 +61,7 @@ class Ticket(Base):
     # Opened from an inbound message whose sender no contact has (yet): customer_id is then a
     # placeholder derived from the sender, re-pointed when contacts learns the identity.
     unknown_customer: Mapped[bool] = mapped_column(Boolean, default=False)
-    agent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("agents.id"), index=True)
+    agent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("agents.id"))
     assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The latest reply by an agent (the SLA scheduler re-assigns tickets left unanswered).
     agent_replied_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -79,6 +79,8 @@ class Ticket(Base):
     __table_args__ = (
         Index("ix_tickets_opened", "opened_at", "id"),
         Index("ix_tickets_status_priority", "status", "priority"),
+        # Routing counts each candidate agent's open tickets: a range of this index each.
+        Index("ix_tickets_agent_status", "agent_id", "status"),
     )
 
 

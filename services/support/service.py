@@ -1,9 +1,10 @@
 """Ticket and agent use cases. They take the caller's session and never commit: the caller does."""
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import ColumnElement, ScalarSelect, and_, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.support import events, rules
@@ -54,11 +55,21 @@ async def update_agent(session: AsyncSession, agent_id: uuid.UUID, data: AgentUp
     return agent
 
 
-async def open_ticket_counts(session: AsyncSession) -> dict[uuid.UUID, int]:
+def _open_tickets_of(agent_id: ColumnElement[uuid.UUID]) -> ScalarSelect[int]:
+    """The agent's open and pending tickets: an index range per agent, however large the
+    backlog of other agents' and closed tickets."""
+    return (
+        select(func.count())
+        .where(Ticket.agent_id == agent_id, Ticket.status.in_([s.value for s in rules.ACTIVE]))
+        .scalar_subquery()
+    )
+
+
+async def open_ticket_counts(
+    session: AsyncSession, agent_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, int]:
     rows = await session.execute(
-        select(Ticket.agent_id, func.count())
-        .where(Ticket.agent_id.is_not(None), Ticket.status.in_([s.value for s in rules.ACTIVE]))
-        .group_by(Ticket.agent_id)
+        select(Agent.id, _open_tickets_of(Agent.id)).where(Agent.id.in_(agent_ids))
     )
     return {agent_id: count for agent_id, count in rows}
 
@@ -138,16 +149,14 @@ async def route(
         priority=ticket.priority,
         category_owner=owner,
     )
-    counts = await open_ticket_counts(session)
-    agents = await session.scalars(select(Agent).where(Agent.available.is_(True)))
-    return rules.route(
-        (
-            rules.AgentLoad(a.id, a.team, a.available, a.capacity, counts.get(a.id, 0))
-            for a in agents
-            if a.id != exclude
-        ),
-        team,
-    )
+    candidates = select(
+        Agent.id, Agent.team, Agent.available, Agent.capacity, _open_tickets_of(Agent.id)
+    ).where(Agent.available.is_(True))
+    if team is not None:
+        candidates = candidates.where(Agent.team == team)
+    if exclude is not None:
+        candidates = candidates.where(Agent.id != exclude)
+    return rules.route((rules.AgentLoad(*row) for row in await session.execute(candidates)), team)
 
 
 # ---- tickets --------------------------------------------------------------------------------

@@ -119,6 +119,28 @@ class TestOpenTicket:
         assert (await new_ticket(client))["status"] == "pending"
         assert (await new_ticket(client))["status"] == "open"
 
+    async def test_only_open_tickets_count_against_capacity(self, client):
+        """Resolved and closed tickets free the agent; another agent's load is not theirs."""
+        await client.put("/v1/teams/tech", json={"categories": ["printers"]})
+        agent = await new_agent(client, team="tech", capacity=1)
+        other = await new_agent(client, team="billing", capacity=1)
+        first = await new_ticket(client, category="printers")
+        assert first["agent_id"] == agent["id"]
+        resolved = await client.post(f"/v1/tickets/{first['id']}/resolve", json={})
+        assert resolved.json()["status"] == "resolved"
+        second = await new_ticket(client, category="printers")
+        assert second["agent_id"] == agent["id"]
+        await client.post(f"/v1/tickets/{second['id']}/resolve", json={})
+        closed = await client.post(f"/v1/tickets/{second['id']}/close")
+        assert closed.json()["status"] == "closed"
+        third = await new_ticket(client, category="printers")
+        assert third["agent_id"] == agent["id"]
+        assert (await new_ticket(client, category="printers"))["agent_id"] is None  # full
+        agents = {
+            a["id"]: a["open_tickets"] for a in (await client.get("/v1/agents")).json()["items"]
+        }
+        assert agents == {agent["id"]: 1, other["id"]: 0}
+
     async def test_opened_at_for_imported_history(self, client):
         ticket = await new_ticket(client, opened_at="2025-01-02T03:04:05+01:00")
         assert ticket["opened_at"] == "2025-01-02T02:04:05Z"
