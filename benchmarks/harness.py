@@ -66,6 +66,7 @@ class Platform:
     # PostgreSQL schemas this run created (url, schema): a run must not count a previous
     # run's rows, nor leave its own behind.
     schemas: set[tuple[str, str]] = field(default_factory=set)
+    broker_pid: int | None = None  # the embedded broker's, for its CPU
 
     @property
     def headers(self) -> dict[str, str]:
@@ -131,6 +132,7 @@ def platform() -> Iterator[Platform]:
         broker = start_broker(port)
         bootstrap = f"127.0.0.1:{port}"
     running = Platform(bootstrap=bootstrap, workdir=workdir, secret=uuid.uuid4().hex * 2)
+    running.broker_pid = broker.pid if broker else None
     try:
         yield running
     finally:

@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/load.py [--duration 20] [--clients 32]
     .venv/bin/python benchmarks/load.py --soak 30         # half the sustained rate, 30 minutes
     .venv/bin/python benchmarks/load.py --touches-only    # the mix: touch logging alone
+    .venv/bin/python benchmarks/load.py --batch-only --batch-calls 30  # phase 4 alone
 
 Phases (each prints its figures):
 1. light load: one probe at a time; propagation = from a touch's 201 on support to its count
@@ -257,9 +258,12 @@ class Load:
         peak = max(max(s.get("contacts.backlog", 0), s.get("support.backlog", 0)) for s in rows)
         print(f"  peak outbox backlog {peak:.0f}")
 
-    async def batch_ingest(self, calls: int, size: int = 1000) -> None:
+    async def batch_ingest(self, calls: int, running: Platform, size: int = 1000) -> None:
         targets = await self.create_customers(20)
         before = await self.counted(targets)
+        cpu = {s: cpu_of(p.pid) for s, p in running.processes.items()}
+        broker_cpu = cpu_seconds(running.broker_pid) if running.broker_pid else 0.0
+        own_cpu = time.process_time()
         started = time.perf_counter()
         api = []
         for call in range(calls):
@@ -279,6 +283,14 @@ class Load:
             f"batch ingest: {calls} x {size} touches; API {total / accepted:,.0f}/s"
             f" (call p50 {ms(percentile(api, 50))}); end to end into contacts' projection"
             f" {total / end_to_end:,.0f}/s ({end_to_end:.1f} s)"
+        )
+        used = {s: cpu_of(p.pid) - cpu[s] for s, p in running.processes.items()}
+        if running.broker_pid:
+            used["the embedded broker"] = cpu_seconds(running.broker_pid) - broker_cpu
+        used["the load generator"] = time.process_time() - own_cpu
+        print(
+            "  CPU per touch: "
+            + ", ".join(f"{s} {u * 1e6 / total:.0f} µs" for s, u in used.items())
         )
 
 
@@ -324,46 +336,50 @@ async def main(args: argparse.Namespace) -> None:
             stop = asyncio.Event()
             scraper = asyncio.create_task(load.scrape(stop))
 
-            light = Stats()
-            await load.probes(light, args.light)
-            print(light.line("light load (probes only)"))
-
-            if args.soak:
-                await soak(load, running, args)
+            if args.batch_only:
+                await load.batch_ingest(args.batch_calls, running)
             else:
-                full = Stats()
-                mark = time.monotonic()
-                cpu = {s: cpu_of(p.pid) for s, p in running.processes.items()}
-                own_cpu = time.process_time()
-                await asyncio.gather(
-                    load.clients(full, args.clients, args.duration),
-                    load.probes(full, args.duration, pause=0.1),
-                )
-                print(full.line(f"full load ({args.clients} clients)"))
-                used = {s: cpu_of(p.pid) - cpu[s] for s, p in running.processes.items()}
-                print(
-                    "  CPU of the services: "
-                    + ", ".join(f"{s} {u:.1f} s" for s, u in used.items())
-                    + f" = {sum(used.values()) * 1000 / max(1, len(full.writes)):.1f} ms per write"
-                    f" (reads and event handling included), over {time.monotonic() - mark:.0f} s;"
-                    f" the load generator {time.process_time() - own_cpu:.1f} s;"
-                    f" load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
-                )
-                load.print_series(since=load.samples[-1]["t"] - (time.monotonic() - mark))
-                rate = len(full.writes) / (time.monotonic() - mark)
-                half = Stats()
-                await asyncio.gather(
-                    # ops/s = writes/s / write share of the mix
-                    load.clients(
-                        half, args.clients, args.duration, rate=rate / 2 / load.write_share
-                    ),
-                    load.probes(half, args.duration, pause=0.1),
-                )
-                print(half.line("half load"))
-                await load.batch_ingest(args.batch_calls)
+                light = Stats()
+                await load.probes(light, args.light)
+                print(light.line("light load (probes only)"))
+                if args.soak:
+                    await soak(load, running, args)
+                else:
+                    await full_and_half_load(load, running, args)
+                    await load.batch_ingest(args.batch_calls, running)
             stop.set()
             await scraper
             await load.contacts_db.dispose()
+
+
+async def full_and_half_load(load: Load, running: Platform, args: argparse.Namespace) -> None:
+    full = Stats()
+    mark = time.monotonic()
+    cpu = {s: cpu_of(p.pid) for s, p in running.processes.items()}
+    own_cpu = time.process_time()
+    await asyncio.gather(
+        load.clients(full, args.clients, args.duration),
+        load.probes(full, args.duration, pause=0.1),
+    )
+    print(full.line(f"full load ({args.clients} clients)"))
+    used = {s: cpu_of(p.pid) - cpu[s] for s, p in running.processes.items()}
+    print(
+        "  CPU of the services: "
+        + ", ".join(f"{s} {u:.1f} s" for s, u in used.items())
+        + f" = {sum(used.values()) * 1000 / max(1, len(full.writes)):.1f} ms per write"
+        f" (reads and event handling included), over {time.monotonic() - mark:.0f} s;"
+        f" the load generator {time.process_time() - own_cpu:.1f} s;"
+        f" load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
+    load.print_series(since=load.samples[-1]["t"] - (time.monotonic() - mark))
+    rate = len(full.writes) / (time.monotonic() - mark)
+    half = Stats()
+    await asyncio.gather(
+        # ops/s = writes/s / write share of the mix
+        load.clients(half, args.clients, args.duration, rate=rate / 2 / load.write_share),
+        load.probes(half, args.duration, pause=0.1),
+    )
+    print(half.line("half load"))
 
 
 async def soak(load: Load, running: Platform, args: argparse.Namespace) -> None:
@@ -405,5 +421,8 @@ if __name__ == "__main__":
         help="every operation a POST /v1/interactions (the platform's most frequent write)",
     )
     parser.add_argument("--soak", type=float, default=0, help="minutes at half the rate")
+    parser.add_argument(
+        "--batch-only", action="store_true", help="the batch ingest alone (for profiling it)"
+    )
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     asyncio.run(main(parser.parse_args()))
