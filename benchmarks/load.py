@@ -10,7 +10,9 @@ Phases (each prints its figures):
    committed in the contacts service's projection (its activity row, read from contacts'
    database so that the measuring does not load the service measured), i.e. another service;
 2. full load: ``--clients`` concurrent clients, unthrottled: touch logging (POST /v1/interactions
-   on support), ticket traffic (tickets + replies), timeline reads, contact creates; prints
+   on support), ticket traffic (tickets + replies), timeline reads, contact creates and campaign
+   sends (a segment of five customers, a campaign, its launch; the marketing service e-mails
+   them over SMTP to a server in this process and records each send as a touch); prints
    sustained writes/s, write/read p50/p99, 5xx, propagation under load, and the outbox backlog and
    consumer lag scraped from /metrics every second;
 3. half load: the same mix at half the rate phase 2 sustained, with propagation;
@@ -20,8 +22,10 @@ Phases (each prints its figures):
 every 30 s the RSS of each service process, the outbox table size (published rows are kept one
 minute in this mode, so the size levels off) and the lag.
 
-Campaign sends are not in the mix: the marketing service was being built while this was written.
-Services run on SQLite files unless <SERVICE>_DATABASE_URL is set (PostgreSQL).
+The company's weekly limit of outbound touches is raised to 1,000 first: the mix logs thousands
+of touches to 200 customers, and at the default 5 every campaign send would be suppressed.
+``--batch-only`` starts contacts and support alone. Services run on SQLite files unless
+<SERVICE>_DATABASE_URL is set (PostgreSQL).
 """
 
 import argparse
@@ -31,6 +35,7 @@ import random
 import sqlite3
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +45,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.contacts.models import ContactActivity  # noqa: E402 (harness sets the path)
+from services.marketing.tests.servers import Mailbox, smtp_server
 
 CHANNELS = ("phone", "email", "chat", "sms", "web")
 
@@ -86,14 +92,21 @@ def touch(customer: str, index: int) -> dict:
 
 class Load:
     def __init__(
-        self, running: Platform, http: httpx.AsyncClient, touches_only: bool = False
+        self,
+        running: Platform,
+        http: httpx.AsyncClient,
+        touches_only: bool = False,
+        mailbox: Mailbox | None = None,
     ) -> None:
         self.running = running
+        self.mailbox = mailbox
         self.http = http
         self.touches_only = touches_only
-        self.write_share = 1.0 if touches_only else 0.75  # of the operations in the mix
+        # Writes per operation: 0.75 single writes, and a campaign (2 %) is three.
+        self.write_share = 1.0 if touches_only else 0.81
         self.support = running.urls["support"]
         self.contacts = running.urls["contacts"]
+        self.marketing = running.urls.get("marketing")
         # Propagation is read from contacts' database, not its API: polling the API every few
         # milliseconds loaded the very consumer being timed (p50 63 ms that way, 22 ms read
         # from the database, in one run on 2 Dec).
@@ -104,7 +117,9 @@ class Load:
         )
         self.contacts_connection: AsyncConnection | None = None
         self.customers: list[str] = []
+        self.first_names: dict[str, str] = {}
         self.tickets: list[str] = []
+        self.campaigns = Counter[str]()
         self.samples: list[dict[str, float]] = []
 
     async def timed(self, stats: Stats, kind: str, method: str, url: str, **kw) -> httpx.Response:
@@ -121,8 +136,11 @@ class Load:
 
     async def create_customers(self, count: int) -> list[str]:
         async def one(i: int) -> str:
-            r = await self.http.post(f"{self.contacts}/v1/contacts", json={"first_name": f"L{i}"})
+            name = f"L{uuid.uuid4().hex[:12]}"  # unique: a campaign's segment names its members
+            body = {"first_name": name, "email": f"{name.lower()}@load.example"}
+            r = await self.http.post(f"{self.contacts}/v1/contacts", json=body)
             r.raise_for_status()
+            self.first_names[r.json()["id"]] = name
             return r.json()["id"]
 
         created = []
@@ -160,14 +178,63 @@ class Load:
                 f"{self.support}/v1/tickets/{random.choice(self.tickets)}/messages",
                 json={"author_type": "customer", "body": "Any news?"},
             )
-        elif pick < 0.90:
+        elif pick < 0.88:
             await self.timed(
                 stats, "read", "GET", f"{self.support}/v1/customers/{customer}/timeline?limit=20"
             )
+        elif pick < 0.90 and self.marketing:
+            await self.campaign(stats)
         else:
             await self.timed(
                 stats, "write", "POST", f"{self.contacts}/v1/contacts", json={"first_name": "New"}
             )
+
+    async def campaign(self, stats: Stats) -> None:
+        """A segment of five customers, an e-mail campaign to it, and its launch."""
+        names = [self.first_names[c] for c in random.sample(self.customers, 5)]
+        rule = {"field": "first_name", "op": "in", "value": names}
+        r = await self.timed(
+            stats,
+            "write",
+            "POST",
+            f"{self.marketing}/v1/segments",
+            json={"name": "L", "rules": rule},
+        )
+        if r.status_code != 201:
+            return
+        body = {
+            "name": "Load",
+            "channel": "email",
+            "segment_id": r.json()["id"],
+            "subject": "Hello {first_name}",
+            "template": "Hi {first_name}, our offer: https://shop.example/offer",
+            "budget": "5",
+            "cost_per_send": "0.01",
+        }
+        r = await self.timed(stats, "write", "POST", f"{self.marketing}/v1/campaigns", json=body)
+        if r.status_code != 201:
+            return
+        r = await self.timed(
+            stats, "write", "POST", f"{self.marketing}/v1/campaigns/{r.json()['id']}/launch"
+        )
+        if r.status_code == 202:
+            launched = r.json()
+            self.campaigns["launched"] += 1
+            self.campaigns["queued"] += launched["queued"]
+            self.campaigns.update(launched["suppressed"])
+
+    def campaign_line(self, delivered_before: int) -> str:
+        """The campaigns launched since the last call, and the e-mails the SMTP server got."""
+        done, self.campaigns = self.campaigns, Counter()
+        delivered = len(self.mailbox.messages) if self.mailbox else 0
+        suppressed = {k: v for k, v in done.items() if k not in ("launched", "queued")}
+        return (
+            f"  campaigns: {done['launched']} launched, {done['queued']} sends queued,"
+            f" suppressed {suppressed or 0}; {delivered - delivered_before} e-mails delivered"
+        )
+
+    def delivered(self) -> int:
+        return len(self.mailbox.messages) if self.mailbox else 0
 
     async def clients(self, stats: Stats, count: int, seconds: float, rate: float = 0) -> None:
         """``count`` clients for ``seconds``; ``rate`` > 0 caps the total operations/s."""
@@ -246,16 +313,19 @@ class Load:
         rows = [s for s in self.samples if s["t"] >= since]
         if not rows:
             return
+        names = list(self.running.urls)
         step = max(1, len(rows) // 12)
-        print("  t(s)  backlog(contacts/support)  lag msgs (contacts/support)  max lag s")
+        print(f"  t(s)  outbox backlog / lag in messages / lag in s ({', '.join(names)})")
         for s in rows[::step]:
             print(
-                f"  {s['t']:5.0f}  {s.get('contacts.backlog', 0):7.0f} /"
-                f" {s.get('support.backlog', 0):<7.0f}         "
-                f"{s.get('contacts.lag_msgs', 0):7.0f} / {s.get('support.lag_msgs', 0):<7.0f}"
-                f"      {max(s.get('contacts.lag_s', 0), s.get('support.lag_s', 0)):.2f}"
+                f"  {s['t']:5.0f}  "
+                + " / ".join(f"{s.get(f'{n}.backlog', 0):.0f}" for n in names)
+                + "   "
+                + " / ".join(f"{s.get(f'{n}.lag_msgs', 0):.0f}" for n in names)
+                + "   "
+                + " / ".join(f"{s.get(f'{n}.lag_s', 0):.2f}" for n in names)
             )
-        peak = max(max(s.get("contacts.backlog", 0), s.get("support.backlog", 0)) for s in rows)
+        peak = max(s.get(f"{n}.backlog", 0) for s in rows for n in names)
         print(f"  peak outbox backlog {peak:.0f}")
 
     async def batch_ingest(self, calls: int, running: Platform, size: int = 1000) -> None:
@@ -319,16 +389,26 @@ def outbox_rows(running: Platform, service: str) -> str:
 
 
 async def main(args: argparse.Namespace) -> None:
-    with platform() as running:
+    with platform() as running, smtp_server() as mailbox:
         env = {"KAFKA_FETCH_MAX_WAIT_MS": "10"}
         if args.soak:  # published outbox rows kept a minute: the table's size must level off
-            env |= {"CONTACTS_RELAY_RETENTION_S": "60", "SUPPORT_RELAY_RETENTION_S": "60"}
+            env |= {f"{s}_RELAY_RETENTION_S": "60" for s in ("CONTACTS", "SUPPORT", "MARKETING")}
         running.start("contacts", **env)
         running.start("support", SUPPORT_RUN_SCHEDULER="false", **env)
+        if not args.batch_only:
+            running.start(
+                "marketing",
+                MARKETING_SMTP_PORT=str(mailbox.port),
+                MARKETING_SENDER_POLL_INTERVAL_S="0.05",
+                **env,
+            )
         print(f"services: {running.urls} (databases: {running.database('support')})")
         limits = httpx.Limits(max_connections=args.clients + 20, max_keepalive_connections=None)
         async with httpx.AsyncClient(headers=running.headers, limits=limits, timeout=60) as http:
-            load = Load(running, http, touches_only=args.touches_only)
+            load = Load(running, http, touches_only=args.touches_only, mailbox=mailbox)
+            policy = {"max_outbound_per_week": 1000}
+            r = await http.put(f"{load.contacts}/v1/contact-policy", json=policy)
+            r.raise_for_status()
             load.customers = await load.create_customers(200)
             # The 200 contacts' events reach support meanwhile: light load starts once they
             # are applied (the first probes took 56-62 ms behind them, the rest 7-21 ms).
@@ -357,11 +437,13 @@ async def full_and_half_load(load: Load, running: Platform, args: argparse.Names
     mark = time.monotonic()
     cpu = {s: cpu_of(p.pid) for s, p in running.processes.items()}
     own_cpu = time.process_time()
+    delivered = load.delivered()
     await asyncio.gather(
         load.clients(full, args.clients, args.duration),
         load.probes(full, args.duration, pause=0.1),
     )
     print(full.line(f"full load ({args.clients} clients)"))
+    print(load.campaign_line(delivered))
     used = {s: cpu_of(p.pid) - cpu[s] for s, p in running.processes.items()}
     print(
         "  CPU of the services: "
@@ -374,12 +456,14 @@ async def full_and_half_load(load: Load, running: Platform, args: argparse.Names
     load.print_series(since=load.samples[-1]["t"] - (time.monotonic() - mark))
     rate = len(full.writes) / (time.monotonic() - mark)
     half = Stats()
+    delivered = load.delivered()
     await asyncio.gather(
         # ops/s = writes/s / write share of the mix
         load.clients(half, args.clients, args.duration, rate=rate / 2 / load.write_share),
         load.probes(half, args.duration, pause=0.1),
     )
     print(half.line("half load"))
+    print(load.campaign_line(delivered))
 
 
 async def soak(load: Load, running: Platform, args: argparse.Namespace) -> None:
@@ -387,6 +471,8 @@ async def soak(load: Load, running: Platform, args: argparse.Namespace) -> None:
     await load.clients(probe, args.clients, 10)
     rate = len(probe.writes) / (time.monotonic() - probe.started)
     print(f"soak: {args.soak} min at half of {rate:,.0f} writes/s")
+    load.campaign_line(0)  # the rate probe's campaigns are not the soak's
+    delivered = load.delivered()
     stats = Stats()
     deadline = time.monotonic() + args.soak * 60
     job = asyncio.create_task(
@@ -406,6 +492,7 @@ async def soak(load: Load, running: Platform, args: argparse.Namespace) -> None:
         )
     await job
     print(stats.line("soak"))
+    print(load.campaign_line(delivered))
     load.print_series()
 
 
