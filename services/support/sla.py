@@ -2,17 +2,18 @@
 
 ``sweep`` takes the time as an argument, so tests drive it with a controlled clock. Several
 replicas may sweep at once: on PostgreSQL each locks the tickets it works on and skips those
-another replica holds (SQLite has one writer at a time anyway). Never commits; ``run`` does,
-once per sweep.
+another replica holds (SQLite has one writer at a time anyway). A sweep commits once per batch
+of tickets.
 """
 
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.support import events, rules
@@ -43,7 +44,29 @@ async def policies(session: AsyncSession) -> list[SlaPolicyRow]:
     return list(await session.scalars(select(SlaPolicyRow).order_by(SlaPolicyRow.priority)))
 
 
-async def sweep(session: AsyncSession, now: datetime, batch: int = 500) -> SweepResult:
+async def sweep(
+    factory: async_sessionmaker[AsyncSession], now: datetime, batch: int = 500
+) -> SweepResult:
+    """Check every active ticket, ``batch`` at a time, oldest first, each batch in a transaction
+    of its own (short locks). Every ticket is reached, however long the backlog: a ticket
+    whose breaches are all flagged stays active, so the same first batch would otherwise be
+    checked again and again."""
+    result = SweepResult()
+    after: tuple[datetime, uuid.UUID] | None = None
+    while True:
+        async for session in session_scope(factory):
+            checked, after = await _sweep_batch(session, now, batch, after)
+        result.reassigned += checked.reassigned
+        result.breaches += checked.breaches
+        if after is None:
+            return result
+
+
+async def _sweep_batch(
+    session: AsyncSession, now: datetime, batch: int, after: tuple[datetime, uuid.UUID] | None
+) -> tuple[SweepResult, tuple[datetime, uuid.UUID] | None]:
+    """One batch of active tickets after ``after``; returns what it did and, if the batch was
+    full, the last ticket's key to go on from."""
     result = SweepResult()
     by_priority = {
         row.priority: rules.SlaPolicy(
@@ -52,7 +75,7 @@ async def sweep(session: AsyncSession, now: datetime, batch: int = 500) -> Sweep
         for row in await policies(session)
     }
     if not by_priority:
-        return result
+        return result, None
     query = (
         select(Ticket)
         .where(
@@ -63,9 +86,18 @@ async def sweep(session: AsyncSession, now: datetime, batch: int = 500) -> Sweep
         .order_by(Ticket.opened_at, Ticket.id)
         .limit(batch)
     )
+    if after is not None:
+        opened_at, ticket_id = after
+        query = query.where(
+            or_(
+                Ticket.opened_at > opened_at,
+                and_(Ticket.opened_at == opened_at, Ticket.id > ticket_id),
+            )
+        )
     if on_postgres(session):
         query = query.with_for_update(skip_locked=True)
-    for ticket in await session.scalars(query):
+    tickets = list(await session.scalars(query))
+    for ticket in tickets:
         verdict = rules.sla_check(_clock(ticket), by_priority[ticket.priority], now)
         if verdict.reassign and await _reassign(session, ticket, now):
             result.reassigned += 1
@@ -78,7 +110,9 @@ async def sweep(session: AsyncSession, now: datetime, batch: int = 500) -> Sweep
                 _breach(session, ticket, target, now)
                 result.breaches += 1
     await session.flush()
-    return result
+    if len(tickets) < batch:
+        return result, None
+    return result, (tickets[-1].opened_at, tickets[-1].id)
 
 
 def _clock(ticket: Ticket) -> rules.SlaClock:
@@ -138,8 +172,7 @@ async def run(factory: async_sessionmaker[AsyncSession], interval_s: float) -> N
     """The scheduler loop: one sweep (one transaction) per interval, errors logged, never fatal."""
     while True:
         try:
-            async for session in session_scope(factory):
-                swept = await sweep(session, utcnow())
+            swept = await sweep(factory, utcnow())
             if swept.reassigned or swept.breaches:
                 log.info("sla sweep", extra=swept.model_dump())
         except asyncio.CancelledError:

@@ -67,11 +67,8 @@ class TestSlaRules:
         )
 
 
-async def sweep_at(client, now):
-    async with app_of(client).state.session_factory() as session:
-        result = await sla.sweep(session, now)
-        await session.commit()
-    return result
+async def sweep_at(client, now, batch=500):
+    return await sla.sweep(app_of(client).state.session_factory, now, batch)
 
 
 class TestSweep:
@@ -151,6 +148,20 @@ class TestSweep:
             if r.event_type == "crm.support.ticket_sla_breached.v1"
         ]
         assert sorted(breaches) == ["first_response", "resolution"]
+
+    async def test_a_sweep_reaches_every_ticket_however_long_the_backlog(self, client):
+        """Tickets already flagged stay active: a sweep that took only the oldest batch would
+        check them again each time and never reach the newer ones."""
+        await client.put("/v1/sla-policies/high", json={"first_response_minutes": 30})
+        tickets = [await new_ticket(client, priority="high") for _ in range(5)]
+        newest = max(datetime.fromisoformat(t["opened_at"]) for t in tickets)
+        result = await sweep_at(client, newest + timedelta(hours=1), batch=2)
+        assert (result.reassigned, result.breaches) == (0, 5)
+        for ticket in tickets:
+            read = (await client.get(f"/v1/tickets/{ticket['id']}")).json()
+            assert read["first_response_breached_at"] is not None
+        again = await sweep_at(client, newest + timedelta(hours=2), batch=2)
+        assert (again.reassigned, again.breaches) == (0, 0)
 
     async def test_other_priorities_and_resolved_tickets_are_ignored(self, client):
         await client.put("/v1/sla-policies/urgent", json={"resolution_minutes": 1})
