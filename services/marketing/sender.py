@@ -51,11 +51,14 @@ class Sender:
 
     async def run(self) -> None:
         while True:
+            # Apart: a scheduled launch that keeps failing must not stop every other
+            # campaign's sends.
             try:
                 await self.launch_due()
+            except Exception:
+                log.exception("scheduled launches failed")
+            try:
                 busy = await self.deliver_batch() > 0
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 log.exception("sender round failed")
                 busy = False
@@ -63,7 +66,9 @@ class Sender:
                 await asyncio.sleep(self.settings.sender_poll_interval_s)
 
     async def launch_due(self, now: datetime | None = None) -> int:
-        """Launch the scheduled campaigns whose time has come; each in its own transaction."""
+        """Launch the scheduled campaigns whose time has come, each in its own transaction; the
+        number launched. One that fails stays scheduled (tried again next round) and holds
+        back neither the others nor the sends."""
         now = now or utcnow()
         async with self.session_factory() as session:
             due = list(
@@ -74,14 +79,22 @@ class Sender:
                     )
                 )
             )
+        launched = 0
         for campaign_id in due:
-            async with self.session_factory() as session:
-                campaign = await session.get(Campaign, campaign_id, with_for_update=True)
-                if campaign is None or campaign.status != CampaignStatus.scheduled:
-                    continue  # another replica got there first
-                await launch.launch(session, campaign_id, now)
-                await session.commit()
-        return len(due)
+            try:
+                launched += await self._launch_scheduled(campaign_id, now)
+            except Exception:
+                log.exception("scheduled launch failed", extra={"campaign_id": str(campaign_id)})
+        return launched
+
+    async def _launch_scheduled(self, campaign_id: uuid.UUID, now: datetime) -> bool:
+        async with self.session_factory() as session:
+            campaign = await session.get(Campaign, campaign_id, with_for_update=True)
+            if campaign is None or campaign.status != CampaignStatus.scheduled:
+                return False  # another replica got there first
+            await launch.launch(session, campaign_id, now)
+            await session.commit()
+            return True
 
     async def deliver_batch(self) -> int:
         """Claim, deliver and record one batch; the number of sends handled."""

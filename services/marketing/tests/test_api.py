@@ -1,6 +1,7 @@
 """The marketing API on a real database: segments, campaigns and tasks, launches under the
 contact policy and the budget, delivery over real SMTP and webhooks, the report."""
 
+import asyncio
 import email
 import email.policy
 import uuid
@@ -8,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.marketing import launch as launch_module
 from services.marketing.tests.helpers import (
     NOW,
     apply,
@@ -25,7 +27,7 @@ from services.marketing.tests.helpers import (
 from shared import topics
 from shared.contracts import analytics, sales, support
 from shared.events import CONTACT_ERASED, CONTACT_MERGED, CONTACT_POLICY_UPDATED
-from shared.testing import app_of
+from shared.testing import app_of, eventually
 
 GERMANY = {"field": "country", "op": "eq", "value": "DE"}
 
@@ -447,6 +449,43 @@ class TestDelivery:
         assert len(mailbox.messages) == 1
         got = (await client.get(f"/v1/campaigns/{campaign['id']}")).json()
         assert got["status"] == "completed"
+
+    async def test_a_failing_scheduled_launch_holds_back_neither_others_nor_sends(
+        self, client, mailbox, monkeypatch
+    ):
+        """A campaign whose launch keeps failing (say a segment rule a later version no longer
+        reads) stays scheduled; the other due campaign launches, and the sender delivers."""
+        await new_contact(client)
+        segment = (await new_segment(client))["id"]
+        at = (NOW + timedelta(hours=1)).isoformat()
+        broken = await new_campaign(client, segment, name="Broken", scheduled_at=at)
+        working = await new_campaign(client, segment, name="Working", scheduled_at=at)
+        real_launch = launch_module.launch
+
+        async def launch_failing_for_broken(session, campaign_id, now=None):
+            if str(campaign_id) == broken["id"]:
+                raise RuntimeError("segment rule no longer readable")
+            return await real_launch(session, campaign_id, now)
+
+        monkeypatch.setattr(launch_module, "launch", launch_failing_for_broken)
+        sender = app_of(client).state.sender
+        assert await sender.launch_due(NOW + timedelta(hours=2)) == 1
+        await deliver(client)
+        assert len(mailbox.messages) == 1
+        read = {c["id"]: c["status"] for c in (await client.get("/v1/campaigns")).json()["items"]}
+        assert read == {broken["id"]: "scheduled", working["id"]: "completed"}
+
+        runner = asyncio.create_task(sender.run())  # the loop: sends go on beside the failure
+        try:
+            queued = await new_campaign(client, segment, name="Now")
+            await launch(client, queued["id"])
+
+            async def both_delivered() -> None:
+                assert len(mailbox.messages) == 2
+
+            await eventually(both_delivered)
+        finally:
+            runner.cancel()
 
 
 class TestContactsChanges:
