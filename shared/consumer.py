@@ -43,17 +43,20 @@ log = logging.getLogger(__name__)
 
 # The statements every applied batch runs, built once and on the table's columns: at light
 # load a batch is one event, whose cost is mostly its statements (docs/reliability.md, "3 Dec").
-# Each dialect has its own INSERT ... ON CONFLICT DO NOTHING; PostgreSQL's returns the ids it
-# inserted (``_apply`` says why the two record at different moments).
+# Each dialect has its own INSERT ... ON CONFLICT DO NOTHING; recording first, it returns the
+# ids it inserted (``_apply`` says when the ids are recorded first).
 _PROCESSED = ProcessedEvent.__table__
 _SEEN = select(_PROCESSED.c.event_id).where(
     _PROCESSED.c.consumer == bindparam("consumer"),
     _PROCESSED.c.event_id.in_(bindparam("ids", expanding=True)),
 )
-_RECORD_ON_SQLITE = sqlite.insert(_PROCESSED).on_conflict_do_nothing()
-_RECORD_NEW_ON_POSTGRES = (
-    postgresql.insert(_PROCESSED).on_conflict_do_nothing().returning(_PROCESSED.c.event_id)
-)
+_RECORD = {
+    "postgresql": postgresql.insert(_PROCESSED).on_conflict_do_nothing(),
+    "sqlite": sqlite.insert(_PROCESSED).on_conflict_do_nothing(),
+}
+_RECORD_NEW = {
+    dialect: insert.returning(_PROCESSED.c.event_id) for dialect, insert in _RECORD.items()
+}
 
 Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
 BatchHandler = Callable[[AsyncSession, list[Envelope]], Awaitable[None]]
@@ -76,6 +79,10 @@ class Subscription:
     batch_handlers: dict[str, BatchHandler] = field(default_factory=dict)
     prefetch: BatchHandler | None = None
     finish: Callable[[AsyncSession], Awaitable[None]] | None = None
+    # The handlers take the database's write lock before anything else (``lock_customers``):
+    # on SQLite the batch's ids are then recorded first too, as on PostgreSQL, which holds the
+    # lock no longer and saves the lookup and the lock's own statement.
+    locks_first: bool = False
 
 
 @dataclass
@@ -162,10 +169,11 @@ class EventConsumer:
         once its prepared statement got a generic plan: docs/reliability.md, bug 8), and a
         replica holding the same event waits, then skips it. On SQLite they are looked up first
         and recorded after the handlers: any write takes the database's one write lock, which
-        a slow subscription must not hold while the others wait."""
-        postgres = on_postgres(session)
-        if postgres:
-            new = await self._record_processed(session, items, postgres=True)
+        a slow subscription must not hold while the others wait; unless its handlers take
+        that lock first anyway (``Subscription.locks_first``)."""
+        record_first = on_postgres(session) or self.subscription.locks_first
+        if record_first:
+            new = await self._record_processed(session, items, first=True)
         else:
             new = await self._not_processed(session, items)
         fresh = []
@@ -179,8 +187,8 @@ class EventConsumer:
         # linked to every event's): a span per event cost a fifth of the consumer's time.
         with self._span(fresh, f"{self.name} process"):
             await self._apply_fresh(session, fresh)
-        if not postgres:
-            await self._record_processed(session, fresh, postgres=False)
+        if not record_first:
+            await self._record_processed(session, fresh, first=False)
         for topic, count in Counter(item.record.topic for item in fresh).items():
             metrics.EVENTS_CONSUMED.labels(self.service, self.name, topic).inc(count)
 
@@ -190,11 +198,11 @@ class EventConsumer:
         return ids - set(seen)
 
     async def _record_processed(
-        self, session: AsyncSession, items: list[_Decoded], *, postgres: bool
+        self, session: AsyncSession, items: list[_Decoded], *, first: bool
     ) -> set[str]:
-        """One INSERT for the batch, skipping ids already recorded; on PostgreSQL, the ids it
-        inserted."""
-        statement = _RECORD_NEW_ON_POSTGRES if postgres else _RECORD_ON_SQLITE
+        """One INSERT for the batch, skipping ids already recorded; if ``first`` (before the
+        handlers), the ids it inserted."""
+        statement = (_RECORD_NEW if first else _RECORD)[session.get_bind().dialect.name]
         now = utcnow()
         ids = dict.fromkeys(item.envelope.id for item in items if item.envelope is not None)
         result = await session.execute(
@@ -204,7 +212,7 @@ class EventConsumer:
                 for event_id in ids
             ],
         )
-        return set(result.scalars()) if postgres else set()
+        return set(result.scalars()) if first else set()
 
     async def _apply_fresh(self, session: AsyncSession, fresh: list[_Decoded]) -> None:
         """Prefetch, then each event by its handler, or consecutive ones by a batch handler,

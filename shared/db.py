@@ -193,5 +193,12 @@ async def lock_customers(session: AsyncSession, customer_ids: Iterable[uuid.UUID
         return
     if on_postgres(session):
         await session.execute(customer_locks(ids))
-    else:
+    elif not await _sqlite_writing(session):
         await session.execute(_SQLITE_WRITE_LOCK)
+
+
+async def _sqlite_writing(session: AsyncSession) -> bool:
+    """Whether this SQLite transaction already holds the write lock (a consumer's batch has
+    recorded its event ids first)."""
+    raw = await (await session.connection()).get_raw_connection()
+    return bool(getattr(raw.driver_connection, "writing", False))

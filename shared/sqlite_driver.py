@@ -79,6 +79,12 @@ class OneTripConnection(aiosqlite.Connection):
     def cursor(self) -> OneTripCursor:  # type: ignore[override]
         return OneTripCursor(self)  # no trip: the sqlite3 cursor is made by each statement
 
+    @property
+    def writing(self) -> bool:
+        """Whether the transaction has written, and so holds the database's write lock (the
+        sqlite3 module begins a transaction only before the first write)."""
+        return self._conn.in_transaction
+
     async def commit(self) -> None:
         if self._conn.in_transaction:
             await super().commit()

@@ -114,6 +114,7 @@ SUBSCRIPTIONS = [
         topics=(topics.INTERACTIONS,),
         handlers={INTERACTION_RECORDED: interaction_recorded},
         batch_handlers={INTERACTION_RECORDED: interactions_recorded},
+        locks_first=True,  # interactions_recorded starts with lock_customers
     ),
     Subscription(
         name="marketing",

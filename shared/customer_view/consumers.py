@@ -83,6 +83,7 @@ def subscriptions(
             topics=(topics.INTERACTIONS,),
             handlers={INTERACTION_RECORDED: interaction_recorded},
             batch_handlers={INTERACTION_RECORDED: interactions_recorded},
+            locks_first=True,  # record_touch(es) starts with lock_customers
         ),
         Subscription(
             name="contacts",

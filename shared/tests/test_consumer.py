@@ -12,7 +12,8 @@ from sqlalchemy.exc import OperationalError
 from shared import topics
 from shared.bus import Bus
 from shared.consumer import EventConsumer, Subscription, consume, prune_processed
-from shared.events import encode_event, utcnow
+from shared.db import lock_customers
+from shared.events import decode_event, encode_event, utcnow
 from shared.models import ProcessedEvent
 from shared.testing import TopicTail, consumer_record, eventually
 
@@ -385,3 +386,39 @@ async def test_prefetch_sees_a_batchs_new_events_before_any_is_applied(tables, k
     await consumer.process([first, record(1, key, "b"), record(2, key, "c")])  # a: redelivered
 
     assert calls == [("prefetch", ["b", "c"]), ("apply", ["b"]), ("apply", ["c"])]
+
+
+@pytest.mark.parametrize("locks_first", [False, True], ids=["looked-up", "recorded-first"])
+async def test_an_event_delivered_again_is_applied_once(tables, kafka_settings, locks_first):
+    """Whether the ids are looked up before the handlers and recorded after them, or recorded
+    first (a subscription whose handlers take the write lock first; always on PostgreSQL)."""
+    applied: list[str] = []
+
+    async def handler(session, event):
+        await lock_customers(session, [uuid.uuid4()])
+        applied.append(event.data["label"])
+        await insert_applied(session, event)
+
+    consumer = EventConsumer(
+        service="test",
+        subscription=Subscription(
+            "t", (topics.ANALYTICS,), {TEST_EVENT: handler}, locks_first=locks_first
+        ),
+        session_factory=tables,
+        kafka=kafka_settings,
+        bus=Bus(kafka_settings, "test-again"),
+        group_id="unused",
+    )
+    key = str(uuid.uuid4())
+    first, second = record(0, key, "a"), record(1, key, "b")
+    await consumer.process([first, first])  # twice in one batch
+    await consumer.process([first, second])  # again in the next
+    await consumer.process([second])
+
+    assert applied == ["a", "b"]
+    assert await applied_labels(tables, key) == ["a", "b"]
+    async with tables() as session:
+        recorded = await session.scalars(
+            select(ProcessedEvent.event_id).where(ProcessedEvent.consumer == "test.t")
+        )
+        assert sorted(recorded) == sorted({decode_event(r.value).id for r in (first, second)})
