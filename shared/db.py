@@ -187,7 +187,8 @@ async def lock_customers(session: AsyncSession, customer_ids: Iterable[uuid.UUID
     """``customer_locks`` on PostgreSQL. On SQLite, the database's one write lock, taken now:
     as its driver begins a transaction only at the first write, what was read before it (a
     customer's profile) could change under another writer's commit before this one writes (a
-    touch filed under a customer merged meanwhile, as the replay test once caught)."""
+    touch filed under a customer merged meanwhile, as the replay test once caught). Nothing
+    runs if the transaction has written already: it holds the lock."""
     ids = list(customer_ids)
     if not ids:
         return
