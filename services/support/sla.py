@@ -169,7 +169,7 @@ def _breach(session: AsyncSession, ticket: Ticket, target: str, now: datetime) -
 
 
 async def run(factory: async_sessionmaker[AsyncSession], interval_s: float) -> None:
-    """The scheduler loop: one sweep (one transaction) per interval, errors logged, never fatal."""
+    """The scheduler loop: one sweep per interval, errors logged, never fatal."""
     while True:
         try:
             swept = await sweep(factory, utcnow())
