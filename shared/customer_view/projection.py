@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import contact_rules, topics
@@ -46,9 +47,15 @@ _STANDING = select(_PROFILES.status, _PROFILES.merged_into).where(
 )
 # The statuses of some customers (those with no profile yet are active).
 _STATUSES = select(_PROFILES.contact_id, _PROFILES.status).where(_PROFILES.contact_id.in_(_IDS))
-_RECORDED = select(TimelineEntry.__table__.c.interaction_id).where(
-    TimelineEntry.__table__.c.interaction_id.in_(_IDS)
-)
+# New touches, one INSERT for a batch: a touch already recorded (the same interaction id under
+# another event id: a client's retry) is skipped, and the ids returned are the new ones.
+_TIMELINE = TimelineEntry.__table__
+_INSERT_NEW_TOUCHES = {
+    name: insert(_TIMELINE)
+    .on_conflict_do_nothing(index_elements=[_TIMELINE.c.interaction_id])
+    .returning(_TIMELINE.c.interaction_id)
+    for name, insert in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
+}
 
 # ---- reads ----------------------------------------------------------------------------------
 
@@ -305,9 +312,8 @@ async def record_touches(
     customer_ids = list({t.customer_id for t in touches})
     await lock_customers(session, customer_ids)
     statuses = dict((await session.execute(_STATUSES, {"ids": customer_ids})).all())
-    existing = set(await session.scalars(_RECORDED, {"ids": [t.interaction_id for t in touches]}))
-    outcomes: list[TouchOutcome] = []
-    rows: list[dict[str, object]] = []
+    outcomes: list[TouchOutcome | None] = []  # None: recorded unless already there
+    rows: dict[uuid.UUID, dict[str, object]] = {}
     for touch in touches:
         status = statuses.get(touch.customer_id)
         if status is None or status == ProfileStatus.active:
@@ -316,15 +322,20 @@ async def record_touches(
             customer_id = await survivor(session, touch.customer_id)
         if customer_id is None:
             outcomes.append(TouchOutcome.erased)
-        elif touch.interaction_id in existing:
-            outcomes.append(TouchOutcome.duplicate)
+        elif touch.interaction_id in rows:
+            outcomes.append(TouchOutcome.duplicate)  # twice in this batch
         else:
-            existing.add(touch.interaction_id)
-            rows.append(_timeline_row(touch, customer_id))
-            outcomes.append(TouchOutcome.recorded)
+            rows[touch.interaction_id] = _timeline_row(touch, customer_id)
+            outcomes.append(None)
+    new: set[uuid.UUID] = set()
     if rows:
-        await session.execute(insert(TimelineEntry.__table__), rows)
-    return outcomes
+        statement = _INSERT_NEW_TOUCHES[session.get_bind().dialect.name]
+        new = set(await session.scalars(statement, list(rows.values())))
+    for n, touch in enumerate(touches):
+        if outcomes[n] is None:  # a duplicate here: recorded before, under another event id
+            new_here = touch.interaction_id in new
+            outcomes[n] = TouchOutcome.recorded if new_here else TouchOutcome.duplicate
+    return [outcome for outcome in outcomes if outcome is not None]
 
 
 def _timeline_row(touch: InteractionRecorded, customer_id: uuid.UUID) -> dict[str, object]:
