@@ -226,7 +226,7 @@ class Load:
     def campaign_line(self, delivered_before: int) -> str:
         """The campaigns launched since the last call, and the e-mails the SMTP server got."""
         done, self.campaigns = self.campaigns, Counter()
-        delivered = len(self.mailbox.messages) if self.mailbox else 0
+        delivered = self.delivered()
         suppressed = {k: v for k, v in done.items() if k not in ("launched", "queued")}
         return (
             f"  campaigns: {done['launched']} launched, {done['queued']} sends queued,"
@@ -328,7 +328,8 @@ class Load:
         peak = max(s.get(f"{n}.backlog", 0) for s in rows for n in names)
         print(f"  peak outbox backlog {peak:.0f}")
 
-    async def batch_ingest(self, calls: int, running: Platform, size: int = 1000) -> None:
+    async def batch_ingest(self, calls: int, size: int = 1000) -> None:
+        running = self.running
         targets = await self.create_customers(20)
         before = await self.counted(targets)
         cpu = {s: cpu_of(p.pid) for s, p in running.processes.items()}
@@ -417,7 +418,7 @@ async def main(args: argparse.Namespace) -> None:
             scraper = asyncio.create_task(load.scrape(stop))
 
             if args.batch_only:
-                await load.batch_ingest(args.batch_calls, running)
+                await load.batch_ingest(args.batch_calls)
             else:
                 light = Stats()
                 await load.probes(light, args.light)
@@ -426,7 +427,7 @@ async def main(args: argparse.Namespace) -> None:
                     await soak(load, running, args)
                 else:
                     await full_and_half_load(load, running, args)
-                    await load.batch_ingest(args.batch_calls, running)
+                    await load.batch_ingest(args.batch_calls)
             stop.set()
             await scraper
             await load.contacts_db.dispose()
