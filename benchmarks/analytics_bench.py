@@ -150,10 +150,11 @@ async def one_ticket_counted(http: httpx.AsyncClient, producer: AIOKafkaProducer
     event[3]["opened_at"] = datetime.combine(day, datetime.min.time(), UTC).isoformat()
     started = time.perf_counter()
     await send(producer, [event])
-    while True:
+    while time.perf_counter() - started < 60:
         kpis = (await http.get("/v1/kpis/support", params=period)).json()
         if kpis["tickets_opened"]:
             return time.perf_counter() - started
+    raise RuntimeError(f"a ticket opened on {day} was not counted within 60 s")
 
 
 async def consuming(platform_, url: str) -> None:
