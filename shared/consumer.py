@@ -19,7 +19,6 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 from sqlalchemy import bindparam, delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tenacity import (
@@ -32,7 +31,7 @@ from tenacity import (
 
 from shared import faults, metrics, topics, tracing
 from shared.bus import Bus
-from shared.db import on_postgres
+from shared.db import in_dialect, insert_new_only, on_postgres
 from shared.events import Envelope, MalformedEvent, decode_event, utcnow
 from shared.kafka import new_consumer
 from shared.models import ProcessedEvent
@@ -43,20 +42,13 @@ log = logging.getLogger(__name__)
 
 # The statements every applied batch runs, built once and on the table's columns: at light
 # load a batch is one event, whose cost is mostly its statements (docs/reliability.md, "3 Dec").
-# Each dialect has its own INSERT ... ON CONFLICT DO NOTHING; recording first, it returns the
-# ids it inserted (``_apply`` says when the ids are recorded first).
+# Recording first, the INSERT returns the ids it inserted (``_apply`` says when that is).
 _PROCESSED = ProcessedEvent.__table__
 _SEEN = select(_PROCESSED.c.event_id).where(
     _PROCESSED.c.consumer == bindparam("consumer"),
     _PROCESSED.c.event_id.in_(bindparam("ids", expanding=True)),
 )
-_RECORD = {
-    "postgresql": postgresql.insert(_PROCESSED).on_conflict_do_nothing(),
-    "sqlite": sqlite.insert(_PROCESSED).on_conflict_do_nothing(),
-}
-_RECORD_NEW = {
-    dialect: insert.returning(_PROCESSED.c.event_id) for dialect, insert in _RECORD.items()
-}
+_RECORD_NEW = insert_new_only(_PROCESSED, returning=_PROCESSED.c.event_id)
 
 Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
 BatchHandler = Callable[[AsyncSession, list[Envelope]], Awaitable[None]]
@@ -173,7 +165,7 @@ class EventConsumer:
         that lock first anyway (``Subscription.locks_first``)."""
         record_first = on_postgres(session) or self.subscription.locks_first
         if record_first:
-            new = await self._record_processed(session, items, first=True)
+            new = await self._record_processed(session, items)
         else:
             new = await self._not_processed(session, items)
         fresh = []
@@ -188,7 +180,7 @@ class EventConsumer:
         with self._span(fresh, f"{self.name} process"):
             await self._apply_fresh(session, fresh)
         if not record_first:
-            await self._record_processed(session, fresh, first=False)
+            await self._record_processed(session, fresh)
         for topic, count in Counter(item.record.topic for item in fresh).items():
             metrics.EVENTS_CONSUMED.labels(self.service, self.name, topic).inc(count)
 
@@ -197,22 +189,18 @@ class EventConsumer:
         seen = await session.scalars(_SEEN, {"consumer": self.name, "ids": list(ids)})
         return ids - set(seen)
 
-    async def _record_processed(
-        self, session: AsyncSession, items: list[_Decoded], *, first: bool
-    ) -> set[str]:
-        """One INSERT for the batch, skipping ids already recorded; if ``first`` (before the
-        handlers), the ids it inserted."""
-        statement = (_RECORD_NEW if first else _RECORD)[session.get_bind().dialect.name]
+    async def _record_processed(self, session: AsyncSession, items: list[_Decoded]) -> set[str]:
+        """One INSERT for the batch, skipping ids already recorded; the ids it inserted."""
         now = utcnow()
         ids = dict.fromkeys(item.envelope.id for item in items if item.envelope is not None)
         result = await session.execute(
-            statement,
+            in_dialect(session, _RECORD_NEW),
             [
                 {"consumer": self.name, "event_id": event_id, "processed_at": now}
                 for event_id in ids
             ],
         )
-        return set(result.scalars()) if first else set()
+        return set(result.scalars())
 
     async def _apply_fresh(self, session: AsyncSession, fresh: list[_Decoded]) -> None:
         """Prefetch, then each event by its handler, or consecutive ones by a batch handler,

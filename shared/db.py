@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, Table, TextClause, TypeDecorator, event, text
+from sqlalchemy import Column, DateTime, MetaData, Table, TextClause, TypeDecorator, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -158,10 +158,31 @@ async def ping(engine: AsyncEngine) -> None:
         await connection.execute(text("SELECT 1"))
 
 
+# Each dialect's INSERT, which can take ON CONFLICT DO NOTHING or DO UPDATE (SQLite and
+# PostgreSQL both have them, with the same SQLAlchemy API).
+_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
 def insert_on_conflict(session: AsyncSession, table: Table) -> Any:
-    """The table's INSERT in the session's dialect, which can take ON CONFLICT DO NOTHING or
-    DO UPDATE (both SQLite and PostgreSQL have them, with the same SQLAlchemy API)."""
-    return (postgresql.insert if on_postgres(session) else sqlite.insert)(table)
+    """The table's INSERT in the session's dialect, to add an ON CONFLICT clause to."""
+    return _INSERTS[session.get_bind().dialect.name](table)
+
+
+def insert_new_only(
+    table: Table, *, conflict_on: list[Column[Any]] | None = None, returning: Column[Any]
+) -> dict[str, Any]:
+    """``INSERT ... ON CONFLICT DO NOTHING RETURNING returning`` for each dialect, built once
+    for statements run per batch (building one per call cost more than running it at a batch
+    of one); ``in_dialect`` picks the session's. The rows returned are the ones inserted."""
+    return {
+        name: insert(table).on_conflict_do_nothing(index_elements=conflict_on).returning(returning)
+        for name, insert in _INSERTS.items()
+    }
+
+
+def in_dialect(session: AsyncSession, statements: dict[str, Any]) -> Any:
+    """The statement for the session's database, of statements built per dialect."""
+    return statements[session.get_bind().dialect.name]
 
 
 def customer_locks(customer_ids: Iterable[uuid.UUID]) -> TextClause:

@@ -7,7 +7,6 @@ from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import and_, bindparam, delete, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import contact_rules, topics
@@ -19,7 +18,7 @@ from shared.customer_view.models import (
     TimelineEntry,
 )
 from shared.customer_view.schemas import InteractionCreate, TimelineItem
-from shared.db import lock_customers
+from shared.db import in_dialect, insert_new_only, lock_customers
 from shared.errors import Conflict, InvalidInput
 from shared.events import (
     INTERACTION_RECORDED,
@@ -50,12 +49,9 @@ _STATUSES = select(_PROFILES.contact_id, _PROFILES.status).where(_PROFILES.conta
 # New touches, one INSERT for a batch: a touch already recorded (the same interaction id under
 # another event id: a client's retry) is skipped, and the ids returned are the new ones.
 _TIMELINE = TimelineEntry.__table__
-_INSERT_NEW_TOUCHES = {
-    name: insert(_TIMELINE)
-    .on_conflict_do_nothing(index_elements=[_TIMELINE.c.interaction_id])
-    .returning(_TIMELINE.c.interaction_id)
-    for name, insert in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
-}
+_INSERT_NEW_TOUCHES = insert_new_only(
+    _TIMELINE, conflict_on=[_TIMELINE.c.interaction_id], returning=_TIMELINE.c.interaction_id
+)
 
 # ---- reads ----------------------------------------------------------------------------------
 
@@ -329,13 +325,16 @@ async def record_touches(
             outcomes.append(None)
     new: set[uuid.UUID] = set()
     if rows:
-        statement = _INSERT_NEW_TOUCHES[session.get_bind().dialect.name]
+        statement = in_dialect(session, _INSERT_NEW_TOUCHES)
         new = set(await session.scalars(statement, list(rows.values())))
-    for n, touch in enumerate(touches):
-        if outcomes[n] is None:  # a duplicate here: recorded before, under another event id
-            new_here = touch.interaction_id in new
-            outcomes[n] = TouchOutcome.recorded if new_here else TouchOutcome.duplicate
-    return [outcome for outcome in outcomes if outcome is not None]
+    decided: list[TouchOutcome] = []
+    for touch, outcome in zip(touches, outcomes, strict=True):
+        if outcome is None:  # not inserted: recorded before, under another event id (a retry)
+            outcome = (
+                TouchOutcome.recorded if touch.interaction_id in new else TouchOutcome.duplicate
+            )
+        decided.append(outcome)
+    return decided
 
 
 def _timeline_row(touch: InteractionRecorded, customer_id: uuid.UUID) -> dict[str, object]:

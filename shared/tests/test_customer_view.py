@@ -3,23 +3,14 @@
 import uuid
 from datetime import UTC, datetime
 
-import pytest
 from sqlalchemy import select
 
-from shared.customer_view import CustomerViewBase, projection
+from shared.customer_view import projection
 from shared.customer_view.models import TimelineEntry
 from shared.customer_view.projection import TouchOutcome
 from shared.events import InteractionRecorded
 
 AT = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def view(session_factory):
-    async with session_factory() as session:
-        await (await session.connection()).run_sync(CustomerViewBase.metadata.create_all)
-        await session.commit()
-    return session_factory
 
 
 def touch(customer_id: uuid.UUID, interaction_id: uuid.UUID | None = None, subject: str = "s"):
@@ -35,28 +26,28 @@ def touch(customer_id: uuid.UUID, interaction_id: uuid.UUID | None = None, subje
     )
 
 
-async def record(view, touches) -> list[TouchOutcome]:
-    async with view() as session:
+async def record(session_factory, touches) -> list[TouchOutcome]:
+    async with session_factory() as session:
         outcomes = await projection.record_touches(session, touches)
         await session.commit()
     return outcomes
 
 
-async def stored(view) -> dict[uuid.UUID, tuple[uuid.UUID, str | None]]:
-    async with view() as session:
+async def stored(session_factory) -> dict[uuid.UUID, tuple[uuid.UUID, str | None]]:
+    async with session_factory() as session:
         rows = await session.execute(
             select(TimelineEntry.interaction_id, TimelineEntry.customer_id, TimelineEntry.subject)
         )
         return {interaction: (customer, subject) for interaction, customer, subject in rows}
 
 
-async def test_a_touch_sent_again_under_a_new_event_is_kept_once(view):
+async def test_a_touch_sent_again_under_a_new_event_is_kept_once(session_factory):
     """A client's retry of a touch (same interaction id, a new event), in the same batch or a
     later one, is a duplicate: the first version stays."""
     customer = uuid.uuid4()
     first, second, third = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     outcomes = await record(
-        view,
+        session_factory,
         [
             touch(customer, first, "original"),
             touch(customer, first, "retry"),
@@ -64,25 +55,27 @@ async def test_a_touch_sent_again_under_a_new_event_is_kept_once(view):
         ],
     )
     assert outcomes == [TouchOutcome.recorded, TouchOutcome.duplicate, TouchOutcome.recorded]
-    outcomes = await record(view, [touch(customer, first, "late retry"), touch(customer, third)])
+    outcomes = await record(
+        session_factory, [touch(customer, first, "late retry"), touch(customer, third)]
+    )
     assert outcomes == [TouchOutcome.duplicate, TouchOutcome.recorded]
-    assert await stored(view) == {
+    assert await stored(session_factory) == {
         first: (customer, "original"),
         second: (customer, "s"),
         third: (customer, "s"),
     }
 
 
-async def test_touches_of_merged_and_erased_customers(view):
+async def test_touches_of_merged_and_erased_customers(session_factory):
     survivor, merged, erased = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    async with view() as session:
+    async with session_factory() as session:
         await projection.contact_merged(session, merged, survivor)
         await projection.contact_erased(session, erased)
         await session.commit()
     to_merged, to_erased, to_survivor = touch(merged), touch(erased), touch(survivor)
-    outcomes = await record(view, [to_merged, to_erased, to_survivor])
+    outcomes = await record(session_factory, [to_merged, to_erased, to_survivor])
     assert outcomes == [TouchOutcome.recorded, TouchOutcome.erased, TouchOutcome.recorded]
-    assert await stored(view) == {
+    assert await stored(session_factory) == {
         to_merged.interaction_id: (survivor, "s"),  # filed under the survivor
         to_survivor.interaction_id: (survivor, "s"),
     }
