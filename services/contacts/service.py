@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select
+from sqlalchemy import and_, case, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -181,6 +181,10 @@ class NearMatch:
     score: float
 
 
+# A new contact is compared with at most this many others sharing its last name or company.
+NEAR_DUPLICATE_CANDIDATES = 500
+
+
 async def near_duplicates(
     session: AsyncSession, contact: dict[str, Any], threshold: float, limit: int = 5
 ) -> list[NearMatch]:
@@ -190,11 +194,20 @@ async def near_duplicates(
         keys.append(Contact.company_key == contact["company_key"])
     if not keys:
         return []
+    # A common surname or a large company shares its key with more contacts than are compared:
+    # those sharing both keys come first, then those whose first name starts with the same
+    # letter, so the likeliest duplicates are among the ones compared.
+    initial = contact["first_name"][:1].lower()
+    likeliest_first = [
+        case((and_(*keys), 0), else_=1),
+        case((func.lower(func.substr(Contact.first_name, 1, 1)) == initial, 0), else_=1),
+    ]
     rows = (
         await session.execute(
             select(Contact.id, Contact.first_name, Contact.last_name, Contact.company)
             .where(Contact.status == ContactStatus.active, Contact.id != contact["id"], or_(*keys))
-            .limit(500)
+            .order_by(*likeliest_first)
+            .limit(NEAR_DUPLICATE_CANDIDATES)
         )
     ).all()
     person = rules.Person(contact["first_name"], contact["last_name"], contact["company"])

@@ -6,6 +6,8 @@ from typing import Any
 import httpx
 import pytest
 
+from services.contacts.service import NEAR_DUPLICATE_CANDIDATES
+
 Contact = dict[str, Any]
 CSV = {"content-type": "text/csv"}
 NDJSON = {"content-type": "application/x-ndjson"}
@@ -120,6 +122,20 @@ class TestCreateContact:
         assert match["score"] > 85
         assert (match["first_name"], match["last_name"]) == ("Anna", "Schmidt")
         assert ana["id"] in await ids(client)
+
+    async def test_a_near_match_is_found_behind_many_namesakes(self, client):
+        # More contacts share the surname than are compared: the ones that also share the
+        # company, or the first name's initial, must be among them, whenever they were created.
+        namesakes = "\n".join(f"Bert{n},Schmidt,Firm {n}" for n in range(NEAR_DUPLICATE_CANDIDATES))
+        result = await import_file(client, f"first_name,last_name,company\n{namesakes}\n", CSV)
+        assert result.json()["created"] == NEAR_DUPLICATE_CANDIDATES
+        anna = await create(client, last_name="Schmidt", company="Acme GmbH")
+        lone_anna = await create(client, first_name="Anna", last_name="Schmidt")
+
+        ana = await create(client, first_name="Ana", last_name="Schmidt", company="ACME GmbH")
+        assert [m["id"] for m in ana["possible_duplicates"]][:1] == [anna["id"]]
+        ana_alone = await create(client, first_name="Ana", last_name="Schmidt")
+        assert lone_anna["id"] in {m["id"] for m in ana_alone["possible_duplicates"]}
 
 
 class TestUpdateContact:
