@@ -43,6 +43,8 @@ class MarketingSettings(ServiceSettings):
     sender_batch_size: int = Field(default=500, ge=1, le=10_000)
     sender_poll_interval_s: float = Field(default=0.5, gt=0)
     sender_concurrency: int = Field(default=20, ge=1, le=1000)
+    # A scheduled launch that failed is tried again after this wait, not every round.
+    launch_retry_wait_s: float = Field(default=60.0, ge=0)
     # Attempts per recipient before a send is reported failed, and the first retry wait.
     send_max_attempts: int = Field(default=3, ge=1, le=20)
     send_retry_wait_s: float = Field(default=0.2, ge=0)

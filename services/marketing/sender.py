@@ -48,6 +48,8 @@ class Sender:
         self.settings = settings
         self.providers = channel_providers or providers(settings)
         self._claims: dict[uuid.UUID, uuid.UUID] = {}  # send id -> the claim that holds it
+        # Scheduled campaign id -> when its failed launch is tried again (this replica's view).
+        self._launch_retry_at: dict[uuid.UUID, datetime] = {}
 
     async def run(self) -> None:
         while True:
@@ -67,7 +69,8 @@ class Sender:
 
     async def launch_due(self, now: datetime | None = None) -> int:
         """Launch the scheduled campaigns whose time has come, each in its own transaction; the
-        number launched. One that fails stays scheduled (tried again next round) and holds
+        number launched. One that fails stays scheduled, is tried again after
+        ``launch_retry_wait_s`` (not every round: its error is logged once per try), and holds
         back neither the others nor the sends."""
         now = now or utcnow()
         async with self.session_factory() as session:
@@ -79,12 +82,27 @@ class Sender:
                     )
                 )
             )
+        self._launch_retry_at = {
+            campaign_id: at
+            for campaign_id, at in self._launch_retry_at.items()
+            if campaign_id in due
+        }
         launched = 0
         for campaign_id in due:
+            if now < self._launch_retry_at.get(campaign_id, now):
+                continue
             try:
                 launched += await self._launch_scheduled(campaign_id, now)
             except Exception:
-                log.exception("scheduled launch failed", extra={"campaign_id": str(campaign_id)})
+                wait = self.settings.launch_retry_wait_s
+                self._launch_retry_at[campaign_id] = now + timedelta(seconds=wait)
+                log.exception(
+                    "scheduled launch failed; tried again in %.0f s",
+                    wait,
+                    extra={"campaign_id": str(campaign_id)},
+                )
+            else:
+                self._launch_retry_at.pop(campaign_id, None)
         return launched
 
     async def _launch_scheduled(self, campaign_id: uuid.UUID, now: datetime) -> bool:

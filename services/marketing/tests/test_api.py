@@ -454,7 +454,8 @@ class TestDelivery:
         self, client, mailbox, monkeypatch
     ):
         """A campaign whose launch keeps failing (say a segment rule a later version no longer
-        reads) stays scheduled; the other due campaign launches, and the sender delivers."""
+        reads) stays scheduled and is tried again after the retry wait, not every round; the
+        other due campaign launches, and the sender delivers."""
         await new_contact(client)
         segment = (await new_segment(client))["id"]
         at = (NOW + timedelta(hours=1)).isoformat()
@@ -462,8 +463,11 @@ class TestDelivery:
         working = await new_campaign(client, segment, name="Working", scheduled_at=at)
         real_launch = launch_module.launch
 
+        broken_tries = []
+
         async def launch_failing_for_broken(session, campaign_id, now=None):
             if str(campaign_id) == broken["id"]:
+                broken_tries.append(now)
                 raise RuntimeError("segment rule no longer readable")
             return await real_launch(session, campaign_id, now)
 
@@ -474,6 +478,11 @@ class TestDelivery:
         assert len(mailbox.messages) == 1
         read = {c["id"]: c["status"] for c in (await client.get("/v1/campaigns")).json()["items"]}
         assert read == {broken["id"]: "scheduled", working["id"]: "completed"}
+        wait = timedelta(seconds=sender.settings.launch_retry_wait_s)
+        assert await sender.launch_due(NOW + timedelta(hours=2) + wait / 2) == 0
+        assert len(broken_tries) == 1
+        assert await sender.launch_due(NOW + timedelta(hours=2) + wait) == 0
+        assert len(broken_tries) == 2
 
         runner = asyncio.create_task(sender.run())  # the loop: sends go on beside the failure
         try:
