@@ -2,9 +2,12 @@
 
 import base64
 import json
+import uuid
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
+from sqlalchemy import ColumnElement, and_, or_
 
 from shared.errors import InvalidInput
 
@@ -35,3 +38,38 @@ def decode_cursor(cursor: str, size: int) -> list[str]:
     if not isinstance(values, list) or len(values) != size:
         raise InvalidInput("not a cursor returned by this API", field="cursor")
     return [str(v) for v in values]
+
+
+def after_row(column: Any, value: Any, id_column: Any, last_id: Any) -> ColumnElement[bool]:
+    """Rows after (value, last_id) in a list ordered by (column, id), both descending."""
+    return or_(column < value, and_(column == value, id_column < last_id))
+
+
+def decode_time_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """A (timestamp, id) cursor's values; a 422 on ``cursor`` for anything else, a timestamp
+    without its time zone included (the columns hold UTC-aware times)."""
+    at_raw, id_raw = decode_cursor(cursor, 2)
+    try:
+        at, last_id = datetime.fromisoformat(at_raw), uuid.UUID(id_raw)
+    except ValueError as exc:
+        raise InvalidInput("not a cursor returned by this API", field="cursor") from exc
+    if at.tzinfo is None:
+        raise InvalidInput("not a cursor returned by this API", field="cursor")
+    return at, last_id
+
+
+def page_after(query: Any, column: Any, id_column: Any, cursor: str | None) -> Any:
+    """``query`` (newest first by (column, id)) restricted to the rows after the cursor's."""
+    if cursor is None:
+        return query
+    at, last_id = decode_time_cursor(cursor)
+    return query.where(after_row(column, at, id_column, last_id))
+
+
+def cut_page(rows: list[Any], limit: int, at: str, id_: str = "id") -> tuple[list[Any], str | None]:
+    """The first ``limit`` of ``limit + 1`` rows fetched, and the cursor to the next page
+    (None on the last), made of the last row's ``at`` and ``id_`` attributes."""
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, encode_cursor(getattr(rows[-1], at).isoformat(), getattr(rows[-1], id_))

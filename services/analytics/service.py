@@ -4,7 +4,7 @@ import uuid
 from collections import defaultdict
 from datetime import datetime
 
-from sqlalchemy import and_, bindparam, func, or_, select, union_all
+from sqlalchemy import bindparam, func, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.analytics import rules, scoring
@@ -30,7 +30,7 @@ from shared.customer_view import TimelineEntry, TimelineItem
 from shared.customer_view.projection import to_item
 from shared.errors import InvalidInput, NotFound
 from shared.events import Channel, Department, utcnow
-from shared.pagination import decode_cursor, encode_cursor
+from shared.pagination import cut_page, decode_cursor, encode_cursor, page_after
 
 MAX_ORDERS = 100
 
@@ -186,23 +186,10 @@ async def _touches(
         query = query.where(TimelineEntry.occurred_at >= since)
     if until is not None:
         query = query.where(TimelineEntry.occurred_at < until)
-    if cursor is not None:
-        at_raw, id_raw = decode_cursor(cursor, 2)
-        try:
-            at, last_id = datetime.fromisoformat(at_raw), uuid.UUID(id_raw)
-        except ValueError as exc:
-            raise InvalidInput("not a cursor returned by this API", field="cursor") from exc
-        query = query.where(
-            or_(
-                TimelineEntry.occurred_at < at,
-                and_(TimelineEntry.occurred_at == at, TimelineEntry.interaction_id < last_id),
-            )
-        )
-    rows = list(await session.scalars(query, {"ids": ids}))
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].occurred_at.isoformat(), rows[-1].interaction_id)
+    query = page_after(query, TimelineEntry.occurred_at, TimelineEntry.interaction_id, cursor)
+    rows, next_cursor = cut_page(
+        list(await session.scalars(query, {"ids": ids})), limit, "occurred_at", "interaction_id"
+    )
     return [_item(r, ids[0]) for r in rows], next_cursor
 
 

@@ -22,7 +22,7 @@ from shared.db import lock_customers
 from shared.errors import Conflict, Gone, InvalidInput, NotFound
 from shared.events import ContactPolicy, ContactPreferences, utcnow
 from shared.outbox import add_rows
-from shared.pagination import decode_cursor, encode_cursor
+from shared.pagination import cut_page, page_after
 
 # The primary e-mail and phone are identities too, so one uniqueness rule covers all of them.
 PRIMARY_IDENTITY_FIELDS = ("email", "phone")
@@ -249,32 +249,9 @@ async def list_contacts(
                 )
             )
         query = query.where(or_(*conditions))
-    if cursor:
-        created_raw, id_raw = decode_cursor(cursor, 2)
-        try:
-            created_at, last_id = datetime.fromisoformat(created_raw), uuid.UUID(id_raw)
-            if created_at.tzinfo is None:
-                raise ValueError("naive timestamp")
-        except ValueError as exc:
-            raise InvalidInput("not a cursor returned by this API", field="cursor") from exc
-        query = query.where(
-            or_(
-                Contact.created_at < created_at,
-                and_(Contact.created_at == created_at, Contact.id < last_id),
-            )
-        )
-    rows = list(
-        (
-            await session.scalars(
-                query.order_by(Contact.created_at.desc(), Contact.id.desc()).limit(limit + 1)
-            )
-        ).all()
-    )
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].created_at.isoformat(), rows[-1].id)
-    return rows, next_cursor
+    query = page_after(query, Contact.created_at, Contact.id, cursor)
+    query = query.order_by(Contact.created_at.desc(), Contact.id.desc()).limit(limit + 1)
+    return cut_page(list(await session.scalars(query)), limit, "created_at")
 
 
 async def update_contact(

@@ -2,11 +2,11 @@
 session and never commit: the caller does."""
 
 import uuid
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.marketing import audience, events, rules
@@ -35,28 +35,14 @@ from services.marketing.schemas import (
 )
 from shared.errors import InvalidInput, InvalidTransition, NotFound
 from shared.events import utcnow
-from shared.pagination import decode_cursor, encode_cursor
+from shared.pagination import cut_page, decode_cursor, encode_cursor, page_after
 
 # ---- pages ----------------------------------------------------------------------------------
 
 
 def _newest_first(query: Any, model: Any, cursor: str | None) -> Any:
     query = query.order_by(model.created_at.desc(), model.id.desc())
-    if cursor is None:
-        return query
-    at_raw, id_raw = decode_cursor(cursor, 2)
-    try:
-        at, last_id = datetime.fromisoformat(at_raw), uuid.UUID(id_raw)
-    except ValueError as exc:
-        raise InvalidInput("not a cursor returned by this API", field="cursor") from exc
-    return query.where(or_(model.created_at < at, and_(model.created_at == at, model.id < last_id)))
-
-
-def _page(rows: list[Any], limit: int) -> tuple[list[Any], str | None]:
-    if len(rows) <= limit:
-        return rows, None
-    rows = rows[:limit]
-    return rows, encode_cursor(rows[-1].created_at.isoformat(), rows[-1].id)
+    return page_after(query, model.created_at, model.id, cursor)
 
 
 # ---- segments -------------------------------------------------------------------------------
@@ -103,7 +89,7 @@ async def list_segments(
     session: AsyncSession, *, limit: int, cursor: str | None
 ) -> tuple[list[Segment], str | None]:
     rows = await session.scalars(_newest_first(select(Segment), Segment, cursor).limit(limit + 1))
-    return _page(list(rows), limit)
+    return cut_page(list(rows), limit, "created_at")
 
 
 async def preview(session: AsyncSession, raw_rules: dict[str, Any]) -> int:
@@ -175,7 +161,7 @@ async def list_campaigns(
     if status is not None:
         query = query.where(Campaign.status == status.value)
     rows = await session.scalars(_newest_first(query, Campaign, cursor).limit(limit + 1))
-    return _page(list(rows), limit)
+    return cut_page(list(rows), limit, "created_at")
 
 
 async def update_campaign(
@@ -215,7 +201,7 @@ async def sends_page(
     if status is not None:
         query = query.where(Send.status == status)
     rows = await session.scalars(_newest_first(query, Send, cursor).limit(limit + 1))
-    return _page(list(rows), limit)
+    return cut_page(list(rows), limit, "created_at")
 
 
 async def report(session: AsyncSession, campaign_id: uuid.UUID) -> Report:

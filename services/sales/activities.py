@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.sales import customers
 from services.sales.models import Activity, Opportunity
-from services.sales.paging import cut, page_after
 from services.sales.schemas import ActivityCreate
 from shared import customer_view, topics
 from shared.contracts.sales import SOURCE
@@ -26,6 +25,7 @@ from shared.events import (
     utcnow,
 )
 from shared.outbox import add_rows, event_row
+from shared.pagination import cut_page, page_after
 
 
 def _check_opportunity(
@@ -177,4 +177,4 @@ async def list_activities(
     if opportunity_id is not None:
         query = query.where(Activity.opportunity_id == opportunity_id)
     query = page_after(query, Activity.occurred_at, Activity.id, cursor)
-    return cut(list(await session.scalars(query)), limit, "occurred_at")
+    return cut_page(list(await session.scalars(query)), limit, "occurred_at")

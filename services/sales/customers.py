@@ -2,11 +2,12 @@
 crm.support.v1), analytics' scores (from crm.analytics.v1), and the rep's view that puts them
 together with the shared timeline. Also how merges and erasures reach sales' own rows."""
 
+import math
 import uuid
 from decimal import Decimal
 from typing import Literal
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.sales import territories
@@ -34,7 +35,7 @@ from shared.contracts.support import TicketOpened
 from shared.customer_view import ContactCheck
 from shared.errors import InvalidInput, NotFound
 from shared.events import Channel, Department, utcnow
-from shared.pagination import decode_cursor, encode_cursor
+from shared.pagination import after_row, decode_cursor, encode_cursor
 
 OPEN = "open"
 
@@ -139,11 +140,11 @@ async def key_customers(
         try:
             value = Decimal(value_raw) if sort == "clv" else float(value_raw)
             last_id = uuid.UUID(id_raw)
+            if not math.isfinite(value):  # scores are finite; a signalling NaN cannot be bound
+                raise ValueError("not a finite number")
         except (ValueError, ArithmeticError) as exc:
             raise InvalidInput("not a cursor returned by this API", field="cursor") from exc
-        query = query.where(
-            or_(column < value, and_(column == value, CustomerScore.customer_id < last_id))
-        )
+        query = query.where(after_row(column, value, CustomerScore.customer_id, last_id))
     rows = list(await session.scalars(query))
     if len(rows) <= limit:
         return rows, None

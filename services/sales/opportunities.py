@@ -10,7 +10,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.sales import events, rules, territories
 from services.sales.models import Opportunity
-from services.sales.paging import cut, page_after
 from services.sales.rules import Pipeline
 from services.sales.schemas import (
     ForecastFigures,
@@ -24,6 +23,7 @@ from services.sales.schemas import (
 from shared import customer_view
 from shared.errors import InvalidInput, InvalidTransition, NotFound
 from shared.events import utcnow
+from shared.pagination import cut_page, page_after
 
 
 def check_open_stage(pipeline: Pipeline, stage: str | None, field: str) -> str:
@@ -124,7 +124,7 @@ async def list_opportunities(
     if stages is not None:
         query = query.where(Opportunity.stage.in_(stages))
     query = page_after(query, Opportunity.opened_at, Opportunity.id, cursor)
-    return cut(list(await session.scalars(query)), limit, "opened_at")
+    return cut_page(list(await session.scalars(query)), limit, "opened_at")
 
 
 async def update_opportunity(

@@ -10,7 +10,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.sales import events, rules
 from services.sales.models import Order
-from services.sales.paging import cut, page_after
 from services.sales.rules import OrderStatus
 from services.sales.schemas import OrderCreate
 from shared import customer_view
@@ -18,6 +17,7 @@ from shared.contracts.sales import SOURCE, ExternalOrder
 from shared.customer_view import InteractionCreate
 from shared.errors import NotFound
 from shared.events import Channel, Department, Direction, SourceRef, utcnow
+from shared.pagination import cut_page, page_after
 
 
 async def _touch(session: AsyncSession, order: Order) -> None:
@@ -96,7 +96,7 @@ async def list_orders(
     if status is not None:
         query = query.where(Order.status == status)
     query = page_after(query, Order.ordered_at, Order.id, cursor)
-    return cut(list(await session.scalars(query)), limit, "ordered_at")
+    return cut_page(list(await session.scalars(query)), limit, "ordered_at")
 
 
 def _step(session: AsyncSession, order: Order, target: OrderStatus, at: datetime) -> None:

@@ -11,13 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.sales import events, opportunities, rules, territories
 from services.sales.contacts_client import ContactsClient
 from services.sales.models import Lead, Opportunity
-from services.sales.paging import cut, page_after
 from services.sales.rules import LeadAction, LeadStatus, Pipeline
 from services.sales.schemas import ConvertRequest, LeadCreate
 from shared import customer_view
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events import utcnow
-from shared.pagination import MAX_LIMIT
+from shared.pagination import MAX_LIMIT, cut_page, page_after
 
 # How far back a lead's customer's touches count towards engagement.
 ENGAGEMENT_WINDOW = timedelta(days=90)
@@ -105,7 +104,7 @@ async def list_leads(
     if min_score is not None:
         query = query.where(Lead.score >= min_score)
     query = page_after(query, Lead.created_at, Lead.id, cursor)
-    return cut(list(await session.scalars(query)), limit, "created_at")
+    return cut_page(list(await session.scalars(query)), limit, "created_at")
 
 
 def _move(lead: Lead, action: LeadAction) -> None:

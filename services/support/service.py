@@ -4,7 +4,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, ScalarSelect, and_, delete, func, or_, select
+from sqlalchemy import ColumnElement, ScalarSelect, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.support import events, rules
@@ -26,7 +26,7 @@ from services.support.schemas import (
 from shared.customer_view import current_customer
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events import utcnow
-from shared.pagination import decode_cursor, encode_cursor
+from shared.pagination import cut_page, page_after
 
 # ---- agents and teams -----------------------------------------------------------------------
 
@@ -242,20 +242,8 @@ async def list_tickets(
     ):
         if value is not None:
             query = query.where(column == value)
-    if cursor is not None:
-        opened_raw, id_raw = decode_cursor(cursor, 2)
-        try:
-            opened, last_id = datetime.fromisoformat(opened_raw), uuid.UUID(id_raw)
-        except ValueError as exc:
-            raise InvalidInput("not a cursor returned by this API", field="cursor") from exc
-        query = query.where(
-            or_(Ticket.opened_at < opened, and_(Ticket.opened_at == opened, Ticket.id < last_id))
-        )
-    tickets = list(await session.scalars(query))
-    if len(tickets) <= limit:
-        return tickets, None
-    last = tickets[limit - 1]
-    return tickets[:limit], encode_cursor(last.opened_at.isoformat(), last.id)
+    query = page_after(query, Ticket.opened_at, Ticket.id, cursor)
+    return cut_page(list(await session.scalars(query)), limit, "opened_at")
 
 
 async def add_message(

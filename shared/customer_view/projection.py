@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import contact_rules, topics
@@ -19,7 +19,7 @@ from shared.customer_view.models import (
 )
 from shared.customer_view.schemas import InteractionCreate, TimelineItem
 from shared.db import in_dialect, insert_new_only, lock_customers
-from shared.errors import Conflict, InvalidInput
+from shared.errors import Conflict
 from shared.events import (
     INTERACTION_RECORDED,
     Channel,
@@ -31,7 +31,7 @@ from shared.events import (
     utcnow,
 )
 from shared.outbox import add_rows, event_row
-from shared.pagination import decode_cursor, encode_cursor
+from shared.pagination import cut_page, page_after
 
 MAX_MERGE_CHAIN = 10
 # Statements every touch runs, written or applied, built once and on the tables' columns (the
@@ -159,23 +159,10 @@ async def timeline(
         query = query.where(TimelineEntry.occurred_at >= since)
     if until is not None:
         query = query.where(TimelineEntry.occurred_at < until)
-    if cursor is not None:
-        at_raw, id_raw = decode_cursor(cursor, 2)
-        try:
-            at, last_id = datetime.fromisoformat(at_raw), uuid.UUID(id_raw)
-        except ValueError as exc:
-            raise InvalidInput("not a cursor returned by this API", field="cursor") from exc
-        query = query.where(
-            or_(
-                TimelineEntry.occurred_at < at,
-                and_(TimelineEntry.occurred_at == at, TimelineEntry.interaction_id < last_id),
-            )
-        )
-    rows = list(await session.scalars(query))
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].occurred_at.isoformat(), rows[-1].interaction_id)
+    query = page_after(query, TimelineEntry.occurred_at, TimelineEntry.interaction_id, cursor)
+    rows, next_cursor = cut_page(
+        list(await session.scalars(query)), limit, "occurred_at", "interaction_id"
+    )
     return [to_item(r) for r in rows], next_cursor
 
 

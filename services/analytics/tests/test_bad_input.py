@@ -4,6 +4,8 @@ import uuid
 
 import pytest
 
+from shared.pagination import encode_cursor
+
 KPIS = ["/v1/kpis/support", "/v1/kpis/sales", "/v1/kpis/marketing", "/v1/kpis/usage"]
 
 
@@ -50,6 +52,10 @@ class TestCustomerRoutes:
             ({"limit": 0}, "limit"),
             ({"limit": 1001}, "limit"),
             ({"cursor": "garbage"}, "cursor"),
+            (
+                {"cursor": encode_cursor("2026-01-01T00:00:00", uuid.uuid4())},
+                "cursor",
+            ),  # a timestamp without its zone
             ({"department": "finance"}, "department"),
             ({"channel": "pigeon"}, "channel"),
             ({"since": "2026-11-01T00:00:00"}, "since"),  # no time zone

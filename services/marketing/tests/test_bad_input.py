@@ -10,9 +10,12 @@ from sqlalchemy import func, select
 
 from services.marketing.models import Base
 from services.marketing.tests.helpers import new_campaign, new_contact, new_segment, outbox
+from shared.pagination import encode_cursor
 from shared.testing import app_of
 
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
+# A cursor whose timestamp has lost its time zone: a 422, not a failed query.
+NAIVE_CURSOR = encode_cursor("2026-01-01T00:00:00", "00000000-0000-4000-8000-000000000000")
 RULE = {"field": "country", "op": "eq", "value": "DE"}
 SEGMENT = {"name": "Germany", "rules": RULE}
 CAMPAIGN = {
@@ -167,10 +170,13 @@ async def test_malformed_json(client, setup):
         ("/v1/segments", {"limit": 0}, "limit"),
         ("/v1/segments", {"limit": 1001}, "limit"),
         ("/v1/segments", {"cursor": "garbage"}, "cursor"),
+        ("/v1/segments", {"cursor": NAIVE_CURSOR}, "cursor"),
         ("/v1/segments/{segment}/members", {"cursor": "garbage"}, "cursor"),
         ("/v1/segments/{segment}/members", {"limit": 1001}, "limit"),
         ("/v1/campaigns", {"status": "lost"}, "status"),
         ("/v1/campaigns", {"cursor": "garbage"}, "cursor"),
+        ("/v1/campaigns", {"cursor": NAIVE_CURSOR}, "cursor"),
+        ("/v1/campaigns/{campaign}/sends", {"cursor": NAIVE_CURSOR}, "cursor"),
         ("/v1/campaigns/{campaign}/sends", {"status": "lost"}, "status"),
         ("/v1/campaigns/{campaign}/tasks", {"due_before": "soon"}, "due_before"),
         ("/v1/campaigns/not-an-id/report", {}, "campaign_id"),

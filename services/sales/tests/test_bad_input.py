@@ -11,9 +11,12 @@ from sqlalchemy import func, select
 from services.sales.models import Base
 from services.sales.tests.helpers import apply, new_lead, new_opportunity, outbox
 from shared.events import CONTACT_ERASED
+from shared.pagination import encode_cursor
 from shared.testing import app_of
 
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
+# A cursor whose timestamp has lost its time zone: a 422, not a failed query.
+NAIVE_CURSOR = encode_cursor("2026-01-01T00:00:00", "00000000-0000-4000-8000-000000000000")
 LEAD = {"name": "Ada", "email": "ada@example.com", "source": "web"}
 OPPORTUNITY = {
     "customer_id": str(uuid.uuid4()),
@@ -238,9 +241,13 @@ async def test_erased_customers_take_no_new_records(client, setup):
         ("/v1/leads", {"limit": 1001}, "limit"),
         ("/v1/leads", {"status": "hot"}, "status"),
         ("/v1/leads", {"cursor": "garbage"}, "cursor"),
+        ("/v1/leads", {"cursor": NAIVE_CURSOR}, "cursor"),
+        ("/v1/orders", {"cursor": NAIVE_CURSOR}, "cursor"),
+        ("/v1/activities", {"cursor": NAIVE_CURSOR}, "cursor"),
         ("/v1/leads", {"min_score": 101}, "min_score"),
         ("/v1/opportunities", {"stage": "dreaming"}, "stage"),
         ("/v1/opportunities", {"cursor": "garbage"}, "cursor"),
+        ("/v1/opportunities", {"cursor": NAIVE_CURSOR}, "cursor"),
         ("/v1/forecast", {}, "period"),
         ("/v1/forecast", {"period": "2026-13"}, "period"),
         ("/v1/forecast", {"period": "2026-Q1", "currency": "eur"}, "currency"),
@@ -250,8 +257,16 @@ async def test_erased_customers_take_no_new_records(client, setup):
         ("/v1/customers/key", {"sort": "name"}, "sort"),
         ("/v1/customers/key", {"min_churn_risk": 2}, "min_churn_risk"),
         ("/v1/customers/key", {"cursor": "garbage"}, "cursor"),
+        ("/v1/customers/key", {"cursor": encode_cursor("sNaN", UNKNOWN)}, "cursor"),
+        ("/v1/customers/key", {"cursor": encode_cursor("NaN", UNKNOWN)}, "cursor"),
+        (
+            "/v1/customers/key",
+            {"sort": "churn_risk", "cursor": encode_cursor("inf", UNKNOWN)},
+            "cursor",
+        ),
         ("/v1/customers/not-an-id", {}, "customer_id"),
         ("/v1/customers/{customer}/timeline", {"limit": 1001}, "limit"),
+        ("/v1/customers/{customer}/timeline", {"cursor": NAIVE_CURSOR}, "cursor"),
         ("/v1/customers/{customer}/contact-check", {}, "channel"),
     ],
 )

@@ -8,8 +8,11 @@ import httpx
 import pytest
 
 from services.support.tests.helpers import new_agent, new_ticket, outbox
+from shared.pagination import encode_cursor
 
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
+# A cursor whose timestamp has lost its time zone: a 422, not a failed query.
+NAIVE_CURSOR = encode_cursor("2026-01-01T00:00:00", "00000000-0000-4000-8000-000000000000")
 TICKET = {
     "customer_id": str(uuid.uuid4()),
     "subject": "Broken",
@@ -145,8 +148,10 @@ async def test_malformed_json(client, setup):
         ("/v1/tickets", {"limit": 1001}, "limit"),
         ("/v1/tickets", {"status": "lost"}, "status"),
         ("/v1/tickets", {"cursor": "garbage"}, "cursor"),
+        ("/v1/tickets", {"cursor": NAIVE_CURSOR}, "cursor"),
         ("/v1/customers/{customer}/timeline", {"limit": 1001}, "limit"),
         ("/v1/customers/{customer}/timeline", {"cursor": "garbage"}, "cursor"),
+        ("/v1/customers/{customer}/timeline", {"cursor": NAIVE_CURSOR}, "cursor"),
         ("/v1/customers/{customer}/contact-check", {}, "channel"),
         (
             "/v1/customers/{customer}/contact-check",
