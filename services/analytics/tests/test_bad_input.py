@@ -38,6 +38,29 @@ class TestPeriods:
         assert response.status_code == 422
         assert field_of(response) == "to"
 
+    async def test_a_period_ending_on_the_calendars_last_day(self, client, path):
+        # The period ends at the next day's midnight, which no date can hold.
+        response = await client.get(path, params={"from": "9999-12-31", "to": "9999-12-31"})
+        assert response.status_code == 422
+        assert field_of(response) == "to"
+
+
+class TestDashboardPeriods:
+    @pytest.mark.parametrize("path", ["/dashboard", "/dashboard/figures"])
+    @pytest.mark.parametrize(
+        ("params", "status", "field"),
+        [
+            ({"to": "0001-01-01"}, 200, None),  # the default period starts with the calendar
+            ({"to": "9999-12-31"}, 422, "to"),
+            ({"from": "2026-11-02", "to": "2026-11-01"}, 422, "from"),
+        ],
+    )
+    async def test_the_calendars_ends(self, client, path, params, status, field):
+        response = await client.get(path, params=params)
+        assert response.status_code == status, response.text
+        if field:
+            assert field_of(response) == field
+
 
 class TestCustomerRoutes:
     @pytest.mark.parametrize("path", ["/v1/customers/not-a-uuid/360", "/v1/customers/42/scores"])
