@@ -23,6 +23,7 @@ from services.marketing.models import (
 from shared.contact_rules import Reason
 from shared.contracts.analytics import CustomerScored
 from shared.contracts.sales import OrderPlaced
+from shared.customer_view import filed_under
 from shared.events import ContactSnapshot, utcnow
 
 OPEN_TICKET_STATUSES = ("open", "pending")
@@ -122,12 +123,16 @@ async def ticket_changed(
     priority: str | None = None,
     at: datetime,
 ) -> None:
-    """A ticket's status or priority; a late event (older than what is known) changes nothing."""
+    """A ticket's status or priority; a late event (older than what is known) changes nothing.
+    A ticket first heard of goes under the customer's survivor (none if erased)."""
     ticket = await session.get(TicketState, ticket_id)
     if ticket is None:
+        current = await filed_under(session, customer_id)
+        if current is None:
+            return
         ticket = TicketState(
             ticket_id=ticket_id,
-            customer_id=customer_id,
+            customer_id=current,
             priority=priority or "normal",
             status=status or "open",
             updated_at=at,
@@ -164,10 +169,13 @@ _ORDER_STATUS_RANK = {"placed": 0, "paid": 1, "refunded": 2}
 async def order_placed(session: AsyncSession, placed: OrderPlaced) -> None:
     if await session.get(Order, placed.order_id) is not None:
         return
+    customer_id = await filed_under(session, placed.customer_id)
+    if customer_id is None:
+        return  # erased: nothing of them is kept
     session.add(
         Order(
             order_id=placed.order_id,
-            customer_id=placed.customer_id,
+            customer_id=customer_id,
             amount=placed.amount,
             currency=placed.currency,
             status=placed.status,
@@ -198,7 +206,8 @@ async def lead_from_campaign(
         lead = Lead(lead_id=lead_id, campaign_id=campaign_id, created_at=created_at)
         session.add(lead)
     if customer_id is not None:
-        lead.customer_id = customer_id
+        # Under the survivor; an erased customer's conversion still counts, without them.
+        lead.customer_id = await filed_under(session, customer_id)
     if converted_at is not None:
         lead.converted_at = converted_at
 
@@ -207,11 +216,14 @@ async def lead_from_campaign(
 
 
 async def customer_scored(session: AsyncSession, scored: CustomerScored) -> None:
-    score = await session.get(Score, scored.customer_id)
+    customer_id = await filed_under(session, scored.customer_id)
+    if customer_id is None:
+        return  # erased
+    score = await session.get(Score, customer_id)
     if score is not None and scored.scored_at < score.scored_at:
         return  # an older score arriving late
     if score is None:
-        score = Score(customer_id=scored.customer_id)
+        score = Score(customer_id=customer_id)
         session.add(score)
     score.churn_level = scored.churn_level
     score.churn_risk = scored.churn_risk

@@ -43,7 +43,7 @@ OPEN = "open"
 
 
 async def ticket_opened(session: AsyncSession, ticket: TicketOpened) -> None:
-    customer_id = await customer_view.survivor(session, ticket.customer_id)
+    customer_id = await customer_view.filed_under(session, ticket.customer_id)
     if customer_id is None:
         return  # erased
     row = await session.get(SupportTicket, ticket.ticket_id)
@@ -84,7 +84,7 @@ async def open_ticket_priorities(session: AsyncSession, customer_id: uuid.UUID) 
 
 async def customer_scored(session: AsyncSession, scored: CustomerScored) -> None:
     """Keep the latest scores; an older one replayed or late changes nothing."""
-    customer_id = await customer_view.survivor(session, scored.customer_id)
+    customer_id = await customer_view.filed_under(session, scored.customer_id)
     if customer_id is None:
         return
     values = {

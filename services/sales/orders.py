@@ -123,7 +123,7 @@ async def take_external_order(session: AsyncSession, external: ExternalOrder) ->
     its ``external_id``: the same order told again changes nothing, a later status moves it."""
     order = await session.scalar(select(Order).where(Order.external_id == external.external_id))
     if order is None:
-        customer_id = await customer_view.survivor(session, external.customer_id)
+        customer_id = await customer_view.filed_under(session, external.customer_id)
         if customer_id is None:
             return  # an erased customer: keep nothing
         order = _new_order(customer_id, external.amount, external.currency, external.ordered_at)

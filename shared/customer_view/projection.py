@@ -85,6 +85,15 @@ async def survivor(session: AsyncSession, customer_id: uuid.UUID) -> uuid.UUID |
     return customer_id
 
 
+async def filed_under(session: AsyncSession, customer_id: uuid.UUID) -> uuid.UUID | None:
+    """``survivor``, under the customer's lock: for a record about the customer that comes on
+    another topic than contacts' (a ticket, an order, a score), so in no set order with the
+    customer's merge or erasure. One being applied at the same time either commits first (and
+    the record follows it) or waits for the record (and moves or deletes it with the rest)."""
+    await lock_customers(session, [customer_id])
+    return await survivor(session, customer_id)
+
+
 async def survivors(
     session: AsyncSession, customer_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, uuid.UUID | None]:

@@ -8,8 +8,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 
 from services.marketing import launch as launch_module
+from services.marketing.models import Order, Score, TicketState
 from services.marketing.tests.helpers import (
     NOW,
     apply,
@@ -522,6 +524,29 @@ class TestContactsChanges:
         campaign = await new_campaign(client, segment["id"])
         result = await launch(client, campaign["id"])  # the merged contact's ticket now blocks
         assert result["suppressed"] == {"open_priority_ticket": 1}
+
+    async def test_a_ticket_of_the_merged_contact_arriving_after_the_merge_counts(self, client):
+        # Tickets come on support's topic, the merge on contacts': either may be applied first.
+        survivor = await new_contact(client)
+        merged = await new_contact(client)
+        await apply(client, CONTACT_MERGED, {"merged_id": merged, "survivor_id": survivor})
+        await apply(client, support.TICKET_OPENED, ticket_opened(merged, "urgent"))
+        campaign = await new_campaign(client, (await new_segment(client))["id"])
+        result = await launch(client, campaign["id"])
+        assert result["suppressed"] == {"open_priority_ticket": 1}
+
+    async def test_late_events_of_an_erased_customer_leave_nothing_of_them(self, client):
+        customer = await new_contact(client)
+        await apply(client, CONTACT_ERASED, {"contact_id": customer, "erased_at": NOW.isoformat()})
+        placed = order(customer, NOW)
+        await apply(client, support.TICKET_OPENED, ticket_opened(customer, "urgent"))
+        await apply(client, sales.ORDER_PLACED, placed)
+        await apply(client, sales.ORDER_PAID, {**placed, "paid_at": NOW.isoformat()})
+        await apply(client, analytics.CUSTOMER_SCORED, score(customer, "high"))
+        async with app_of(client).state.session_factory() as session:
+            for model in (TicketState, Order, Score):
+                rows = await session.scalars(select(model.customer_id))
+                assert str(customer) not in {str(c) for c in rows}, model.__name__
 
 
 class TestReport:
