@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import os
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -38,6 +39,17 @@ def token(*scopes: str) -> str:
 
 def auth_headers(*scopes: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token(*scopes)}"}
+
+
+def api_routes(app: FastAPI, path_id: str) -> list[tuple[str, str]]:
+    """Every (method, path) of the app's ``/v1/`` API, read from its OpenAPI document, with
+    ``path_id`` in every path parameter."""
+    return [
+        (method.upper(), re.sub(r"\{[a-z_]+\}", path_id, path))
+        for path, operations in app.openapi()["paths"].items()
+        if path.startswith("/v1/")
+        for method in operations
+    ]
 
 
 @contextlib.asynccontextmanager

@@ -13,7 +13,7 @@ from services.contacts.config import ContactsSettings
 from shared.auth import mint_token
 from shared.events import utcnow
 from shared.settings import AuthSettings
-from shared.testing import TEST_JWT_SECRET, auth_headers, running
+from shared.testing import TEST_JWT_SECRET, api_routes, auth_headers, running
 
 SOME_ID = "00000000-0000-4000-8000-000000000000"
 
@@ -27,13 +27,9 @@ async def anon(contacts_settings: ContactsSettings) -> AsyncIterator[httpx.Async
 
 def contact_routes() -> list[tuple[str, str]]:
     """Every (method, path) of the contacts API, read from the app itself."""
-    app = create_app(ContactsSettings(auth=AuthSettings(secret=TEST_JWT_SECRET)))
-    routes = [
-        (method.upper(), path.replace("{contact_id}", SOME_ID))
-        for path, operations in app.openapi()["paths"].items()
-        if path.startswith("/v1/")
-        for method in operations
-    ]
+    routes = api_routes(
+        create_app(ContactsSettings(auth=AuthSettings(secret=TEST_JWT_SECRET))), SOME_ID
+    )
     assert len(routes) >= 12
     return routes
 

@@ -1,7 +1,6 @@
 """Bearer tokens and scopes on every marketing route; health, metrics and the recipients'
 tracking links stay open (the tracking links are signed instead)."""
 
-import re
 from collections.abc import AsyncIterator
 
 import httpx
@@ -11,7 +10,7 @@ from services.marketing.app import create_app
 from services.marketing.config import MarketingSettings
 from services.marketing.tests.helpers import outbox
 from shared.settings import AuthSettings
-from shared.testing import TEST_JWT_SECRET, auth_headers, running
+from shared.testing import TEST_JWT_SECRET, api_routes, auth_headers, running
 
 SOME_ID = "00000000-0000-4000-8000-000000000000"
 SEGMENT = {"name": "Germany", "rules": {"field": "country", "op": "eq", "value": "DE"}}
@@ -26,13 +25,9 @@ async def anon(marketing_settings: MarketingSettings) -> AsyncIterator[httpx.Asy
 
 def marketing_routes() -> list[tuple[str, str]]:
     """Every (method, path) of the marketing API, read from the app itself."""
-    app = create_app(MarketingSettings(auth=AuthSettings(secret=TEST_JWT_SECRET)))
-    routes = [
-        (method.upper(), re.sub(r"\{[a-z_]+\}", SOME_ID, path))
-        for path, operations in app.openapi()["paths"].items()
-        if path.startswith("/v1/")
-        for method in operations
-    ]
+    routes = api_routes(
+        create_app(MarketingSettings(auth=AuthSettings(secret=TEST_JWT_SECRET))), SOME_ID
+    )
     assert len(routes) >= 21
     return routes
 

@@ -1,6 +1,5 @@
 """Bearer tokens and scopes on every sales route; health and metrics stay open."""
 
-import re
 from collections.abc import AsyncIterator
 
 import httpx
@@ -10,7 +9,7 @@ from services.sales.app import create_app
 from services.sales.config import SalesSettings
 from services.sales.tests.helpers import outbox
 from shared.settings import AuthSettings
-from shared.testing import TEST_JWT_SECRET, auth_headers, running
+from shared.testing import TEST_JWT_SECRET, api_routes, auth_headers, running
 
 SOME_ID = "00000000-0000-4000-8000-000000000000"
 LEAD = {"name": "Ada", "email": "ada@example.com", "source": "web"}
@@ -25,13 +24,9 @@ async def anon(sales_settings: SalesSettings) -> AsyncIterator[httpx.AsyncClient
 
 def sales_routes() -> list[tuple[str, str]]:
     """Every (method, path) of the sales API, read from the app itself."""
-    app = create_app(SalesSettings(auth=AuthSettings(secret=TEST_JWT_SECRET)))
-    routes = [
-        (method.upper(), re.sub(r"\{[a-z_]+\}", SOME_ID, path))
-        for path, operations in app.openapi()["paths"].items()
-        if path.startswith("/v1/")
-        for method in operations
-    ]
+    routes = api_routes(
+        create_app(SalesSettings(auth=AuthSettings(secret=TEST_JWT_SECRET))), SOME_ID
+    )
     assert len(routes) >= 28
     return routes
 

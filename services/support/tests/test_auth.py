@@ -1,6 +1,5 @@
 """Bearer tokens and scopes on every support route; health and metrics stay open."""
 
-import re
 from collections.abc import AsyncIterator
 
 import httpx
@@ -10,7 +9,7 @@ from services.support.app import create_app
 from services.support.config import SupportSettings
 from services.support.tests.helpers import outbox
 from shared.settings import AuthSettings
-from shared.testing import TEST_JWT_SECRET, auth_headers, running
+from shared.testing import TEST_JWT_SECRET, api_routes, auth_headers, running
 
 SOME_ID = "00000000-0000-4000-8000-000000000000"
 TICKET = {
@@ -30,13 +29,9 @@ async def anon(support_settings: SupportSettings) -> AsyncIterator[httpx.AsyncCl
 
 def support_routes() -> list[tuple[str, str]]:
     """Every (method, path) of the support API, read from the app itself."""
-    app = create_app(SupportSettings(auth=AuthSettings(secret=TEST_JWT_SECRET)))
-    routes = [
-        (method.upper(), re.sub(r"\{[a-z_]+\}", SOME_ID, path))
-        for path, operations in app.openapi()["paths"].items()
-        if path.startswith("/v1/")
-        for method in operations
-    ]
+    routes = api_routes(
+        create_app(SupportSettings(auth=AuthSettings(secret=TEST_JWT_SECRET))), SOME_ID
+    )
     assert len(routes) >= 18
     return routes
 
