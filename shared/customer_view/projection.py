@@ -112,8 +112,9 @@ async def survivors(
 async def current_customer(
     session: AsyncSession, customer_id: uuid.UUID, field: str = "customer_id"
 ) -> uuid.UUID:
-    """The id to file a new record under: the survivor of a merge; an erased customer is a 409."""
-    current = await survivor(session, customer_id)
+    """The id to file a new record under: the survivor of a merge; an erased customer is a 409.
+    Under the customer's lock (``filed_under``), so a merge applied meanwhile moves the record."""
+    current = await filed_under(session, customer_id)
     if current is None:
         raise Conflict(f"customer {customer_id} was erased", field=field)
     return current
@@ -129,6 +130,13 @@ async def current_customers(
 ) -> dict[uuid.UUID, uuid.UUID]:
     """``current_customer`` for a batch in one query where nobody moved: each id maps to where
     its records live now; an erased one is a 409 naming its item's field."""
+    await lock_customers(session, customer_ids)
+    return await _survivors_or_409(session, customer_ids, fields)
+
+
+async def _survivors_or_409(
+    session: AsyncSession, customer_ids: Sequence[uuid.UUID], fields: Sequence[str]
+) -> dict[uuid.UUID, uuid.UUID]:
     current = await survivors(session, customer_ids)
     for customer_id, field in zip(customer_ids, fields, strict=True):
         if current[customer_id] is None:
@@ -241,7 +249,8 @@ async def record_interactions(
     now = utcnow()
     rows = []
     ids = []
-    current = await current_customers(
+    # No customer lock: nothing is filed here, and every consumer files the touch under its own.
+    current = await _survivors_or_409(
         session, [item.customer_id for item in items], item_fields(len(items), "customer_id")
     )
     for item in items:
