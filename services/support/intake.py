@@ -42,7 +42,7 @@ async def receive(session: AsyncSession, inbound: InboundMessage) -> InboundResu
             unknown_customer=ticket.unknown_customer,
             threaded=True,
         )
-    subject = inbound.subject or inbound.body.splitlines()[0][:200]
+    subject = inbound.subject or rules.subject_from_body(inbound.body)
     ticket = await service.create_ticket(
         session,
         TicketCreate(

@@ -266,6 +266,17 @@ def normalize_identity(kind: str, value: str) -> str:
     return value.lower()
 
 
+SUBJECT_FROM_BODY_CHARS = 200
+NO_SUBJECT = "(no subject)"
+
+
+def subject_from_body(body: str) -> str:
+    """A subject for a message that came without one: its first line with any text in it (a
+    body may open with a line break, or a separator that Python counts as one), shortened."""
+    first = next((line.strip() for line in body.splitlines() if line.strip()), "")
+    return first[:SUBJECT_FROM_BODY_CHARS] or NO_SUBJECT
+
+
 def placeholder_customer(kind: str, value: str) -> uuid.UUID:
     """A stable stand-in id for a sender no contact has yet (same sender, same id)."""
     return uuid.uuid5(UNKNOWN_SENDERS, f"{kind}:{normalize_identity(kind, value)}")

@@ -90,6 +90,13 @@ async def test_erasure_forgets_the_identity(client):
     assert result["unknown_customer"] and result["customer_id"] != contact
 
 
+async def test_a_body_that_opens_with_a_separator_still_opens_a_ticket(client):
+    # Python counts a record separator as a line break: the first line was empty, a 500.
+    result = await inbound(client, "telegram", "@anna", "\x1eStill broken\nsince Monday")
+    ticket = (await client.get(f"/v1/tickets/{result['ticket_id']}")).json()
+    assert ticket["subject"] == "Still broken"
+
+
 async def test_bad_inbound(client):
     response = await client.post(
         "/v1/inbound",

@@ -121,3 +121,18 @@ class TestRoute:
     def test_ties_go_to_more_spare_capacity_then_lowest_id(self):
         assert rules.route([agent(1, capacity=3), agent(2, capacity=9)], None) == uuid.UUID(int=2)
         assert rules.route([agent(2), agent(1)], None) == uuid.UUID(int=1)
+
+
+class TestSubjectFromBody:
+    @pytest.mark.parametrize(
+        ("body", "subject"),
+        [
+            ("Printer broken\nDetails...", "Printer broken"),
+            ("\x1eStill broken", "Still broken"),  # a record separator is a line break here
+            ("\u2028\n  \nThird line", "Third line"),
+            ("\x1e\x1c", rules.NO_SUBJECT),
+            ("x" * 300, "x" * rules.SUBJECT_FROM_BODY_CHARS),
+        ],
+    )
+    def test_the_first_line_with_text(self, body, subject):
+        assert rules.subject_from_body(body) == subject
