@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -61,7 +62,7 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
     app.state.settings = spec.settings
     app.state.service = spec.name
     for router in spec.routers:
-        app.include_router(router)
+        app.include_router(router, responses=ERROR_RESPONSES)
     app.include_router(_operations_router())
     _install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, service=spec.name)
@@ -216,6 +217,37 @@ def _operations_router() -> APIRouter:
 
 
 # ---- one error format for every 4xx ---------------------------------------------------------
+
+
+class FieldError(BaseModel):
+    field: str
+    reason: str
+
+
+class ErrorDetail(BaseModel):
+    # Some errors add keys of their own, e.g. a 409's ``existing_id`` or a 301's ``merged_into``.
+    model_config = ConfigDict(extra="allow")
+
+    status: int
+    code: str
+    message: str
+    fields: list[FieldError]
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error answer (``error_body``)."""
+
+    error: ErrorDetail
+
+
+# Documented on every API route, in place of FastAPI's own 422 body, which this API never sends.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {
+        "model": ErrorResponse,
+        "description": "the request was refused: 401 without a valid token, 403 without the "
+        "scope, 404, 409, or 422 naming each bad field and the reason",
+    }
+}
 
 
 def error_body(

@@ -5,10 +5,12 @@ import uuid
 from typing import Any
 
 import httpx
+import jsonschema
 import pytest
 
 from services.support.tests.helpers import new_agent, new_ticket, outbox
 from shared.pagination import encode_cursor
+from shared.testing import app_of
 
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
 # A cursor whose timestamp has lost its time zone: a 422, not a failed query.
@@ -178,3 +180,18 @@ async def test_erased_customer_in_a_batch_names_the_item(client):
     )
     assert_error(response, 409, "items.1.customer_id")
     assert await everything(client) == before
+
+
+async def test_error_bodies_are_the_documented_ones(client):
+    """An integrator's client, generated from the OpenAPI document, can read every refusal."""
+    document = app_of(client).openapi()
+    error_schema = {"$ref": "#/components/schemas/ErrorResponse", **document}
+    refusals = [
+        await client.get("/v1/tickets", headers={"Authorization": "Bearer not-a-token"}),
+        await client.get(f"/v1/tickets/{UNKNOWN}"),
+        await client.post("/v1/tickets", json={"subject": ""}),
+        await client.get("/v1/tickets", params={"cursor": NAIVE_CURSOR}),
+    ]
+    assert [r.status_code for r in refusals] == [401, 404, 422, 422]
+    for response in refusals:
+        jsonschema.validate(response.json(), error_schema)
