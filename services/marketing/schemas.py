@@ -1,14 +1,13 @@
 """Request and response bodies of the marketing API."""
 
 import uuid
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -19,20 +18,12 @@ from pydantic import (
 
 from services.marketing import rules
 from services.marketing.rules import CampaignChannel
-from shared.contact_rules import contains_contact_details
+from shared.customer_view.schemas import UTCTime, no_contact_details
 
-
-def _no_contact_details(value: str | None) -> str | None:
-    if value is not None and contains_contact_details(value):
-        raise ValueError("must not contain e-mail addresses or phone numbers")
-    return value
-
-
-UTCTime = Annotated[AwareDatetime, AfterValidator(lambda value: value.astimezone(UTC))]
 Name = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-    AfterValidator(_no_contact_details),  # names go on the bus (events, timeline subjects)
+    AfterValidator(no_contact_details),  # names go on the bus (events, timeline subjects)
 ]
 Person = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=4)]
