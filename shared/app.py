@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -209,7 +209,7 @@ def _operations_router() -> APIRouter:
         ready = all(v == "ok" for v in checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
-    @router.get("/metrics")
+    @router.get("/metrics", response_class=PlainTextResponse)
     async def prometheus_metrics() -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
@@ -246,6 +246,14 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         "model": ErrorResponse,
         "description": "the request was refused: 401 without a valid token, 403 without the "
         "scope, 404, 409, or 422 naming each bad field and the reason",
+    }
+}
+# The same for a route whose own answers are not JSON (a page): the model would be documented
+# under the page's media type, so the JSON error body is named outright.
+ERROR_RESPONSES_OF_A_PAGE: dict[int | str, dict[str, Any]] = {
+    "4XX": {
+        "description": ERROR_RESPONSES["4XX"]["description"],
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
     }
 }
 

@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.analytics import kpis
 from services.analytics.charts import bar_chart, funnel
-from shared.app import SessionDep
+from shared.app import ERROR_RESPONSES_OF_A_PAGE, SessionDep
 from shared.auth import Principal, authenticate
 from shared.events import utcnow
 
@@ -36,7 +36,11 @@ async def dashboard_reader(
     return principal
 
 
-router = APIRouter(tags=["dashboard"], dependencies=[Depends(dashboard_reader)])
+router = APIRouter(
+    tags=["dashboard"],
+    dependencies=[Depends(dashboard_reader)],
+    responses=ERROR_RESPONSES_OF_A_PAGE,
+)
 Day = Annotated[date | None, Query(description="UTC day (YYYY-MM-DD)")]
 
 
