@@ -101,6 +101,10 @@ async def contact_erased(session: AsyncSession, contact_id: uuid.UUID) -> None:
     await session.execute(delete(TicketState).where(TicketState.customer_id == contact_id))
     await session.execute(delete(Order).where(Order.customer_id == contact_id))
     await session.execute(delete(SegmentMember).where(SegmentMember.customer_id == contact_id))
+    # A lead stays as the campaign's conversion, no longer linked to the person.
+    await session.execute(
+        update(Lead).where(Lead.customer_id == contact_id).values(customer_id=None)
+    )
     await session.execute(
         update(Send)
         .where(

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from services.marketing import launch as launch_module
-from services.marketing.models import Order, Score, TicketState
+from services.marketing.models import Lead, Order, Score, TicketState
 from services.marketing.tests.helpers import (
     NOW,
     apply,
@@ -537,16 +537,27 @@ class TestContactsChanges:
 
     async def test_late_events_of_an_erased_customer_leave_nothing_of_them(self, client):
         customer = await new_contact(client)
+        campaign = await new_campaign(client, (await new_segment(client))["id"])
+        converted = {
+            "lead_id": str(uuid.uuid4()),
+            "customer_id": customer,
+            "source": "campaign",
+            "campaign_id": campaign["id"],
+            "converted_at": NOW.isoformat(),
+        }
+        await apply(client, sales.LEAD_CONVERTED, converted)  # before the erasure
         await apply(client, CONTACT_ERASED, {"contact_id": customer, "erased_at": NOW.isoformat()})
+        await apply(client, sales.LEAD_CONVERTED, {**converted, "lead_id": str(uuid.uuid4())})
         placed = order(customer, NOW)
         await apply(client, support.TICKET_OPENED, ticket_opened(customer, "urgent"))
         await apply(client, sales.ORDER_PLACED, placed)
         await apply(client, sales.ORDER_PAID, {**placed, "paid_at": NOW.isoformat()})
         await apply(client, analytics.CUSTOMER_SCORED, score(customer, "high"))
         async with app_of(client).state.session_factory() as session:
-            for model in (TicketState, Order, Score):
+            for model in (TicketState, Order, Score, Lead):
                 rows = await session.scalars(select(model.customer_id))
                 assert str(customer) not in {str(c) for c in rows}, model.__name__
+        assert (await report(client, campaign["id"]))["converted_leads"] == 2
 
 
 class TestReport:
