@@ -86,10 +86,10 @@ async def survivor(session: AsyncSession, customer_id: uuid.UUID) -> uuid.UUID |
 
 
 async def filed_under(session: AsyncSession, customer_id: uuid.UUID) -> uuid.UUID | None:
-    """``survivor``, under the customer's lock: for a record about the customer that comes on
-    another topic than contacts' (a ticket, an order, a score), so in no set order with the
-    customer's merge or erasure. One being applied at the same time either commits first (and
-    the record follows it) or waits for the record (and moves or deletes it with the rest)."""
+    """``survivor``, under the customer's lock: where to file a record about the customer (an
+    API's write, or an event of another topic than contacts', in no set order with the
+    customer's merge or erasure). A merge or erasure applied at the same time either commits
+    first (and the record follows it) or waits for the record (and moves or deletes it)."""
     await lock_customers(session, [customer_id])
     return await survivor(session, customer_id)
 
@@ -137,6 +137,7 @@ async def current_customers(
 async def _survivors_or_409(
     session: AsyncSession, customer_ids: Sequence[uuid.UUID], fields: Sequence[str]
 ) -> dict[uuid.UUID, uuid.UUID]:
+    """``current_customers`` without the lock."""
     current = await survivors(session, customer_ids)
     for customer_id, field in zip(customer_ids, fields, strict=True):
         if current[customer_id] is None:
