@@ -313,7 +313,9 @@ def _field_error(error: dict[str, Any]) -> dict[str, str]:
         }
     if location and location[0] in ("body", "query", "path", "header"):
         location = location[1:]
-    return {"field": ".".join(location) or "body", "reason": error.get("msg", "invalid")}
+    # A validator's own ValueError reads as its message alone, without pydantic's "Value error, ".
+    reason = error.get("msg", "invalid").removeprefix("Value error, ")
+    return {"field": ".".join(location) or "body", "reason": reason}
 
 
 # ---- request ids, access metrics ------------------------------------------------------------

@@ -120,6 +120,7 @@ class TestCreateContact:
         body = {"first_name": "Bob", "phone": "030 7654321"}
         error = await assert_rejected(client, "POST", "/v1/contacts", 422, "phone", json=body)
         assert "country" in error["message"]
+        assert error["fields"][0]["reason"].startswith("not a valid phone number")
 
 
 class TestUpdateContact:
@@ -130,7 +131,11 @@ class TestUpdateContact:
 
     async def test_first_name_cannot_be_removed(self, client, anna):
         path = f"/v1/contacts/{anna['id']}"
-        await assert_rejected(client, "PATCH", path, 422, "first_name", json={"first_name": None})
+        body = {"first_name": None}
+        error = await assert_rejected(client, "PATCH", path, 422, "first_name", json=body)
+        assert error["fields"] == [
+            {"field": "first_name", "reason": "first_name cannot be removed"}
+        ]
 
     async def test_a_bad_field_among_good_ones_changes_nothing(self, client, anna):
         path = f"/v1/contacts/{anna['id']}"
