@@ -1,7 +1,6 @@
 """HTTP routes of analytics: KPIs, the customer 360, scores and segments (read-only)."""
 
 import uuid
-from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
@@ -16,7 +15,7 @@ from services.analytics.schemas import (
 )
 from shared.app import SessionDep
 from shared.auth import require_scope
-from shared.customer_view.schemas import Key
+from shared.customer_view.schemas import CalendarDay, Key
 from shared.errors import NotFound
 from shared.events import Channel, Department
 from shared.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
@@ -26,8 +25,10 @@ read = [Depends(require_scope("analytics:read"))]
 router = APIRouter(prefix="/v1", tags=["analytics"], dependencies=read)
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 Cursor = Annotated[str | None, Query(max_length=500)]
-From = Annotated[date, Query(alias="from", description="first UTC day (YYYY-MM-DD), inclusive")]
-To = Annotated[date, Query(description="last UTC day (YYYY-MM-DD), inclusive")]
+From = Annotated[
+    CalendarDay, Query(alias="from", description="first UTC day (YYYY-MM-DD), inclusive")
+]
+To = Annotated[CalendarDay, Query(description="last UTC day (YYYY-MM-DD), inclusive")]
 
 
 @router.get("/kpis/support")

@@ -15,6 +15,7 @@ from services.analytics import kpis
 from services.analytics.charts import bar_chart, funnel
 from shared.app import ERROR_RESPONSES_OF_A_PAGE, SessionDep
 from shared.auth import Principal, authenticate
+from shared.customer_view.schemas import CalendarDay
 from shared.events import utcnow
 
 SCOPE = "analytics:read"
@@ -41,7 +42,7 @@ router = APIRouter(
     dependencies=[Depends(dashboard_reader)],
     responses=ERROR_RESPONSES_OF_A_PAGE,
 )
-Day = Annotated[date | None, Query(description="UTC day (YYYY-MM-DD)")]
+Day = Annotated[CalendarDay | None, Query(description="UTC day (YYYY-MM-DD)")]
 
 
 def _period(first: date | None, last: date | None) -> kpis.Period:
@@ -55,7 +56,7 @@ def _period(first: date | None, last: date | None) -> kpis.Period:
 async def dashboard(
     request: Request,
     session: SessionDep,
-    first: Annotated[date | None, Query(alias="from")] = None,
+    first: Annotated[CalendarDay | None, Query(alias="from")] = None,
     to: Day = None,
 ) -> HTMLResponse:
     period = _period(first, to)
@@ -67,7 +68,7 @@ async def dashboard(
 @router.get("/dashboard/figures", response_class=HTMLResponse)
 async def dashboard_figures(
     session: SessionDep,
-    first: Annotated[date | None, Query(alias="from")] = None,
+    first: Annotated[CalendarDay | None, Query(alias="from")] = None,
     to: Day = None,
 ) -> HTMLResponse:
     """The figures alone: what the page polls to update itself without a reload."""

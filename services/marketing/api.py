@@ -2,7 +2,6 @@
 service call."""
 
 import uuid
-from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
@@ -30,6 +29,7 @@ from services.marketing.schemas import (
 )
 from shared.app import SessionDep
 from shared.auth import require_scope
+from shared.customer_view.schemas import CalendarDay
 from shared.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 
 read = [Depends(require_scope("marketing:read"))]
@@ -159,7 +159,7 @@ async def list_tasks(
     campaign_id: uuid.UUID,
     session: SessionDep,
     assignee: Annotated[str | None, Query(max_length=200)] = None,
-    due_before: date | None = None,
+    due_before: CalendarDay | None = None,
 ) -> Page[TaskRead]:
     tasks = await service.list_tasks(session, campaign_id, assignee=assignee, due_before=due_before)
     return Page(items=[TaskRead.model_validate(t) for t in tasks])

@@ -28,6 +28,14 @@ class TestPeriods:
         assert response.status_code == 422
         assert field_of(response) == "from"
 
+    @pytest.mark.parametrize("bad", ["0", "86400", "1764460800", "2026-11-30T00:00:00Z"])
+    async def test_a_day_is_written_as_a_date(self, client, path, bad):
+        # Unix seconds at a midnight would otherwise read as that day.
+        response = await client.get(path, params={"from": "1970-01-01", "to": bad})
+        assert response.status_code == 422
+        assert field_of(response) == "to"
+        assert "YYYY-MM-DD" in response.json()["error"]["message"]
+
     async def test_missing_bounds(self, client, path):
         response = await client.get(path, params={"from": "2026-11-01"})
         assert response.status_code == 422
@@ -53,6 +61,7 @@ class TestDashboardPeriods:
             ({"to": "0001-01-01"}, 200, None),  # the default period starts with the calendar
             ({"to": "9999-12-31"}, 422, "to"),
             ({"from": "2026-11-02", "to": "2026-11-01"}, 422, "from"),
+            ({"from": "0"}, 422, "from"),  # Unix seconds, not a day
         ],
     )
     async def test_the_calendars_ends(self, client, path, params, status, field):

@@ -179,6 +179,7 @@ async def test_malformed_json(client, setup):
         ("/v1/campaigns/{campaign}/sends", {"cursor": NAIVE_CURSOR}, "cursor"),
         ("/v1/campaigns/{campaign}/sends", {"status": "lost"}, "status"),
         ("/v1/campaigns/{campaign}/tasks", {"due_before": "soon"}, "due_before"),
+        ("/v1/campaigns/{campaign}/tasks", {"due_before": "0"}, "due_before"),  # Unix seconds
         ("/v1/campaigns/not-an-id/report", {}, "campaign_id"),
         ("/v1/customers/{unknown}/timeline", {"limit": 1001}, "limit"),
         ("/v1/customers/{unknown}/contact-check", {}, "channel"),
