@@ -215,11 +215,12 @@ def _parse(raw: Any, path: str, depth: int, leaves: list[int]) -> Rule:
 
 
 def _parse_leaf(raw: dict[str, Any], path: str) -> Leaf:
-    unknown = set(raw) - {"field", "op", "value"}
+    unknown = sorted(set(raw) - {"field", "op", "value"})
     if unknown:
+        key = unknown[0]
         raise InvalidInput(
-            f"unknown key {sorted(unknown)[0]!r} (a condition has field, op, value)",
-            field=f"{path}.{sorted(unknown)[0]}",
+            f"unknown key {key!r} (a condition has field, op, value)",
+            field=f"{path}.{key}" if key else path,  # an empty key would leave "rules."
         )
     field = raw.get("field")
     if field not in FIELDS:

@@ -166,6 +166,7 @@ class TestValidation:
             ({"field": "last_purchase_at", "op": "older_than_days", "value": -1}, "rules.value"),
             ({"field": "last_purchase_at", "op": "before", "value": "2026-01-01"}, "rules.value"),
             ({"field": "country", "op": "eq", "value": "DE", "x": 1}, "rules.x"),
+            ({"field": "country", "op": "eq", "value": "DE", "": 1}, "rules"),
             ({"and": []}, "rules.and"),
             ({"and": {"field": "country"}}, "rules.and"),
             ({"and": [{"field": "country", "op": "eq", "value": "DE"}], "or": []}, "rules"),
