@@ -18,7 +18,7 @@ from pydantic import (
 
 from services.marketing import rules
 from services.marketing.rules import CampaignChannel
-from shared.customer_view.schemas import UTCTime, no_contact_details
+from shared.customer_view.schemas import CalendarDay, UTCTime, no_contact_details
 
 Name = Annotated[
     str,
@@ -187,7 +187,7 @@ class TaskStatus(StrEnum):
 class TaskCreate(_Input):
     title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
     assignee: Person
-    due_date: date | None = None
+    due_date: CalendarDay | None = None
     status: TaskStatus = TaskStatus.todo
 
 
@@ -197,7 +197,7 @@ class TaskUpdate(_Input):
         | None
     ) = None
     assignee: Person | None = None
-    due_date: date | None = None
+    due_date: CalendarDay | None = None
     status: TaskStatus | None = None
 
 

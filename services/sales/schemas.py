@@ -16,7 +16,7 @@ from pydantic import (
 
 from services.sales.rules import LeadStatus
 from shared.customer_view import ContactCheck, TimelineItem
-from shared.customer_view.schemas import CleanText, Short, UTCTime
+from shared.customer_view.schemas import CalendarDay, CleanText, Short, UTCTime
 from shared.events import Channel, Direction, Sentiment
 from shared.pagination import MAX_LIMIT
 
@@ -110,7 +110,7 @@ class OpportunityDraft(_Input):
     title: Name
     amount: Amount
     currency: Currency
-    expected_close: date | None = None
+    expected_close: CalendarDay | None = None
     owner: Owner | None = Field(default=None, description="else the lead's owner")
     stage: Key | None = Field(default=None, description="else the pipeline's first stage")
 
@@ -166,7 +166,7 @@ class OpportunityUpdate(_Input):
     title: Name | None = None
     amount: Amount | None = None
     currency: Currency | None = None
-    expected_close: date | None = None
+    expected_close: CalendarDay | None = None
     owner: Owner | None = None
 
 

@@ -40,7 +40,7 @@ def _iso_day(value: Any) -> Any:
 
 
 _ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
-# A calendar day in a query: YYYY-MM-DD and nothing else.
+# A calendar day in a query or a request body: YYYY-MM-DD and nothing else.
 CalendarDay = Annotated[date, BeforeValidator(_iso_day)]
 Key = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 CleanText = Annotated[str, StringConstraints(max_length=500), AfterValidator(no_contact_details)]

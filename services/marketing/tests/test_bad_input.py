@@ -125,6 +125,13 @@ CASES = [
     (
         "POST",
         "/v1/campaigns/{campaign}/tasks",
+        {"title": "x", "assignee": "a", "due_date": 86400},  # Unix seconds
+        422,
+        "due_date",
+    ),
+    (
+        "POST",
+        "/v1/campaigns/{campaign}/tasks",
         {"title": "x", "assignee": "a", "status": "blocked"},
         422,
         "status",

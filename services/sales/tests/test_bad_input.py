@@ -125,6 +125,15 @@ CASES = [
     ("POST", "/v1/opportunities", {**OPPORTUNITY, "amount": "lots"}, 422, "amount"),
     ("POST", "/v1/opportunities", {**OPPORTUNITY, "currency": "euro"}, 422, "currency"),
     ("POST", "/v1/opportunities", {**OPPORTUNITY, "expected_close": "soon"}, 422, "expected_close"),
+    # A number is not read as Unix seconds, nor a midnight timestamp as its day.
+    ("POST", "/v1/opportunities", {**OPPORTUNITY, "expected_close": 0}, 422, "expected_close"),
+    (
+        "POST",
+        "/v1/opportunities",
+        {**OPPORTUNITY, "expected_close": "2026-12-31T00:00:00Z"},
+        422,
+        "expected_close",
+    ),
     (
         "POST",
         "/v1/opportunities",
