@@ -27,7 +27,7 @@ from services.analytics.schemas import (
 )
 from shared import customer_view
 from shared.customer_view import TimelineEntry, TimelineItem
-from shared.customer_view.projection import to_item
+from shared.customer_view.projection import check_window, to_item
 from shared.errors import InvalidInput, NotFound
 from shared.events import Channel, Department, utcnow
 from shared.pagination import cut_page, decode_cursor, encode_cursor, page_after
@@ -119,6 +119,7 @@ async def customer_360(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> Customer360:
+    check_window(since, until)
     customer = await current(session, customer_id)
     ids = await session.run_sync(lambda sync: scoring.record_ids(sync, customer))
     touches, next_cursor = await _touches(

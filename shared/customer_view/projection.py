@@ -19,7 +19,7 @@ from shared.customer_view.models import (
 )
 from shared.customer_view.schemas import InteractionCreate, TimelineItem
 from shared.db import in_dialect, insert_new_only, lock_customers
-from shared.errors import Conflict
+from shared.errors import Conflict, InvalidInput
 from shared.events import (
     INTERACTION_RECORDED,
     Channel,
@@ -145,6 +145,12 @@ async def _survivors_or_409(
     return current  # type: ignore[return-value]  # no None left
 
 
+def check_window(since: datetime | None, until: datetime | None) -> None:
+    """A touch window [since, until) whose ends are reversed is a mistake, not an empty page."""
+    if since is not None and until is not None and since > until:
+        raise InvalidInput(f"must not be after until ({until.isoformat()})", field="since")
+
+
 async def timeline(
     session: AsyncSession,
     customer_id: uuid.UUID,
@@ -158,6 +164,7 @@ async def timeline(
     until: datetime | None = None,
 ) -> tuple[list[TimelineItem], str | None]:
     """Every department's touches of this customer, newest first."""
+    check_window(since, until)
     current = await survivor(session, customer_id)
     if current is None:
         return [], None

@@ -91,6 +91,10 @@ class TestCustomerRoutes:
             ({"department": "finance"}, "department"),
             ({"channel": "pigeon"}, "channel"),
             ({"since": "2026-11-01T00:00:00"}, "since"),  # no time zone
+            (
+                {"since": "2026-11-02T00:00:00Z", "until": "2026-11-01T00:00:00Z"},
+                "since",
+            ),  # reversed window
         ],
     )
     async def test_bad_360_parameters(self, client, params, field):

@@ -189,6 +189,11 @@ async def test_malformed_json(client, setup):
         ("/v1/campaigns/{campaign}/tasks", {"due_before": "0"}, "due_before"),  # Unix seconds
         ("/v1/campaigns/not-an-id/report", {}, "campaign_id"),
         ("/v1/customers/{unknown}/timeline", {"limit": 1001}, "limit"),
+        (
+            "/v1/customers/{unknown}/timeline",
+            {"since": "2026-11-02T00:00:00Z", "until": "2026-11-01T00:00:00Z"},
+            "since",
+        ),  # reversed window
         ("/v1/customers/{unknown}/contact-check", {}, "channel"),
     ],
 )

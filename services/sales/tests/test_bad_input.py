@@ -276,6 +276,11 @@ async def test_erased_customers_take_no_new_records(client, setup):
         ("/v1/customers/not-an-id", {}, "customer_id"),
         ("/v1/customers/{customer}/timeline", {"limit": 1001}, "limit"),
         ("/v1/customers/{customer}/timeline", {"cursor": NAIVE_CURSOR}, "cursor"),
+        (
+            "/v1/customers/{customer}/timeline",
+            {"since": "2026-11-02T00:00:00Z", "until": "2026-11-01T00:00:00Z"},
+            "since",
+        ),  # reversed window
         ("/v1/customers/{customer}/contact-check", {}, "channel"),
     ],
 )

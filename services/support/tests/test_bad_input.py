@@ -154,6 +154,11 @@ async def test_malformed_json(client, setup):
         ("/v1/customers/{customer}/timeline", {"limit": 1001}, "limit"),
         ("/v1/customers/{customer}/timeline", {"cursor": "garbage"}, "cursor"),
         ("/v1/customers/{customer}/timeline", {"cursor": NAIVE_CURSOR}, "cursor"),
+        (
+            "/v1/customers/{customer}/timeline",
+            {"since": "2026-11-02T00:00:00Z", "until": "2026-11-01T00:00:00Z"},
+            "since",
+        ),  # reversed window
         ("/v1/customers/{customer}/contact-check", {}, "channel"),
         (
             "/v1/customers/{customer}/contact-check",
