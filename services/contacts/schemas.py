@@ -16,13 +16,29 @@ from services.contacts import rules
 from shared.events import ContactPolicy, ContactPreferences
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-Email = Annotated[str, StringConstraints(max_length=254), AfterValidator(rules.normalize_email)]
+# The descriptions tell an integrator (and a generated client) the checks a schema cannot.
+Email = Annotated[
+    str,
+    StringConstraints(max_length=254),
+    AfterValidator(rules.normalize_email),
+    Field(description="an e-mail address (syntax checked), stored lower-cased"),
+]
 Country = Annotated[
-    str, StringConstraints(min_length=2, max_length=2), AfterValidator(rules.normalize_country)
+    str,
+    StringConstraints(min_length=2, max_length=2),
+    AfterValidator(rules.normalize_country),
+    Field(description="an ISO 3166-1 alpha-2 country code (DE, gb), stored upper-cased"),
 ]
 Company = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 ExternalId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
-Phone = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=32)]
+Phone = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=3, max_length=32),
+    Field(
+        description="a valid phone number: +<country code>, or local to the contact's country;"
+        " stored as E.164"
+    ),
+]
 
 IdentityKind = Literal["email", "phone", "telegram", "whatsapp", "social", "other"]
 
@@ -51,7 +67,7 @@ class ContactCreate(_Input):
 class ContactUpdate(_Input):
     """Only the fields sent are changed; ``null`` clears an optional field."""
 
-    first_name: Name | None = None
+    first_name: Name | None = Field(default=None, description="may be changed, not set to null")
     last_name: Name | None = None
     email: Email | None = None
     country: Country | None = None

@@ -38,6 +38,15 @@ class _Input(BaseModel):
 # ---- segments -------------------------------------------------------------------------------
 
 
+SegmentRules = Annotated[
+    dict[str, Any],
+    Field(
+        description='a condition {"field", "op", "value"} or a group {"and": [...]},'
+        ' {"or": [...]}, {"not": ...}; the fields and operators: docs/marketing.md'
+    ),
+]
+
+
 class SegmentKind(StrEnum):
     dynamic = "dynamic"  # members evaluated whenever used
     static = "static"  # members frozen when the segment is created
@@ -47,12 +56,11 @@ class SegmentCreate(_Input):
     name: Name
     description: Annotated[str, StringConstraints(max_length=1000)] | None = None
     kind: SegmentKind = SegmentKind.dynamic
-    # {"field", "op", "value"} conditions nested in {"and": [...]}, {"or": [...]}, {"not": ...}
-    rules: dict[str, Any]
+    rules: SegmentRules
 
 
 class SegmentPreview(_Input):
-    rules: dict[str, Any]
+    rules: SegmentRules
 
 
 class SegmentRead(BaseModel):
@@ -87,12 +95,23 @@ class CampaignStatus(StrEnum):
     completed = "completed"
 
 
+_TEMPLATE = (
+    "text with the fields "
+    + ", ".join("{" + name + "}" for name in rules.TEMPLATE_FIELDS)
+    + "; {{ and }} for literal braces"
+)
+
+
 class CampaignCreate(_Input):
     name: Name
     channel: CampaignChannel
-    segment_id: uuid.UUID
-    subject: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)] | None = None
-    template: Annotated[str, StringConstraints(min_length=1, max_length=50_000)]
+    segment_id: uuid.UUID = Field(description="a segment of this service")
+    subject: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)] | None = (
+        Field(default=None, description=_TEMPLATE)
+    )
+    template: Annotated[str, StringConstraints(min_length=1, max_length=50_000)] = Field(
+        description=_TEMPLATE
+    )
     budget: Money
     cost_per_send: Money
     scheduled_at: UTCTime | None = None

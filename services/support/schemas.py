@@ -101,7 +101,9 @@ class TicketCreate(_Input):
 
 class MessageCreate(_Input):
     author_type: Literal["agent", "customer"]
-    author_id: uuid.UUID | None = None
+    author_id: uuid.UUID | None = Field(
+        default=None, description="the agent's id: required for an agent, absent for a customer"
+    )
     body: Body
     sent_at: UTCTime | None = None
 
@@ -115,7 +117,7 @@ class MessageCreate(_Input):
 
 
 class AssignRequest(_Input):
-    agent_id: uuid.UUID
+    agent_id: uuid.UUID = Field(description="an agent of support's roster (/v1/agents)")
 
 
 class AtRequest(_Input):
