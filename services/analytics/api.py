@@ -4,7 +4,6 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import AwareDatetime
 
 from services.analytics import kpis, rules, service
 from services.analytics.schemas import (
@@ -15,7 +14,7 @@ from services.analytics.schemas import (
 )
 from shared.app import SessionDep
 from shared.auth import require_scope
-from shared.customer_view.schemas import CalendarDay, Key
+from shared.customer_view.schemas import CalendarDay, Key, UTCTime
 from shared.errors import NotFound
 from shared.events import Channel, Department
 from shared.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
@@ -65,8 +64,8 @@ async def customer_360(
     department: Department | None = None,
     channel: Channel | None = None,
     kind: Annotated[Key | None, Query()] = None,
-    since: Annotated[AwareDatetime | None, Query(description="from (inclusive)")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="to (exclusive)")] = None,
+    since: Annotated[UTCTime | None, Query(description="from (inclusive)")] = None,
+    until: Annotated[UTCTime | None, Query(description="to (exclusive)")] = None,
 ) -> Customer360:
     """Profile, every department's touches (paged, filtered), open tickets and opportunities,
     orders, scores, touch counts and the last inbound and outbound touch."""

@@ -6,7 +6,6 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, status
-from pydantic import AwareDatetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.app import SessionDep
@@ -20,6 +19,7 @@ from shared.customer_view.schemas import (
     InteractionCreate,
     Key,
     TimelineItem,
+    UTCTime,
 )
 from shared.events import Channel, Department
 from shared.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
@@ -51,8 +51,8 @@ def router(
         department: Department | None = None,
         channel: Channel | None = None,
         kind: Annotated[Key | None, Query()] = None,
-        since: Annotated[AwareDatetime | None, Query(description="from (inclusive)")] = None,
-        until: Annotated[AwareDatetime | None, Query(description="to (exclusive)")] = None,
+        since: Annotated[UTCTime | None, Query(description="from (inclusive)")] = None,
+        until: Annotated[UTCTime | None, Query(description="to (exclusive)")] = None,
     ) -> Page[TimelineItem]:
         """Every department's touches of this customer, newest first."""
         items, next_cursor = await projection.timeline(
@@ -74,7 +74,7 @@ def router(
         session: SessionDep,
         channel: Channel,
         as_department: Annotated[Department, Query(alias="department")] = department,
-        at: Annotated[AwareDatetime | None, Query(description="when the touch would be")] = None,
+        at: Annotated[UTCTime | None, Query(description="when the touch would be")] = None,
     ) -> ContactCheck:
         """Whether an outbound touch now is allowed, and if not, why."""
         current = await projection.survivor(session, customer_id)

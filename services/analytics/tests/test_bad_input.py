@@ -91,6 +91,7 @@ class TestCustomerRoutes:
             ({"department": "finance"}, "department"),
             ({"channel": "pigeon"}, "channel"),
             ({"since": "2026-11-01T00:00:00"}, "since"),  # no time zone
+            ({"until": "1764460800"}, "until"),  # Unix seconds
             (
                 {"since": "2026-11-02T00:00:00Z", "until": "2026-11-01T00:00:00Z"},
                 "since",

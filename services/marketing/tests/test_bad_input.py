@@ -107,6 +107,7 @@ CASES = [
     ("POST", "/v1/campaigns", campaign(budget="lots"), 422, "budget"),
     ("POST", "/v1/campaigns", campaign(cost_per_send="0.000001"), 422, "cost_per_send"),
     ("POST", "/v1/campaigns", campaign(scheduled_at="2026-01-01T00:00:00"), 422, "scheduled_at"),
+    ("POST", "/v1/campaigns", campaign(scheduled_at=1893456000), 422, "scheduled_at"),
     ("POST", "/v1/campaigns", campaign(audience="all"), 422, "audience"),
     ("PATCH", "/v1/campaigns/{campaign}", {"budget": None}, 422, "budget"),
     ("PATCH", "/v1/campaigns/{campaign}", {"budget": "-5"}, 422, "budget"),

@@ -162,6 +162,7 @@ CASES = [
         422,
         "occurred_at",
     ),
+    ("POST", "/v1/activities", {**ACTIVITY, "occurred_at": 0}, 422, "occurred_at"),
     ("POST", "/v1/activities", {**ACTIVITY, "sentiment": "angry"}, 422, "sentiment"),
     ("POST", "/v1/activities", {**ACTIVITY, "opportunity_id": UNKNOWN}, 422, "opportunity_id"),
     (

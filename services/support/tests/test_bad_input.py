@@ -123,6 +123,16 @@ CASES = [
         422,
         "items.1.kind",
     ),
+    # A number, or a string of digits, is not read as Unix seconds (a touch filed in 1970).
+    ("POST", "/v1/interactions", {**TOUCH, "occurred_at": 0}, 422, "occurred_at"),
+    ("POST", "/v1/interactions", {**TOUCH, "occurred_at": "1764460800"}, 422, "occurred_at"),
+    (
+        "POST",
+        "/v1/interactions:batch",
+        {"items": [TOUCH, {**TOUCH, "occurred_at": 1764460800.5}]},
+        422,
+        "items.1.occurred_at",
+    ),
 ]
 
 
@@ -154,6 +164,8 @@ async def test_malformed_json(client, setup):
         ("/v1/customers/{customer}/timeline", {"limit": 1001}, "limit"),
         ("/v1/customers/{customer}/timeline", {"cursor": "garbage"}, "cursor"),
         ("/v1/customers/{customer}/timeline", {"cursor": NAIVE_CURSOR}, "cursor"),
+        ("/v1/customers/{customer}/timeline", {"since": "0"}, "since"),  # Unix seconds
+        ("/v1/customers/{customer}/contact-check", {"channel": "email", "at": "0"}, "at"),
         (
             "/v1/customers/{customer}/timeline",
             {"since": "2026-11-02T00:00:00Z", "until": "2026-11-01T00:00:00Z"},
