@@ -290,18 +290,33 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {
             401: "unauthorized",
             403: "forbidden",
             404: "not_found",
             405: "method_not_allowed",
         }.get(exc.status_code, "error")
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            headers = {**(headers or {}), **_allow_header(request)}
         return JSONResponse(
             error_body(exc.status_code, code, str(exc.detail)),
             status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
+            headers=headers,
         )
+
+
+_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+
+def _allow_header(request: Request) -> dict[str, str]:
+    """Every method the resource answers, as its OpenAPI document lists them: the router names
+    only those of the first route matching the path (a GET and a POST on one path are two)."""
+    path = getattr(request.scope.get("route"), "path_format", None)
+    documented = request.app.openapi()["paths"].get(path, {}) if path else {}
+    methods = sorted(method.upper() for method in documented if method in _METHODS)
+    return {"Allow": ", ".join(methods)} if methods else {}
 
 
 def _field_error(error: dict[str, Any]) -> dict[str, str]:
