@@ -26,7 +26,15 @@ Name = Annotated[
     AfterValidator(no_contact_details),  # names go on the bus (events, timeline subjects)
 ]
 Person = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=4)]
+Money = Annotated[
+    Decimal,
+    Field(
+        ge=0,
+        max_digits=14,
+        decimal_places=4,
+        description='a decimal number or string ("0.05"), at least 0, at most four decimals',
+    ),
+]
 # Amounts out as plain decimal strings without trailing zeros ("100", "0.05").
 Amount = Annotated[Decimal, PlainSerializer(lambda v: f"{v.normalize():f}", return_type=str)]
 

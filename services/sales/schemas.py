@@ -42,7 +42,15 @@ def _cents(value: Decimal) -> Decimal:
     return value
 
 
-Amount = Annotated[Decimal, Field(ge=0, le=Decimal("9999999999999999.99")), AfterValidator(_cents)]
+Amount = Annotated[
+    Decimal,
+    Field(
+        ge=0,
+        le=Decimal("9999999999999999.99"),
+        description='a decimal number or string ("129.90"), at least 0, at most two decimals',
+    ),
+    AfterValidator(_cents),
+]
 
 
 class _Input(BaseModel):
