@@ -8,7 +8,15 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+)
 
 CONTENT_TYPE = "application/cloudevents+json"
 HEADERS = {"content-type": CONTENT_TYPE.encode()}
@@ -169,7 +177,7 @@ class ContactPreferences(BaseModel):
     opted_out_channels: list[Channel] = Field(default_factory=list)
     preferred_channel: Channel | None = None
     quiet_hours: QuietHours | None = None
-    max_outbound_per_week: int | None = Field(default=None, ge=0, le=1000)
+    max_outbound_per_week: StrictInt | None = Field(default=None, ge=0, le=1000)
 
 
 class Identity(BaseModel):
@@ -211,7 +219,7 @@ class ContactErased(BaseModel):
 class ContactPolicy(BaseModel):
     """Company-wide default contact policy, applied where a contact has no preference."""
 
-    max_outbound_per_week: int = Field(default=5, ge=0, le=1000)
+    max_outbound_per_week: StrictInt = Field(default=5, ge=0, le=1000)
     quiet_hours: QuietHours | None = None
     # An open ticket of one of these priorities blocks marketing touches.
     block_marketing_on_ticket_priorities: list[str] = Field(

@@ -10,6 +10,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictInt,
     StringConstraints,
     model_validator,
 )
@@ -286,7 +287,7 @@ class ActivityRead(BaseModel):
 class OrderLine(_Input):
     sku: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
     description: Short | None = None
-    quantity: int = Field(ge=1, le=1_000_000)
+    quantity: StrictInt = Field(ge=1, le=1_000_000)
     unit_price: Amount
 
 

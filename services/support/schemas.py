@@ -7,6 +7,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictInt,
     StringConstraints,
     model_validator,
 )
@@ -36,13 +38,13 @@ class AgentCreate(_Input):
     email: Annotated[Email, StringConstraints(max_length=254)] | None = None
     team: Key
     skills: list[Key] = Field(default_factory=list, max_length=50)
-    capacity: int = Field(default=10, ge=0, le=1000)
-    available: bool = True
+    capacity: StrictInt = Field(default=10, ge=0, le=1000)
+    available: StrictBool = True
 
 
 class AgentUpdate(_Input):
-    available: bool | None = None
-    capacity: int | None = Field(default=None, ge=0, le=1000)
+    available: StrictBool | None = None
+    capacity: StrictInt | None = Field(default=None, ge=0, le=1000)
     team: Key | None = None
     skills: list[Key] | None = Field(default=None, max_length=50)
 
@@ -125,7 +127,7 @@ class AtRequest(_Input):
 
 
 class SatisfactionRequest(_Input):
-    score: int = Field(ge=1, le=5)
+    score: StrictInt = Field(ge=1, le=5)
     comment: Annotated[str, StringConstraints(max_length=5000)] | None = None
     at: UTCTime | None = None
 
@@ -224,7 +226,7 @@ class MacroRead(BaseModel):
 
 # ---- SLA policies ---------------------------------------------------------------------------
 
-Minutes = Annotated[int, Field(ge=1, le=525_600)]
+Minutes = Annotated[StrictInt, Field(ge=1, le=525_600)]
 
 
 class SlaPolicyUpdate(_Input):

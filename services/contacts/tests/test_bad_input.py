@@ -203,6 +203,8 @@ class TestBodies:
             ("preferences", {"opted_out_channels": "email"}, "opted_out_channels"),
             ("preferences", {"max_outbound_per_week": -1}, "max_outbound_per_week"),
             ("preferences", {"max_outbound_per_week": 1001}, "max_outbound_per_week"),
+            # JSON true/false is not a count (pydantic alone reads false as 0).
+            ("preferences", {"max_outbound_per_week": False}, "max_outbound_per_week"),
             (
                 "preferences",
                 {"quiet_hours": {"start": "25:00", "end": "08:00"}},
@@ -212,6 +214,7 @@ class TestBodies:
             ("preferences", {"colour": "blue"}, "colour"),
             ("policy", {"max_outbound_per_week": 5000}, "max_outbound_per_week"),
             ("policy", {"max_outbound_per_week": "five"}, "max_outbound_per_week"),
+            ("policy", {"max_outbound_per_week": True}, "max_outbound_per_week"),
             (
                 "policy",
                 {"block_marketing_on_ticket_priorities": "urgent"},

@@ -198,6 +198,13 @@ CASES = [
         422,
         "lines.0.quantity",
     ),
+    (
+        "POST",
+        "/v1/orders",
+        {**ORDER, "lines": [{"sku": "A", "quantity": True, "unit_price": "1"}]},
+        422,
+        "lines.0.quantity",
+    ),
     ("POST", "/v1/orders/{order}/refunded", {}, 409, None),
     ("POST", "/v1/orders/{order}/paid", {"at": "yesterday"}, 422, "at"),
     ("POST", f"/v1/orders/{UNKNOWN}/paid", {}, 404, None),

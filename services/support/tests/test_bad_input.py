@@ -74,6 +74,10 @@ CASES = [
     ("POST", "/v1/agents", {"name": "A", "team": "t", "email": "no-at"}, 422, "email"),
     ("PATCH", "/v1/agents/{agent}", {"available": None}, 422, "available"),
     ("PATCH", "/v1/agents/{agent}", {"capacity": 1001}, 422, "capacity"),
+    # JSON true/false is not a number, nor 0/1 a yes or no (pydantic alone converts both).
+    ("POST", "/v1/agents", {"name": "A", "team": "t", "capacity": True}, 422, "capacity"),
+    ("PATCH", "/v1/agents/{agent}", {"available": 0}, 422, "available"),
+    ("PATCH", "/v1/agents/{agent}", {"available": "yes"}, 422, "available"),
     ("PATCH", f"/v1/agents/{UNKNOWN}", {"available": False}, 404, None),
     ("PUT", "/v1/teams/t", {"categories": "refund"}, 422, "categories"),
     (
@@ -104,6 +108,9 @@ CASES = [
     ("POST", "/v1/tickets/{ticket}/resolve", {"at": "yesterday"}, 422, "at"),
     ("POST", "/v1/tickets/{ticket}/satisfaction", {"score": 6}, 422, "score"),
     ("POST", "/v1/tickets/{ticket}/satisfaction", {"score": 0}, 422, "score"),
+    ("POST", "/v1/tickets/{ticket}/satisfaction", {"score": True}, 422, "score"),
+    ("POST", "/v1/tickets/{ticket}/satisfaction", {"score": "5"}, 422, "score"),
+    ("PUT", "/v1/sla-policies/urgent", {"resolution_minutes": True}, 422, "resolution_minutes"),
     ("POST", "/v1/interactions", {**TOUCH, "direction": "sideways"}, 422, "direction"),
     ("POST", "/v1/interactions", {**TOUCH, "subject": "mail anna@example.com"}, 422, "subject"),
     ("POST", "/v1/interactions", {**TOUCH, "actor": "+49 30 1234567"}, 422, "actor"),
