@@ -6,14 +6,14 @@ These pydantic models are the single source of the event schemas integrators see
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
-    StrictInt,
     ValidationError,
     field_validator,
 )
@@ -165,6 +165,21 @@ CONTACT_POLICY_UPDATED = "crm.contact_policy.updated.v1"
 CONTACT_POLICY_KEY = "contact-policy"
 
 
+def _a_number(value: Any) -> Any:
+    # Alone, pydantic reads true/false as 1/0 and "5" as 5; 2.0 stays valid (JSON Schema's
+    # integers include it).
+    if isinstance(value, bool | str):
+        raise ValueError("must be a whole number")
+    return value
+
+
+# For a count or a limit in a request or an event, after its bounds:
+# Annotated[int, Field(ge=..., le=...), WHOLE_NUMBER] (bounds first, or the JSON Schema of an
+# optional one loses them).
+WHOLE_NUMBER = BeforeValidator(_a_number)
+WeeklyCap = Annotated[int, Field(ge=0, le=1000), WHOLE_NUMBER]
+
+
 class QuietHours(BaseModel):
     start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", examples=["21:00"])
     end: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", examples=["08:00"])
@@ -177,7 +192,7 @@ class ContactPreferences(BaseModel):
     opted_out_channels: list[Channel] = Field(default_factory=list)
     preferred_channel: Channel | None = None
     quiet_hours: QuietHours | None = None
-    max_outbound_per_week: StrictInt | None = Field(default=None, ge=0, le=1000)
+    max_outbound_per_week: WeeklyCap | None = None
 
 
 class Identity(BaseModel):
@@ -219,7 +234,7 @@ class ContactErased(BaseModel):
 class ContactPolicy(BaseModel):
     """Company-wide default contact policy, applied where a contact has no preference."""
 
-    max_outbound_per_week: StrictInt = Field(default=5, ge=0, le=1000)
+    max_outbound_per_week: WeeklyCap = 5
     quiet_hours: QuietHours | None = None
     # An open ticket of one of these priorities blocks marketing touches.
     block_marketing_on_ticket_priorities: list[str] = Field(

@@ -10,7 +10,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    StrictInt,
     StringConstraints,
     model_validator,
 )
@@ -18,7 +17,7 @@ from pydantic import (
 from services.sales.rules import LeadStatus
 from shared.customer_view import ContactCheck, TimelineItem
 from shared.customer_view.schemas import CalendarDay, CleanText, Short, UTCTime
-from shared.events import Channel, Direction, Sentiment
+from shared.events import WHOLE_NUMBER, Channel, Direction, Sentiment
 from shared.pagination import MAX_LIMIT
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -287,7 +286,7 @@ class ActivityRead(BaseModel):
 class OrderLine(_Input):
     sku: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
     description: Short | None = None
-    quantity: StrictInt = Field(ge=1, le=1_000_000)
+    quantity: Annotated[int, Field(ge=1, le=1_000_000), WHOLE_NUMBER]
     unit_price: Amount
 
 

@@ -8,14 +8,13 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
-    StrictInt,
     StringConstraints,
     model_validator,
 )
 
 from services.support.rules import Priority
 from shared.customer_view.schemas import UTCTime, no_contact_details
-from shared.events import Channel
+from shared.events import WHOLE_NUMBER, Channel
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Key = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
@@ -33,18 +32,21 @@ class _Input(BaseModel):
 # ---- agents and teams -----------------------------------------------------------------------
 
 
+Capacity = Annotated[int, Field(ge=0, le=1000), WHOLE_NUMBER]  # open tickets at once
+
+
 class AgentCreate(_Input):
     name: Name
     email: Annotated[Email, StringConstraints(max_length=254)] | None = None
     team: Key
     skills: list[Key] = Field(default_factory=list, max_length=50)
-    capacity: StrictInt = Field(default=10, ge=0, le=1000)
+    capacity: Capacity = 10
     available: StrictBool = True
 
 
 class AgentUpdate(_Input):
     available: StrictBool | None = None
-    capacity: StrictInt | None = Field(default=None, ge=0, le=1000)
+    capacity: Capacity | None = None
     team: Key | None = None
     skills: list[Key] | None = Field(default=None, max_length=50)
 
@@ -127,7 +129,7 @@ class AtRequest(_Input):
 
 
 class SatisfactionRequest(_Input):
-    score: StrictInt = Field(ge=1, le=5)
+    score: Annotated[int, Field(ge=1, le=5), WHOLE_NUMBER]
     comment: Annotated[str, StringConstraints(max_length=5000)] | None = None
     at: UTCTime | None = None
 
@@ -226,7 +228,7 @@ class MacroRead(BaseModel):
 
 # ---- SLA policies ---------------------------------------------------------------------------
 
-Minutes = Annotated[StrictInt, Field(ge=1, le=525_600)]
+Minutes = Annotated[int, Field(ge=1, le=525_600), WHOLE_NUMBER]
 
 
 class SlaPolicyUpdate(_Input):

@@ -6,8 +6,9 @@ import pytest
 from cloudevents.core.bindings.kafka import KafkaMessage, from_structured, to_structured
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
+from pydantic import ValidationError
 
-from shared.events import MalformedEvent, decode_event, encode_event
+from shared.events import ContactPreferences, MalformedEvent, decode_event, encode_event
 
 
 class TestEncodeEvent:
@@ -81,3 +82,25 @@ class TestDecodeEvent:
             {},
         )
         assert envelope.time == event.get_time()
+
+
+class TestWholeNumbers:
+    # JSON Schema's integers include 2.0; a boolean or a string is not a number.
+    @pytest.mark.parametrize("value", [3, 3.0, 0, 1000])
+    def test_a_json_integer_is_taken(self, value):
+        assert ContactPreferences(max_outbound_per_week=value).max_outbound_per_week == value
+
+    @pytest.mark.parametrize(
+        ("value", "reason"),
+        [
+            (True, "whole number"),
+            (False, "whole number"),
+            ("3", "whole number"),
+            (3.5, "fractional"),
+            (1001, "less than or equal"),
+            (-1, "greater than or equal"),
+        ],
+    )
+    def test_anything_else_is_refused(self, value, reason):
+        with pytest.raises(ValidationError, match=reason):
+            ContactPreferences(max_outbound_per_week=value)
