@@ -3,6 +3,7 @@
 These pydantic models are the single source of the event schemas integrators see.
 """
 
+import re
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -171,6 +172,19 @@ def _a_number(value: Any) -> Any:
     if isinstance(value, bool | str):
         raise ValueError("must be a whole number")
     return value
+
+
+def _rfc3339_text(value: Any) -> Any:
+    # Alone, pydantic also reads a number, or a string of digits, as Unix seconds: a touch
+    # sent with "occurred_at": 0 was filed on 1970-01-01.
+    if isinstance(value, datetime) or (isinstance(value, str) and _RFC3339_START.match(value)):
+        return value
+    raise ValueError("must be an RFC 3339 time with a UTC offset, e.g. 2026-11-30T09:00:00Z")
+
+
+_RFC3339_START = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]")
+# Before a datetime type: only a time written as text (or a datetime) is taken.
+RFC3339_TEXT = BeforeValidator(_rfc3339_text)
 
 
 # For a count or a limit in a request or an event, after its bounds:

@@ -8,10 +8,12 @@ consumes and republishes as its own ``OrderPlaced``/``OrderPaid``/``OrderRefunde
 import uuid
 from datetime import date
 from decimal import Decimal
+from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, Field
 
 from shared import topics
+from shared.events import RFC3339_TEXT
 
 TOPIC = topics.SALES
 SOURCE = "/crm/sales"
@@ -144,7 +146,7 @@ class ExternalOrder(BaseModel):
     amount: Money = Field(ge=0)
     currency: str = Field(min_length=3, max_length=3)
     status: str = Field(default="placed", pattern="^(placed|paid|refunded)$")
-    ordered_at: AwareDatetime
+    ordered_at: Annotated[AwareDatetime, RFC3339_TEXT]  # written by an integrator
 
 
 EVENT_TYPES: dict[str, type[BaseModel]] = {

@@ -16,7 +16,7 @@ from pydantic import (
 )
 
 from shared.contact_rules import contains_contact_details
-from shared.events import Channel, Direction, Sentiment, SourceRef
+from shared.events import RFC3339_TEXT, Channel, Direction, Sentiment, SourceRef
 from shared.pagination import MAX_LIMIT
 
 
@@ -28,20 +28,9 @@ def no_contact_details(value: str | None) -> str | None:
     return value
 
 
-def _rfc3339_text(value: Any) -> Any:
-    # Alone, pydantic also reads a number, or a string of digits, as Unix seconds: a touch
-    # sent with "occurred_at": 0 was filed on 1970-01-01.
-    if isinstance(value, datetime) or (isinstance(value, str) and _RFC3339_START.match(value)):
-        return value
-    raise ValueError("must be an RFC 3339 time with a UTC offset, e.g. 2026-11-30T09:00:00Z")
-
-
-_RFC3339_START = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]")
 # Stored and shown as UTC (RFC 3339 with Z), whatever offset the client sent.
 UTCTime = Annotated[
-    AwareDatetime,
-    BeforeValidator(_rfc3339_text),
-    AfterValidator(lambda value: value.astimezone(UTC)),
+    AwareDatetime, RFC3339_TEXT, AfterValidator(lambda value: value.astimezone(UTC))
 ]
 
 

@@ -4,6 +4,9 @@ opportunities through the pipeline, forecast, activities, orders and the custome
 import uuid
 from decimal import Decimal
 
+import pytest
+from pydantic import ValidationError
+
 from services.sales.tests.helpers import apply, connect, new_lead, new_opportunity, outbox
 from shared import topics
 from shared.contracts import analytics, sales, support
@@ -391,6 +394,12 @@ class TestOrders:
         [stored] = listed["items"]
         assert stored["external_id"] == "INV-1" and stored["status"] == "paid"
         assert types(await outbox(client, topics.SALES)) == [sales.ORDER_PLACED, sales.ORDER_PAID]
+
+    def test_an_external_order_dated_by_a_number_is_refused(self):
+        # pydantic alone read 0 as 1970-01-01; such an event goes to the dead-letter topic.
+        order = {"external_id": "INV-2", "customer_id": str(uuid.uuid4()), "currency": "EUR"}
+        with pytest.raises(ValidationError, match="RFC 3339"):
+            sales.ExternalOrder.model_validate({**order, "amount": "1", "ordered_at": 0})
 
 
 class TestCustomerView:
