@@ -1,5 +1,6 @@
-"""The contact-pressure rules every department applies before an outbound touch, and the guard
-that keeps e-mail addresses and phone numbers off shared topics. Plain Python, no I/O."""
+"""The contact-pressure rules every department applies before an outbound touch, the guard
+that keeps e-mail addresses and phone numbers off shared topics, and the country codes every
+service takes. Plain Python, no I/O."""
 
 import re
 from collections.abc import Sequence
@@ -7,7 +8,23 @@ from datetime import datetime, time, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import phonenumbers
+
 from shared.events import Channel, ContactPolicy, ContactPreferences, Department, QuietHours
+
+# ---- country codes ---------------------------------------------------------------------------
+
+COUNTRIES = frozenset(phonenumbers.SUPPORTED_REGIONS)
+
+
+def normalize_country(value: str) -> str:
+    """An ISO 3166-1 alpha-2 code, upper-cased; contacts and sales take the same ones (a lead
+    with another could never become a contact)."""
+    code = value.strip().upper()
+    if code not in COUNTRIES:
+        raise ValueError("not an ISO 3166-1 alpha-2 country code")
+    return code
+
 
 # ---- PII on shared topics -------------------------------------------------------------------
 

@@ -10,8 +10,6 @@ from rapidfuzz import fuzz
 
 from shared.events import ContactPreferences
 
-COUNTRIES = frozenset(phonenumbers.SUPPORTED_REGIONS)
-
 
 def normalize_email(value: str) -> str:
     """Lower-cased, syntax-checked address; ValueError with the reason otherwise."""
@@ -36,13 +34,6 @@ def normalize_phone(value: str, country: str | None = None) -> str:
     if not phonenumbers.is_valid_number(number):
         raise ValueError("not a valid phone number for its country")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-
-
-def normalize_country(value: str) -> str:
-    code = value.strip().upper()
-    if code not in COUNTRIES:
-        raise ValueError("not an ISO 3166-1 alpha-2 country code")
-    return code
 
 
 def blocking_key(value: str | None) -> str | None:

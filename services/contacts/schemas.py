@@ -13,6 +13,7 @@ from pydantic import (
 )
 
 from services.contacts import rules
+from shared.contact_rules import normalize_country
 from shared.events import ContactPolicy, ContactPreferences
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
@@ -26,7 +27,7 @@ Email = Annotated[
 Country = Annotated[
     str,
     StringConstraints(min_length=2, max_length=2),
-    AfterValidator(rules.normalize_country),
+    AfterValidator(normalize_country),
     Field(description="an ISO 3166-1 alpha-2 country code (DE, gb), stored upper-cased"),
 ]
 Company = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]

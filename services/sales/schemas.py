@@ -15,6 +15,7 @@ from pydantic import (
 )
 
 from services.sales.rules import LeadStatus
+from shared.contact_rules import normalize_country
 from shared.customer_view import ContactCheck, TimelineItem
 from shared.customer_view.schemas import CalendarDay, CleanText, Short, UTCTime
 from shared.events import WHOLE_NUMBER, Channel, Direction, Sentiment
@@ -31,7 +32,9 @@ Email = Annotated[
     ),
 ]
 Phone = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\+?[\d ()./-]{6,31}$")]
-Country = Annotated[str, StringConstraints(to_upper=True, pattern=r"^[A-Za-z]{2}$")]
+Country = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z]{2}$"), AfterValidator(normalize_country)
+]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 Segment = Literal["smb", "mid_market", "enterprise"]
 

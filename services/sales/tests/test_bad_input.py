@@ -83,6 +83,8 @@ CASES = [
     ("POST", "/v1/leads", {"name": "Ada", "source": "web"}, 422, None),
     ("POST", "/v1/leads", {**LEAD, "phone": "call me"}, 422, "phone"),
     ("POST", "/v1/leads", {**LEAD, "country": "Germany"}, 422, "country"),
+    # Not a code contacts takes: the lead could never become a contact.
+    ("POST", "/v1/leads", {**LEAD, "country": "AA"}, 422, "country"),
     ("POST", "/v1/leads", {**LEAD, "segment": "huge"}, 422, "segment"),
     ("POST", "/v1/leads", {**LEAD, "campaign_id": "c-1"}, 422, "campaign_id"),
     ("POST", "/v1/leads", {**LEAD, "colour": "red"}, 422, "colour"),
@@ -119,6 +121,13 @@ CASES = [
         {"rules": [{"owner": "a", "countries": ["DEU"]}]},
         422,
         "rules.0.countries.0",
+    ),
+    (
+        "PUT",
+        "/v1/assignment-rules",
+        {"rules": [{"owner": "a", "countries": ["de", "XX"]}]},
+        422,
+        "rules.0.countries.1",
     ),
     ("PUT", "/v1/assignment-rules", {"rules": {}}, 422, "rules"),
     ("POST", "/v1/opportunities", {**OPPORTUNITY, "amount": "1.005"}, 422, "amount"),
