@@ -33,7 +33,10 @@ Email = Annotated[
 ]
 Phone = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\+?[\d ()./-]{6,31}$")]
 Country = Annotated[
-    str, StringConstraints(pattern=r"^[A-Za-z]{2}$"), AfterValidator(normalize_country)
+    str,
+    StringConstraints(pattern=r"^[A-Za-z]{2}$"),
+    AfterValidator(normalize_country),
+    Field(description="an ISO 3166-1 alpha-2 country code (DE, gb), as contacts takes it"),
 ]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 Segment = Literal["smb", "mid_market", "enterprise"]

@@ -45,6 +45,8 @@ class AgentCreate(_Input):
 
 
 class AgentUpdate(_Input):
+    """Only the fields sent change; none of them can be set to null."""
+
     available: StrictBool | None = None
     capacity: Capacity | None = None
     team: Key | None = None
