@@ -41,14 +41,20 @@ def auth_headers(*scopes: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token(*scopes)}"}
 
 
-def api_routes(app: FastAPI, path_id: str) -> list[tuple[str, str]]:
-    """Every (method, path) of the app's ``/v1/`` API, read from its OpenAPI document, with
-    ``path_id`` in every path parameter."""
-    return [
-        (method.upper(), re.sub(r"\{[a-z_]+\}", path_id, path))
+def api_paths(app: FastAPI, path_id: str) -> dict[str, set[str]]:
+    """Every path of the app's ``/v1/`` API with its methods, read from its OpenAPI document,
+    with ``path_id`` in every path parameter."""
+    return {
+        re.sub(r"\{[a-z_]+\}", path_id, path): {method.upper() for method in operations}
         for path, operations in app.openapi()["paths"].items()
         if path.startswith("/v1/")
-        for method in operations
+    }
+
+
+def api_routes(app: FastAPI, path_id: str) -> list[tuple[str, str]]:
+    """Every (method, path) of the app's ``/v1/`` API (``api_paths``, one by one)."""
+    return [
+        (method, path) for path, methods in api_paths(app, path_id).items() for method in methods
     ]
 
 
