@@ -54,7 +54,9 @@ def api_paths(app: FastAPI, path_id: str) -> dict[str, set[str]]:
 def api_routes(app: FastAPI, path_id: str) -> list[tuple[str, str]]:
     """Every (method, path) of the app's ``/v1/`` API (``api_paths``, one by one)."""
     return [
-        (method, path) for path, methods in api_paths(app, path_id).items() for method in methods
+        (method, path)
+        for path, methods in api_paths(app, path_id).items()
+        for method in sorted(methods)
     ]
 
 
