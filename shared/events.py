@@ -3,7 +3,6 @@
 These pydantic models are the single source of the event schemas integrators see.
 """
 
-import re
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -12,12 +11,13 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AwareDatetime,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
     field_validator,
 )
+
+from shared.values import WHOLE_NUMBER
 
 CONTENT_TYPE = "application/cloudevents+json"
 HEADERS = {"content-type": CONTENT_TYPE.encode()}
@@ -166,31 +166,6 @@ CONTACT_POLICY_UPDATED = "crm.contact_policy.updated.v1"
 CONTACT_POLICY_KEY = "contact-policy"
 
 
-def _a_number(value: Any) -> Any:
-    # Alone, pydantic reads true/false as 1/0 and "5" as 5; 2.0 stays valid (JSON Schema's
-    # integers include it).
-    if isinstance(value, bool | str):
-        raise ValueError("must be a whole number")
-    return value
-
-
-def _rfc3339_text(value: Any) -> Any:
-    # Alone, pydantic also reads a number, or a string of digits, as Unix seconds: a touch
-    # sent with "occurred_at": 0 was filed on 1970-01-01.
-    if isinstance(value, datetime) or (isinstance(value, str) and _RFC3339_START.match(value)):
-        return value
-    raise ValueError("must be an RFC 3339 time with a UTC offset, e.g. 2026-11-30T09:00:00Z")
-
-
-_RFC3339_START = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]")
-# Before a datetime type: only a time written as text (or a datetime) is taken.
-RFC3339_TEXT = BeforeValidator(_rfc3339_text)
-
-
-# For a count or a limit in a request or an event, after its bounds:
-# Annotated[int, Field(ge=..., le=...), WHOLE_NUMBER] (bounds first, or the JSON Schema of an
-# optional one loses them).
-WHOLE_NUMBER = BeforeValidator(_a_number)
 WeeklyCap = Annotated[int, Field(ge=0, le=1000), WHOLE_NUMBER]
 
 

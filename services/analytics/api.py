@@ -14,10 +14,11 @@ from services.analytics.schemas import (
 )
 from shared.app import SessionDep
 from shared.auth import require_scope
-from shared.customer_view.schemas import CalendarDay, Key, UTCTime
+from shared.customer_view.schemas import Key
 from shared.errors import NotFound
 from shared.events import Channel, Department
 from shared.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
+from shared.values import CalendarDay, UTCTime
 
 read = [Depends(require_scope("analytics:read"))]
 

@@ -15,8 +15,8 @@ from services.analytics import kpis
 from services.analytics.charts import bar_chart, funnel
 from shared.app import ERROR_RESPONSES_OF_A_PAGE, SessionDep
 from shared.auth import Principal, authenticate
-from shared.customer_view.schemas import CalendarDay
 from shared.events import utcnow
+from shared.values import CalendarDay
 
 SCOPE = "analytics:read"
 DEFAULT_DAYS = 30

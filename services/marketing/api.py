@@ -29,8 +29,8 @@ from services.marketing.schemas import (
 )
 from shared.app import SessionDep
 from shared.auth import require_scope
-from shared.customer_view.schemas import CalendarDay
 from shared.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
+from shared.values import CalendarDay
 
 read = [Depends(require_scope("marketing:read"))]
 write = [Depends(require_scope("marketing:write"))]

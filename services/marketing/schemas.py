@@ -18,7 +18,8 @@ from pydantic import (
 
 from services.marketing import rules
 from services.marketing.rules import CampaignChannel
-from shared.customer_view.schemas import CalendarDay, UTCTime, no_contact_details
+from shared.customer_view.schemas import no_contact_details
+from shared.values import CalendarDay, UTCTime
 
 Name = Annotated[
     str,

@@ -17,9 +17,10 @@ from pydantic import (
 from services.sales.rules import LeadStatus
 from shared.contact_rules import normalize_country
 from shared.customer_view import ContactCheck, TimelineItem
-from shared.customer_view.schemas import CalendarDay, CleanText, Short, UTCTime
-from shared.events import WHOLE_NUMBER, Channel, Direction, Sentiment
+from shared.customer_view.schemas import CleanText, Short
+from shared.events import Channel, Direction, Sentiment
 from shared.pagination import MAX_LIMIT
+from shared.values import WHOLE_NUMBER, CalendarDay, UTCTime
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Key = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32)]

@@ -13,8 +13,9 @@ from pydantic import (
 )
 
 from services.support.rules import Priority
-from shared.customer_view.schemas import UTCTime, no_contact_details
-from shared.events import WHOLE_NUMBER, Channel
+from shared.customer_view.schemas import no_contact_details
+from shared.events import Channel
+from shared.values import WHOLE_NUMBER, UTCTime
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Key = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]

@@ -13,7 +13,7 @@ from typing import Annotated
 from pydantic import AwareDatetime, BaseModel, Field
 
 from shared import topics
-from shared.events import RFC3339_TEXT
+from shared.values import RFC3339_TEXT
 
 TOPIC = topics.SALES
 SOURCE = "/crm/sales"

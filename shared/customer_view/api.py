@@ -19,10 +19,10 @@ from shared.customer_view.schemas import (
     InteractionCreate,
     Key,
     TimelineItem,
-    UTCTime,
 )
 from shared.events import Channel, Department
 from shared.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
+from shared.values import UTCTime
 
 OpenTicketPriorities = Callable[[AsyncSession, uuid.UUID], Awaitable[list[str]]]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]

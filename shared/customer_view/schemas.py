@@ -1,23 +1,21 @@
 """Request and response bodies of the customer-view routes every department serves."""
 
-import re
 import uuid
-from datetime import UTC, date, datetime
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
 )
 
 from shared.contact_rules import contains_contact_details
-from shared.events import RFC3339_TEXT, Channel, Direction, Sentiment, SourceRef
+from shared.events import Channel, Direction, Sentiment, SourceRef
 from shared.pagination import MAX_LIMIT
+from shared.values import UTCTime
 
 
 def no_contact_details(value: str | None) -> str | None:
@@ -28,22 +26,6 @@ def no_contact_details(value: str | None) -> str | None:
     return value
 
 
-# Stored and shown as UTC (RFC 3339 with Z), whatever offset the client sent.
-UTCTime = Annotated[
-    AwareDatetime, RFC3339_TEXT, AfterValidator(lambda value: value.astimezone(UTC))
-]
-
-
-def _iso_day(value: Any) -> Any:
-    # Alone, pydantic also reads a number as Unix seconds (to=0 would be 1970-01-01).
-    if isinstance(value, date) or (isinstance(value, str) and _ISO_DAY.fullmatch(value)):
-        return value
-    raise ValueError("must be a day written YYYY-MM-DD")
-
-
-_ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
-# A calendar day in a query or a request body: YYYY-MM-DD and nothing else.
-CalendarDay = Annotated[date, BeforeValidator(_iso_day)]
 Key = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 CleanText = Annotated[str, StringConstraints(max_length=500), AfterValidator(no_contact_details)]
 Short = Annotated[str, StringConstraints(max_length=200), AfterValidator(no_contact_details)]

@@ -1,0 +1,64 @@
+"""The strict value types: what JSON writes as a time, a day or a count is read as one, and
+nothing else is (pydantic alone reads 0 as 1970-01-01 and false as 0)."""
+
+from datetime import UTC, date, datetime
+from typing import Annotated
+
+import pytest
+from pydantic import Field, TypeAdapter, ValidationError
+
+from shared.values import WHOLE_NUMBER, CalendarDay, UTCTime
+
+utc_time = TypeAdapter(UTCTime)
+calendar_day = TypeAdapter(CalendarDay)
+count = TypeAdapter(Annotated[int, Field(ge=0, le=10), WHOLE_NUMBER])
+
+
+def test_a_time_with_an_offset_is_read_as_utc():
+    assert utc_time.validate_python("2026-11-30T10:00:00+01:00") == datetime(
+        2026, 11, 30, 9, tzinfo=UTC
+    )
+
+
+@pytest.mark.parametrize("value", [0, 1764493200, "1764493200", "2026-11-30", True])
+def test_a_time_not_written_as_rfc_3339_text_is_refused(value):
+    with pytest.raises(ValidationError, match="RFC 3339"):
+        utc_time.validate_python(value)
+
+
+def test_a_time_without_an_offset_is_refused():
+    with pytest.raises(ValidationError, match="timezone"):
+        utc_time.validate_python("2026-11-30T09:00:00")
+
+
+def test_a_day_is_read_from_yyyy_mm_dd():
+    assert calendar_day.validate_python("2026-11-30") == date(2026, 11, 30)
+
+
+@pytest.mark.parametrize("value", [0, 86400, "20261130", "2026-11-30T00:00:00Z", "30.11.2026"])
+def test_a_day_written_otherwise_is_refused(value):
+    with pytest.raises(ValidationError, match="YYYY-MM-DD"):
+        calendar_day.validate_python(value)
+
+
+@pytest.mark.parametrize(("value", "expected"), [(3, 3), (2.0, 2), (0, 0)])
+def test_a_count_is_a_json_integer(value, expected):
+    assert count.validate_python(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (False, "whole number"),
+        ("3", "whole number"),
+        (2.5, "fractional"),
+        (11, "less than or equal"),
+    ],
+)
+def test_a_count_refuses_switches_text_fractions_and_what_is_out_of_bounds(value, reason):
+    with pytest.raises(ValidationError, match=reason):
+        count.validate_python(value)
+
+
+def test_a_count_keeps_its_bounds_in_the_json_schema():
+    assert count.json_schema() == {"type": "integer", "minimum": 0, "maximum": 10}
