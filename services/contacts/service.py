@@ -356,7 +356,8 @@ async def merge_contacts(
         try:
             duplicates.append(await _writable(session, duplicate_id))
         except NotFound:
-            raise NotFound(f"contact {duplicate_id} not found", field="duplicate_ids") from None
+            # 422, not 404: the merge's own path names a contact that exists.
+            raise InvalidInput(f"contact {duplicate_id} not found", field="duplicate_ids") from None
     now = utcnow()
     for field in ("last_name", "email", "phone", "company", "country", "external_id"):
         if getattr(survivor, field) is None:

@@ -363,7 +363,7 @@ class TestMergeContacts:
         assert error["fields"][0]["field"] == "duplicate_ids"
         assert (await get(client, contact["id"]))["updated_at"] == contact["updated_at"]
 
-    async def test_an_unknown_duplicate_is_404_and_merges_nothing(self, client):
+    async def test_an_unknown_duplicate_is_422_and_merges_nothing(self, client):
         survivor = await create(client)
         other = await create(client, first_name="Ana", email="ana@example.com")
         unknown = "00000000-0000-4000-8000-000000000000"
@@ -372,7 +372,7 @@ class TestMergeContacts:
                 f"/v1/contacts/{survivor['id']}/merge",
                 json={"duplicate_ids": [other["id"], unknown]},
             ),
-            404,
+            422,
         )
         assert error["fields"][0]["field"] == "duplicate_ids"
         assert unknown in error["message"]
