@@ -11,6 +11,15 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator
 
+# The years of the times and days the CRM takes. Python's datetime ends at years 1 and 9999,
+# and the platform counts back and forward from a time or a day (a contact check's week, a
+# forecast's quarter, a KPI period's next midnight): a touch at 0001-01-01 and a forecast for
+# 9999-Q4 were 500s.
+FIRST_YEAR = 1900
+LAST_YEAR = 2999
+_EARLIEST = datetime(FIRST_YEAR, 1, 1, tzinfo=UTC)
+_LATEST = datetime(LAST_YEAR + 1, 1, 1, tzinfo=UTC)
+
 _RFC3339_START = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]")
 _ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -21,10 +30,29 @@ def _rfc3339_text(value: Any) -> Any:
     raise ValueError("must be an RFC 3339 time with a UTC offset, e.g. 2026-11-30T09:00:00Z")
 
 
+def _in_utc(value: datetime) -> datetime:
+    out_of_range = (
+        f"must be from {_EARLIEST:%Y-%m-%dT%H:%M:%SZ} to before {_LATEST:%Y-%m-%dT%H:%M:%SZ}"
+    )
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is in year 0 in UTC
+        raise ValueError(out_of_range) from None
+    if not _EARLIEST <= value < _LATEST:
+        raise ValueError(out_of_range)
+    return value
+
+
 def _iso_day(value: Any) -> Any:
     if isinstance(value, date) or (isinstance(value, str) and _ISO_DAY.fullmatch(value)):
         return value
     raise ValueError("must be a day written YYYY-MM-DD")
+
+
+def _day_in_range(value: date) -> date:
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+        raise ValueError(f"must be from {FIRST_YEAR}-01-01 to {LAST_YEAR}-12-31")
+    return value
 
 
 def _a_number(value: Any) -> Any:
@@ -34,17 +62,13 @@ def _a_number(value: Any) -> Any:
     return value
 
 
-# Before a datetime type: only a time written as text (or a datetime) is taken.
-RFC3339_TEXT = BeforeValidator(_rfc3339_text)
+# A time in a request or an integrator's event: RFC 3339 text in the years 1900-2999, stored
+# and shown as UTC whatever offset the client sent.
+UTCTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), AfterValidator(_in_utc)]
+
+# A calendar day in a query or a request body: YYYY-MM-DD in the years 1900-2999.
+CalendarDay = Annotated[date, BeforeValidator(_iso_day), AfterValidator(_day_in_range)]
 
 # For a count or a limit, after its bounds: Annotated[int, Field(ge=..., le=...), WHOLE_NUMBER]
 # (bounds first, or the JSON Schema of an optional one loses them).
 WHOLE_NUMBER = BeforeValidator(_a_number)
-
-# A time in a request: RFC 3339 text, stored and shown as UTC whatever offset the client sent.
-UTCTime = Annotated[
-    AwareDatetime, RFC3339_TEXT, AfterValidator(lambda value: value.astimezone(UTC))
-]
-
-# A calendar day in a query or a request body: YYYY-MM-DD and nothing else.
-CalendarDay = Annotated[date, BeforeValidator(_iso_day)]

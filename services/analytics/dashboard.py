@@ -3,7 +3,7 @@ JavaScript, nothing from the internet) that re-fetches its figures every few sec
 up a customer's 360. Behind ``analytics:read``; a browser passes the token as ``?token=`` when it
 opens the page, and the page's script sends it as a header."""
 
-from datetime import date
+from datetime import date, timedelta
 from html import escape
 from typing import Annotated, Any
 
@@ -47,8 +47,7 @@ Day = Annotated[CalendarDay | None, Query(description="UTC day (YYYY-MM-DD)")]
 
 def _period(first: date | None, last: date | None) -> kpis.Period:
     last = last or utcnow().date()
-    # By default the DEFAULT_DAYS up to ``last``, fewer where the calendar starts sooner.
-    default_first = date.fromordinal(max(1, last.toordinal() - (DEFAULT_DAYS - 1)))
+    default_first = last - timedelta(days=DEFAULT_DAYS - 1)
     return kpis.Period.of(first or default_first, last)
 
 

@@ -32,8 +32,6 @@ class Period:
 
     @classmethod
     def of(cls, first: date, last: date) -> "Period":
-        if last >= date.max:  # the period ends at the next day's midnight
-            raise InvalidInput(f"must be before {date.max}", field="to")
         if first > last:
             raise InvalidInput(f"must not be after to ({last})", field="from")
         if (last - first).days >= rules.MAX_PERIOD_DAYS:

@@ -10,6 +10,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 
 from shared.errors import InvalidInput, InvalidTransition
+from shared.values import FIRST_YEAR, LAST_YEAR
 
 CENT = Decimal("0.01")
 
@@ -210,6 +211,8 @@ def period_bounds(period: str) -> tuple[date, date]:
     if not match:
         raise InvalidInput("a month YYYY-MM or a quarter YYYY-Qn", field="period")
     year = int(match.group(1))
+    if not FIRST_YEAR <= year <= LAST_YEAR:  # a quarter's end + 1 day must still be a date
+        raise InvalidInput(f"the year must be from {FIRST_YEAR} to {LAST_YEAR}", field="period")
     if match.group(2):
         first_month = last_month = int(match.group(2))
     else:

@@ -26,6 +26,29 @@ def test_a_time_not_written_as_rfc_3339_text_is_refused(value):
         utc_time.validate_python(value)
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        # Python's datetime ends at years 1 and 9999: the conversion raised an OverflowError.
+        "0001-01-01T00:00:00+01:01",
+        "9999-12-31T23:59:59-00:01",
+        # A contact check counts a week back from its time: at 0001-01-01 that was a 500.
+        "0001-01-01T00:00:00Z",
+        "1899-12-31T23:59:59Z",
+        "3000-01-01T00:00:00Z",
+        "2999-12-31T23:00:00-01:00",
+    ],
+)
+def test_a_time_outside_the_years_1900_to_2999_is_refused(value):
+    with pytest.raises(ValidationError, match="from 1900-01-01T00:00:00Z to before 3000"):
+        utc_time.validate_python(value)
+
+
+@pytest.mark.parametrize("value", ["1900-01-01T00:00:00Z", "2999-12-31T23:59:59.999999Z"])
+def test_the_first_and_last_times_taken(value):
+    assert utc_time.validate_python(value).year in (1900, 2999)
+
+
 def test_a_time_without_an_offset_is_refused():
     with pytest.raises(ValidationError, match="timezone"):
         utc_time.validate_python("2026-11-30T09:00:00")

@@ -46,11 +46,20 @@ class TestPeriods:
         assert response.status_code == 422
         assert field_of(response) == "to"
 
-    async def test_a_period_ending_on_the_calendars_last_day(self, client, path):
-        # The period ends at the next day's midnight, which no date can hold.
-        response = await client.get(path, params={"from": "9999-12-31", "to": "9999-12-31"})
+    @pytest.mark.parametrize(
+        ("first", "last", "field"),
+        [
+            # The period ends at the next day's midnight, which no date can hold.
+            ("2026-01-01", "9999-12-31", "to"),
+            ("2999-12-01", "3000-01-01", "to"),
+            ("1899-12-31", "1900-01-01", "from"),
+        ],
+    )
+    async def test_a_day_outside_the_years_1900_to_2999(self, client, path, first, last, field):
+        response = await client.get(path, params={"from": first, "to": last})
         assert response.status_code == 422
-        assert field_of(response) == "to"
+        assert field_of(response) == field
+        assert "from 1900-01-01 to 2999-12-31" in response.json()["error"]["message"]
 
 
 class TestDashboardPeriods:
@@ -58,13 +67,14 @@ class TestDashboardPeriods:
     @pytest.mark.parametrize(
         ("params", "status", "field"),
         [
-            ({"to": "0001-01-01"}, 200, None),  # the default period starts with the calendar
+            ({"to": "1900-01-01"}, 200, None),  # the default period starts before 1900
+            ({"to": "0001-01-01"}, 422, "to"),
             ({"to": "9999-12-31"}, 422, "to"),
             ({"from": "2026-11-02", "to": "2026-11-01"}, 422, "from"),
             ({"from": "0"}, 422, "from"),  # Unix seconds, not a day
         ],
     )
-    async def test_the_calendars_ends(self, client, path, params, status, field):
+    async def test_the_years_taken(self, client, path, params, status, field):
         response = await client.get(path, params=params)
         assert response.status_code == status, response.text
         if field:

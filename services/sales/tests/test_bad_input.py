@@ -172,6 +172,14 @@ CASES = [
         "occurred_at",
     ),
     ("POST", "/v1/activities", {**ACTIVITY, "occurred_at": 0}, 422, "occurred_at"),
+    # Its contact check counted a week back from year 1: a 500 (schemathesis' edge values).
+    (
+        "POST",
+        "/v1/activities",
+        {**ACTIVITY, "occurred_at": "0001-01-01T00:00:00Z"},
+        422,
+        "occurred_at",
+    ),
     ("POST", "/v1/activities", {**ACTIVITY, "sentiment": "angry"}, 422, "sentiment"),
     ("POST", "/v1/activities", {**ACTIVITY, "opportunity_id": UNKNOWN}, 422, "opportunity_id"),
     (
@@ -276,6 +284,8 @@ async def test_erased_customers_take_no_new_records(client, setup):
         ("/v1/opportunities", {"cursor": NAIVE_CURSOR}, "cursor"),
         ("/v1/forecast", {}, "period"),
         ("/v1/forecast", {"period": "2026-13"}, "period"),
+        ("/v1/forecast", {"period": "9999-Q4"}, "period"),  # was a 500: no day after its end
+        ("/v1/forecast", {"period": "0001-01"}, "period"),
         ("/v1/forecast", {"period": "2026-Q1", "currency": "eur"}, "currency"),
         ("/v1/pipeline", {"currency": "EURO"}, "currency"),
         ("/v1/orders", {"status": "shipped"}, "status"),
@@ -299,6 +309,11 @@ async def test_erased_customers_take_no_new_records(client, setup):
             "since",
         ),  # reversed window
         ("/v1/customers/{customer}/contact-check", {}, "channel"),
+        (
+            "/v1/customers/{customer}/contact-check",
+            {"channel": "email", "at": "0001-01-01T00:00:00Z"},
+            "at",
+        ),  # a week back from it was a 500
     ],
 )
 async def test_bad_queries(client, path, params, field):

@@ -202,7 +202,9 @@ class TestForecast:
     def test_periods(self, period, bounds):
         assert rules.period_bounds(period) == bounds
 
-    @pytest.mark.parametrize("period", ["2026", "2026-13", "2026-Q5", "26-01", "2026-1", ""])
+    @pytest.mark.parametrize(
+        "period", ["2026", "2026-13", "2026-Q5", "26-01", "2026-1", "", "9999-Q4", "1899-12"]
+    )
     def test_bad_periods(self, period):
         with pytest.raises(InvalidInput) as error:
             rules.period_bounds(period)

@@ -140,6 +140,14 @@ CASES = [
         422,
         "items.1.occurred_at",
     ),
+    # In UTC this is in year 0, where Python's datetime ends: it was a 500 (schemathesis).
+    (
+        "POST",
+        "/v1/interactions",
+        {**TOUCH, "occurred_at": "0001-01-01T00:00:00+01:01"},
+        422,
+        "occurred_at",
+    ),
 ]
 
 
@@ -172,6 +180,7 @@ async def test_malformed_json(client, setup):
         ("/v1/customers/{customer}/timeline", {"cursor": "garbage"}, "cursor"),
         ("/v1/customers/{customer}/timeline", {"cursor": NAIVE_CURSOR}, "cursor"),
         ("/v1/customers/{customer}/timeline", {"since": "0"}, "since"),  # Unix seconds
+        ("/v1/customers/{customer}/timeline", {"until": "9999-12-31T23:59:59-00:01"}, "until"),
         ("/v1/customers/{customer}/contact-check", {"channel": "email", "at": "0"}, "at"),
         (
             "/v1/customers/{customer}/timeline",
