@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import functools
 import gc
+import json
 import logging
 import time
 import uuid
@@ -26,12 +27,13 @@ from shared import metrics, tracing
 from shared.bus import Bus
 from shared.consumer import EventConsumer, Subscription, consume
 from shared.db import create_engine, create_session_factory, ensure_schema, ping, session_scope
-from shared.errors import DomainError
+from shared.errors import DomainError, InvalidInput
 from shared.migrations import upgrade_to_head
 from shared.outbox import NOTIFY, NOTIFY_CHANNEL
 from shared.relay import OutboxRelay
 from shared.request_context import reset_request_id, set_request_id
 from shared.settings import ServiceSettings
+from shared.values import NUL, NUL_REASON, where_nul
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +64,31 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
     app.state.settings = spec.settings
     app.state.service = spec.name
     for router in spec.routers:
-        app.include_router(router, responses=ERROR_RESPONSES)
+        app.include_router(
+            router, responses=ERROR_RESPONSES, dependencies=[Depends(refuse_nul_characters)]
+        )
     app.include_router(_operations_router())
     _install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, service=spec.name)
     return app
+
+
+async def refuse_nul_characters(request: Request) -> None:
+    """A 422 naming the path or query parameter, or the place in a JSON body, that carries
+    U+0000, before it reaches the database (shared.values.NUL). Like malformed JSON, it is
+    refused before the token is looked at."""
+    for name, value in (*request.path_params.items(), *request.query_params.multi_items()):
+        if isinstance(value, str) and NUL in value:
+            raise InvalidInput(NUL_REASON, field=name)
+    if request.headers.get("content-type", "").startswith("application/json"):
+        body = await request.body()  # read once: FastAPI keeps it for the route
+        if b"\\u0000" in body:  # the only way JSON writes U+0000
+            try:
+                field = where_nul(json.loads(body))
+            except ValueError:
+                return  # malformed JSON: the route's own 422 says so
+            if field is not None:
+                raise InvalidInput(NUL_REASON, field=field)
 
 
 @functools.cache  # once per process (tests start many apps in one)

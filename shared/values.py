@@ -69,6 +69,30 @@ UTCTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), AfterValidato
 # A calendar day in a query or a request body: YYYY-MM-DD in the years 1900-2999.
 CalendarDay = Annotated[date, BeforeValidator(_iso_day), AfterValidator(_day_in_range)]
 
+# PostgreSQL's text and jsonb cannot hold U+0000: a string carrying it was a 500 there (and kept
+# on SQLite). Every string the APIs take is checked for it (shared.app, contacts' import).
+NUL = "\x00"
+NUL_REASON = "must not contain the character U+0000 (NUL)"
+
+
+def where_nul(value: Any, path: tuple[str | int, ...] = ()) -> str | None:
+    """Where the first string (a value or a key) holding U+0000 is in decoded JSON, as a dotted
+    path (``items.1.subject``; ``body`` for the whole), or None where there is none."""
+    if isinstance(value, str):
+        return (".".join(map(str, path)) or "body") if NUL in value else None
+    if isinstance(value, dict):
+        children: Any = value.items()
+    elif isinstance(value, list):
+        children = enumerate(value)
+    else:
+        return None
+    for key, item in children:
+        found = where_nul(key, (*path, key)) or where_nul(item, (*path, key))
+        if found is not None:
+            return found
+    return None
+
+
 # For a count or a limit, after its bounds: Annotated[int, Field(ge=..., le=...), WHOLE_NUMBER]
 # (bounds first, or the JSON Schema of an optional one loses them).
 WHOLE_NUMBER = BeforeValidator(_a_number)

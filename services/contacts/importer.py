@@ -22,6 +22,7 @@ from services.contacts.service import (
 from shared.errors import InvalidInput
 from shared.events import utcnow
 from shared.outbox import add_rows
+from shared.values import NUL_REASON, where_nul
 
 CSV_COLUMNS = frozenset(
     {"first_name", "last_name", "email", "phone", "company", "country", "external_id"}
@@ -104,6 +105,9 @@ async def import_contacts(
     for index, row in enumerate(rows):
         if isinstance(row, ImportRowError):
             errors.append(row)
+            continue
+        if (field := where_nul(row)) is not None:
+            errors.append(ImportRowError(row=index + 1, field=field, reason=NUL_REASON))
             continue
         try:
             valid[index] = ContactCreate.model_validate(row)

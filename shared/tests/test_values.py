@@ -7,7 +7,7 @@ from typing import Annotated
 import pytest
 from pydantic import Field, TypeAdapter, ValidationError
 
-from shared.values import WHOLE_NUMBER, CalendarDay, UTCTime
+from shared.values import WHOLE_NUMBER, CalendarDay, UTCTime, where_nul
 
 utc_time = TypeAdapter(UTCTime)
 calendar_day = TypeAdapter(CalendarDay)
@@ -85,3 +85,17 @@ def test_a_count_refuses_switches_text_fractions_and_what_is_out_of_bounds(value
 
 def test_a_count_keeps_its_bounds_in_the_json_schema():
     assert count.json_schema() == {"type": "integer", "minimum": 0, "maximum": 10}
+
+
+@pytest.mark.parametrize(
+    ("value", "where"),
+    [
+        ({"items": [{"subject": "ok"}, {"subject": "a\x00"}]}, "items.1.subject"),
+        ({"quiet_hours": {"timezone": "UTC\x00"}}, "quiet_hours.timezone"),
+        ({"tags\x00": []}, "tags\x00"),  # a key
+        ("\x00", "body"),
+        ({"first_name": "Anna", "count": 3, "flags": [True, None, 2.5]}, None),
+    ],
+)
+def test_where_nul_names_the_first_string_holding_it(value, where):
+    assert where_nul(value) == where

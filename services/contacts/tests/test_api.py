@@ -563,6 +563,19 @@ class TestImport:
         assert set(names) == {"Anna", "Eve"}
         assert names["Eve"]["preferences"]["opted_out_channels"] == ["sms"]
 
+    async def test_a_row_holding_u0000_is_reported_and_the_others_kept(self, client):
+        # PostgreSQL cannot store U+0000 in text: the whole import was a 500 there.
+        csv_file = "first_name,company\nAnna,Acme\nBob,Glo\x00bex\n"
+        result = (await import_file(client, csv_file, CSV)).json()
+        assert (result["created"], result["failed"]) == (1, 1)
+        assert [(e["row"], e["field"]) for e in result["errors"]] == [(2, "company")]
+        ndjson = (
+            json.dumps({"first_name": "Ca\u0000rl"}) + "\n" + json.dumps({"first_name": "Dora"})
+        )
+        result = (await import_file(client, ndjson + "\n", NDJSON)).json()
+        assert [(e["row"], e["field"]) for e in result["errors"]] == [(1, "first_name")]
+        assert {c["first_name"] for c in await all_contacts(client)} == {"Anna", "Dora"}
+
     async def test_reimporting_the_same_file_creates_nothing(self, client):
         first = (await import_file(client, CONTACTS_CSV, CSV)).json()
         before = await all_contacts(client)

@@ -103,6 +103,9 @@ BAD_FIELDS = [
     pytest.param({"phone": "1" * 33}, "phone", id="phone-too-long"),
     pytest.param({"country": "XX"}, "country", id="country-unknown"),
     pytest.param({"country": "DEU"}, "country", id="country-alpha3"),
+    # PostgreSQL cannot store U+0000 in text: it was a 500 there, and kept on SQLite.
+    pytest.param({"first_name": "An\u0000na"}, "first_name", id="first_name-nul"),
+    pytest.param({"company": "Acme\u0000"}, "company", id="company-nul"),
 ]
 
 
@@ -199,6 +202,7 @@ class TestBodies:
             ("identities", {"kind": "phone", "value": "not a phone"}, "value"),
             ("identities", {"kind": "whatsapp", "value": "+1 555 0000"}, "value"),
             ("identities", {"kind": "email", "value": "a@b.example", "primary": True}, "primary"),
+            ("identities", {"kind": "telegram", "value": "bo\u0000b"}, "value"),
             ("preferences", {"opted_out_channels": ["pigeon"]}, "opted_out_channels.0"),
             ("preferences", {"opted_out_channels": "email"}, "opted_out_channels"),
             ("preferences", {"max_outbound_per_week": -1}, "max_outbound_per_week"),
@@ -222,6 +226,11 @@ class TestBodies:
             ),
             ("policy", {"quiet_hours": {"start": "9am", "end": "5pm"}}, "quiet_hours.start"),
             ("policy", {"enabled": False}, "enabled"),
+            (
+                "policy",
+                {"quiet_hours": {"start": "21:00", "end": "08:00", "timezone": "UTC\u0000"}},
+                "quiet_hours.timezone",
+            ),
         ],
     )
     async def test_bad_field_on_other_endpoints(self, client, anna, endpoint, body, named):
@@ -269,6 +278,7 @@ class TestQueryParameters:
             ("/v1/contacts", {"limit": 1001}, "limit"),
             ("/v1/contacts", {"limit": "ten"}, "limit"),
             ("/v1/contacts", {"q": "x" * 201}, "q"),
+            ("/v1/contacts", {"q": "Anna\u0000"}, "q"),
             ("/v1/contacts", {"cursor": "garbage"}, "cursor"),
             ("/v1/contacts", {"cursor": "!!!"}, "cursor"),
             ("/v1/contacts", {"cursor": "x" * 501}, "cursor"),

@@ -123,6 +123,21 @@ CASES = [
     ),
     ("POST", "/v1/interactions:batch", {"items": []}, 422, "items"),
     ("POST", "/v1/interactions:batch", {"items": [TOUCH] * 1001}, 422, "items"),
+    # PostgreSQL cannot store U+0000 in text: the batch was a 500 there.
+    (
+        "POST",
+        "/v1/interactions:batch",
+        {"items": [TOUCH, {**TOUCH, "subject": "Refund\u0000"}]},
+        422,
+        "items.1.subject",
+    ),
+    (
+        "POST",
+        "/v1/tickets/{ticket}/messages",
+        {"author_type": "customer", "body": "\u0000"},
+        422,
+        "body",
+    ),
     (
         "POST",
         "/v1/interactions:batch",
