@@ -140,10 +140,12 @@ class OrderRefunded(BaseModel):
 class ExternalOrder(BaseModel):
     """An order from an accounting system; ``external_id`` makes a re-publish harmless."""
 
-    external_id: str = Field(min_length=1, max_length=128)
+    # No U+0000 (PostgreSQL cannot store it), and the currency as the sales API takes it: an
+    # order in "eur" would sit apart from the "EUR" ones in every figure.
+    external_id: str = Field(min_length=1, max_length=128, pattern=r"^[^\x00]+$")
     customer_id: uuid.UUID
     amount: Money = Field(ge=0)
-    currency: str = Field(min_length=3, max_length=3)
+    currency: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 4217, upper case")
     status: str = Field(default="placed", pattern="^(placed|paid|refunded)$")
     ordered_at: UTCTime  # written by an integrator: checked as strictly as an API's input
 

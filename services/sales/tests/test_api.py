@@ -395,15 +395,30 @@ class TestOrders:
         assert stored["external_id"] == "INV-1" and stored["status"] == "paid"
         assert types(await outbox(client, topics.SALES)) == [sales.ORDER_PLACED, sales.ORDER_PAID]
 
-    def test_an_external_order_dated_by_a_number_or_out_of_range_is_refused(self):
-        # pydantic alone read 0 as 1970-01-01; such an event goes to the dead-letter topic.
-        order = {"external_id": "INV-2", "customer_id": str(uuid.uuid4()), "currency": "EUR"}
-        with pytest.raises(ValidationError, match="RFC 3339"):
-            sales.ExternalOrder.model_validate({**order, "amount": "1", "ordered_at": 0})
-        with pytest.raises(ValidationError, match="from 1900-01-01T00:00:00Z"):
-            sales.ExternalOrder.model_validate(
-                {**order, "amount": "1", "ordered_at": "0001-01-01T00:00:00+01:00"}
-            )
+    @pytest.mark.parametrize(
+        ("change", "reason"),
+        [
+            # pydantic alone read 0 as 1970-01-01.
+            ({"ordered_at": 0}, "RFC 3339"),
+            ({"ordered_at": "0001-01-01T00:00:00+01:00"}, "from 1900-01-01T00:00:00Z"),
+            # PostgreSQL cannot store U+0000: the consumer failed in the database.
+            ({"external_id": "INV\u0000"}, "external_id"),
+            # Kept as "eur", apart from every "EUR" figure.
+            ({"currency": "eur"}, "currency"),
+        ],
+    )
+    def test_an_external_order_the_apis_would_refuse_is_refused(self, change, reason):
+        # A consumer's ValidationError sends the message to the dead-letter topic.
+        order = {
+            "external_id": "INV-2",
+            "customer_id": str(uuid.uuid4()),
+            "currency": "EUR",
+            "amount": "1",
+            "ordered_at": "2026-11-01T09:00:00Z",
+        }
+        sales.ExternalOrder.model_validate(order)
+        with pytest.raises(ValidationError, match=reason):
+            sales.ExternalOrder.model_validate({**order, **change})
 
 
 class TestCustomerView:
