@@ -224,15 +224,14 @@ def _parse_leaf(raw: dict[str, Any], path: str) -> Leaf:
         )
     field = raw.get("field")
     if field not in FIELDS:
-        raise InvalidInput(
-            f"unknown field {field!r}; one of: {', '.join(FIELDS)}", field=f"{path}.field"
-        )
+        told = "a condition needs a field" if field is None else f"unknown field {field!r}"
+        raise InvalidInput(f"{told}; one of: {', '.join(FIELDS)}", field=f"{path}.field")
     kind = FIELDS[field]
     op = raw.get("op")
     if op not in OPERATORS[kind]:
+        told = "a condition needs an op" if op is None else f"operator {op!r} does not apply"
         raise InvalidInput(
-            f"operator {op!r} does not apply to {field} ({kind.value}); one of: "
-            + ", ".join(OPERATORS[kind]),
+            f"{told} to {field} ({kind.value}); one of: " + ", ".join(OPERATORS[kind]),
             field=f"{path}.op",
         )
     return Leaf(field, op, _parse_value(kind, op, raw.get("value"), f"{path}.value"))

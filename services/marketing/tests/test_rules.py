@@ -182,6 +182,21 @@ class TestValidation:
             parse_rule(raw)
         assert error.value.field == field
 
+    @pytest.mark.parametrize(
+        ("raw", "field", "message"),
+        [
+            ({}, "rules.field", "a condition needs a field; one of: first_name"),
+            ({"field": None, "op": "eq"}, "rules.field", "a condition needs a field"),
+            ({"field": "country"}, "rules.op", "a condition needs an op to country (text)"),
+        ],
+    )
+    def test_a_missing_field_or_op_is_said_so(self, raw, field, message):
+        # It read "unknown field None", in Python's words (schemathesis sent "rules": {}).
+        with pytest.raises(InvalidInput) as error:
+            parse_rule(raw)
+        assert error.value.field == field
+        assert error.value.message.startswith(message)
+
     def test_depth_and_size_are_bounded(self):
         deep: dict = {"field": "country", "op": "exists"}
         for _ in range(rules.MAX_DEPTH):
