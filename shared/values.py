@@ -30,7 +30,8 @@ def _rfc3339_text(value: Any) -> Any:
     raise ValueError("must be an RFC 3339 time with a UTC offset, e.g. 2026-11-30T09:00:00Z")
 
 
-def _in_utc(value: datetime) -> datetime:
+def as_utc(value: datetime) -> datetime:
+    """``value`` in UTC; a ValueError where that falls outside the years taken."""
     out_of_range = (
         f"must be from {_EARLIEST:%Y-%m-%dT%H:%M:%SZ} to before {_LATEST:%Y-%m-%dT%H:%M:%SZ}"
     )
@@ -64,7 +65,7 @@ def _a_number(value: Any) -> Any:
 
 # A time in a request or an integrator's event: RFC 3339 text in the years 1900-2999, stored
 # and shown as UTC whatever offset the client sent.
-UTCTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), AfterValidator(_in_utc)]
+UTCTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), AfterValidator(as_utc)]
 
 # A calendar day in a query or a request body: YYYY-MM-DD in the years 1900-2999.
 CalendarDay = Annotated[date, BeforeValidator(_iso_day), AfterValidator(_day_in_range)]

@@ -13,6 +13,7 @@ from typing import Any
 
 from shared.errors import InvalidInput
 from shared.events import Channel
+from shared.values import as_utc
 
 # ---- channels and addresses -----------------------------------------------------------------
 
@@ -277,7 +278,10 @@ def _parse_value(kind: FieldType, op: str, value: Any, path: str) -> Any:
                 moment = None
             if moment is None or moment.tzinfo is None:
                 raise InvalidInput("needs an RFC 3339 time with a UTC offset", field=path)
-            return moment
+            try:
+                return as_utc(moment)
+            except ValueError as exc:  # the years every API takes
+                raise InvalidInput(str(exc), field=path) from None
 
 
 def evaluate(rule: Rule, facts: Mapping[str, Any], now: datetime) -> bool:

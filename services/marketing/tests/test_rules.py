@@ -165,6 +165,15 @@ class TestValidation:
             ({"field": "has_email", "op": "eq", "value": "yes"}, "rules.value"),
             ({"field": "last_purchase_at", "op": "older_than_days", "value": -1}, "rules.value"),
             ({"field": "last_purchase_at", "op": "before", "value": "2026-01-01"}, "rules.value"),
+            # The years every API takes (shared.values).
+            (
+                {"field": "last_purchase_at", "op": "after", "value": "0001-01-01T00:00:00+01:00"},
+                "rules.value",
+            ),
+            (
+                {"field": "last_purchase_at", "op": "before", "value": "3000-01-01T00:00:00Z"},
+                "rules.value",
+            ),
             ({"field": "country", "op": "eq", "value": "DE", "x": 1}, "rules.x"),
             ({"field": "country", "op": "eq", "value": "DE", "": 1}, "rules"),
             ({"and": []}, "rules.and"),
