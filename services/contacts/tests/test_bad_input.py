@@ -290,6 +290,11 @@ class TestQueryParameters:
                 "cursor",
             ),  # a timestamp without its zone
             ("/v1/contacts", {"cursor": encode_cursor("a", "b", "c")}, "cursor"),
+            (
+                "/v1/contacts",
+                {"cursor": encode_cursor("0001-01-01T00:00:00+01:00", UNKNOWN_ID)},
+                "cursor",
+            ),  # year 0 in UTC: the database failed (a 500)
             ("/v1/contacts/duplicates", {"limit": 0}, "limit"),
             ("/v1/contacts/duplicates", {"limit": 1001}, "limit"),
             ("/v1/contacts/duplicates", {"cursor": "garbage"}, "cursor"),
