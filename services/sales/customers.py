@@ -38,6 +38,9 @@ from shared.events import Channel, Department, utcnow
 from shared.pagination import after_row, decode_cursor, encode_cursor
 
 OPEN = "open"
+# What a clv cursor may hold: the Money column is Numeric(18, 2).
+_CENT = Decimal("0.01")
+_CLV_LIMIT = Decimal(10) ** 16
 
 # ---- the support tickets projection ---------------------------------------------------------
 
@@ -142,6 +145,11 @@ async def key_customers(
             last_id = uuid.UUID(id_raw)
             if not math.isfinite(value):  # scores are finite; a signalling NaN cannot be bound
                 raise ValueError("not a finite number")
+            # PostgreSQL fails on a parameter its column cannot hold (a 500).
+            if isinstance(value, Decimal) and (
+                value.quantize(_CENT) != value or abs(value) >= _CLV_LIMIT
+            ):
+                raise ValueError("not an amount a clv holds")
         except (ValueError, ArithmeticError) as exc:
             raise InvalidInput("not a cursor returned by this API", field="cursor") from exc
         query = query.where(after_row(column, value, CustomerScore.customer_id, last_id))
