@@ -131,7 +131,10 @@ async def mark_refunded(
 async def key_customers(
     session: SessionDep,
     sort: KeySort = "clv",
-    min_clv: Annotated[Decimal | None, Query(ge=0)] = None,
+    # What the Money column holds: PostgreSQL failed on a larger bound (a 500).
+    min_clv: Annotated[
+        Decimal | None, Query(ge=0, le=Decimal("9999999999999999.99"), decimal_places=2)
+    ] = None,
     min_churn_risk: Annotated[float | None, Query(ge=0, le=1)] = None,
     churn_level: Label = None,
     rfm_segment: Label = None,

@@ -295,6 +295,8 @@ async def test_erased_customers_take_no_new_records(client, setup):
         ("/v1/customers/key", {"cursor": "garbage"}, "cursor"),
         ("/v1/customers/key", {"cursor": encode_cursor("sNaN", UNKNOWN)}, "cursor"),
         ("/v1/customers/key", {"cursor": encode_cursor("NaN", UNKNOWN)}, "cursor"),
+        ("/v1/customers/key", {"min_clv": "1e400"}, "min_clv"),  # was a 500 on PostgreSQL
+        ("/v1/customers/key", {"min_clv": "0.001"}, "min_clv"),
         # Amounts no clv holds: PostgreSQL failed on them (a 500).
         ("/v1/customers/key", {"cursor": encode_cursor("1e-999999", UNKNOWN)}, "cursor"),
         ("/v1/customers/key", {"cursor": encode_cursor("1E+16", UNKNOWN)}, "cursor"),
