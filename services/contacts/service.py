@@ -229,23 +229,27 @@ async def list_contacts(
     """Newest first; ``q`` matches name, e-mail, phone or company (case-insensitive)."""
     query = select(Contact).where(Contact.status == ContactStatus.active)
     if q:
-        pattern = f"%{q.strip()}%"
+        # autoescape: % and _ in the text are searched for, not read as LIKE's wildcards.
+        text = q.strip()
         conditions = [
-            Contact.first_name.ilike(pattern),
-            Contact.last_name.ilike(pattern),
-            Contact.email.ilike(pattern),
-            Contact.company.ilike(pattern),
-            Contact.phone.ilike(pattern),
+            column.icontains(text, autoescape=True)
+            for column in (
+                Contact.first_name,
+                Contact.last_name,
+                Contact.email,
+                Contact.company,
+                Contact.phone,
+            )
         ]
         digits = "".join(ch for ch in q if ch.isdigit())
         if len(digits) >= 4:
-            conditions.append(Contact.phone.like(f"%{digits}%"))
-        if " " in q.strip():
-            first, _, last = q.strip().partition(" ")
+            conditions.append(Contact.phone.contains(digits))
+        if " " in text:
+            first, _, last = text.partition(" ")
             conditions.append(
                 and_(
-                    Contact.first_name.ilike(f"{first}%"),
-                    Contact.last_name.ilike(f"{last.strip()}%"),
+                    Contact.first_name.istartswith(first, autoescape=True),
+                    Contact.last_name.istartswith(last.strip(), autoescape=True),
                 )
             )
         query = query.where(or_(*conditions))

@@ -218,6 +218,10 @@ class TestListContacts:
             ("initech", {"carla"}),  # company
             ("acme", {"anna"}),
             ("nobody", set()),
+            # Searched for as written, not as LIKE's wildcards (which matched everyone).
+            ("%", set()),
+            ("_", set()),
+            ("Ann_", set()),
         ],
     )
     async def test_q_searches_name_email_phone_and_company(self, client, people, q, expected):
