@@ -352,6 +352,9 @@ def _field_error(error: dict[str, Any]) -> dict[str, str]:
         location = location[1:]
     # A validator's own ValueError reads as its message alone, without pydantic's "Value error, ".
     reason = error.get("msg", "invalid").removeprefix("Value error, ")
+    if location[-1:] == ["[key]"]:  # a key of a mapping was refused: name the mapping
+        *location, key, _ = location
+        reason = f"key {key!r}: {reason}"
     return {"field": ".".join(location) or "body", "reason": reason}
 
 

@@ -1,3 +1,4 @@
+import math
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -24,6 +25,32 @@ Body = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 Email = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[^@\s]+@[^@\s]+$")]
 CleanText = Annotated[str, StringConstraints(max_length=500), AfterValidator(no_contact_details)]
 Short = Annotated[str, StringConstraints(max_length=200), AfterValidator(no_contact_details)]
+
+
+def _attribute_value(value: Any) -> Any:
+    # Python's JSON reader takes NaN and Infinity, which PostgreSQL's JSON column refused (a
+    # 500); and a value had no size limit.
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    if isinstance(value, str) and len(value) <= 500:
+        return value
+    raise ValueError(
+        "must be a string of at most 500 characters, a finite number, true, false or null"
+    )
+
+
+# A ticket's own fields from its channel (a product model, a serial number), compared value by
+# value to find similar cases.
+Attributes = Annotated[
+    dict[Key, Annotated[Any, AfterValidator(_attribute_value)]],
+    Field(
+        max_length=50,
+        description="up to 50 fields, each a string of at most 500 characters, a finite"
+        " number, true, false or null",
+    ),
+]
 
 
 class _Input(BaseModel):
@@ -102,7 +129,7 @@ class TicketCreate(_Input):
     channel: Channel
     priority: Priority = Priority.normal
     category: Key | None = None
-    attributes: dict[str, Any] = Field(default_factory=dict, max_length=50)
+    attributes: Attributes = Field(default_factory=dict)
     opened_at: UTCTime | None = None
 
 

@@ -1,6 +1,7 @@
 """Bad input on every write endpoint: a 4xx naming the field, in the one error format, and
 nothing written (no row, no event)."""
 
+import json
 import uuid
 from typing import Any
 
@@ -60,6 +61,9 @@ CASES = [
     ("POST", "/v1/tickets", {**TICKET, "priority": "asap"}, 422, "priority"),
     ("POST", "/v1/tickets", {**TICKET, "opened_at": "2026-01-01T00:00:00"}, 422, "opened_at"),
     ("POST", "/v1/tickets", {**TICKET, "attributes": []}, 422, "attributes"),
+    ("POST", "/v1/tickets", {**TICKET, "attributes": {"x": "a" * 501}}, 422, "attributes.x"),
+    ("POST", "/v1/tickets", {**TICKET, "attributes": {"x": {"y": 1}}}, 422, "attributes.x"),
+    ("POST", "/v1/tickets", {**TICKET, "attributes": {"": 1}}, 422, "attributes"),
     ("POST", "/v1/tickets", {**TICKET, "colour": "red"}, 422, "colour"),
     (
         "POST",
@@ -171,6 +175,18 @@ async def test_rejected_and_nothing_written(client, setup, method, path, body, s
     before = await everything(client)
     response = await client.request(method, path.format(**setup), json=body)
     assert_error(response, status, field)
+    assert await everything(client) == before
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999"])
+async def test_attributes_that_are_not_finite_numbers(client, setup, number):
+    # Python's JSON reader takes these; PostgreSQL's JSON column refused them (a 500).
+    before = await everything(client)
+    body = json.dumps({**TICKET, "attributes": {"x": "N"}}).replace('"N"', number)
+    response = await client.post(
+        "/v1/tickets", content=body, headers={"content-type": "application/json"}
+    )
+    assert_error(response, 422, "attributes.x")
     assert await everything(client) == before
 
 
