@@ -169,15 +169,21 @@ def insert_on_conflict(session: AsyncSession, table: Table) -> Any:
 
 
 def insert_new_only(
-    table: Table, *, conflict_on: list[Column[Any]] | None = None, returning: Column[Any]
+    table: Table,
+    *,
+    conflict_on: list[Column[Any]] | None = None,
+    returning: Column[Any] | None = None,
 ) -> dict[str, Any]:
-    """``INSERT ... ON CONFLICT DO NOTHING RETURNING returning`` for each dialect, built once
+    """``INSERT ... ON CONFLICT DO NOTHING [RETURNING returning]`` for each dialect, built once
     for statements run per batch (building one per call cost more than running it at a batch
     of one); ``in_dialect`` picks the session's. The rows returned are the ones inserted."""
-    return {
-        name: insert(table).on_conflict_do_nothing(index_elements=conflict_on).returning(returning)
+    statements = {
+        name: insert(table).on_conflict_do_nothing(index_elements=conflict_on)
         for name, insert in _INSERTS.items()
     }
+    if returning is None:
+        return statements
+    return {name: statement.returning(returning) for name, statement in statements.items()}
 
 
 def in_dialect(session: AsyncSession, statements: dict[str, Any]) -> Any:

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from shared import tracing
-from shared.db import on_postgres
+from shared.db import in_dialect, insert_new_only, on_postgres
 from shared.events import encode_event, utcnow
 from shared.models import OutboxMessage
 from shared.request_context import current_request_id
@@ -25,6 +25,7 @@ from shared.request_context import current_request_id
 _PENDING = "outbox_pending"
 NOTIFY = "outbox_notify"
 NOTIFY_CHANNEL = "outbox_notify_channel"
+_INSERT_ONCE = insert_new_only(OutboxMessage.__table__, conflict_on=[OutboxMessage.event_id])
 
 
 def add_event(
@@ -79,11 +80,18 @@ def event_row(
     data: BaseModel | dict[str, Any],
     subject: str | None = None,
     time: datetime | None = None,
+    event_id: uuid.UUID | None = None,
 ) -> dict[str, Any]:
-    """An outbox row as a dict: ``add_rows`` inserts many of them in one statement."""
+    """An outbox row as a dict: ``add_rows`` inserts many of them in one statement. The event
+    id is new unless given (a touch's is its interaction id: ``add_rows_once``)."""
     payload = data.model_dump(mode="json") if isinstance(data, BaseModel) else data
     event_id, value, headers = encode_event(
-        event_type=event_type, source=source, data=payload, subject=subject, time=time
+        event_type=event_type,
+        source=source,
+        data=payload,
+        subject=subject,
+        event_id=event_id,
+        time=time,
     )
     return _row(
         event_id=uuid.UUID(event_id),
@@ -100,6 +108,15 @@ async def add_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     Core insert: the ORM's bulk path costs a third more per row)."""
     if rows:
         await session.execute(insert(OutboxMessage.__table__), rows)
+        session.info[_PENDING] = True
+
+
+async def add_rows_once(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """``add_rows``, leaving out the rows whose event id the outbox holds already: a client
+    that sends a touch again with its interaction id (a retry after a timeout) gets the one
+    event it first sent, not a second one that every consumer would count again."""
+    if rows:
+        await session.execute(in_dialect(session, _INSERT_ONCE), rows)
         session.info[_PENDING] = True
 
 

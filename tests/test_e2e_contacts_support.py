@@ -2,6 +2,7 @@
 database. A contact created in contacts, a ticket opened for it in support, the ticket touch in
 support's timeline (and in contacts' activity), then the contact's erasure applied by support."""
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -102,3 +103,33 @@ async def test_ticket_for_a_new_contact_shows_in_the_timeline(contacts, support)
         assert read["description"] == "[erased]"
 
     await eventually(erased_in_support)
+
+
+async def test_a_touch_sent_again_is_counted_once(contacts, support):
+    # A client retrying POST /v1/interactions sends the touch's interaction_id again: contacts
+    # counted every copy (and so did analytics), while the timelines showed one.
+    created = await contacts.post("/v1/contacts", json={"first_name": "Ada"})
+    contact_id = created.json()["id"]
+    touch = {
+        "interaction_id": str(uuid.uuid4()),
+        "customer_id": contact_id,
+        "channel": "phone",
+        "direction": "inbound",
+        "kind": "call",
+        "occurred_at": "2026-11-30T09:00:00Z",
+    }
+    last = {**touch, "interaction_id": str(uuid.uuid4()), "occurred_at": "2026-11-30T10:00:00Z"}
+    for _ in range(2):
+        assert (await support.post("/v1/interactions", json=touch)).status_code == 201
+    batch = await support.post("/v1/interactions:batch", json={"items": [touch, last]})
+    assert batch.status_code == 201, batch.text
+
+    # The last touch follows the copies on the customer's partition: once contacts has it,
+    # it has seen all of them.
+    async def last_counted() -> dict[str, Any]:
+        activity = (await contacts.get(f"/v1/contacts/{contact_id}")).json()["activity"]
+        assert activity["last_interaction_at"] == last["occurred_at"]
+        return activity
+
+    activity = await eventually(last_counted)
+    assert activity["interactions_total"] == 2

@@ -30,7 +30,7 @@ from shared.events import (
     SourceRef,
     utcnow,
 )
-from shared.outbox import add_rows, event_row
+from shared.outbox import add_rows_once, event_row
 from shared.pagination import cut_page, page_after
 
 MAX_MERGE_CHAIN = 10
@@ -253,7 +253,8 @@ async def record_interactions(
     department: Department,
     source: str,
 ) -> list[uuid.UUID]:
-    """Publish touches on crm.interactions.v1 (through the outbox, in one INSERT)."""
+    """Publish touches on crm.interactions.v1 (through the outbox, in one INSERT). A touch
+    whose interaction_id was sent before is not published again: the client's retry."""
     now = utcnow()
     rows = []
     ids = []
@@ -286,10 +287,12 @@ async def record_interactions(
                 source=source,
                 subject=key,
                 data=touch,
+                # One touch, one event, however often a client sends it (shared.outbox).
+                event_id=touch.interaction_id,
             )
         )
         ids.append(touch.interaction_id)
-    await add_rows(session, rows)
+    await add_rows_once(session, rows)
     return ids
 
 

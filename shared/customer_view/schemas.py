@@ -36,7 +36,11 @@ class InteractionCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    interaction_id: uuid.UUID | None = None
+    interaction_id: uuid.UUID | None = Field(
+        default=None,
+        description="your id for the touch (else one is made): a touch sent again with the"
+        " same id, a retry after a timeout say, is recorded once",
+    )
     customer_id: uuid.UUID
     channel: Channel
     direction: Direction

@@ -184,6 +184,30 @@ class TestRecordInteractions:
         assert data["interaction_id"] == response.json()["id"]
         assert data["department"] == "support" and data["kind"] == "courtesy_call"
 
+    async def test_a_touch_sent_again_with_its_interaction_id_is_one_event(self, client):
+        # A client's retry: every consumer counted the second event as a second touch.
+        touch = {
+            "interaction_id": str(uuid.uuid4()),
+            "customer_id": str(uuid.uuid4()),
+            "channel": "phone",
+            "direction": "inbound",
+            "kind": "call",
+        }
+        other = {**touch, "interaction_id": str(uuid.uuid4())}
+        for _ in range(2):
+            response = await client.post("/v1/interactions", json=touch)
+            assert response.status_code == 201, response.text
+            assert response.json()["id"] == touch["interaction_id"]
+        batch = await client.post("/v1/interactions:batch", json={"items": [touch, other, other]})
+        assert batch.status_code == 201, batch.text
+        assert batch.json()["ids"] == [touch["interaction_id"], *[other["interaction_id"]] * 2]
+        rows = await outbox(client, topics.INTERACTIONS)
+        # The event id of a touch is its interaction id.
+        assert [str(row.event_id) for row in rows] == [
+            touch["interaction_id"],
+            other["interaction_id"],
+        ]
+
     async def test_batch(self, client):
         customer = str(uuid.uuid4())
         items = [
