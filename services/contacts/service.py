@@ -162,14 +162,16 @@ async def create_contact(
     return contact, near
 
 
-async def _flush_unique(session: AsyncSession, contact: Contact) -> None:
+async def _flush_unique(
+    session: AsyncSession,
+    message: str = "a contact with this e-mail, phone or external_id was just created",
+    field: str = "email",
+) -> None:
     """Flush; a concurrent request that took the same identity first becomes a 409."""
     try:
         await session.flush()
     except IntegrityError as exc:
-        raise Conflict(
-            "a contact with this e-mail, phone or external_id was just created", field="email"
-        ) from exc
+        raise Conflict(message, field=field) from exc
 
 
 @dataclass(frozen=True)
@@ -287,7 +289,7 @@ async def update_contact(
         contact.preferences = changes.preferences.model_dump(mode="json")
     refresh_keys(contact)
     contact.updated_at = utcnow()
-    await _flush_unique(session, contact)
+    await _flush_unique(session)
     events.contact_updated(session, contact)
     return contact
 
@@ -330,7 +332,8 @@ async def add_identity(
         raise duplicate_conflict(identity.kind, owner)
     contact.identities.append(ContactIdentity(kind=identity.kind, value=value))
     contact.updated_at = utcnow()
-    await _flush_unique(session, contact)
+    # Sent twice at once, it is added once; the other request learns it here.
+    await _flush_unique(session, f"this {identity.kind} was just added to a contact", "value")
     events.contact_updated(session, contact)
     return contact
 

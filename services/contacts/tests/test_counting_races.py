@@ -1,12 +1,17 @@
-"""Touch counting against a concurrent merge (PostgreSQL; on SQLite the counting transaction
-holds the database's one write lock from its start: ``shared.db.lock_customers``)."""
+"""Races on PostgreSQL: touch counting against a concurrent merge (on SQLite the counting
+transaction holds the database's one write lock from its start: ``shared.db.lock_customers``),
+and one identity added by two requests at once."""
 
 import asyncio
 import uuid
 
+import pytest
+
 from services.contacts import consumers, service
 from services.contacts.models import ContactActivity
+from services.contacts.schemas import IdentityIn
 from services.contacts.tests.test_bus import interaction
+from shared.errors import Conflict
 from shared.events import Envelope, decode_event
 from shared.testing import app_of, postgres_only, until_a_transaction_waits_for_a_lock
 
@@ -45,3 +50,28 @@ async def test_a_merge_while_touches_are_being_counted_loses_no_count(client):
     async with factory() as session:
         total = (await session.get(ContactActivity, uuid.UUID(survivor))).interactions_total
     assert total == 4  # 1 + 2 of the survivor, 1 of the duplicate folded in
+
+
+@postgres_only
+async def test_the_same_identity_added_twice_at_once_is_a_409_on_value(client):
+    factory = app_of(client).state.session_factory
+    contact_id = uuid.UUID(
+        (await client.post("/v1/contacts", json={"first_name": "Ada"})).json()["id"]
+    )
+    identity = IdentityIn(kind="telegram", value="ada_l")
+
+    async def add_it_again() -> None:
+        async with factory() as session:
+            await service.add_identity(session, contact_id, identity)
+            await session.commit()
+
+    async with factory() as first:
+        await service.add_identity(first, contact_id, identity)
+        again = asyncio.create_task(add_it_again())
+        await until_a_transaction_waits_for_a_lock(first)  # the second, on the first's rows
+        await first.commit()
+    with pytest.raises(Conflict) as error:
+        await again
+    # It named "email", with a message about creating a contact.
+    assert error.value.field == "value"
+    assert "telegram was just added" in error.value.message
