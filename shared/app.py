@@ -314,6 +314,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {
+            400: "invalid_input",
             401: "unauthorized",
             403: "forbidden",
             404: "not_found",
@@ -322,8 +323,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         headers = getattr(exc, "headers", None)
         if exc.status_code == 405:
             headers = {**(headers or {}), **_allow_header(request)}
+        # FastAPI's only 400: a body its JSON reader gave up on (nested thousands deep, say).
+        fields = [{"field": "body", "reason": str(exc.detail)}] if exc.status_code == 400 else []
         return JSONResponse(
-            error_body(exc.status_code, code, str(exc.detail)),
+            error_body(exc.status_code, code, str(exc.detail), fields),
             status_code=exc.status_code,
             headers=headers,
         )
