@@ -1,8 +1,11 @@
-"""How the APIs and the bus read times, days and counts: strictly as JSON writes them.
+"""How the APIs and the bus read times, days, counts and strings: strictly as JSON writes them,
+and within what the platform can store and count with.
 
 Alone, pydantic is lax in ways a CRM cannot take: it reads a number, or a string of digits, as
 Unix seconds (a touch sent with "occurred_at": 0 was filed on 1970-01-01), true/false as 1/0
-and "5" as 5. These annotations refuse all of that with a reason that names the rule.
+and "5" as 5. These annotations refuse all of that with a reason that names the rule, as they
+refuse times and days outside the years 1900-2999; ``where_nul`` finds the U+0000 that
+PostgreSQL cannot store.
 """
 
 import re
