@@ -10,6 +10,7 @@ PostgreSQL cannot store.
 
 import re
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator
@@ -22,6 +23,12 @@ FIRST_YEAR = 1900
 LAST_YEAR = 2999
 _EARLIEST = datetime(FIRST_YEAR, 1, 1, tzinfo=UTC)
 _LATEST = datetime(LAST_YEAR + 1, 1, 1, tzinfo=UTC)
+
+# The most money one record holds: a deal's amount, an order's total, a unit price. The
+# services keep money in columns of 18 digits and more, where sums of such amounts (a
+# customer's spend, their CLV) must fit too: a sales amount of 10^16 - 0.01 overflowed
+# marketing's column and analytics' sums, and their consumers dead-lettered the order.
+MAX_AMOUNT = Decimal("999999999999.99")
 
 _RFC3339_START = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]")
 _ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")

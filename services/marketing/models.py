@@ -25,7 +25,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import UTCDateTime, new_metadata
 
-Money = Numeric(14, 4, asdecimal=True)
+# Wide enough for an order's amount from sales and a CLV from analytics (shared.values.MAX_AMOUNT).
+Money = Numeric(20, 4, asdecimal=True)
 
 
 class Base(DeclarativeBase):

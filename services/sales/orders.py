@@ -15,9 +15,10 @@ from services.sales.schemas import OrderCreate
 from shared import customer_view
 from shared.contracts.sales import SOURCE, ExternalOrder
 from shared.customer_view import InteractionCreate
-from shared.errors import NotFound
+from shared.errors import InvalidInput, NotFound
 from shared.events import Channel, Department, Direction, SourceRef, utcnow
 from shared.pagination import cut_page, page_after
+from shared.values import MAX_AMOUNT
 
 
 async def _touch(session: AsyncSession, order: Order) -> None:
@@ -59,6 +60,8 @@ async def place_order(session: AsyncSession, data: OrderCreate) -> Order:
     amount = data.amount
     if amount is None:
         amount = sum((line.unit_price * line.quantity for line in data.lines), Decimal(0))
+        if amount > MAX_AMOUNT:  # as an amount given would be
+            raise InvalidInput(f"the lines' total must be at most {MAX_AMOUNT}", field="lines")
     order = _new_order(customer_id, amount, data.currency, data.ordered_at or utcnow())
     order.lines = lines
     order.campaign_id = data.campaign_id

@@ -20,7 +20,7 @@ from shared.customer_view import ContactCheck, TimelineItem
 from shared.customer_view.schemas import CleanText, Short
 from shared.events import Channel, Direction, Sentiment
 from shared.pagination import MAX_LIMIT
-from shared.values import WHOLE_NUMBER, CalendarDay, UTCTime
+from shared.values import MAX_AMOUNT, WHOLE_NUMBER, CalendarDay, UTCTime
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Key = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32)]
@@ -53,8 +53,9 @@ Amount = Annotated[
     Decimal,
     Field(
         ge=0,
-        le=Decimal("9999999999999999.99"),
-        description='a decimal number or string ("129.90"), at least 0, at most two decimals',
+        le=MAX_AMOUNT,
+        description='a decimal number or string ("129.90"), from 0 to 999999999999.99, at'
+        " most two decimals",
     ),
     AfterValidator(_cents),
 ]

@@ -12,7 +12,7 @@ from decimal import Decimal
 from pydantic import AwareDatetime, BaseModel, Field
 
 from shared import topics
-from shared.values import UTCTime
+from shared.values import MAX_AMOUNT, UTCTime
 
 TOPIC = topics.SALES
 SOURCE = "/crm/sales"
@@ -144,7 +144,7 @@ class ExternalOrder(BaseModel):
     # order in "eur" would sit apart from the "EUR" ones in every figure.
     external_id: str = Field(min_length=1, max_length=128, pattern=r"^[^\x00]+$")
     customer_id: uuid.UUID
-    amount: Money = Field(ge=0)
+    amount: Money = Field(ge=0, le=MAX_AMOUNT)
     currency: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 4217, upper case")
     status: str = Field(default="placed", pattern="^(placed|paid|refunded)$")
     ordered_at: UTCTime  # written by an integrator: checked as strictly as an API's input

@@ -6,6 +6,7 @@ import email
 import email.policy
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import select
@@ -133,6 +134,19 @@ def score(customer_id: str, level: str):
         "rfm_segment": "at_risk",
         "scored_at": NOW.isoformat(),
     }
+
+
+class TestProjections:
+    async def test_the_largest_amounts_sales_and_analytics_send_fit(self, client):
+        # On PostgreSQL the Numeric(14, 4) columns (below 10^10) overflowed: the consumer
+        # dead-lettered a sales order of 999,999,999,999.99 and a CLV of 10^11.
+        customer = str(uuid.uuid4())
+        await apply(client, sales.ORDER_PLACED, order(customer, NOW, amount="999999999999.99"))
+        scored = {**score(customer, "low"), "clv": "99999999999.99"}
+        await apply(client, analytics.CUSTOMER_SCORED, scored)
+        async with app_of(client).state.session_factory() as session:
+            assert await session.scalar(select(Order.amount)) == Decimal("999999999999.99")
+            assert await session.scalar(select(Score.clv)) == Decimal("99999999999.99")
 
 
 class TestCampaigns:

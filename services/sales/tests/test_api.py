@@ -405,6 +405,8 @@ class TestOrders:
             ({"external_id": "INV\u0000"}, "external_id"),
             # Kept as "eur", apart from every "EUR" figure.
             ({"currency": "eur"}, "currency"),
+            # More than marketing's and analytics' columns and sums can hold.
+            ({"amount": "1000000000000"}, "amount"),
         ],
     )
     def test_an_external_order_the_apis_would_refuse_is_refused(self, change, reason):

@@ -207,6 +207,19 @@ CASES = [
     ),
     ("POST", "/v1/orders", {**ORDER, "currency": "E"}, 422, "currency"),
     ("POST", "/v1/orders", {**ORDER, "amount": "-5"}, 422, "amount"),
+    ("POST", "/v1/orders", {**ORDER, "amount": "1000000000000"}, 422, "amount"),
+    # The lines' total overflowed the order's own column on PostgreSQL: a 500.
+    (
+        "POST",
+        "/v1/orders",
+        {
+            "customer_id": ORDER["customer_id"],
+            "currency": "EUR",
+            "lines": [{"sku": "a", "quantity": 1000, "unit_price": "999999999999.99"}],
+        },
+        422,
+        "lines",
+    ),
     ("POST", "/v1/orders", {"customer_id": ORDER["customer_id"], "currency": "EUR"}, 422, None),
     (
         "POST",
