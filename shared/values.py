@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BeforeValidator
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, TypeAdapter, ValidationError
 
 # The years of the times and days the CRM takes. Python's datetime ends at years 1 and 9999,
 # and the platform counts back and forward from a time or a day (a contact check's week, a
@@ -76,6 +76,18 @@ def _a_number(value: Any) -> Any:
 # A time in a request or an integrator's event: RFC 3339 text in the years 1900-2999, stored
 # and shown as UTC whatever offset the client sent.
 UTCTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), AfterValidator(as_utc)]
+
+_UTC_TIME: TypeAdapter[datetime] = TypeAdapter(UTCTime)
+
+
+def parse_utc_time(value: Any) -> datetime:
+    """``UTCTime`` for a value read out of JSON by hand (a segment rule's time); a ValueError
+    with the reason otherwise."""
+    try:
+        return _UTC_TIME.validate_python(value)
+    except ValidationError as exc:
+        raise ValueError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
+
 
 # A calendar day in a query or a request body: YYYY-MM-DD in the years 1900-2999.
 CalendarDay = Annotated[date, BeforeValidator(_iso_day), AfterValidator(_day_in_range)]

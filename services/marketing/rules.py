@@ -13,7 +13,7 @@ from typing import Any
 
 from shared.errors import InvalidInput
 from shared.events import Channel
-from shared.values import as_utc
+from shared.values import parse_utc_time
 
 # ---- channels and addresses -----------------------------------------------------------------
 
@@ -273,14 +273,8 @@ def _parse_value(kind: FieldType, op: str, value: Any, path: str) -> Any:
             return value
         case FieldType.time:
             try:
-                moment = datetime.fromisoformat(value) if isinstance(value, str) else None
-            except ValueError:
-                moment = None
-            if moment is None or moment.tzinfo is None:
-                raise InvalidInput("needs an RFC 3339 time with a UTC offset", field=path)
-            try:
-                return as_utc(moment)
-            except ValueError as exc:  # the years every API takes
+                return parse_utc_time(value)  # as every API takes a time
+            except ValueError as exc:
                 raise InvalidInput(str(exc), field=path) from None
 
 
