@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.sales import territories
 from services.sales.models import (
+    MONEY_LIMIT,
     Activity,
     CustomerScore,
     Lead,
@@ -38,9 +39,7 @@ from shared.events import Channel, Department, utcnow
 from shared.pagination import after_row, decode_cursor, encode_cursor
 
 OPEN = "open"
-# What a clv cursor may hold: the Money column is Numeric(18, 2).
 _CENT = Decimal("0.01")
-_CLV_LIMIT = Decimal(10) ** 16
 
 # ---- the support tickets projection ---------------------------------------------------------
 
@@ -145,9 +144,8 @@ async def key_customers(
             last_id = uuid.UUID(id_raw)
             if not math.isfinite(value):  # scores are finite; a signalling NaN cannot be bound
                 raise ValueError("not a finite number")
-            # PostgreSQL fails on a parameter its column cannot hold (a 500).
             if isinstance(value, Decimal) and (
-                value.quantize(_CENT) != value or abs(value) >= _CLV_LIMIT
+                value.quantize(_CENT) != value or abs(value) >= MONEY_LIMIT
             ):
                 raise ValueError("not an amount a clv holds")
         except (ValueError, ArithmeticError) as exc:

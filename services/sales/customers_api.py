@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query, status
 
 from services.sales import activities, customers, orders
 from services.sales.customers import KeySort
+from services.sales.models import MONEY_LIMIT
 from services.sales.rules import OrderStatus
 from services.sales.schemas import (
     ActivityBatch,
@@ -131,10 +132,7 @@ async def mark_refunded(
 async def key_customers(
     session: SessionDep,
     sort: KeySort = "clv",
-    # What the Money column holds: PostgreSQL failed on a larger bound (a 500).
-    min_clv: Annotated[
-        Decimal | None, Query(ge=0, le=Decimal("9999999999999999.99"), decimal_places=2)
-    ] = None,
+    min_clv: Annotated[Decimal | None, Query(ge=0, lt=MONEY_LIMIT, decimal_places=2)] = None,
     min_churn_risk: Annotated[float | None, Query(ge=0, le=1)] = None,
     churn_level: Label = None,
     rfm_segment: Label = None,

@@ -9,6 +9,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from shared.db import UTCDateTime, new_metadata
 
 Money = Numeric(18, 2)
+# What a Money column holds is below this, in cents: PostgreSQL fails on a larger parameter.
+MONEY_LIMIT = Decimal(10) ** 16
 
 
 class Base(DeclarativeBase):
