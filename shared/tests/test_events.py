@@ -104,3 +104,8 @@ class TestWholeNumbers:
     def test_anything_else_is_refused(self, value, reason):
         with pytest.raises(ValidationError, match=reason):
             ContactPreferences(max_outbound_per_week=value)
+
+    def test_the_json_schema_keeps_the_bounds(self):
+        # WHOLE_NUMBER after the bounds: placed before them, the optional cap's lost them.
+        schema = ContactPreferences.model_json_schema()["properties"]["max_outbound_per_week"]
+        assert {"type": "integer", "minimum": 0, "maximum": 1000} in schema["anyOf"]

@@ -1,17 +1,16 @@
-"""The strict value types: what JSON writes as a time, a day or a count is read as one, and
-nothing else is (pydantic alone reads 0 as 1970-01-01 and false as 0)."""
+"""The strict value types: what JSON writes as a time or a day is read as one, in the years
+taken, and nothing else is (pydantic alone reads 0 as 1970-01-01); where U+0000 is. Whole
+numbers are tested on the weekly cap, which uses them (shared/tests/test_events.py)."""
 
 from datetime import UTC, date, datetime
-from typing import Annotated
 
 import pytest
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from shared.values import WHOLE_NUMBER, CalendarDay, UTCTime, where_nul
+from shared.values import CalendarDay, UTCTime, parse_utc_time, where_nul
 
 utc_time = TypeAdapter(UTCTime)
 calendar_day = TypeAdapter(CalendarDay)
-count = TypeAdapter(Annotated[int, Field(ge=0, le=10), WHOLE_NUMBER])
 
 
 def test_a_time_with_an_offset_is_read_as_utc():
@@ -49,6 +48,14 @@ def test_the_first_and_last_times_taken(value):
     assert utc_time.validate_python(value).year in (1900, 2999)
 
 
+def test_a_time_read_by_hand_gets_the_same_check_and_reason():
+    assert parse_utc_time("2026-11-30T10:00:00+01:00") == datetime(2026, 11, 30, 9, tzinfo=UTC)
+    with pytest.raises(ValueError, match="^must be an RFC 3339 time"):
+        parse_utc_time(0)
+    with pytest.raises(ValueError, match="^must be from 1900"):
+        parse_utc_time("0001-01-01T00:00:00Z")
+
+
 def test_a_time_without_an_offset_is_refused():
     with pytest.raises(ValidationError, match="timezone"):
         utc_time.validate_python("2026-11-30T09:00:00")
@@ -62,29 +69,6 @@ def test_a_day_is_read_from_yyyy_mm_dd():
 def test_a_day_written_otherwise_is_refused(value):
     with pytest.raises(ValidationError, match="YYYY-MM-DD"):
         calendar_day.validate_python(value)
-
-
-@pytest.mark.parametrize(("value", "expected"), [(3, 3), (2.0, 2), (0, 0)])
-def test_a_count_is_a_json_integer(value, expected):
-    assert count.validate_python(value) == expected
-
-
-@pytest.mark.parametrize(
-    ("value", "reason"),
-    [
-        (False, "whole number"),
-        ("3", "whole number"),
-        (2.5, "fractional"),
-        (11, "less than or equal"),
-    ],
-)
-def test_a_count_refuses_switches_text_fractions_and_what_is_out_of_bounds(value, reason):
-    with pytest.raises(ValidationError, match=reason):
-        count.validate_python(value)
-
-
-def test_a_count_keeps_its_bounds_in_the_json_schema():
-    assert count.json_schema() == {"type": "integer", "minimum": 0, "maximum": 10}
 
 
 @pytest.mark.parametrize(

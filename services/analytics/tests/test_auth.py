@@ -1,6 +1,6 @@
 """analytics:read is enough for every analytics route, and the dashboard needs it too; health and
 metrics are open. Every API route's token and scope checks are in
-tests/test_auth_every_route.py."""
+tests/test_every_route.py."""
 
 import uuid
 

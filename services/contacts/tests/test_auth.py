@@ -1,5 +1,5 @@
 """Which tokens contacts accepts, and that a refused one writes nothing; health and metrics stay
-open. Every route's token and scope checks are in tests/test_auth_every_route.py."""
+open. Every route's token and scope checks are in tests/test_every_route.py."""
 
 from collections.abc import AsyncIterator
 from datetime import timedelta

@@ -1,6 +1,6 @@
 """Marketing's own scopes let requests through, and another department's token writes nothing;
 health, metrics and the recipients' tracking links stay open (the tracking links are signed
-instead). Every route's token and scope checks are in tests/test_auth_every_route.py."""
+instead). Every route's token and scope checks are in tests/test_every_route.py."""
 
 from collections.abc import AsyncIterator
 

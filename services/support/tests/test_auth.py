@@ -1,6 +1,6 @@
 """Support's own scopes let requests through, and another department's token writes nothing;
 health and metrics stay open. Every route's token and scope checks are in
-tests/test_auth_every_route.py."""
+tests/test_every_route.py."""
 
 from collections.abc import AsyncIterator
 

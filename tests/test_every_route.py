@@ -1,7 +1,8 @@
 """Every route of the five APIs needs a bearer token with its own department's scope: read for
-reading, write for writing. The routes are read from each app's OpenAPI document, so a new
-route is checked without being listed. The apps run without their lifespan (no database, no
-broker): the token is judged before a request reaches either."""
+reading, write for writing; and a method a path does not take is a 405 listing those it does.
+The routes are read from each app's OpenAPI document, so a new route is checked without being
+listed. The apps run without their lifespan (no database, no broker): the token is judged
+before a request reaches either."""
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from services.sales.config import SalesSettings
 from services.support.app import create_app as create_support
 from services.support.config import SupportSettings
 from shared.settings import AuthSettings
-from shared.testing import TEST_JWT_SECRET, api_routes, auth_headers
+from shared.testing import TEST_JWT_SECRET, api_paths, api_routes, auth_headers
 
 SOME_ID = "00000000-0000-4000-8000-000000000000"
 DEPARTMENTS = ("contacts", "sales", "marketing", "support", "analytics")
@@ -120,3 +121,14 @@ async def test_the_write_scope_alone_cannot_read(service, method, path):
     headers = auth_headers(f"{service.name}:write")
     response = await ask(service, method, path, headers=headers)
     assert_forbidden(response, f"{service.name}:read")
+
+
+@pytest.mark.parametrize("service", SERVICES, ids=[service.name for service in SERVICES])
+async def test_a_405_names_every_method_of_the_resource(service):
+    # RFC 9110: a 405's Allow lists the resource's methods, not those of one of its routes.
+    for path, documented in api_paths(app(service), SOME_ID).items():
+        probe = next(m for m in ("PUT", "DELETE", "PATCH", "POST", "GET") if m not in documented)
+        response = await ask(service, probe, path)
+        assert response.status_code == 405, (probe, path)
+        assert set(response.headers["allow"].split(", ")) == documented, (probe, path)
+        assert response.json()["error"]["code"] == "method_not_allowed"
