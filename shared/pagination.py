@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy import ColumnElement, and_, or_
 
 from shared.errors import InvalidInput
-from shared.values import as_utc
+from shared.values import parse_utc_time
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 50
@@ -51,11 +51,8 @@ def decode_time_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     without its time zone included (the columns hold UTC-aware times)."""
     at_raw, id_raw = decode_cursor(cursor, 2)
     try:
-        at, last_id = datetime.fromisoformat(at_raw), uuid.UUID(id_raw)
-        if at.tzinfo is None:
-            raise ValueError("a time without its zone")
-        # The years the APIs take: 0001-01-01T00:00:00+01:00 failed in the database (a 500).
-        at = as_utc(at)
+        # As the APIs take a time: 0001-01-01T00:00:00+01:00 failed in the database (a 500).
+        at, last_id = parse_utc_time(at_raw), uuid.UUID(id_raw)
     except ValueError as exc:
         raise InvalidInput("not a cursor returned by this API", field="cursor") from exc
     return at, last_id

@@ -40,7 +40,7 @@ def _rfc3339_text(value: Any) -> Any:
     raise ValueError("must be an RFC 3339 time with a UTC offset, e.g. 2026-11-30T09:00:00Z")
 
 
-def as_utc(value: datetime) -> datetime:
+def _as_utc(value: datetime) -> datetime:
     """``value`` in UTC; a ValueError where that falls outside the years taken."""
     out_of_range = (
         f"must be from {_EARLIEST:%Y-%m-%dT%H:%M:%SZ} to before {_LATEST:%Y-%m-%dT%H:%M:%SZ}"
@@ -75,7 +75,7 @@ def _a_number(value: Any) -> Any:
 
 # A time in a request or an integrator's event: RFC 3339 text in the years 1900-2999, stored
 # and shown as UTC whatever offset the client sent.
-UTCTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), AfterValidator(as_utc)]
+UTCTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), AfterValidator(_as_utc)]
 
 _UTC_TIME: TypeAdapter[datetime] = TypeAdapter(UTCTime)
 
