@@ -225,6 +225,18 @@ async def lock_customers(session: AsyncSession, customer_ids: Iterable[uuid.UUID
         await session.execute(_SQLITE_WRITE_LOCK)
 
 
+async def lock_table(session: AsyncSession, model: type[DeclarativeBase]) -> None:
+    """Let the writers of this model's table wait for one another until the transaction ends; readers
+    do not wait. Take it first in a request that replaces a table's rows (a list of rules, a
+    policy): two such requests at once would otherwise both find a key free, and the later
+    insert fail on the primary key, a 500. On SQLite, the database's one write lock."""
+    if on_postgres(session):
+        # EXCLUSIVE conflicts with every write and with itself, not with plain SELECTs.
+        await session.execute(text(f"LOCK TABLE {model.__tablename__} IN EXCLUSIVE MODE"))
+    elif not await _sqlite_writing(session):
+        await session.execute(_SQLITE_WRITE_LOCK)
+
+
 async def _sqlite_writing(session: AsyncSession) -> bool:
     """Whether this SQLite transaction already holds the write lock (a consumer's batch has
     recorded its event ids first)."""

@@ -14,7 +14,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from fastapi import FastAPI
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.auth import ALL_SCOPES, mint_token
 from shared.events import encode_event
@@ -255,3 +255,27 @@ async def until_a_transaction_waits_for_a_lock(session: AsyncSession) -> None:
         assert waiting, "no transaction is waiting for a lock"
 
     await eventually(blocked, timeout=10)
+
+
+async def one_write_waits_for_another(
+    session_factory: async_sessionmaker[AsyncSession],
+    first: Callable[[AsyncSession], Awaitable[Any]],
+    second: Callable[[AsyncSession], Awaitable[T]],
+) -> T:
+    """Two transactions at once, in a fixed order (PostgreSQL): ``first`` writes, ``second``
+    starts and waits for a lock the first holds, the first commits, then the second goes on
+    and commits. Returns what ``second`` returned, or raises what it raised."""
+
+    async def run_second() -> T:
+        async with session_factory() as session:
+            result = await second(session)
+            await session.commit()
+            return result
+
+    async with session_factory() as session:
+        await first(session)
+        await session.flush()
+        later = asyncio.create_task(run_second())
+        await until_a_transaction_waits_for_a_lock(session)
+        await session.commit()
+    return await later

@@ -18,7 +18,7 @@ from services.contacts.models import (
     ContactStatus,
 )
 from services.contacts.schemas import ContactCreate, ContactUpdate, IdentityIn
-from shared.db import lock_customers
+from shared.db import lock_customers, lock_table
 from shared.errors import Conflict, Gone, InvalidInput, NotFound
 from shared.events import ContactPolicy, ContactPreferences, utcnow
 from shared.outbox import add_rows
@@ -460,6 +460,7 @@ async def get_policy(session: AsyncSession) -> ContactPolicy:
 
 
 async def set_policy(session: AsyncSession, policy: ContactPolicy) -> ContactPolicy:
+    await lock_table(session, ContactPolicyRow)
     row = await session.get(ContactPolicyRow, 1)
     data = policy.model_dump(mode="json")
     if row is None:

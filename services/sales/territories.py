@@ -11,6 +11,7 @@ from services.sales import rules
 from services.sales.models import Account, AssignmentRuleRow
 from services.sales.schemas import AccountUpdate, AssignmentRules
 from shared import customer_view
+from shared.db import lock_table
 from shared.events import ContactSnapshot, utcnow
 
 
@@ -29,6 +30,7 @@ async def assignment_rules(session: AsyncSession) -> list[rules.AssignmentRule]:
 
 
 async def set_assignment_rules(session: AsyncSession, data: AssignmentRules) -> None:
+    await lock_table(session, AssignmentRuleRow)
     await session.execute(delete(AssignmentRuleRow))
     session.add_all(
         AssignmentRuleRow(position=i, **rule.model_dump()) for i, rule in enumerate(data.rules)

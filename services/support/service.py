@@ -24,6 +24,7 @@ from services.support.schemas import (
     TicketCreate,
 )
 from shared.customer_view import current_customer
+from shared.db import lock_table
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events import utcnow
 from shared.pagination import cut_page, page_after
@@ -83,6 +84,8 @@ async def list_agents(session: AsyncSession, team: str | None) -> list[Agent]:
 
 async def set_team(session: AsyncSession, team: str, categories: list[str]) -> list[str]:
     """The team owns exactly these categories; one owned by another team is a 409."""
+    # Taken first: two teams claiming one category at once would both find it free.
+    await lock_table(session, TeamCategory)
     wanted = sorted(set(categories))
     if wanted:
         taken = await session.execute(
@@ -122,6 +125,7 @@ async def set_routing_rules(
     session: AsyncSession, new_rules: list[rules.RoutingRule]
 ) -> list[rules.RoutingRule]:
     """Replace the ordered rule list (the first matching rule decides)."""
+    await lock_table(session, RoutingRuleRow)
     await session.execute(delete(RoutingRuleRow))
     session.add_all(
         RoutingRuleRow(

@@ -21,7 +21,7 @@ from services.support.models import SlaPolicyRow, Ticket
 from services.support.rules import Priority
 from services.support.schemas import SlaPolicyUpdate, SweepResult
 from services.support.service import route
-from shared.db import on_postgres, session_scope
+from shared.db import lock_table, on_postgres, session_scope
 from shared.events import utcnow
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 async def set_policy(
     session: AsyncSession, priority: Priority, data: SlaPolicyUpdate
 ) -> SlaPolicyRow:
+    await lock_table(session, SlaPolicyRow)
     row = await session.get(SlaPolicyRow, priority.value)
     if row is None:
         row = SlaPolicyRow(priority=priority.value)

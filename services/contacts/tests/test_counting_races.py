@@ -1,19 +1,26 @@
 """Races on PostgreSQL: touch counting against a concurrent merge (on SQLite the counting
 transaction holds the database's one write lock from its start: ``shared.db.lock_customers``),
-and one identity added by two requests at once."""
+one identity added by two requests at once, and the contact policy set by two at once."""
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.contacts import consumers, service
 from services.contacts.models import ContactActivity
 from services.contacts.schemas import IdentityIn
 from services.contacts.tests.test_bus import interaction
 from shared.errors import Conflict
-from shared.events import Envelope, decode_event
-from shared.testing import app_of, postgres_only, until_a_transaction_waits_for_a_lock
+from shared.events import ContactPolicy, Envelope, decode_event
+from shared.testing import (
+    app_of,
+    one_write_waits_for_another,
+    postgres_only,
+    until_a_transaction_waits_for_a_lock,
+)
 
 
 def touch(customer_id: str) -> Envelope:
@@ -60,18 +67,23 @@ async def test_the_same_identity_added_twice_at_once_is_a_409_on_value(client):
     )
     identity = IdentityIn(kind="telegram", value="ada_l")
 
-    async def add_it_again() -> None:
-        async with factory() as session:
-            await service.add_identity(session, contact_id, identity)
-            await session.commit()
+    def add_it(session: AsyncSession) -> Awaitable[object]:
+        return service.add_identity(session, contact_id, identity)
 
-    async with factory() as first:
-        await service.add_identity(first, contact_id, identity)
-        again = asyncio.create_task(add_it_again())
-        await until_a_transaction_waits_for_a_lock(first)  # the second, on the first's rows
-        await first.commit()
     with pytest.raises(Conflict) as error:
-        await again
+        await one_write_waits_for_another(factory, add_it, add_it)
     # It named "email", with a message about creating a contact.
     assert error.value.field == "value"
     assert "telegram was just added" in error.value.message
+
+
+@postgres_only
+async def test_the_contact_policy_set_twice_at_once_keeps_the_later(client):
+    factory = app_of(client).state.session_factory
+
+    def set_cap(cap: int) -> Callable[[AsyncSession], Awaitable[ContactPolicy]]:
+        return lambda session: service.set_policy(session, ContactPolicy(max_outbound_per_week=cap))
+
+    # Both found no policy row, and the later insert failed on its key: a 500.
+    await one_write_waits_for_another(factory, set_cap(3), set_cap(9))
+    assert (await client.get("/v1/contact-policy")).json()["max_outbound_per_week"] == 9
