@@ -209,8 +209,13 @@ async def create_ticket(
     return ticket
 
 
-async def get_ticket(session: AsyncSession, ticket_id: uuid.UUID) -> Ticket:
-    ticket = await session.get(Ticket, ticket_id)
+async def get_ticket(session: AsyncSession, ticket_id: uuid.UUID, *, lock: bool = False) -> Ticket:
+    """``lock`` for a change: requests changing one ticket at once then take turns, where each
+    would check its transition against the same status (a ticket reopened and closed at once)."""
+    query = select(Ticket).where(Ticket.id == ticket_id)
+    if lock:
+        query = query.with_for_update()
+    ticket = await session.scalar(query)
     if ticket is None:
         raise NotFound(f"ticket {ticket_id} not found")
     return ticket
@@ -253,7 +258,7 @@ async def list_tickets(
 async def add_message(
     session: AsyncSession, ticket_id: uuid.UUID, data: MessageCreate
 ) -> TicketMessage:
-    ticket = await get_ticket(session, ticket_id)
+    ticket = await get_ticket(session, ticket_id, lock=True)
     if data.author_id is not None:
         await _existing_agent(session, data.author_id, "author_id")
     before = ticket.status
@@ -290,7 +295,7 @@ async def _existing_agent(session: AsyncSession, agent_id: uuid.UUID, field: str
 
 
 async def assign(session: AsyncSession, ticket_id: uuid.UUID, agent_id: uuid.UUID) -> Ticket:
-    ticket = await get_ticket(session, ticket_id)
+    ticket = await get_ticket(session, ticket_id, lock=True)
     await _existing_agent(session, agent_id, "agent_id")
     ticket.status = rules.transition(ticket.status, Action.assign, assigned=True).value
     previous, ticket.agent_id = ticket.agent_id, agent_id
@@ -313,7 +318,7 @@ STATUS_EVENTS = {
 async def change_status(
     session: AsyncSession, ticket_id: uuid.UUID, action: Action, at: datetime | None = None
 ) -> Ticket:
-    ticket = await get_ticket(session, ticket_id)
+    ticket = await get_ticket(session, ticket_id, lock=True)
     ticket.status = rules.transition(
         ticket.status, action, assigned=ticket.agent_id is not None
     ).value
@@ -333,7 +338,7 @@ async def change_status(
 
 async def rate(session: AsyncSession, ticket_id: uuid.UUID, data: SatisfactionRequest) -> Ticket:
     """CSAT on a resolved or closed ticket; a later rating replaces an earlier one."""
-    ticket = await get_ticket(session, ticket_id)
+    ticket = await get_ticket(session, ticket_id, lock=True)
     rules.can_rate(ticket.status)
     now = utcnow()
     ticket.satisfaction_score = data.score

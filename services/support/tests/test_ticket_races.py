@@ -1,0 +1,49 @@
+"""One ticket changed by several requests at once. Each change reads the ticket's status,
+checks its transition and writes; without a lock on PostgreSQL they all read the same status,
+and a resolved ticket was reopened four times and closed four times, each change an event.
+(SQLite has one writer at a time: these pass there either way.)"""
+
+import asyncio
+import collections
+
+import httpx
+
+from services.support.tests.helpers import new_ticket, outbox
+
+
+def by_status(responses: list[httpx.Response]) -> dict[int, int]:
+    return dict(collections.Counter(response.status_code for response in responses))
+
+
+async def status_events(client: httpx.AsyncClient, ticket: dict) -> list[str]:
+    changes = ("ticket_resolved.v1", "ticket_reopened.v1", "ticket_closed.v1")
+    return [
+        m.event_type.split(".")[-2]
+        for m in await outbox(client)
+        if m.key == ticket["customer_id"] and m.event_type.endswith(changes)
+    ]
+
+
+async def resolved_ticket(client: httpx.AsyncClient) -> dict:
+    ticket = await new_ticket(client)
+    assert (await client.post(f"/v1/tickets/{ticket['id']}/resolve")).status_code == 200
+    return ticket
+
+
+async def test_a_ticket_reopened_and_closed_at_once_changes_once(client):
+    ticket = await resolved_ticket(client)
+    responses = await asyncio.gather(
+        *[client.post(f"/v1/tickets/{ticket['id']}/{action}") for action in ["reopen", "close"] * 4]
+    )
+    assert by_status(responses) == {200: 1, 409: 7}
+    assert len(await status_events(client, ticket)) == 2  # resolved, then one change
+
+
+async def test_customer_replies_at_once_reopen_a_resolved_ticket_once(client):
+    ticket = await resolved_ticket(client)
+    reply = {"author_type": "customer", "body": "It is broken again."}
+    responses = await asyncio.gather(
+        *[client.post(f"/v1/tickets/{ticket['id']}/messages", json=reply) for _ in range(6)]
+    )
+    assert by_status(responses) == {201: 6}
+    assert await status_events(client, ticket) == ["ticket_resolved", "ticket_reopened"]
