@@ -85,16 +85,18 @@ def _current(contact: Contact | Row[Any] | None, contact_id: uuid.UUID) -> uuid.
     return contact_id
 
 
-async def _current_id(session: AsyncSession, contact_id: uuid.UUID) -> uuid.UUID | None:
-    return _current(await session.get(Contact, contact_id), contact_id)
-
-
 async def unsubscribed(session: AsyncSession, event: Envelope) -> None:
     """A one-click unsubscribe in marketing: the channel joins the contact's opt-outs, through
     the preference update that republishes the contact for every service."""
     request = Unsubscribed.model_validate(event.data)
-    contact_id = await _current_id(session, request.customer_id)
-    contact = await session.get(Contact, contact_id) if contact_id is not None else None
+    contact_id: uuid.UUID | None = request.customer_id
+    contact = None
+    while contact_id is not None:  # to the survivor, each one locked before it is read
+        await lock_customers(session, [contact_id])  # as the API's changes of a contact do
+        contact = await session.get(Contact, contact_id, populate_existing=True)
+        if contact is None or contact.status != ContactStatus.merged:
+            break
+        contact_id = contact.merged_into
     if contact is None or contact.status != ContactStatus.active:
         return  # erased, or not a contact here: nothing to opt out
     preferences = ContactPreferences.model_validate(contact.preferences or {})

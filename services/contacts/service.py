@@ -57,6 +57,10 @@ async def activities(
 
 
 async def _writable(session: AsyncSession, contact_id: uuid.UUID) -> Contact:
+    """The contact, to change: its lock is taken before it is read, so that changes of one
+    contact take turns (each event's snapshot then holds the changes committed before it)
+    and none slips in after its merge or erasure (a snapshot of a merged contact)."""
+    await lock_customers(session, [contact_id])
     try:
         return await get_contact(session, contact_id)
     except Gone as moved:

@@ -1,20 +1,32 @@
 """Races on PostgreSQL: touch counting against a concurrent merge (on SQLite the counting
 transaction holds the database's one write lock from its start: ``shared.db.lock_customers``),
-one identity added by two requests at once, and the contact policy set by two at once."""
+changes of one contact at once, one identity added by two requests at once, and the
+contact policy set by two at once."""
 
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.contacts import consumers, service
 from services.contacts.models import ContactActivity
-from services.contacts.schemas import IdentityIn
+from services.contacts.schemas import ContactUpdate, IdentityIn
 from services.contacts.tests.test_bus import interaction
+from shared.contracts import marketing
 from shared.errors import Conflict
-from shared.events import ContactPolicy, Envelope, decode_event
+from shared.events import (
+    CONTACT_MERGED,
+    CONTACT_UPDATED,
+    ContactPolicy,
+    ContactPreferences,
+    Envelope,
+    decode_event,
+    utcnow,
+)
+from shared.models import OutboxMessage
 from shared.testing import (
     app_of,
     one_write_waits_for_another,
@@ -59,22 +71,112 @@ async def test_a_merge_while_touches_are_being_counted_loses_no_count(client):
     assert total == 4  # 1 + 2 of the survivor, 1 of the duplicate folded in
 
 
+async def new_contact(client, **fields) -> uuid.UUID:
+    response = await client.post("/v1/contacts", json={"first_name": "Ada", **fields})
+    return uuid.UUID(response.json()["id"])
+
+
+async def published(client, contact_id: uuid.UUID) -> list[Envelope]:
+    """The contact's events in the order the relay publishes them."""
+    async with app_of(client).state.session_factory() as session:
+        rows = await session.scalars(
+            select(OutboxMessage.value)
+            .where(OutboxMessage.key == str(contact_id))
+            .order_by(OutboxMessage.id)
+        )
+        return [decode_event(value) for value in rows]
+
+
 @postgres_only
-async def test_the_same_identity_added_twice_at_once_is_a_409_on_value(client):
+async def test_one_identity_added_to_two_contacts_at_once_is_a_409_on_value(client):
     factory = app_of(client).state.session_factory
-    contact_id = uuid.UUID(
-        (await client.post("/v1/contacts", json={"first_name": "Ada"})).json()["id"]
-    )
+    ada, augusta = await new_contact(client), await new_contact(client)
     identity = IdentityIn(kind="telegram", value="ada_l")
 
-    def add_it(session: AsyncSession) -> Awaitable[object]:
-        return service.add_identity(session, contact_id, identity)
+    def add_to(contact_id: uuid.UUID) -> Callable[[AsyncSession], Awaitable[object]]:
+        return lambda session: service.add_identity(session, contact_id, identity)
 
     with pytest.raises(Conflict) as error:
-        await one_write_waits_for_another(factory, add_it, add_it)
+        await one_write_waits_for_another(factory, add_to(ada), add_to(augusta))
     # It named "email", with a message about creating a contact.
     assert error.value.field == "value"
     assert "telegram was just added" in error.value.message
+
+
+@postgres_only
+async def test_one_identity_added_to_a_contact_twice_at_once_is_added_once(client):
+    factory = app_of(client).state.session_factory
+    ada = await new_contact(client)
+
+    def add_it(session: AsyncSession) -> Awaitable[object]:
+        return service.add_identity(session, ada, IdentityIn(kind="telegram", value="ada_l"))
+
+    # The later one waits for the earlier and finds it done; it was a 409 naming Ada herself.
+    await one_write_waits_for_another(factory, add_it, add_it)
+    updates = [e for e in await published(client, ada) if e.type == CONTACT_UPDATED]
+    assert len(updates) == 1
+
+
+@postgres_only
+async def test_a_change_of_a_contact_while_it_is_merged_is_a_409(client):
+    factory = app_of(client).state.session_factory
+    survivor, duplicate = await new_contact(client), await new_contact(client)
+
+    def merge(session: AsyncSession) -> Awaitable[object]:
+        return service.merge_contacts(session, survivor, [duplicate])
+
+    def rename(session: AsyncSession) -> Awaitable[object]:
+        return service.update_contact(session, duplicate, ContactUpdate(last_name="Byron"))
+
+    # The change went through after the merge, and its event came after contact.merged: a
+    # snapshot of the merged contact, as if it were a customer of its own.
+    with pytest.raises(Conflict) as error:
+        await one_write_waits_for_another(factory, merge, rename)
+    assert error.value.details == {"merged_into": str(survivor)}
+    assert [e.type for e in await published(client, duplicate)][-1] == CONTACT_MERGED
+
+
+@postgres_only
+async def test_two_changes_of_a_contact_at_once_each_publish_what_is_committed(client):
+    factory = app_of(client).state.session_factory
+    ada = await new_contact(client)
+
+    def rename(session: AsyncSession) -> Awaitable[object]:
+        return service.update_contact(session, ada, ContactUpdate(last_name="Lovelace"))
+
+    def opt_out(session: AsyncSession) -> Awaitable[object]:
+        preferences = ContactPreferences(opted_out_channels=["sms"])
+        return service.set_preferences(session, ada, preferences)
+
+    await one_write_waits_for_another(factory, rename, opt_out)
+    last = [e for e in await published(client, ada) if e.type == CONTACT_UPDATED][-1]
+    # The later snapshot lacked the earlier change: every service kept last_name None.
+    assert last.data["last_name"] == "Lovelace"
+    assert last.data["preferences"]["opted_out_channels"] == ["sms"]
+
+
+@postgres_only
+async def test_an_unsubscribe_while_the_contact_changes_keeps_the_change(client):
+    factory = app_of(client).state.session_factory
+    ada = await new_contact(client)
+    unsubscribed = Envelope(
+        id=str(uuid.uuid4()),
+        source=marketing.SOURCE,
+        type=marketing.UNSUBSCRIBED,
+        data={"customer_id": str(ada), "channel": "email", "unsubscribed_at": utcnow()},
+    )
+
+    def prefer_sms(session: AsyncSession) -> Awaitable[object]:
+        return service.set_preferences(session, ada, ContactPreferences(preferred_channel="sms"))
+
+    def unsubscribe(session: AsyncSession) -> Awaitable[None]:
+        return consumers.unsubscribed(session, unsubscribed)
+
+    await one_write_waits_for_another(factory, prefer_sms, unsubscribe)
+    preferences = (await client.get(f"/v1/contacts/{ada}")).json()["preferences"]
+    # The unsubscribe read the preferences before the change committed and wrote them back.
+    assert preferences["preferred_channel"] == "sms"
+    assert preferences["opted_out_channels"] == ["email"]
 
 
 @postgres_only
