@@ -147,8 +147,11 @@ async def create_campaign(session: AsyncSession, data: CampaignCreate) -> Campai
     return campaign
 
 
-async def get_campaign(session: AsyncSession, campaign_id: uuid.UUID) -> Campaign:
-    campaign = await session.get(Campaign, campaign_id)
+async def get_campaign(
+    session: AsyncSession, campaign_id: uuid.UUID, *, lock: bool = False
+) -> Campaign:
+    """``lock`` for a change: it then waits for a launch under way (which locks it too)."""
+    campaign = await session.get(Campaign, campaign_id, with_for_update=lock)
     if campaign is None:
         raise NotFound(f"campaign {campaign_id} not found")
     return campaign
@@ -167,7 +170,7 @@ async def list_campaigns(
 async def update_campaign(
     session: AsyncSession, campaign_id: uuid.UUID, data: CampaignUpdate
 ) -> Campaign:
-    campaign = await get_campaign(session, campaign_id)
+    campaign = await get_campaign(session, campaign_id, lock=True)
     changes = data.model_dump(exclude_unset=True)
     for field in ("name", "budget"):
         if field in changes and changes[field] is None:

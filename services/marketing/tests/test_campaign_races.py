@@ -1,0 +1,36 @@
+"""A campaign changed while it is launched (PostgreSQL; SQLite has one writer at a time)."""
+
+import uuid
+from collections.abc import Awaitable
+from datetime import timedelta
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.marketing import launch, service
+from services.marketing.schemas import CampaignUpdate
+from services.marketing.tests.helpers import new_campaign, new_contact, new_segment
+from shared.errors import InvalidTransition
+from shared.events import utcnow
+from shared.testing import app_of, one_write_waits_for_another, postgres_only
+
+
+@postgres_only
+async def test_a_campaign_scheduled_while_it_is_launched_is_a_409(client):
+    factory = app_of(client).state.session_factory
+    await new_contact(client, country="DE")
+    campaign = await new_campaign(client, (await new_segment(client))["id"])
+    campaign_id = uuid.UUID(campaign["id"])
+
+    def launch_it(session: AsyncSession) -> Awaitable[object]:
+        return launch.launch(session, campaign_id)
+
+    def schedule_it(session: AsyncSession) -> Awaitable[object]:
+        tomorrow = CampaignUpdate(scheduled_at=utcnow() + timedelta(days=1))
+        return service.update_campaign(session, campaign_id, tomorrow)
+
+    # The change read "draft" before the launch committed, and wrote "scheduled" over
+    # "sending": a campaign that is sending, scheduled to launch again.
+    with pytest.raises(InvalidTransition):
+        await one_write_waits_for_another(factory, launch_it, schedule_it)
+    assert (await client.get(f"/v1/campaigns/{campaign_id}")).json()["status"] != "scheduled"
