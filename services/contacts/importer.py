@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.contacts import events
@@ -19,7 +20,7 @@ from services.contacts.service import (
     new_contact_row,
     refresh_keys,
 )
-from shared.errors import InvalidInput
+from shared.errors import Conflict, InvalidInput
 from shared.events import utcnow
 from shared.outbox import add_rows
 from shared.values import NUL_REASON, where_nul
@@ -169,7 +170,14 @@ async def import_contacts(
                 unchanged += 1
             ids[index] = existing.id
     await session.flush()
-    await _insert_new(session, new_rows)
+    try:
+        await _insert_new(session, new_rows)
+    except IntegrityError as exc:  # the identities were free when checked, above
+        raise Conflict(
+            "another request has just created a contact with an e-mail, phone or external_id "
+            "of this file; nothing was imported: send the file again",
+            field="body",
+        ) from exc
     errors.sort(key=lambda e: e.row)
     return ImportResult(
         received=len(rows),

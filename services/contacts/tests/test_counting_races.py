@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.contacts import consumers, service
+from services.contacts import consumers, importer, service
 from services.contacts.models import ContactActivity
 from services.contacts.schemas import ContactUpdate, IdentityIn
 from services.contacts.tests.test_bus import interaction
@@ -177,6 +177,28 @@ async def test_an_unsubscribe_while_the_contact_changes_keeps_the_change(client)
     # The unsubscribe read the preferences before the change committed and wrote them back.
     assert preferences["preferred_channel"] == "sms"
     assert preferences["opted_out_channels"] == ["email"]
+
+
+@postgres_only
+async def test_one_file_imported_twice_at_once_the_later_is_a_409(client):
+    factory = app_of(client).state.session_factory
+    rows = importer.parse_rows(b"first_name,email\nAda,ada@example.com\n", "text/csv", 10)
+
+    def import_it(session: AsyncSession) -> Awaitable[object]:
+        return importer.import_contacts(session, rows)
+
+    # Both found the e-mail free; the later insert failed on its key: a 500.
+    with pytest.raises(Conflict) as error:
+        await one_write_waits_for_another(factory, import_it, import_it)
+    assert error.value.field == "body"
+    assert "send the file again" in error.value.message
+    again = await client.post(
+        "/v1/contacts/import",
+        content=b"first_name,email\nAda,ada@example.com\n",
+        headers={"content-type": "text/csv"},
+    )
+    assert again.json()["created"] == 0  # sent again, the row is reported as taken
+    assert again.json()["errors"][0]["field"] == "email"
 
 
 @postgres_only
