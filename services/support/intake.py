@@ -8,6 +8,7 @@ from services.support import rules, service
 from services.support.models import CustomerIdentity, Ticket
 from services.support.rules import Status
 from services.support.schemas import InboundMessage, InboundResult, MessageCreate, TicketCreate
+from shared.db import lock_customers
 
 # A message threads into a ticket that is still being worked on or was just resolved (a reply
 # to a resolved ticket reopens it); closed tickets are final.
@@ -28,6 +29,8 @@ async def receive(session: AsyncSession, inbound: InboundMessage) -> InboundResu
         if contact_id is None
         else await service.current_customer(session, contact_id)
     )
+    # Two messages of one sender at once would each find no ticket to thread into, and open two.
+    await lock_customers(session, [customer_id])
     ticket = await _thread(session, inbound, customer_id)
     if ticket is not None:
         message = await service.add_message(

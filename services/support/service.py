@@ -213,8 +213,8 @@ async def get_ticket(session: AsyncSession, ticket_id: uuid.UUID, *, lock: bool 
     """``lock`` for a change: requests changing one ticket at once then take turns, where each
     would check its transition against the same status (a ticket reopened and closed at once)."""
     query = select(Ticket).where(Ticket.id == ticket_id)
-    if lock:
-        query = query.with_for_update()
+    if lock:  # and read afresh: the session may hold it from before the lock
+        query = query.with_for_update().execution_options(populate_existing=True)
     ticket = await session.scalar(query)
     if ticket is None:
         raise NotFound(f"ticket {ticket_id} not found")

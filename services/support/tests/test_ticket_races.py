@@ -1,7 +1,8 @@
-"""One ticket changed by several requests at once. Each change reads the ticket's status,
-checks its transition and writes; without a lock on PostgreSQL they all read the same status,
-and a resolved ticket was reopened four times and closed four times, each change an event.
-(SQLite has one writer at a time: these pass there either way.)"""
+"""One ticket changed by several requests at once, and messages of one sender arriving at once.
+Each change reads the ticket's status, checks its transition and writes; without a lock on
+PostgreSQL they all read the same status, and a resolved ticket was reopened four times and
+closed four times, each change an event. Six messages of a new sender at once opened six
+tickets. (SQLite has one writer at a time: these pass there either way.)"""
 
 import asyncio
 import collections
@@ -47,3 +48,14 @@ async def test_customer_replies_at_once_reopen_a_resolved_ticket_once(client):
     )
     assert by_status(responses) == {201: 6}
     assert await status_events(client, ticket) == ["ticket_resolved", "ticket_reopened"]
+
+
+async def test_messages_of_a_new_sender_at_once_open_one_ticket(client):
+    message = {"channel": "email", "sender": {"kind": "email", "value": "new@example.com"}}
+    responses = await asyncio.gather(
+        *[client.post("/v1/inbound", json={**message, "body": f"Help {n}"}) for n in range(6)]
+    )
+    assert by_status(responses) == {201: 6}
+    results = [response.json() for response in responses]
+    assert len({result["ticket_id"] for result in results}) == 1
+    assert sorted(result["threaded"] for result in results) == [False] + [True] * 5
