@@ -34,7 +34,9 @@ async def record(
     """Record that the recipient of ``send_id`` did ``kind``; None if it was recorded before or
     the customer was erased (nothing is kept about them)."""
     at = at or utcnow()
-    send = await session.get(Send, send_id)
+    # Locked: two reports of one engagement at once (a link scanner's clicks, a provider's
+    # retried webhook) would both find none recorded, and the later fail on the unique key.
+    send = await session.get(Send, send_id, with_for_update=True)
     if send is None:
         raise NotFound(f"send {send_id} not found", field="send_id")
     existing = await session.scalar(

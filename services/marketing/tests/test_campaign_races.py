@@ -1,4 +1,5 @@
-"""A campaign changed while it is launched (PostgreSQL; SQLite has one writer at a time)."""
+"""Races on PostgreSQL (SQLite has one writer at a time): a campaign changed while it is
+launched, and one engagement reported twice at once."""
 
 import uuid
 from collections.abc import Awaitable
@@ -7,9 +8,19 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.marketing import launch, service
+from services.marketing import engagement, launch, service
 from services.marketing.schemas import CampaignUpdate
-from services.marketing.tests.helpers import new_campaign, new_contact, new_segment
+from services.marketing.tests.helpers import (
+    event_types,
+    new_campaign,
+    new_contact,
+    new_segment,
+    outbox,
+    sends,
+)
+from services.marketing.tests.helpers import (
+    launch as launch_campaign,
+)
 from shared.errors import InvalidTransition
 from shared.events import utcnow
 from shared.testing import app_of, one_write_waits_for_another, postgres_only
@@ -34,3 +45,20 @@ async def test_a_campaign_scheduled_while_it_is_launched_is_a_409(client):
     with pytest.raises(InvalidTransition):
         await one_write_waits_for_another(factory, launch_it, schedule_it)
     assert (await client.get(f"/v1/campaigns/{campaign_id}")).json()["status"] != "scheduled"
+
+
+@postgres_only
+async def test_one_click_reported_twice_at_once_counts_once(client):
+    factory = app_of(client).state.session_factory
+    await new_contact(client, country="DE")
+    campaign = await new_campaign(client, (await new_segment(client))["id"])
+    await launch_campaign(client, campaign["id"])
+    [send] = await sends(client, campaign["id"])
+
+    def click(session: AsyncSession) -> Awaitable[object]:
+        return engagement.record(session, uuid.UUID(send["id"]), "clicked")
+
+    # Both found no click recorded; the later insert failed on the unique key: a 500.
+    assert await one_write_waits_for_another(factory, click, click) is None
+    recorded = event_types(await outbox(client))
+    assert recorded.count("crm.marketing.engagement_recorded.v1") == 1
