@@ -385,7 +385,10 @@ async def _profile(session: AsyncSession, contact_id: uuid.UUID) -> CustomerProf
 async def contact_changed(
     session: AsyncSession, contact_id: uuid.UUID, new_preferences: ContactPreferences
 ) -> bool:
-    """Keep the contact's preferences; False if the contact is merged or erased (final)."""
+    """Keep the contact's preferences; False if the contact is merged or erased (final).
+    Under the customer's lock, which the service's own hook (``on_contact``) then holds too:
+    an API write about the customer (sales handing its account over) takes it as well."""
+    await lock_customers(session, [contact_id])
     profile = await _profile(session, contact_id)
     if profile.status != ProfileStatus.active:
         return False
