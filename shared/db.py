@@ -5,7 +5,17 @@ from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, MetaData, Table, TextClause, TypeDecorator, event, text
+from sqlalchemy import (
+    Column,
+    DateTime,
+    MetaData,
+    Select,
+    Table,
+    TextClause,
+    TypeDecorator,
+    event,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -223,6 +233,19 @@ async def lock_customers(session: AsyncSession, customer_ids: Iterable[uuid.UUID
         await session.execute(customer_locks(ids))
     elif not await _sqlite_writing(session):
         await session.execute(_SQLITE_WRITE_LOCK)
+
+
+async def for_update(session: AsyncSession, query: Select[Any]) -> Select[Any]:
+    """``query``, to read rows in order to change them: two requests changing one row then
+    take turns instead of both passing a check on what they read (a ticket resolved twice).
+    FOR UPDATE on PostgreSQL; on SQLite, which has no row locks, the database's one write
+    lock, taken now (``lock_customers``' way): it has two connections, and one can read while
+    the other writes."""
+    if on_postgres(session):
+        return query.with_for_update()
+    if not await _sqlite_writing(session):
+        await session.execute(_SQLITE_WRITE_LOCK)
+    return query
 
 
 async def lock_table(session: AsyncSession, model: type[DeclarativeBase]) -> None:

@@ -15,6 +15,7 @@ from services.marketing import events, rules
 from services.marketing.models import Campaign, Engagement, Recipient, Send
 from shared import customer_view, topics
 from shared.contracts import marketing as contract
+from shared.db import for_update
 from shared.errors import NotFound
 from shared.events import Direction, utcnow
 
@@ -36,7 +37,7 @@ async def record(
     at = at or utcnow()
     # Locked: two reports of one engagement at once (a link scanner's clicks, a provider's
     # retried webhook) would both find none recorded, and the later fail on the unique key.
-    send = await session.get(Send, send_id, with_for_update=True)
+    send = await session.scalar(await for_update(session, select(Send).where(Send.id == send_id)))
     if send is None:
         raise NotFound(f"send {send_id} not found", field="send_id")
     existing = await session.scalar(

@@ -21,11 +21,11 @@ from services.marketing import audience, events, rules
 from services.marketing.models import COSTING, Campaign, Recipient, Send, SendStatus, TicketState
 from services.marketing.projections import OPEN_TICKET_STATUSES
 from services.marketing.schemas import CampaignStatus, LaunchResult
-from services.marketing.service import get_segment
+from services.marketing.service import get_campaign, get_segment
 from shared import contact_rules, customer_view
 from shared.contact_rules import CONTACT_WINDOW
 from shared.customer_view import TimelineEntry
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict
 from shared.events import ContactPreferences, Department, utcnow
 
 CHUNK = 5000  # ids per IN (...) list, well under both databases' parameter limits
@@ -39,9 +39,7 @@ async def launch(
     session: AsyncSession, campaign_id: uuid.UUID, now: datetime | None = None
 ) -> LaunchResult:
     now = now or utcnow()
-    campaign = await session.get(Campaign, campaign_id, with_for_update=True)
-    if campaign is None:
-        raise NotFound(f"campaign {campaign_id} not found")
+    campaign = await get_campaign(session, campaign_id, lock=True)
     segment = await get_segment(session, campaign.segment_id)
     members = await audience.members(session, segment, now)
     earlier = {

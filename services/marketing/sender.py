@@ -32,6 +32,7 @@ from services.marketing.models import Campaign, Recipient, Send, SendStatus
 from services.marketing.schemas import CampaignStatus
 from services.marketing.tracking import Links
 from shared.contact_rules import Reason
+from shared.db import for_update
 from shared.events import utcnow
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,8 @@ class Sender:
 
     async def _launch_scheduled(self, campaign_id: uuid.UUID, now: datetime) -> bool:
         async with self.session_factory() as session:
-            campaign = await session.get(Campaign, campaign_id, with_for_update=True)
+            locked = await for_update(session, select(Campaign).where(Campaign.id == campaign_id))
+            campaign = await session.scalar(locked)
             if campaign is None or campaign.status != CampaignStatus.scheduled:
                 return False  # another replica got there first
             await launch.launch(session, campaign_id, now)

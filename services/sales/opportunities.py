@@ -21,6 +21,7 @@ from services.sales.schemas import (
     StageFigures,
 )
 from shared import customer_view
+from shared.db import for_update
 from shared.errors import InvalidInput, InvalidTransition, NotFound
 from shared.events import utcnow
 from shared.pagination import cut_page, page_after
@@ -93,7 +94,7 @@ async def get_opportunity(
 ) -> Opportunity:
     query = select(Opportunity).where(Opportunity.id == opportunity_id)
     if lock:
-        query = query.with_for_update()
+        query = await for_update(session, query)
     opportunity = await session.scalar(query)
     if opportunity is None:
         raise NotFound(f"opportunity {opportunity_id} not found")

@@ -14,6 +14,7 @@ from services.sales.models import Lead, Opportunity
 from services.sales.rules import LeadAction, LeadStatus, Pipeline
 from services.sales.schemas import ConvertRequest, LeadCreate
 from shared import customer_view
+from shared.db import for_update
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events import utcnow
 from shared.pagination import MAX_LIMIT, cut_page, page_after
@@ -80,7 +81,7 @@ async def create_lead(session: AsyncSession, data: LeadCreate) -> Lead:
 async def get_lead(session: AsyncSession, lead_id: uuid.UUID, *, lock: bool = False) -> Lead:
     query = select(Lead).where(Lead.id == lead_id)
     if lock:
-        query = query.with_for_update()
+        query = await for_update(session, query)
     lead = await session.scalar(query)
     if lead is None:
         raise NotFound(f"lead {lead_id} not found")

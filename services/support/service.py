@@ -24,7 +24,7 @@ from services.support.schemas import (
     TicketCreate,
 )
 from shared.customer_view import current_customer
-from shared.db import lock_table
+from shared.db import for_update, lock_table
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events import utcnow
 from shared.pagination import cut_page, page_after
@@ -214,7 +214,7 @@ async def get_ticket(session: AsyncSession, ticket_id: uuid.UUID, *, lock: bool 
     would check its transition against the same status (a ticket reopened and closed at once)."""
     query = select(Ticket).where(Ticket.id == ticket_id)
     if lock:  # and read afresh: the session may hold it from before the lock
-        query = query.with_for_update().execution_options(populate_existing=True)
+        query = (await for_update(session, query)).execution_options(populate_existing=True)
     ticket = await session.scalar(query)
     if ticket is None:
         raise NotFound(f"ticket {ticket_id} not found")

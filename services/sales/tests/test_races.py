@@ -1,6 +1,8 @@
-"""Races on PostgreSQL (SQLite has one writer at a time): the assignment rules replaced by two
-requests at once, and an account handed over while its contact's creation is applied."""
+"""Requests at once: an order paid by several (on SQLite too), and on PostgreSQL the
+assignment rules replaced by two and an account handed over while its contact's creation is
+applied."""
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -8,6 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.sales import consumers, territories
 from services.sales.schemas import AccountUpdate, AssignmentRules
+from services.sales.tests.helpers import outbox
+from shared.contracts.sales import ORDER_PAID
 from shared.events import CONTACT_CREATED, Envelope
 from shared.testing import app_of, one_write_waits_for_another, postgres_only
 
@@ -57,3 +61,19 @@ async def test_an_account_handed_over_as_its_contact_arrives_keeps_both(client):
     await one_write_waits_for_another(factory, hand_over, contact_arrives)
     account = (await client.get(f"/v1/accounts/{customer}")).json()
     assert (account["owner"], account["country"]) == ("ann", "DE")
+
+
+async def test_an_order_paid_by_requests_at_once_is_paid_once(client):
+    for _ in range(3):  # on SQLite, with no lock, the race was lost about half the time
+        order = (
+            await client.post(
+                "/v1/orders",
+                json={"customer_id": str(uuid.uuid4()), "amount": "5", "currency": "EUR"},
+            )
+        ).json()
+        responses = await asyncio.gather(
+            *[client.post(f"/v1/orders/{order['id']}/paid") for _ in range(12)]
+        )
+        assert sorted(r.status_code for r in responses) == [200] + [409] * 11
+        paid = [m for m in await outbox(client) if m.event_type == ORDER_PAID]
+        assert len([m for m in paid if m.key == order["customer_id"]]) == 1
