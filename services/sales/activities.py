@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.sales import customers
@@ -15,7 +16,7 @@ from services.sales.schemas import ActivityCreate
 from shared import customer_view, topics
 from shared.contracts.sales import SOURCE
 from shared.customer_view import ContactCheck
-from shared.errors import InvalidInput, NotFound
+from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events import (
     INTERACTION_RECORDED,
     Department,
@@ -91,10 +92,27 @@ async def _current_customers(
     )
 
 
+def _same_activity(
+    earlier: Activity, data: ActivityCreate, customer_id: uuid.UUID, field: str
+) -> None:
+    """A retry names the activity it first sent; an id already used for another is a 409."""
+    sent = (customer_id, data.kind, data.channel.value, data.direction.value)
+    if (earlier.customer_id, earlier.kind, earlier.channel, earlier.direction) != sent:
+        raise Conflict(f"{earlier.id} is the id of another activity", field=field)
+
+
 async def log_activity(
     session: AsyncSession, data: ActivityCreate
 ) -> tuple[Activity, ContactCheck | None]:
+    """The activity logged and published, with the contact check of an outbound one; sent
+    again with its ``activity_id``, the activity first logged, without a check."""
+    # Under the customer's lock: a retry sent at the same moment waits, then finds the first.
     customer_id = (await _current_customers(session, [data]))[data.customer_id]
+    if data.activity_id is not None:
+        earlier = await session.get(Activity, data.activity_id)
+        if earlier is not None:
+            _same_activity(earlier, data, customer_id, "activity_id")
+            return earlier, None
     owners = await _opportunity_owners(session, [data])
     _check_opportunity(owners, data, customer_id, "opportunity_id")
     now = utcnow()
@@ -112,43 +130,68 @@ async def log_activity(
         )
         verdict = ContactCheck(allowed=not reasons, reasons=[r.value for r in reasons])
     activity = Activity(
-        id=uuid.uuid4(),
-        **data.model_dump(exclude={"customer_id", "occurred_at"}),
+        id=data.activity_id or uuid.uuid4(),
+        **data.model_dump(exclude={"activity_id", "customer_id", "occurred_at"}),
         customer_id=customer_id,
         occurred_at=occurred_at,
         created_at=now,
     )
     session.add(activity)
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # the same id sent at once for another customer
+        raise Conflict(f"{activity.id} is the id of another activity", field="activity_id") from exc
     await add_rows(session, [_touch(activity.id, customer_id, data, occurred_at)])
     return activity, verdict
 
 
 async def log_activities(session: AsyncSession, items: Sequence[ActivityCreate]) -> list[uuid.UUID]:
     """Many activities at once (a dialer's or a calendar's sync): one INSERT, one outbox
-    INSERT. No contact checks: these touches already happened."""
+    INSERT. No contact checks: these touches already happened. An activity sent again with
+    its ``activity_id`` (a retried batch, or twice in one) is logged and published once."""
     now = utcnow()
+    # Under the customers' locks: a retry sent at the same moment waits, then finds the first.
     current = await _current_customers(session, items)
     owners = await _opportunity_owners(session, items)
-    rows, touches = [], []
+    given = [item.activity_id for item in items if item.activity_id is not None]
+    earlier: dict[uuid.UUID, Activity] = {}
+    if given:
+        earlier.update(
+            (a.id, a) for a in await session.scalars(select(Activity).where(Activity.id.in_(given)))
+        )
+    ids, rows, touches = [], [], []
     for index, data in enumerate(items):
         customer_id = current[data.customer_id]
         _check_opportunity(owners, data, customer_id, f"items.{index}.opportunity_id")
-        activity_id = uuid.uuid4()
+        if data.activity_id in earlier:
+            _same_activity(
+                earlier[data.activity_id], data, customer_id, f"items.{index}.activity_id"
+            )
+            ids.append(data.activity_id)
+            continue
+        activity_id = data.activity_id or uuid.uuid4()
         occurred_at = data.occurred_at or now
-        rows.append(
-            {
-                **data.model_dump(exclude={"customer_id", "occurred_at"}),
-                "id": activity_id,
-                "customer_id": customer_id,
-                "occurred_at": occurred_at,
-                "created_at": now,
-            }
-        )
+        row = {
+            **data.model_dump(exclude={"activity_id", "customer_id", "occurred_at"}),
+            "id": activity_id,
+            "customer_id": customer_id,
+            "occurred_at": occurred_at,
+            "created_at": now,
+        }
+        rows.append(row)
         touches.append(_touch(activity_id, customer_id, data, occurred_at))
-    await session.execute(insert(Activity), rows)
-    await add_rows(session, touches)
-    return [row["id"] for row in rows]
+        ids.append(activity_id)
+        if data.activity_id is not None:
+            earlier[activity_id] = Activity(**row)  # a repeat later in this batch names it
+    if rows:
+        try:
+            await session.execute(insert(Activity), rows)
+        except IntegrityError as exc:  # an id sent at once for another customer
+            raise Conflict(
+                "an activity_id of this batch was just used by another request", field="items"
+            ) from exc
+        await add_rows(session, touches)
+    return ids
 
 
 async def get_activity(session: AsyncSession, activity_id: uuid.UUID) -> Activity:

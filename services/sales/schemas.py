@@ -253,6 +253,11 @@ class LeadConverted(BaseModel):
 
 
 class ActivityCreate(_Input):
+    activity_id: uuid.UUID | None = Field(
+        default=None,
+        description="your id for the activity (else one is made): an activity sent again with"
+        " the same id, a retry after a timeout say, is logged and published once",
+    )
     customer_id: uuid.UUID
     kind: Literal["call", "meeting", "email", "message"]
     channel: Channel

@@ -1,6 +1,7 @@
 """The sales API on a real database: leads, conversion through the real contacts service,
 opportunities through the pipeline, forecast, activities, orders and the customer view."""
 
+import asyncio
 import uuid
 from decimal import Decimal
 
@@ -348,6 +349,51 @@ class TestActivities:
         assert [t.key for t in touches] == [customer] * 3 + [items[3]["customer_id"]]
         for activity_id, touch in zip(ids, touches, strict=True):
             assert activity_id.encode() in touch.value  # the touch's id and ref are the activity's
+
+    async def test_an_activity_sent_again_with_its_id_is_logged_once(self, client):
+        body = {
+            "activity_id": str(uuid.uuid4()),
+            "customer_id": str(uuid.uuid4()),
+            "kind": "call",
+            "channel": "phone",
+            "direction": "outbound",
+        }
+        # A retry sent while the first is still under way, say.
+        sent = await asyncio.gather(*[client.post("/v1/activities", json=body) for _ in range(4)])
+        assert [r.status_code for r in sent] == [201] * 4
+        assert {r.json()["id"] for r in sent} == {body["activity_id"]}
+        assert len(await outbox(client, topics.INTERACTIONS)) == 1
+        other = await client.post("/v1/activities", json={**body, "kind": "meeting"})
+        assert other.status_code == 409
+        assert other.json()["error"]["fields"][0]["field"] == "activity_id"
+
+    async def test_a_batch_sent_again_logs_each_activity_once(self, client):
+        customer = str(uuid.uuid4())
+        items = [
+            {
+                "activity_id": str(uuid.uuid4()),
+                "customer_id": customer,
+                "kind": "call",
+                "channel": "phone",
+                "direction": "outbound",
+            }
+            for _ in range(3)
+        ]
+        first = await client.post("/v1/activities:batch", json={"items": items})
+        # The retry also repeats an activity inside the batch and adds a new one.
+        new = {**items[0], "activity_id": str(uuid.uuid4())}
+        again = await client.post("/v1/activities:batch", json={"items": [*items, items[1], new]})
+        assert first.status_code == again.status_code == 201, again.text
+        ids = [item["activity_id"] for item in items]
+        assert again.json()["ids"] == [*ids, ids[1], new["activity_id"]]
+        touches = await outbox(client, topics.INTERACTIONS)
+        assert len(touches) == 4
+        listed = (await client.get("/v1/activities", params={"customer_id": customer})).json()
+        assert len(listed["items"]) == 4
+        clash = {**items[2], "direction": "inbound"}
+        other = await client.post("/v1/activities:batch", json={"items": [new, clash]})
+        assert other.status_code == 409
+        assert other.json()["error"]["fields"][0]["field"] == "items.1.activity_id"
 
 
 class TestOrders:
