@@ -6,6 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.sales import events, rules
@@ -16,7 +17,7 @@ from shared import customer_view
 from shared.contracts.sales import SOURCE, ExternalOrder
 from shared.customer_view import InteractionCreate
 from shared.db import for_update
-from shared.errors import InvalidInput, NotFound
+from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events import Channel, Department, Direction, SourceRef, utcnow
 from shared.pagination import cut_page, page_after
 from shared.values import MAX_AMOUNT
@@ -42,9 +43,15 @@ async def _touch(session: AsyncSession, order: Order) -> None:
     )
 
 
-def _new_order(customer_id: uuid.UUID, amount: Decimal, currency: str, at: datetime) -> Order:
+def _new_order(
+    customer_id: uuid.UUID,
+    amount: Decimal,
+    currency: str,
+    at: datetime,
+    order_id: uuid.UUID | None = None,
+) -> Order:
     return Order(
-        id=uuid.uuid4(),
+        id=order_id or uuid.uuid4(),
         customer_id=customer_id,
         amount=amount,
         currency=currency,
@@ -56,6 +63,9 @@ def _new_order(customer_id: uuid.UUID, amount: Decimal, currency: str, at: datet
 
 
 async def place_order(session: AsyncSession, data: OrderCreate) -> Order:
+    """The order placed and published; sent again with its ``order_id``, the order first
+    placed (the id of another order is a 409)."""
+    # Under the customer's lock: a retry sent at the same moment waits, then finds the first.
     customer_id = await customer_view.current_customer(session, data.customer_id)
     lines = [line.model_dump(mode="json") for line in data.lines]
     amount = data.amount
@@ -63,11 +73,24 @@ async def place_order(session: AsyncSession, data: OrderCreate) -> Order:
         amount = sum((line.unit_price * line.quantity for line in data.lines), Decimal(0))
         if amount > MAX_AMOUNT:  # as an amount given would be
             raise InvalidInput(f"the lines' total must be at most {MAX_AMOUNT}", field="lines")
-    order = _new_order(customer_id, amount, data.currency, data.ordered_at or utcnow())
+    if data.order_id is not None and (earlier := await session.get(Order, data.order_id)):
+        if (earlier.customer_id, earlier.amount, earlier.currency) != (
+            customer_id,
+            amount,
+            data.currency,
+        ):
+            raise Conflict(f"{earlier.id} is the id of another order", field="order_id")
+        return earlier
+    order = _new_order(
+        customer_id, amount, data.currency, data.ordered_at or utcnow(), data.order_id
+    )
     order.lines = lines
     order.campaign_id = data.campaign_id
     session.add(order)
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # the same id sent at once for another customer
+        raise Conflict(f"{order.id} is the id of another order", field="order_id") from exc
     events.order_placed(session, order)
     await _touch(session, order)
     return order

@@ -304,6 +304,11 @@ class OrderLine(_Input):
 
 
 class OrderCreate(_Input):
+    order_id: uuid.UUID | None = Field(
+        default=None,
+        description="your id for the order (else one is made): an order sent again with the"
+        " same id, a retry after a timeout say, is placed and published once",
+    )
     customer_id: uuid.UUID
     amount: Amount | None = Field(default=None, description="else the sum of the lines")
     currency: Currency

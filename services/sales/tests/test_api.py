@@ -397,6 +397,23 @@ class TestActivities:
 
 
 class TestOrders:
+    async def test_an_order_sent_again_with_its_id_is_placed_once(self, client):
+        body = {
+            "order_id": str(uuid.uuid4()),
+            "customer_id": str(uuid.uuid4()),
+            "currency": "EUR",
+            "lines": [{"sku": "A", "quantity": 2, "unit_price": "5"}],
+        }
+        # Before, each retry placed another order, and analytics counted its revenue again.
+        sent = await asyncio.gather(*[client.post("/v1/orders", json=body) for _ in range(4)])
+        assert [r.status_code for r in sent] == [201] * 4
+        assert {r.json()["id"] for r in sent} == {body["order_id"]}
+        assert types(await outbox(client, topics.SALES)) == [sales.ORDER_PLACED]
+        assert len(await outbox(client, topics.INTERACTIONS)) == 1
+        other = await client.post("/v1/orders", json={**body, "amount": "11"})
+        assert other.status_code == 409
+        assert other.json()["error"]["fields"][0]["field"] == "order_id"
+
     async def test_order_lifecycle(self, client):
         customer = str(uuid.uuid4())
         response = await client.post(
