@@ -1,14 +1,17 @@
 """Intake from any channel: recognise the sender, thread the message into the customer's open
 ticket, or open a new one. Never commits."""
 
+import uuid
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.support import rules, service
-from services.support.models import CustomerIdentity, Ticket
+from services.support.models import CustomerIdentity, Ticket, TicketMessage
 from services.support.rules import Status
 from services.support.schemas import InboundMessage, InboundResult, MessageCreate, TicketCreate
 from shared.db import lock_customers
+from shared.errors import Conflict
 
 # A message threads into a ticket that is still being worked on or was just resolved (a reply
 # to a resolved ticket reopens it); closed tickets are final.
@@ -31,12 +34,21 @@ async def receive(session: AsyncSession, inbound: InboundMessage) -> InboundResu
     )
     # Two messages of one sender at once would each find no ticket to thread into, and open two.
     await lock_customers(session, [customer_id])
+    if inbound.message_id is not None:
+        earlier = await _received_before(session, inbound.message_id, customer_id)
+        if earlier is not None:
+            return earlier
     ticket = await _thread(session, inbound, customer_id)
     if ticket is not None:
         message = await service.add_message(
             session,
             ticket.id,
-            MessageCreate(author_type="customer", body=inbound.body, sent_at=inbound.received_at),
+            MessageCreate(
+                message_id=inbound.message_id,
+                author_type="customer",
+                body=inbound.body,
+                sent_at=inbound.received_at,
+            ),
         )
         return InboundResult(
             ticket_id=ticket.id,
@@ -49,6 +61,7 @@ async def receive(session: AsyncSession, inbound: InboundMessage) -> InboundResu
     ticket = await service.create_ticket(
         session,
         TicketCreate(
+            ticket_id=inbound.message_id,
             customer_id=customer_id,
             subject=subject,
             description=inbound.body,
@@ -63,6 +76,26 @@ async def receive(session: AsyncSession, inbound: InboundMessage) -> InboundResu
         customer_id=ticket.customer_id,
         unknown_customer=unknown,
         threaded=False,
+    )
+
+
+async def _received_before(
+    session: AsyncSession, message_id: uuid.UUID, customer_id: uuid.UUID
+) -> InboundResult | None:
+    """What a webhook delivered again got the first time: the message it added to a ticket,
+    or the ticket it opened. Another customer's message or ticket is a 409."""
+    message = await session.get(TicketMessage, message_id)
+    ticket = await session.get(Ticket, message.ticket_id if message else message_id)
+    if ticket is None:
+        return None
+    if ticket.customer_id != customer_id:
+        raise Conflict(f"{message_id} is the id of another customer's message", field="message_id")
+    return InboundResult(
+        ticket_id=ticket.id,
+        message_id=message.id if message else None,
+        customer_id=customer_id,
+        unknown_customer=ticket.unknown_customer,
+        threaded=message is not None,
     )
 
 

@@ -123,6 +123,11 @@ class RoutingRules(_Input):
 
 
 class TicketCreate(_Input):
+    ticket_id: uuid.UUID | None = Field(
+        default=None,
+        description="your id for the ticket (else one is made): a ticket sent again with the"
+        " same id, a retry after a timeout say, is opened and published once",
+    )
     customer_id: uuid.UUID
     subject: Subject
     description: Body
@@ -134,6 +139,11 @@ class TicketCreate(_Input):
 
 
 class MessageCreate(_Input):
+    message_id: uuid.UUID | None = Field(
+        default=None,
+        description="your id for the message (else one is made): a message sent again with"
+        " the same id, a retry after a timeout say, is added and published once",
+    )
     author_type: Literal["agent", "customer"]
     author_id: uuid.UUID | None = Field(
         default=None, description="the agent's id: required for an agent, absent for a customer"
@@ -211,6 +221,12 @@ class Sender(_Input):
 
 
 class InboundMessage(_Input):
+    message_id: uuid.UUID | None = Field(
+        default=None,
+        description="your id for the message (a UUID derived from the provider's message id,"
+        " say): a webhook delivered again with the same id is received once; it becomes the id"
+        " of the message added, or of the ticket opened",
+    )
     channel: Channel
     sender: Sender
     body: Body

@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, ScalarSelect, delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.support import events, rules
@@ -181,10 +182,22 @@ async def open_ticket_priorities(session: AsyncSession, customer_id: uuid.UUID) 
 async def create_ticket(
     session: AsyncSession, data: TicketCreate, *, unknown_customer: bool = False
 ) -> Ticket:
+    """The ticket opened (and routed) and published; sent again with its ``ticket_id``, the
+    ticket first opened (the id of another ticket is a 409)."""
     now = utcnow()
+    # Under the customer's lock: a retry sent at the same moment waits, then finds the first.
+    customer_id = await current_customer(session, data.customer_id)
+    if data.ticket_id is not None and (earlier := await session.get(Ticket, data.ticket_id)):
+        if (earlier.customer_id, earlier.subject, earlier.channel) != (
+            customer_id,
+            data.subject,
+            data.channel.value,
+        ):
+            raise Conflict(f"{earlier.id} is the id of another ticket", field="ticket_id")
+        return earlier
     ticket = Ticket(
-        id=uuid.uuid4(),
-        customer_id=await current_customer(session, data.customer_id),
+        id=data.ticket_id or uuid.uuid4(),
+        customer_id=customer_id,
         subject=data.subject,
         description=data.description,
         channel=data.channel.value,
@@ -202,7 +215,10 @@ async def create_ticket(
         ticket.assigned_at = now
         ticket.status = rules.transition(ticket.status, Action.assign, assigned=False).value
     session.add(ticket)
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # the same id sent at once for another customer
+        raise Conflict(f"{ticket.id} is the id of another ticket", field="ticket_id") from exc
     events.ticket_opened(session, ticket)
     if agent_id is not None:
         events.ticket_assigned(session, ticket, None, now, automatic=True)
@@ -258,7 +274,13 @@ async def list_tickets(
 async def add_message(
     session: AsyncSession, ticket_id: uuid.UUID, data: MessageCreate
 ) -> TicketMessage:
-    ticket = await get_ticket(session, ticket_id, lock=True)
+    ticket = await get_ticket(session, ticket_id, lock=True)  # a retry at once waits for it
+    if data.message_id is not None and (
+        earlier := await session.get(TicketMessage, data.message_id)
+    ):
+        if (earlier.ticket_id, earlier.author_type) != (ticket.id, data.author_type):
+            raise Conflict(f"{earlier.id} is the id of another message", field="message_id")
+        return earlier
     if data.author_id is not None:
         await _existing_agent(session, data.author_id, "author_id")
     before = ticket.status
@@ -267,7 +289,7 @@ async def add_message(
     ).value
     now = utcnow()
     message = TicketMessage(
-        id=uuid.uuid4(),
+        id=data.message_id or uuid.uuid4(),
         ticket_id=ticket.id,
         author_type=data.author_type,
         author_id=str(data.author_id) if data.author_id else None,
@@ -280,7 +302,10 @@ async def add_message(
             ticket.first_response_at = message.sent_at
     ticket.updated_at = now
     session.add(message)
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # the same id sent at once to another ticket
+        raise Conflict(f"{message.id} is the id of another message", field="message_id") from exc
     events.message_added(session, ticket, message)
     if before != ticket.status:
         events.status_changed(session, ticket, events.TICKET_REOPENED, message.sent_at)
