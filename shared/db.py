@@ -231,8 +231,8 @@ async def lock_customers(session: AsyncSession, customer_ids: Iterable[uuid.UUID
         return
     if on_postgres(session):
         await session.execute(customer_locks(ids))
-    elif not await _sqlite_writing(session):
-        await session.execute(_SQLITE_WRITE_LOCK)
+    else:
+        await _hold_sqlite_write_lock(session)
 
 
 async def for_update(session: AsyncSession, query: Select[Any]) -> Select[Any]:
@@ -243,20 +243,25 @@ async def for_update(session: AsyncSession, query: Select[Any]) -> Select[Any]:
     the other writes."""
     if on_postgres(session):
         return query.with_for_update()
-    if not await _sqlite_writing(session):
-        await session.execute(_SQLITE_WRITE_LOCK)
+    await _hold_sqlite_write_lock(session)
     return query
 
 
 async def lock_table(session: AsyncSession, model: type[DeclarativeBase]) -> None:
-    """Let the writers of this model's table wait for one another until the transaction ends; readers
-    do not wait. Take it first in a request that replaces a table's rows (a list of rules, a
-    policy): two such requests at once would otherwise both find a key free, and the later
-    insert fail on the primary key, a 500. On SQLite, the database's one write lock."""
+    """Let the writers of this model's table wait for one another until the transaction
+    ends; readers do not wait. Take it first in a request that replaces a table's rows (a list
+    of rules, a policy): two such requests at once would otherwise both find a key free, and
+    the later insert fail on the primary key, a 500. On SQLite, the database's write lock."""
     if on_postgres(session):
         # EXCLUSIVE conflicts with every write and with itself, not with plain SELECTs.
         await session.execute(text(f"LOCK TABLE {model.__tablename__} IN EXCLUSIVE MODE"))
-    elif not await _sqlite_writing(session):
+    else:
+        await _hold_sqlite_write_lock(session)
+
+
+async def _hold_sqlite_write_lock(session: AsyncSession) -> None:
+    """Begin SQLite's write transaction now, unless this one holds the lock already."""
+    if not await _sqlite_writing(session):
         await session.execute(_SQLITE_WRITE_LOCK)
 
 

@@ -1,6 +1,6 @@
-"""Settings written by two requests at once (PostgreSQL; SQLite has one writer at a time): each
-finds the rows it replaces or adds before the other commits, so without a lock the later
-insert fails on the primary key, a 500."""
+"""Settings written by two requests at once, in a fixed order (PostgreSQL): each found the rows
+it replaces or adds before the other committed, so without a lock the later insert failed on
+the primary key, a 500."""
 
 from collections.abc import Awaitable, Callable
 from typing import Any
