@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.support import rules
 from services.support.models import CustomerIdentity, Ticket, TicketMessage
+from shared.db import lock_customers
 from shared.events import ContactSnapshot
 
 ERASED = "[erased]"
@@ -23,6 +24,9 @@ async def contact_changed(session: AsyncSession, contact: ContactSnapshot) -> No
     """Keep the contact's identities (to recognise inbound senders), and re-point tickets
     opened by those senders before contacts knew them."""
     wanted = identities_of(contact)
+    # Intake holds a placeholder's lock while it opens a ticket for an unknown sender: wait
+    # for it, or that ticket, not committed yet, is not re-pointed and stays unknown.
+    await lock_customers(session, [rules.placeholder_customer(k, v) for k, v in wanted])
     rows = await session.scalars(
         select(CustomerIdentity).where(
             or_(

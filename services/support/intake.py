@@ -21,16 +21,17 @@ THREADABLE = [Status.open.value, Status.pending.value, Status.resolved.value]
 async def receive(session: AsyncSession, inbound: InboundMessage) -> InboundResult:
     kind = inbound.sender.kind
     value = rules.normalize_identity(kind, inbound.sender.value)
-    contact_id = await session.scalar(
-        select(CustomerIdentity.contact_id).where(
-            CustomerIdentity.kind == kind, CustomerIdentity.value == value
-        )
-    )
+    placeholder = rules.placeholder_customer(kind, value)
+    contact_id = await _identity_owner(session, kind, value)
+    if contact_id is None:
+        # A sender not known yet: the placeholder's lock, then a second look. Applying
+        # contacts' event that makes the sender known takes it too (customers.contact_changed):
+        # either that re-points the ticket opened here, or this finds the sender's contact.
+        await lock_customers(session, [placeholder])
+        contact_id = await _identity_owner(session, kind, value)
     unknown = contact_id is None
     customer_id = (
-        rules.placeholder_customer(kind, value)
-        if contact_id is None
-        else await service.current_customer(session, contact_id)
+        placeholder if contact_id is None else await service.current_customer(session, contact_id)
     )
     # Two messages of one sender at once would each find no ticket to thread into, and open two.
     await lock_customers(session, [customer_id])
@@ -76,6 +77,14 @@ async def receive(session: AsyncSession, inbound: InboundMessage) -> InboundResu
         customer_id=ticket.customer_id,
         unknown_customer=unknown,
         threaded=False,
+    )
+
+
+async def _identity_owner(session: AsyncSession, kind: str, value: str) -> uuid.UUID | None:
+    return await session.scalar(
+        select(CustomerIdentity.contact_id).where(
+            CustomerIdentity.kind == kind, CustomerIdentity.value == value
+        )
     )
 
 

@@ -2,10 +2,17 @@
 the open ticket, unknown senders flagged and re-pointed once contacts knows them."""
 
 import uuid
+from collections.abc import Awaitable
 
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.support import consumers, intake
+from services.support.schemas import InboundMessage
 from services.support.tests.helpers import apply, outbox
 from shared import topics
-from shared.events import CONTACT_CREATED, CONTACT_ERASED
+from shared.events import CONTACT_CREATED, CONTACT_ERASED, Envelope
+from shared.testing import app_of, one_write_waits_for_another, postgres_only
 
 NOW = "2026-11-24T12:00:00+00:00"
 
@@ -105,3 +112,39 @@ async def test_bad_inbound(client):
     assert response.status_code == 422
     assert response.json()["error"]["fields"][0]["field"] == "sender.kind"
     assert (await client.get("/v1/tickets")).json()["items"] == []
+
+
+def _as_contacts_sends_it(contact: str, email: str) -> Envelope:
+    return Envelope(
+        id=str(uuid.uuid4()),
+        source="/crm/contacts",
+        type=CONTACT_CREATED,
+        data=snapshot(contact, email=email),
+    )
+
+
+@postgres_only
+@pytest.mark.parametrize("first", ["intake", "contacts"])
+async def test_a_sender_becoming_known_while_their_message_arrives_gets_the_ticket(client, first):
+    factory = app_of(client).state.session_factory
+    contact = str(uuid.uuid4())
+    handlers = {t: h for s in consumers.SUBSCRIPTIONS for t, h in s.handlers.items()}
+    message = InboundMessage.model_validate(
+        {"channel": "email", "sender": {"kind": "email", "value": "anna@example.com"}, "body": "Hi"}
+    )
+
+    def receive(session: AsyncSession) -> Awaitable[object]:
+        return intake.receive(session, message)
+
+    def contact_created(session: AsyncSession) -> Awaitable[None]:
+        return handlers[CONTACT_CREATED](
+            session, _as_contacts_sends_it(contact, message.sender.value)
+        )
+
+    # Intake first: contacts' event did not see the ticket, not committed yet, to re-point it.
+    # Contacts first: intake had looked the sender up before the identity was committed. The
+    # ticket stayed under the unknown sender's placeholder in both cases.
+    order = (receive, contact_created) if first == "intake" else (contact_created, receive)
+    await one_write_waits_for_another(factory, *order)
+    [ticket] = (await client.get("/v1/tickets")).json()["items"]
+    assert (ticket["customer_id"], ticket["unknown_customer"]) == (contact, False)
