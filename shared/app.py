@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -26,7 +27,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared import metrics, tracing
 from shared.bus import Bus
 from shared.consumer import EventConsumer, Subscription, consume
-from shared.db import create_engine, create_session_factory, ensure_schema, ping, session_scope
+from shared.db import (
+    create_engine,
+    create_session_factory,
+    ensure_schema,
+    failed_for_now,
+    ping,
+    session_scope,
+)
 from shared.errors import DomainError, InvalidInput
 from shared.migrations import upgrade_to_head
 from shared.outbox import NOTIFY, NOTIFY_CHANNEL
@@ -309,6 +317,18 @@ def _install_error_handlers(app: FastAPI) -> None:
             error_body(exc.status, exc.code, exc.message, fields, exc.details),
             status_code=exc.status,
             headers=headers,
+        )
+
+    @app.exception_handler(DBAPIError)
+    async def database_error(_: Request, exc: DBAPIError) -> JSONResponse:
+        if not failed_for_now(exc):
+            raise exc  # a bug: the 500 it always was, logged with its traceback
+        log.warning("database unavailable: %s", exc.orig)
+        message = "the database could not be reached or was busy: try again"
+        return JSONResponse(
+            error_body(503, "database_unavailable", message),
+            status_code=503,
+            headers={"Retry-After": "1"},
         )
 
     @app.exception_handler(StarletteHTTPException)

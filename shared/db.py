@@ -17,6 +17,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -73,6 +74,24 @@ def is_sqlite(url: str) -> bool:
 def on_postgres(session: AsyncSession | Session) -> bool:
     """Whether this session's database is PostgreSQL (else SQLite)."""
     return session.get_bind().dialect.name == "postgresql"
+
+
+# SQLSTATE classes and codes of a failure that says nothing about the request: the connection
+# was lost (08), the transaction lost a deadlock or a serialization check (40), the server is
+# shutting down or was told to end the connection (57P01-57P03), or has too many (53300).
+_TRANSIENT_SQLSTATES = ("08", "40", "57P01", "57P02", "57P03", "53300")
+
+
+def failed_for_now(error: DBAPIError) -> bool:
+    """Whether the same statement may well succeed if tried again: the database was out of
+    reach or busy (a restart, a dropped connection, a deadlock, SQLite's lock held too long),
+    not a mistake in the statement or the data."""
+    if error.connection_invalidated:
+        return True
+    sqlstate = getattr(error.orig, "sqlstate", None) or ""
+    if sqlstate.startswith(_TRANSIENT_SQLSTATES):
+        return True
+    return isinstance(error, OperationalError) and "database is locked" in str(error.orig)
 
 
 def async_url(database_url: str) -> str:

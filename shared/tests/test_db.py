@@ -1,13 +1,16 @@
-"""Customer locks, on both databases."""
+"""Customer locks, on both databases; which database errors are worth a retry."""
 
 import asyncio
 import uuid
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 
-from shared.db import lock_customers
+from shared.db import failed_for_now, lock_customers
 from shared.events import utcnow
 from shared.models import ProcessedEvent
+from shared.testing import postgres_only
 
 
 async def test_what_a_transaction_read_after_taking_customer_locks_cannot_change_under_it(
@@ -33,3 +36,23 @@ async def test_what_a_transaction_read_after_taking_customer_locks_cannot_change
         assert not writing.done()
         await first.commit()
     await writing
+
+
+async def database_error(session_factory, statement: str) -> DBAPIError:
+    async with session_factory() as session:
+        with pytest.raises(DBAPIError) as error:
+            await session.execute(text(statement))
+    return error.value
+
+
+async def test_a_mistake_in_a_statement_is_not_failed_for_now(session_factory):
+    # An API answers 500 for it, a bug, not a 503 that asks the client to try again.
+    assert not failed_for_now(await database_error(session_factory, "SELECT * FROM no_such"))
+
+
+@postgres_only
+async def test_a_connection_ended_by_the_server_is_failed_for_now(session_factory):
+    # pg_terminate_backend, as a restart or a failover does: an API answers 503 (the
+    # reliability suite's connections-killed test sees them), a consumer tries again.
+    ended = await database_error(session_factory, "SELECT pg_terminate_backend(pg_backend_pid())")
+    assert failed_for_now(ended)
