@@ -276,7 +276,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         "model": ErrorResponse,
         "description": "the request was refused: 401 without a valid token, 403 without the "
         "scope, 404, 409, or 422 naming each bad field and the reason",
-    }
+    },
+    503: {
+        "model": ErrorResponse,
+        "description": "the database could not be reached or was busy (database_unavailable):"
+        " try again after Retry-After",
+    },
 }
 # The same for a route whose own answers are not JSON (a page): the model would be documented
 # under the page's media type, so the JSON error body is named outright.
@@ -284,7 +289,11 @@ ERROR_RESPONSES_OF_A_PAGE: dict[int | str, dict[str, Any]] = {
     "4XX": {
         "description": ERROR_RESPONSES["4XX"]["description"],
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
-    }
+    },
+    503: {
+        "description": ERROR_RESPONSES[503]["description"],
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+    },
 }
 
 
