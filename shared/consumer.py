@@ -19,7 +19,6 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 from sqlalchemy import bindparam, delete, select
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tenacity import (
     AsyncRetrying,
@@ -31,7 +30,7 @@ from tenacity import (
 
 from shared import faults, metrics, topics, tracing
 from shared.bus import Bus
-from shared.db import in_dialect, insert_new_only, on_postgres
+from shared.db import failed_for_now, in_dialect, insert_new_only, on_postgres
 from shared.events import Envelope, MalformedEvent, decode_event, utcnow
 from shared.kafka import new_consumer
 from shared.models import ProcessedEvent
@@ -447,9 +446,7 @@ async def prune_processed(
 
 def is_transient(exc: BaseException) -> bool:
     """Errors of the infrastructure, not of the message: retrying later will succeed."""
-    if isinstance(exc, OperationalError | InterfaceError):
-        return True
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+    if failed_for_now(exc):  # the database's
         return True
     return isinstance(exc, OSError | TimeoutError | KafkaConnectionError)
 

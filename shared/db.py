@@ -17,7 +17,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -82,16 +82,19 @@ def on_postgres(session: AsyncSession | Session) -> bool:
 _TRANSIENT_SQLSTATES = ("08", "40", "57P01", "57P02", "57P03", "53300")
 
 
-def failed_for_now(error: DBAPIError) -> bool:
-    """Whether the same statement may well succeed if tried again: the database was out of
-    reach or busy (a restart, a dropped connection, a deadlock, SQLite's lock held too long),
-    not a mistake in the statement or the data."""
+def failed_for_now(error: BaseException) -> bool:
+    """Whether the same work may well succeed if tried again: the database was out of reach
+    or busy (a restart, a dropped connection, a deadlock, SQLite's lock held too long), not a
+    mistake in the statement or the data. An API answers 503 for it, a consumer redelivers."""
+    if isinstance(error, OperationalError | InterfaceError):
+        return True  # the driver's own word for it
+    if not isinstance(error, DBAPIError):
+        return False
     if error.connection_invalidated:
         return True
+    # asyncpg's errors reach SQLAlchemy as plain DBAPIErrors: a deadlock among them.
     sqlstate = getattr(error.orig, "sqlstate", None) or ""
-    if sqlstate.startswith(_TRANSIENT_SQLSTATES):
-        return True
-    return isinstance(error, OperationalError) and "database is locked" in str(error.orig)
+    return sqlstate.startswith(_TRANSIENT_SQLSTATES)
 
 
 def async_url(database_url: str) -> str:

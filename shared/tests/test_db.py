@@ -45,9 +45,13 @@ async def database_error(session_factory, statement: str) -> DBAPIError:
     return error.value
 
 
-async def test_a_mistake_in_a_statement_is_not_failed_for_now(session_factory):
-    # An API answers 500 for it, a bug, not a 503 that asks the client to try again.
-    assert not failed_for_now(await database_error(session_factory, "SELECT * FROM no_such"))
+async def test_a_mistake_in_the_data_is_not_failed_for_now(session_factory):
+    # An API answers 500 for it, not a 503 asking to try again; a consumer dead-letters it.
+    insert = "INSERT INTO processed_events VALUES ('c', 'e-1', '2026-01-01 00:00:00')"
+    async with session_factory() as session:
+        await session.execute(text(insert))
+        await session.commit()
+    assert not failed_for_now(await database_error(session_factory, insert))
 
 
 @postgres_only
