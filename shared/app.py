@@ -77,6 +77,7 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
         )
     app.include_router(_operations_router())
     _install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=spec.settings.max_request_bytes)
     app.add_middleware(RequestContextMiddleware, service=spec.name)
     return app
 
@@ -348,12 +349,15 @@ def _install_error_handlers(app: FastAPI) -> None:
             403: "forbidden",
             404: "not_found",
             405: "method_not_allowed",
+            413: "too_large",
         }.get(exc.status_code, "error")
         headers = getattr(exc, "headers", None)
         if exc.status_code == 405:
             headers = {**(headers or {}), **_allow_header(request)}
-        # FastAPI's only 400: a body its JSON reader gave up on (nested thousands deep, say).
-        fields = [{"field": "body", "reason": str(exc.detail)}] if exc.status_code == 400 else []
+        # FastAPI's only 400: a body its JSON reader gave up on (nested thousands deep, say);
+        # a 413, one larger than the limit (BodyLimitMiddleware).
+        about_the_body = exc.status_code in (400, 413)
+        fields = [{"field": "body", "reason": str(exc.detail)}] if about_the_body else []
         return JSONResponse(
             error_body(exc.status_code, code, str(exc.detail), fields),
             status_code=exc.status_code,
@@ -440,6 +444,39 @@ class RequestContextMiddleware:
                 self.service, scope["method"], path, str(status)
             ).observe(time.perf_counter() - started)
             reset_request_id(token)
+
+
+class BodyLimitMiddleware:
+    """A request body larger than ``max_bytes`` is a 413 naming ``body``: refused unread when
+    its Content-Length says so, else as soon as the bytes read pass the limit."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.reason = f"a request body is at most {max_bytes} bytes"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = _header(scope, b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            fields = [{"field": "body", "reason": self.reason}]
+            refusal = JSONResponse(error_body(413, "too_large", self.reason, fields), 413)
+            await refusal(scope, receive, send)
+            return
+        read = 0
+
+        async def receive_within_limit() -> Message:
+            nonlocal read
+            message = await receive()
+            read += len(message.get("body", b""))
+            if read > self.max_bytes:
+                # An HTTPException, which FastAPI's body reading lets through as it is.
+                raise StarletteHTTPException(413, self.reason)
+            return message
+
+        await self.app(scope, receive_within_limit, send)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

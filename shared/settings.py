@@ -82,6 +82,9 @@ class ServiceSettings(BaseSettings):
     database_pool_size: int = Field(default=10, ge=1, le=200)
     database_max_overflow: int = Field(default=20, ge=0, le=200)
     log_level: str = "INFO"
+    # The largest request body read: a batch of 1,000 touches or a 10,000-row import is a few
+    # MB, and a body is held in memory whole while it is parsed.
+    max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     # Worker processes for `crm serve`; each runs a relay (one publishes) and consumers.
     workers: int = Field(default=1, ge=1, le=64)
     # Outbox relay. Rows per read-send-mark round: in a batch ingest the relay shares its

@@ -1,5 +1,6 @@
 """Every route of the five APIs needs a bearer token with its own department's scope: read for
-reading, write for writing; and a method a path does not take is a 405 listing those it does.
+reading, write for writing; a method a path does not take is a 405 listing those it does; and
+a body over the size limit is a 413 before anything else.
 The routes are read from each app's OpenAPI document, so a new route is checked without being
 listed. The apps run without their lifespan (no database, no broker): the token is judged
 before a request reaches either."""
@@ -31,7 +32,7 @@ DEPARTMENTS = ("contacts", "sales", "marketing", "support", "analytics")
 @dataclass(frozen=True)
 class Service:
     name: str
-    create_app: Callable[[AuthSettings], FastAPI]
+    create_app: Callable[..., FastAPI]  # (auth, **settings)
     # Guards against reading no routes at all, which would make every test below pass.
     min_routes: int
     # POSTs that compute an answer without writing: they take the read scope.
@@ -39,21 +40,23 @@ class Service:
 
 
 SERVICES = [
-    Service("contacts", lambda auth: create_contacts(ContactsSettings(auth=auth)), 12),
-    Service("sales", lambda auth: create_sales(SalesSettings(auth=auth)), 28),
+    Service("contacts", lambda auth, **kw: create_contacts(ContactsSettings(auth=auth, **kw)), 12),
+    Service("sales", lambda auth, **kw: create_sales(SalesSettings(auth=auth, **kw)), 28),
     Service(
         "marketing",
-        lambda auth: create_marketing(MarketingSettings(auth=auth)),
+        lambda auth, **kw: create_marketing(MarketingSettings(auth=auth, **kw)),
         21,
         frozenset({("POST", "/v1/segments:preview")}),
     ),
-    Service("support", lambda auth: create_support(SupportSettings(auth=auth)), 18),
-    Service("analytics", lambda auth: create_analytics(AnalyticsSettings(auth=auth)), 8),
+    Service("support", lambda auth, **kw: create_support(SupportSettings(auth=auth, **kw)), 18),
+    Service(
+        "analytics", lambda auth, **kw: create_analytics(AnalyticsSettings(auth=auth, **kw)), 8
+    ),
 ]
 
 
-def app(service: Service) -> FastAPI:
-    return service.create_app(AuthSettings(secret=TEST_JWT_SECRET))
+def app(service: Service, **settings: object) -> FastAPI:
+    return service.create_app(AuthSettings(secret=TEST_JWT_SECRET), **settings)
 
 
 def routes(service: Service) -> list[tuple[str, str]]:
@@ -132,3 +135,37 @@ async def test_a_405_names_every_method_of_the_resource(service):
         assert response.status_code == 405, (probe, path)
         assert set(response.headers["allow"].split(", ")) == documented, (probe, path)
         assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+SMALL_LIMIT = 1024
+
+
+def too_large(response: httpx.Response) -> None:
+    assert response.status_code == 413, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["fields"][0]["field"]) == ("too_large", "body")
+    assert str(SMALL_LIMIT) in error["message"]
+
+
+@pytest.mark.parametrize(("service", "method", "path"), WRITES)
+async def test_a_body_over_the_limit_is_refused_unread(service, method, path):
+    transport = httpx.ASGITransport(app=app(service, max_request_bytes=SMALL_LIMIT))
+    async with httpx.AsyncClient(transport=transport, base_url="http://crm.test") as http:
+        # No token either: such a body is refused before anything else.
+        too_large(await http.request(method, path, content=b"x" * (SMALL_LIMIT + 1)))
+
+
+@pytest.mark.parametrize("service", SERVICES[:4], ids=[s.name for s in SERVICES[:4]])
+async def test_a_body_without_a_length_is_cut_off_at_the_limit(service):
+    async def chunks():  # sent chunked, with no Content-Length to judge it by
+        for _ in range(8):
+            yield b" " * (SMALL_LIMIT // 2)
+
+    transport = httpx.ASGITransport(app=app(service, max_request_bytes=SMALL_LIMIT))
+    async with httpx.AsyncClient(transport=transport, base_url="http://crm.test") as http:
+        response = await http.post(
+            "/v1/interactions:batch" if service.name != "contacts" else "/v1/contacts/import",
+            content=chunks(),
+            headers={"content-type": "application/json", **auth_headers()},
+        )
+    too_large(response)

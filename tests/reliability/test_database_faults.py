@@ -3,9 +3,9 @@ connections; the shared server itself is never restarted): no state change is co
 its outbox row, and the services recover without a manual step."""
 
 import asyncio
-from collections import Counter
 import os
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import httpx
