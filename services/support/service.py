@@ -154,6 +154,13 @@ async def route(
         priority=ticket.priority,
         category_owner=owner,
     )
+    agents = select(Agent.id).where(Agent.available.is_(True)).order_by(Agent.id)
+    if team is not None:
+        agents = agents.where(Agent.team == team)
+    # Each ticket routed changes the loads counted below: tickets routed at once take turns
+    # (in one order: no deadlock), or each counts the same spare capacity; twelve at once
+    # went to agents of capacity 2, eight of them to one agent.
+    await session.execute(await for_update(session, agents))
     candidates = select(
         Agent.id, Agent.team, Agent.available, Agent.capacity, _open_tickets_of(Agent.id)
     ).where(Agent.available.is_(True))

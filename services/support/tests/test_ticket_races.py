@@ -1,16 +1,16 @@
-"""One ticket changed by several requests at once, and messages of one sender arriving at once.
-Each change reads the ticket's status, checks its transition and writes; without a lock on
+"""Tickets changed, messages received and tickets opened by several requests at once. Each
+change reads the ticket's status, checks its transition and writes; without a lock on
 PostgreSQL they all read the same status, and a resolved ticket was reopened four times and
 closed four times, each change an event. Six messages of a new sender at once opened six
-tickets. On SQLite one connection can read while the other writes: two resolves at once
-both passed there."""
+tickets, and tickets opened at once were routed past their agents' capacity. On SQLite one
+connection can read while the other writes: two resolves at once both passed there."""
 
 import asyncio
 import collections
 
 import httpx
 
-from services.support.tests.helpers import new_ticket, outbox
+from services.support.tests.helpers import new_agent, new_ticket, outbox
 
 
 def by_status(responses: list[httpx.Response]) -> dict[int, int]:
@@ -70,3 +70,14 @@ async def test_messages_of_a_new_sender_at_once_open_one_ticket(client):
     results = [response.json() for response in responses]
     assert len({result["ticket_id"] for result in results}) == 1
     assert sorted(result["threaded"] for result in results) == [False] + [True] * 5
+
+
+async def test_tickets_opened_at_once_fill_each_agent_up_to_capacity(client):
+    for name in ("Ada", "Bo", "Cy"):
+        await new_agent(client, name=name, team="billing", capacity=2)
+    assert (await client.put("/v1/routing-rules", json={"rules": [{"team": "billing"}]})).is_success
+    opened = await asyncio.gather(*[new_ticket(client) for _ in range(12)])
+    per_agent = collections.Counter(ticket["agent_id"] for ticket in opened)
+    # On PostgreSQL each counted the same free capacity: one agent got eight of them.
+    assert per_agent.pop(None) == 6
+    assert sorted(per_agent.values()) == [2, 2, 2]
