@@ -2,7 +2,7 @@
 make to it (applied by the consumers in consumers.py). Never commits: the caller's session does."""
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from enum import StrEnum
 
@@ -34,6 +34,8 @@ from shared.outbox import add_rows_once, event_row
 from shared.pagination import cut_page, page_after
 
 MAX_MERGE_CHAIN = 10
+# How a merged customer is followed to the survivor: ``survivor``, or ``filed_under``.
+Follow = Callable[[AsyncSession, uuid.UUID], Awaitable[uuid.UUID | None]]
 # Statements every touch runs, written or applied, built once and on the tables' columns (the
 # merged-or-erased lookup went from 340 to about 200 us of CPU per call on SQLite, a batch of
 # one touch applied from 2.4 to 1.7 ms with the consumer's own: docs/reliability.md, "3 Dec").
@@ -89,15 +91,28 @@ async def filed_under(session: AsyncSession, customer_id: uuid.UUID) -> uuid.UUI
     """``survivor``, under the customer's lock: where to file a record about the customer (an
     API's write, or an event of another topic than contacts', in no set order with the
     customer's merge or erasure). A merge or erasure applied at the same time either commits
-    first (and the record follows it) or waits for the record (and moves or deletes it)."""
-    await lock_customers(session, [customer_id])
-    return await survivor(session, customer_id)
+    first (and the record follows it) or waits for the record (and moves or deletes it).
+    Each customer on the way to the survivor is locked before its profile is read: a merge
+    of the survivor itself (which locks only the merged id) is one of those."""
+    for _ in range(MAX_MERGE_CHAIN):
+        await lock_customers(session, [customer_id])
+        profile = (await session.execute(_STANDING, {"id": customer_id})).first()
+        if profile is None or profile.status == ProfileStatus.active:
+            return customer_id
+        if profile.status == ProfileStatus.erased or profile.merged_into is None:
+            return None
+        customer_id = profile.merged_into
+    return customer_id
 
 
 async def survivors(
-    session: AsyncSession, customer_ids: Sequence[uuid.UUID]
+    session: AsyncSession,
+    customer_ids: Sequence[uuid.UUID],
+    follow: Follow | None = None,
 ) -> dict[uuid.UUID, uuid.UUID | None]:
-    """``survivor`` for many customers, one query where nobody moved."""
+    """``survivor`` for many customers, one query where nobody moved; those who did are
+    followed by ``follow`` (``survivor``, or ``filed_under`` to lock the way)."""
+    follow = follow or survivor
     wanted = list(set(customer_ids))
     moved: set[uuid.UUID] = set()
     for start in range(0, len(wanted), 500):  # bounded IN (...) lists
@@ -105,7 +120,7 @@ async def survivors(
         moved.update(c for c, status in statuses if status != ProfileStatus.active)
     found: dict[uuid.UUID, uuid.UUID | None] = {c: c for c in wanted if c not in moved}
     for customer_id in moved:
-        found[customer_id] = await survivor(session, customer_id)
+        found[customer_id] = await follow(session, customer_id)
     return found
 
 
@@ -131,14 +146,17 @@ async def current_customers(
     """``current_customer`` for a batch in one query where nobody moved: each id maps to where
     its records live now; an erased one is a 409 naming its item's field."""
     await lock_customers(session, customer_ids)
-    return await _survivors_or_409(session, customer_ids, fields)
+    return await _survivors_or_409(session, customer_ids, fields, filed_under)
 
 
 async def _survivors_or_409(
-    session: AsyncSession, customer_ids: Sequence[uuid.UUID], fields: Sequence[str]
+    session: AsyncSession,
+    customer_ids: Sequence[uuid.UUID],
+    fields: Sequence[str],
+    follow: Follow | None = None,
 ) -> dict[uuid.UUID, uuid.UUID]:
-    """``current_customers`` without the lock."""
-    current = await survivors(session, customer_ids)
+    """``current_customers`` without the lock (and ``survivors``' ``follow``)."""
+    current = await survivors(session, customer_ids, follow)
     for customer_id, field in zip(customer_ids, fields, strict=True):
         if current[customer_id] is None:
             raise Conflict(f"customer {customer_id} was erased", field=field)
@@ -306,8 +324,7 @@ class TouchOutcome(StrEnum):
 
 
 async def record_touch(session: AsyncSession, touch: InteractionRecorded) -> TouchOutcome:
-    await lock_customers(session, [touch.customer_id])
-    customer_id = await survivor(session, touch.customer_id)
+    customer_id = await filed_under(session, touch.customer_id)
     if customer_id is None:
         return TouchOutcome.erased  # keep nothing about this person
     if await session.get(TimelineEntry, touch.interaction_id) is not None:
@@ -330,8 +347,8 @@ async def record_touches(
         status = statuses.get(touch.customer_id)
         if status is None or status == ProfileStatus.active:
             customer_id: uuid.UUID | None = touch.customer_id
-        else:  # merged or erased: rare, follow the chain
-            customer_id = await survivor(session, touch.customer_id)
+        else:  # merged or erased: rare, follow the chain, each one on it locked
+            customer_id = await filed_under(session, touch.customer_id)
         if customer_id is None:
             outcomes.append(TouchOutcome.erased)
         elif touch.interaction_id in rows:

@@ -1,14 +1,18 @@
 """The customer view's timeline projection on a real database: what a batch of touches does."""
 
 import uuid
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.customer_view import projection
 from shared.customer_view.models import TimelineEntry
 from shared.customer_view.projection import TouchOutcome
 from shared.events import InteractionRecorded
+from shared.testing import one_write_waits_for_another, postgres_only
 
 AT = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
 
@@ -79,3 +83,28 @@ async def test_touches_of_merged_and_erased_customers(session_factory):
         to_merged.interaction_id: (survivor, "s"),  # filed under the survivor
         to_survivor.interaction_id: (survivor, "s"),
     }
+
+
+@postgres_only
+@pytest.mark.parametrize("one_by_one", [True, False], ids=["record_touch", "record_touches"])
+async def test_a_touch_of_a_merged_customer_follows_its_survivors_merge(
+    session_factory, one_by_one
+):
+    first, second, last = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    async with session_factory() as session:  # first was merged into second, earlier
+        await projection.contact_merged(session, first, second)
+        await session.commit()
+    late = touch(first)
+
+    def merge_second_into_last(session: AsyncSession) -> Awaitable[bool]:
+        return projection.contact_merged(session, second, last)
+
+    def file_the_touch(session: AsyncSession) -> Awaitable[object]:
+        if one_by_one:
+            return projection.record_touch(session, late)
+        return projection.record_touches(session, [late])
+
+    # The touch took first's lock only, and was filed under second while second's merge,
+    # which locks second, moved second's touches: it stayed under second, in no timeline.
+    await one_write_waits_for_another(session_factory, merge_second_into_last, file_the_touch)
+    assert await stored(session_factory) == {late.interaction_id: (last, "s")}
