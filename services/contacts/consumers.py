@@ -42,10 +42,18 @@ async def interactions_recorded(session: AsyncSession, events: list[Envelope]) -
     touches = [InteractionRecorded.model_validate(event.data) for event in events]
     wanted = {touch.customer_id for touch in touches}
     await lock_customers(session, wanted)
-    contacts = {row.id: row for row in await session.execute(_STATES, {"ids": list(wanted)})}
-    current = {
-        customer_id: _current(contacts.get(customer_id), customer_id) for customer_id in wanted
-    }
+    current = await _currents(session, wanted)
+    locked = set(wanted)
+    for _ in range(10):  # merges re-point earlier ones: one round in practice
+        # A touch of a contact merged earlier counts for its survivor, which may be being
+        # merged into another right now (that merge locks the survivor, not this contact):
+        # lock the survivors too, then look again.
+        survivors = {c for c in current.values() if c is not None} - locked
+        if not survivors:
+            break
+        await lock_customers(session, survivors)
+        locked |= survivors
+        current = await _currents(session, wanted)
     counted = {contact_id for contact_id in current.values() if contact_id is not None}
     activities = {
         a.contact_id: a
@@ -72,6 +80,15 @@ async def interactions_recorded(session: AsyncSession, events: list[Envelope]) -
             activity.last_inbound_at = _later(activity.last_inbound_at, touch.occurred_at)
         else:
             activity.last_outbound_at = _later(activity.last_outbound_at, touch.occurred_at)
+
+
+async def _currents(
+    session: AsyncSession, contact_ids: set[uuid.UUID]
+) -> dict[uuid.UUID, uuid.UUID | None]:
+    contacts = {row.id: row for row in await session.execute(_STATES, {"ids": list(contact_ids)})}
+    return {
+        contact_id: _current(contacts.get(contact_id), contact_id) for contact_id in contact_ids
+    }
 
 
 def _current(contact: Contact | Row[Any] | None, contact_id: uuid.UUID) -> uuid.UUID | None:

@@ -88,6 +88,29 @@ async def published(client, contact_id: uuid.UUID) -> list[Envelope]:
 
 
 @postgres_only
+async def test_a_touch_of_a_contact_merged_earlier_counts_while_its_survivor_is_merged(client):
+    factory = app_of(client).state.session_factory
+    first, second, last = [await new_contact(client) for _ in range(3)]
+    async with factory() as session:  # first merged into second, earlier; a touch of each
+        await service.merge_contacts(session, second, [first])
+        await consumers.interactions_recorded(session, [touch(str(first)), touch(str(second))])
+        await session.commit()
+
+    def merge_second_into_last(session: AsyncSession) -> Awaitable[object]:
+        return service.merge_contacts(session, last, [second])
+
+    def count_a_touch_of_first(session: AsyncSession) -> Awaitable[None]:
+        return consumers.interactions_recorded(session, [touch(str(first))])
+
+    # The count took first's lock only, read "merged into second", and counted it for second
+    # after second's merge had folded second's count into last: last had 2, not 3.
+    await one_write_waits_for_another(factory, merge_second_into_last, count_a_touch_of_first)
+    async with factory() as session:
+        assert (await session.get(ContactActivity, last)).interactions_total == 3
+        assert await session.get(ContactActivity, second) is None
+
+
+@postgres_only
 async def test_one_identity_added_to_two_contacts_at_once_is_a_409_on_value(client):
     factory = app_of(client).state.session_factory
     ada, augusta = await new_contact(client), await new_contact(client)
