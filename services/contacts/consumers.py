@@ -13,6 +13,7 @@ from services.contacts.models import Contact, ContactActivity, ContactStatus
 from shared import topics
 from shared.consumer import Subscription
 from shared.contracts.marketing import UNSUBSCRIBED, Unsubscribed
+from shared.customer_view.projection import MAX_MERGE_CHAIN
 from shared.db import lock_customers
 from shared.events import (
     INTERACTION_RECORDED,
@@ -44,7 +45,7 @@ async def interactions_recorded(session: AsyncSession, events: list[Envelope]) -
     await lock_customers(session, wanted)
     current = await _currents(session, wanted)
     locked = set(wanted)
-    for _ in range(10):  # merges re-point earlier ones: one round in practice
+    for _ in range(MAX_MERGE_CHAIN):  # merges re-point earlier ones: one round in practice
         # A touch of a contact merged earlier counts for its survivor, which may be being
         # merged into another right now (that merge locks the survivor, not this contact):
         # lock the survivors too, then look again.

@@ -75,9 +75,14 @@ def to_item(row: TimelineEntry) -> TimelineItem:
     )
 
 
-async def survivor(session: AsyncSession, customer_id: uuid.UUID) -> uuid.UUID | None:
-    """Where this customer's records live now; None if the customer was erased."""
+async def survivor(
+    session: AsyncSession, customer_id: uuid.UUID, *, lock_each: bool = False
+) -> uuid.UUID | None:
+    """Where this customer's records live now; None if the customer was erased. With
+    ``lock_each``, each customer on the way is locked before its profile is read."""
     for _ in range(MAX_MERGE_CHAIN):
+        if lock_each:
+            await lock_customers(session, [customer_id])
         profile = (await session.execute(_STANDING, {"id": customer_id})).first()
         if profile is None or profile.status == ProfileStatus.active:
             return customer_id
@@ -94,15 +99,7 @@ async def filed_under(session: AsyncSession, customer_id: uuid.UUID) -> uuid.UUI
     first (and the record follows it) or waits for the record (and moves or deletes it).
     Each customer on the way to the survivor is locked before its profile is read: a merge
     of the survivor itself (which locks only the merged id) is one of those."""
-    for _ in range(MAX_MERGE_CHAIN):
-        await lock_customers(session, [customer_id])
-        profile = (await session.execute(_STANDING, {"id": customer_id})).first()
-        if profile is None or profile.status == ProfileStatus.active:
-            return customer_id
-        if profile.status == ProfileStatus.erased or profile.merged_into is None:
-            return None
-        customer_id = profile.merged_into
-    return customer_id
+    return await survivor(session, customer_id, lock_each=True)
 
 
 async def survivors(
