@@ -3,7 +3,7 @@
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Column,
@@ -14,6 +14,8 @@ from sqlalchemy import (
     TextClause,
     TypeDecorator,
     event,
+    inspect,
+    select,
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -27,6 +29,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase, Session
 
 from shared import sqlite_driver
+from shared.errors import NotFound
 
 # One naming convention so Alembic names constraints the same way on every database.
 NAMING_CONVENTION = {
@@ -59,6 +62,10 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# A mapped class (a model of any service), for helpers that return its rows.
+Model = TypeVar("Model", bound=DeclarativeBase)
 
 
 class PlatformBase(DeclarativeBase):
@@ -267,6 +274,21 @@ async def for_update(session: AsyncSession, query: Select[Any]) -> Select[Any]:
         return query.with_for_update()
     await _hold_sqlite_write_lock(session)
     return query
+
+
+async def get_or_404(
+    session: AsyncSession, model: type[Model], row_id: Any, name: str, *, lock: bool = False
+) -> Model:
+    """The ``model`` row with this primary key, else NotFound ("{name} {id} not found").
+    ``lock`` to change it (``for_update``); the row is then read afresh, as the session may
+    hold it from before the lock."""
+    query = select(model).where(inspect(model).primary_key[0] == row_id)
+    if lock:
+        query = (await for_update(session, query)).execution_options(populate_existing=True)
+    row = await session.scalar(query)
+    if row is None:
+        raise NotFound(f"{name} {row_id} not found")
+    return row
 
 
 async def lock_table(session: AsyncSession, model: type[DeclarativeBase]) -> None:

@@ -33,7 +33,7 @@ from services.marketing.schemas import (
     TaskCreate,
     TaskUpdate,
 )
-from shared.db import for_update
+from shared.db import get_or_404
 from shared.errors import InvalidInput, InvalidTransition, NotFound
 from shared.events import utcnow
 from shared.pagination import cut_page, decode_cursor, encode_cursor, page_after
@@ -152,13 +152,7 @@ async def get_campaign(
     session: AsyncSession, campaign_id: uuid.UUID, *, lock: bool = False
 ) -> Campaign:
     """``lock`` for a change: it then waits for a launch under way (which locks it too)."""
-    query = select(Campaign).where(Campaign.id == campaign_id)
-    if lock:
-        query = await for_update(session, query)
-    campaign = await session.scalar(query)
-    if campaign is None:
-        raise NotFound(f"campaign {campaign_id} not found")
-    return campaign
+    return await get_or_404(session, Campaign, campaign_id, "campaign", lock=lock)
 
 
 async def list_campaigns(

@@ -21,8 +21,8 @@ from services.sales.schemas import (
     StageFigures,
 )
 from shared import customer_view
-from shared.db import for_update
-from shared.errors import InvalidInput, InvalidTransition, NotFound
+from shared.db import get_or_404
+from shared.errors import InvalidInput, InvalidTransition
 from shared.events import utcnow
 from shared.pagination import cut_page, page_after
 
@@ -92,13 +92,7 @@ async def create_opportunity(
 async def get_opportunity(
     session: AsyncSession, opportunity_id: uuid.UUID, *, lock: bool = False
 ) -> Opportunity:
-    query = select(Opportunity).where(Opportunity.id == opportunity_id)
-    if lock:
-        query = await for_update(session, query)
-    opportunity = await session.scalar(query)
-    if opportunity is None:
-        raise NotFound(f"opportunity {opportunity_id} not found")
-    return opportunity
+    return await get_or_404(session, Opportunity, opportunity_id, "opportunity", lock=lock)
 
 
 async def list_opportunities(

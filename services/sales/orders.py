@@ -16,8 +16,8 @@ from services.sales.schemas import OrderCreate
 from shared import customer_view
 from shared.contracts.sales import SOURCE, ExternalOrder
 from shared.customer_view import InteractionCreate
-from shared.db import for_update
-from shared.errors import Conflict, InvalidInput, NotFound
+from shared.db import get_or_404
+from shared.errors import Conflict, InvalidInput
 from shared.events import Channel, Department, Direction, SourceRef, utcnow
 from shared.pagination import cut_page, page_after
 from shared.values import MAX_AMOUNT
@@ -97,13 +97,7 @@ async def place_order(session: AsyncSession, data: OrderCreate) -> Order:
 
 
 async def get_order(session: AsyncSession, order_id: uuid.UUID, *, lock: bool = False) -> Order:
-    query = select(Order).where(Order.id == order_id)
-    if lock:
-        query = await for_update(session, query)
-    order = await session.scalar(query)
-    if order is None:
-        raise NotFound(f"order {order_id} not found")
-    return order
+    return await get_or_404(session, Order, order_id, "order", lock=lock)
 
 
 async def list_orders(

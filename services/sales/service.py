@@ -14,8 +14,8 @@ from services.sales.models import Lead, Opportunity
 from services.sales.rules import LeadAction, LeadStatus, Pipeline
 from services.sales.schemas import ConvertRequest, LeadCreate
 from shared import customer_view
-from shared.db import for_update
-from shared.errors import Conflict, InvalidInput, NotFound
+from shared.db import get_or_404
+from shared.errors import Conflict, InvalidInput
 from shared.events import utcnow
 from shared.pagination import MAX_LIMIT, cut_page, page_after
 
@@ -79,13 +79,7 @@ async def create_lead(session: AsyncSession, data: LeadCreate) -> Lead:
 
 
 async def get_lead(session: AsyncSession, lead_id: uuid.UUID, *, lock: bool = False) -> Lead:
-    query = select(Lead).where(Lead.id == lead_id)
-    if lock:
-        query = await for_update(session, query)
-    lead = await session.scalar(query)
-    if lead is None:
-        raise NotFound(f"lead {lead_id} not found")
-    return lead
+    return await get_or_404(session, Lead, lead_id, "lead", lock=lock)
 
 
 async def list_leads(

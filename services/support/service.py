@@ -25,7 +25,7 @@ from services.support.schemas import (
     TicketCreate,
 )
 from shared.customer_view import current_customer
-from shared.db import for_update, lock_table
+from shared.db import for_update, get_or_404, lock_table
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events import utcnow
 from shared.pagination import cut_page, page_after
@@ -235,13 +235,7 @@ async def create_ticket(
 async def get_ticket(session: AsyncSession, ticket_id: uuid.UUID, *, lock: bool = False) -> Ticket:
     """``lock`` for a change: requests changing one ticket at once then take turns, where each
     would check its transition against the same status (a ticket reopened and closed at once)."""
-    query = select(Ticket).where(Ticket.id == ticket_id)
-    if lock:  # and read afresh: the session may hold it from before the lock
-        query = (await for_update(session, query)).execution_options(populate_existing=True)
-    ticket = await session.scalar(query)
-    if ticket is None:
-        raise NotFound(f"ticket {ticket_id} not found")
-    return ticket
+    return await get_or_404(session, Ticket, ticket_id, "ticket", lock=lock)
 
 
 async def messages(session: AsyncSession, ticket_id: uuid.UUID) -> list[TicketMessage]:
