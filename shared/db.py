@@ -1,7 +1,7 @@
 """Async database engine and sessions for PostgreSQL (asyncpg) and SQLite (aiosqlite)."""
 
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase, Session
 
 from shared import sqlite_driver
-from shared.errors import NotFound
+from shared.errors import Conflict, NotFound
 
 # One naming convention so Alembic names constraints the same way on every database.
 NAMING_CONVENTION = {
@@ -289,6 +289,33 @@ async def get_or_404(
     if row is None:
         raise NotFound(f"{name} {row_id} not found")
     return row
+
+
+async def made_before(
+    session: AsyncSession,
+    model: type[Model],
+    row_id: uuid.UUID | None,
+    *,
+    name: str,
+    field: str,
+    same: Callable[[Model], bool],
+) -> Model | None:
+    """For a create that takes the client's id for its record, so that a retry after a
+    timeout makes no second one: the record this id made before, when ``same`` says it is the
+    one asked for again (a 409 naming ``field`` when not: "the id of another {name}"); None
+    the first time. Copies sent at once take turns on the id's lock, held until the
+    transaction ends, and the later ones find the first's record: on PostgreSQL the advisory
+    lock a customer's id takes, keyed by this id (a random UUID: no customer's); on SQLite
+    the write lock. Take it after the customer's lock, if any, as every caller does."""
+    if row_id is None:
+        return None
+    await lock_customers(session, [row_id])
+    earlier = await session.get(model, row_id, populate_existing=True)
+    if earlier is None:
+        return None
+    if not same(earlier):
+        raise Conflict(f"{row_id} is the id of another {name}", field=field)
+    return earlier
 
 
 async def lock_table(session: AsyncSession, model: type[DeclarativeBase]) -> None:

@@ -6,7 +6,6 @@ from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.sales import events, rules
@@ -16,8 +15,8 @@ from services.sales.schemas import OrderCreate
 from shared import customer_view
 from shared.contracts.sales import SOURCE, ExternalOrder
 from shared.customer_view import InteractionCreate
-from shared.db import get_or_404
-from shared.errors import Conflict, InvalidInput
+from shared.db import get_or_404, made_before
+from shared.errors import InvalidInput
 from shared.events import Channel, Department, Direction, SourceRef, utcnow
 from shared.pagination import cut_page, page_after
 from shared.values import MAX_AMOUNT
@@ -65,7 +64,6 @@ def _new_order(
 async def place_order(session: AsyncSession, data: OrderCreate) -> Order:
     """The order placed and published; sent again with its ``order_id``, the order first
     placed (the id of another order is a 409)."""
-    # Under the customer's lock: a retry sent at the same moment waits, then finds the first.
     customer_id = await customer_view.current_customer(session, data.customer_id)
     lines = [line.model_dump(mode="json") for line in data.lines]
     amount = data.amount
@@ -73,13 +71,18 @@ async def place_order(session: AsyncSession, data: OrderCreate) -> Order:
         amount = sum((line.unit_price * line.quantity for line in data.lines), Decimal(0))
         if amount > MAX_AMOUNT:  # as an amount given would be
             raise InvalidInput(f"the lines' total must be at most {MAX_AMOUNT}", field="lines")
-    if data.order_id is not None and (earlier := await session.get(Order, data.order_id)):
-        if (earlier.customer_id, earlier.amount, earlier.currency) != (
-            customer_id,
-            amount,
-            data.currency,
-        ):
-            raise Conflict(f"{earlier.id} is the id of another order", field="order_id")
+    earlier = await made_before(
+        session,
+        Order,
+        data.order_id,
+        name="order",
+        field="order_id",
+        same=lambda order: (
+            (order.customer_id, order.amount, order.currency)
+            == (customer_id, amount, data.currency)
+        ),
+    )
+    if earlier is not None:
         return earlier
     order = _new_order(
         customer_id, amount, data.currency, data.ordered_at or utcnow(), data.order_id
@@ -87,10 +90,7 @@ async def place_order(session: AsyncSession, data: OrderCreate) -> Order:
     order.lines = lines
     order.campaign_id = data.campaign_id
     session.add(order)
-    try:
-        await session.flush()
-    except IntegrityError as exc:  # the same id sent at once for another customer
-        raise Conflict(f"{order.id} is the id of another order", field="order_id") from exc
+    await session.flush()
     events.order_placed(session, order)
     await _touch(session, order)
     return order

@@ -5,7 +5,6 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, ScalarSelect, delete, func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.support import events, rules
@@ -25,7 +24,7 @@ from services.support.schemas import (
     TicketCreate,
 )
 from shared.customer_view import current_customer
-from shared.db import for_update, get_or_404, lock_table
+from shared.db import for_update, get_or_404, lock_table, made_before
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events import utcnow
 from shared.pagination import cut_page, page_after
@@ -192,15 +191,19 @@ async def create_ticket(
     """The ticket opened (and routed) and published; sent again with its ``ticket_id``, the
     ticket first opened (the id of another ticket is a 409)."""
     now = utcnow()
-    # Under the customer's lock: a retry sent at the same moment waits, then finds the first.
     customer_id = await current_customer(session, data.customer_id)
-    if data.ticket_id is not None and (earlier := await session.get(Ticket, data.ticket_id)):
-        if (earlier.customer_id, earlier.subject, earlier.channel) != (
-            customer_id,
-            data.subject,
-            data.channel.value,
-        ):
-            raise Conflict(f"{earlier.id} is the id of another ticket", field="ticket_id")
+    earlier = await made_before(
+        session,
+        Ticket,
+        data.ticket_id,
+        name="ticket",
+        field="ticket_id",
+        same=lambda ticket: (
+            (ticket.customer_id, ticket.subject, ticket.channel)
+            == (customer_id, data.subject, data.channel.value)
+        ),
+    )
+    if earlier is not None:
         return earlier
     ticket = Ticket(
         id=data.ticket_id or uuid.uuid4(),
@@ -222,10 +225,7 @@ async def create_ticket(
         ticket.assigned_at = now
         ticket.status = rules.transition(ticket.status, Action.assign, assigned=False).value
     session.add(ticket)
-    try:
-        await session.flush()
-    except IntegrityError as exc:  # the same id sent at once for another customer
-        raise Conflict(f"{ticket.id} is the id of another ticket", field="ticket_id") from exc
+    await session.flush()
     events.ticket_opened(session, ticket)
     if agent_id is not None:
         events.ticket_assigned(session, ticket, None, now, automatic=True)
@@ -275,12 +275,18 @@ async def list_tickets(
 async def add_message(
     session: AsyncSession, ticket_id: uuid.UUID, data: MessageCreate
 ) -> TicketMessage:
-    ticket = await get_ticket(session, ticket_id, lock=True)  # a retry at once waits for it
-    if data.message_id is not None and (
-        earlier := await session.get(TicketMessage, data.message_id)
-    ):
-        if (earlier.ticket_id, earlier.author_type) != (ticket.id, data.author_type):
-            raise Conflict(f"{earlier.id} is the id of another message", field="message_id")
+    ticket = await get_ticket(session, ticket_id, lock=True)
+    earlier = await made_before(
+        session,
+        TicketMessage,
+        data.message_id,
+        name="message",
+        field="message_id",
+        same=lambda message: (
+            (message.ticket_id, message.author_type) == (ticket.id, data.author_type)
+        ),
+    )
+    if earlier is not None:
         return earlier
     if data.author_id is not None:
         await _existing_agent(session, data.author_id, "author_id")
@@ -303,10 +309,7 @@ async def add_message(
             ticket.first_response_at = message.sent_at
     ticket.updated_at = now
     session.add(message)
-    try:
-        await session.flush()
-    except IntegrityError as exc:  # the same id sent at once to another ticket
-        raise Conflict(f"{message.id} is the id of another message", field="message_id") from exc
+    await session.flush()
     events.message_added(session, ticket, message)
     if before != ticket.status:
         events.status_changed(session, ticket, events.TICKET_REOPENED, message.sent_at)
