@@ -21,7 +21,7 @@ from services.sales.schemas import (
     StageFigures,
 )
 from shared import customer_view
-from shared.db import get_or_404
+from shared.db import get_or_404, made_before
 from shared.errors import InvalidInput, InvalidTransition
 from shared.events import utcnow
 from shared.pagination import cut_page, page_after
@@ -45,11 +45,12 @@ async def open_opportunity(
     owner: str,
     lead_id: uuid.UUID | None = None,
     campaign_id: uuid.UUID | None = None,
+    opportunity_id: uuid.UUID | None = None,
 ) -> Opportunity:
     stage = check_open_stage(pipeline, draft.stage, "stage")
     now = utcnow()
     opportunity = Opportunity(
-        id=uuid.uuid4(),
+        id=opportunity_id or uuid.uuid4(),
         customer_id=customer_id,
         title=draft.title,
         amount=draft.amount,
@@ -72,7 +73,19 @@ async def open_opportunity(
 async def create_opportunity(
     session: AsyncSession, data: OpportunityCreate, pipeline: Pipeline
 ) -> Opportunity:
+    """The opportunity opened and published; sent again with its ``opportunity_id``, the one
+    first opened (the id of another customer's opportunity is a 409)."""
     customer_id = await customer_view.current_customer(session, data.customer_id)
+    earlier = await made_before(
+        session,
+        Opportunity,
+        data.opportunity_id,
+        name="opportunity",
+        field="opportunity_id",
+        same=lambda opportunity: opportunity.customer_id == customer_id,
+    )
+    if earlier is not None:
+        return earlier
     owner = data.owner
     if owner is None:
         account = await territories.account(session, customer_id)
@@ -86,6 +99,7 @@ async def create_opportunity(
         customer_id=customer_id,
         owner=owner,
         campaign_id=data.campaign_id,
+        opportunity_id=data.opportunity_id,
     )
 
 

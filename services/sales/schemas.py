@@ -69,6 +69,11 @@ class _Input(BaseModel):
 
 
 class LeadCreate(_Input):
+    lead_id: uuid.UUID | None = Field(
+        default=None,
+        description="your id for the lead (else one is made): a lead sent again with the"
+        " same id, a retry after a timeout say, is created and published once",
+    )
     name: Name
     company: Name | None = None
     email: Email | None = None
@@ -171,6 +176,11 @@ class AccountRead(BaseModel):
 
 
 class OpportunityCreate(OpportunityDraft):
+    opportunity_id: uuid.UUID | None = Field(
+        default=None,
+        description="your id for the opportunity (else one is made): one sent again with the"
+        " same id, a retry after a timeout say, is opened and published once",
+    )
     customer_id: uuid.UUID
     owner: Owner | None = Field(default=None, description="else the account's owner")
     campaign_id: uuid.UUID | None = None

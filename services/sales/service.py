@@ -2,6 +2,7 @@
 session and never commit: the caller does."""
 
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -14,7 +15,7 @@ from services.sales.models import Lead, Opportunity
 from services.sales.rules import LeadAction, LeadStatus, Pipeline
 from services.sales.schemas import ConvertRequest, LeadCreate
 from shared import customer_view
-from shared.db import get_or_404
+from shared.db import get_or_404, made_before
 from shared.errors import Conflict, InvalidInput
 from shared.events import utcnow
 from shared.pagination import MAX_LIMIT, cut_page, page_after
@@ -48,14 +49,27 @@ async def _score(session: AsyncSession, lead: Lead) -> None:
     lead.score, lead.fit_score, lead.engagement_score = rules.lead_score(profile, touches)
 
 
+def _same_lead(data: LeadCreate) -> Callable[[Lead], bool]:
+    asked = (data.name, data.email, data.phone, data.source)
+    # An erased lead keeps no name: its id sent again finds it all the same.
+    return lambda lead: lead.erased or (lead.name, lead.email, lead.phone, lead.source) == asked
+
+
 async def create_lead(session: AsyncSession, data: LeadCreate) -> Lead:
+    """The lead created and published; sent again with its ``lead_id``, the lead first
+    created (the id of another lead is a 409)."""
     now = utcnow()
     customer_id = None
     if data.customer_id is not None:
         customer_id = await customer_view.current_customer(session, data.customer_id)
+    earlier = await made_before(
+        session, Lead, data.lead_id, name="lead", field="lead_id", same=_same_lead(data)
+    )
+    if earlier is not None:
+        return earlier
     lead = Lead(
-        id=uuid.uuid4(),
-        **data.model_dump(exclude={"customer_id"}),
+        id=data.lead_id or uuid.uuid4(),
+        **data.model_dump(exclude={"customer_id", "lead_id"}),
         customer_id=customer_id,
         status=LeadStatus.new.value,
         erased=False,

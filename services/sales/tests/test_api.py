@@ -31,6 +31,19 @@ class TestLeads:
         assert event.event_type == sales.LEAD_CREATED and event.key == lead["id"]
         assert b"Grace" not in event.value and b"example.com" not in event.value
 
+    async def test_a_lead_sent_again_with_its_id_is_created_once(self, client):
+        body = {"lead_id": str(uuid.uuid4()), "name": "Ada", "email": "ada@example.com"}
+        body["source"] = "web"
+        # Before, each retry created another lead: campaign reports counted it again.
+        sent = await asyncio.gather(*[client.post("/v1/leads", json=body) for _ in range(4)])
+        assert [r.status_code for r in sent] == [201] * 4
+        assert {r.json()["id"] for r in sent} == {body["lead_id"]}
+        assert types(await outbox(client, topics.SALES)) == [sales.LEAD_CREATED]
+        other = await client.post("/v1/leads", json={**body, "email": "bob@example.com"})
+        assert other.status_code == 409
+        assert other.json()["error"]["fields"][0]["field"] == "lead_id"
+        assert len(await outbox(client, topics.SALES)) == 1
+
     async def test_engagement_comes_from_the_customers_touches(self, client):
         customer = str(uuid.uuid4())
         for kind, direction in [("link_click", "outbound"), ("reply", "inbound")]:
@@ -209,6 +222,29 @@ class TestConversion:
 
 
 class TestOpportunities:
+    async def test_an_opportunity_sent_again_with_its_id_is_opened_once(self, client):
+        body = {
+            "opportunity_id": str(uuid.uuid4()),
+            "customer_id": str(uuid.uuid4()),
+            "title": "Fleet licence",
+            "amount": "1000.00",
+            "currency": "EUR",
+            "owner": "rep-1",
+        }
+        # Before, each retry opened another: the pipeline and the forecast counted it again.
+        sent = await asyncio.gather(
+            *[client.post("/v1/opportunities", json=body) for _ in range(4)]
+        )
+        assert [r.status_code for r in sent] == [201] * 4
+        assert {r.json()["id"] for r in sent} == {body["opportunity_id"]}
+        assert types(await outbox(client, topics.SALES)) == [sales.OPPORTUNITY_OPENED]
+        other = await client.post(
+            "/v1/opportunities", json={**body, "customer_id": str(uuid.uuid4())}
+        )
+        assert other.status_code == 409
+        assert other.json()["error"]["fields"][0]["field"] == "opportunity_id"
+        assert len(await outbox(client, topics.SALES)) == 1
+
     async def test_stages_probabilities_and_events(self, client):
         opp = await new_opportunity(client)
         assert (opp["stage"], Decimal(opp["probability"])) == ("prospecting", Decimal("0.1"))
