@@ -62,6 +62,11 @@ class SegmentKind(StrEnum):
 
 
 class SegmentCreate(_Input):
+    segment_id: uuid.UUID | None = Field(
+        default=None,
+        description="your id for the segment (else one is made): a segment sent again with"
+        " the same id, a retry after a timeout say, is created once",
+    )
     name: Name
     description: Annotated[str, StringConstraints(max_length=1000)] | None = None
     kind: SegmentKind = SegmentKind.dynamic
@@ -112,6 +117,12 @@ _TEMPLATE = (
 
 
 class CampaignCreate(_Input):
+    campaign_id: uuid.UUID | None = Field(
+        default=None,
+        description="your id for the campaign (else one is made): a campaign sent again with"
+        " the same id, a retry after a timeout say, is created once, and its members mailed"
+        " once",
+    )
     name: Name
     channel: CampaignChannel
     segment_id: uuid.UUID = Field(description="a segment of this service")

@@ -33,7 +33,7 @@ from services.marketing.schemas import (
     TaskCreate,
     TaskUpdate,
 )
-from shared.db import get_or_404
+from shared.db import get_or_404, made_before
 from shared.errors import InvalidInput, InvalidTransition, NotFound
 from shared.events import utcnow
 from shared.pagination import cut_page, decode_cursor, encode_cursor, page_after
@@ -52,8 +52,19 @@ def _newest_first(query: Any, model: Any, cursor: str | None) -> Any:
 async def create_segment(session: AsyncSession, data: SegmentCreate) -> tuple[Segment, int | None]:
     """A segment; a static one gets its members frozen now (returned as the count)."""
     rule = rules.parse_rule(data.rules)
+    earlier = await made_before(
+        session,
+        Segment,
+        data.segment_id,
+        name="segment",
+        field="segment_id",
+        same=lambda segment: (segment.name, segment.kind) == (data.name, data.kind.value),
+    )
+    if earlier is not None:
+        return earlier, await static_count(session, earlier)
     now = utcnow()
     segment = Segment(
+        id=data.segment_id or uuid.uuid4(),
         name=data.name,
         description=data.description,
         rules=data.rules,
@@ -133,11 +144,25 @@ async def members_page(
 
 
 async def create_campaign(session: AsyncSession, data: CampaignCreate) -> Campaign:
+    earlier = await made_before(
+        session,
+        Campaign,
+        data.campaign_id,
+        name="campaign",
+        field="campaign_id",
+        same=lambda campaign: (
+            (campaign.name, campaign.segment_id, campaign.channel)
+            == (data.name, data.segment_id, data.channel.value)
+        ),
+    )
+    if earlier is not None:
+        return earlier
     if await session.get(Segment, data.segment_id) is None:
         raise InvalidInput(f"segment {data.segment_id} not found", field="segment_id")
     now = utcnow()
     campaign = Campaign(
-        **data.model_dump(),
+        **data.model_dump(exclude={"campaign_id"}),
+        id=data.campaign_id or uuid.uuid4(),
         status=(CampaignStatus.scheduled if data.scheduled_at else CampaignStatus.draft).value,
         created_at=now,
     )

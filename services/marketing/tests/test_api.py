@@ -65,6 +65,19 @@ class TestSegments:
         members = (await client.get(f"/v1/segments/{segment['id']}/members")).json()
         assert [m["customer_id"] for m in members["items"]] == [ada]
 
+    async def test_a_segment_sent_again_with_its_id_is_created_once(self, client):
+        await new_contact(client, country="DE")
+        body = {"segment_id": str(uuid.uuid4()), "name": "DE", "kind": "static", "rules": GERMANY}
+        sent = await asyncio.gather(*[client.post("/v1/segments", json=body) for _ in range(4)])
+        assert [r.status_code for r in sent] == [201] * 4
+        assert {(r.json()["id"], r.json()["member_count"]) for r in sent} == {
+            (body["segment_id"], 1)
+        }
+        assert len((await client.get("/v1/segments")).json()["items"]) == 1
+        other = await client.post("/v1/segments", json={**body, "name": "Deutschland"})
+        assert other.status_code == 409
+        assert other.json()["error"]["fields"][0]["field"] == "segment_id"
+
     async def test_members_are_paged(self, client):
         ids = sorted([await new_contact(client) for _ in range(5)])
         segment = await new_segment(client, GERMANY)
@@ -159,6 +172,35 @@ class TestCampaigns:
         [row] = await outbox(client, topics.MARKETING)
         assert row.event_type == "crm.marketing.campaign_created.v1"
         assert row.key == campaign["id"]
+
+    async def test_a_campaign_sent_again_with_its_id_is_created_once(self, client):
+        await new_contact(client, country="DE")
+        segment = await new_segment(client)
+        campaign_id = str(uuid.uuid4())
+        # Before, each retry created another campaign, and launching them mailed each member
+        # once per copy.
+        created = await asyncio.gather(
+            *[new_campaign(client, segment["id"], campaign_id=campaign_id) for _ in range(4)]
+        )
+        assert {c["id"] for c in created} == {campaign_id}
+        assert event_types(await outbox(client, topics.MARKETING)) == [
+            "crm.marketing.campaign_created.v1"
+        ]
+        assert len((await client.get("/v1/campaigns")).json()["items"]) == 1
+        other = await client.post(
+            "/v1/campaigns",
+            json={
+                "campaign_id": campaign_id,
+                "name": "Summer sale",
+                "channel": "email",
+                "segment_id": segment["id"],
+                "template": "Hi {first_name}",
+                "budget": "100",
+                "cost_per_send": "0.10",
+            },
+        )
+        assert other.status_code == 409
+        assert other.json()["error"]["fields"][0]["field"] == "campaign_id"
 
     async def test_update_and_list(self, client):
         segment = await new_segment(client)
