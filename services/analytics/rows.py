@@ -170,10 +170,15 @@ async def owner(session: AsyncSession, customer_id: uuid.UUID | None) -> uuid.UU
     return owners[customer_id]
 
 
-async def load_owners(session: AsyncSession, customer_ids: Iterable[uuid.UUID]) -> None:
+async def load_owners(
+    session: AsyncSession, customer_ids: Iterable[uuid.UUID], *, lock_the_way: bool = False
+) -> None:
+    """``owner`` for many customers at once; ``lock_the_way`` locks each customer on the way
+    from a merged one to its survivor (``projection.filed_under``)."""
     owners = session.info.setdefault(_OWNERS, {})
     wanted = [customer_id for customer_id in set(customer_ids) if customer_id not in owners]
-    owners.update(await projection.survivors(session, wanted))
+    follow = projection.filed_under if lock_the_way else projection.survivor
+    owners.update(await projection.survivors(session, wanted, follow))
 
 
 def forget_owners(session: AsyncSession) -> None:
@@ -203,10 +208,12 @@ async def _lock_and_load_owners(session: AsyncSession, events: list[Envelope]) -
     """The batch's customers locked, then their owners read: a merge or an erasure of one of
     them (which takes the same locks) then either commits before and is seen here, or waits
     and re-points or anonymises the facts this batch writes. Without the locks a fact the
-    batch created kept the id of a customer erased meanwhile."""
+    batch created kept the id of a customer erased meanwhile. A customer merged earlier is
+    followed to its survivor under each one's lock on the way: the survivor's own merge,
+    applied at the same time, locks only the survivor."""
     customers = _ids(events, "customer_id")
     await lock_customers(session, customers)
-    await load_owners(session, customers)
+    await load_owners(session, customers, lock_the_way=True)
 
 
 async def prefetch_support(session: AsyncSession, events: list[Envelope]) -> None:

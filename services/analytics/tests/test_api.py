@@ -3,11 +3,13 @@
 import asyncio
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.analytics import facts, rows
-from services.analytics.models import TicketFact
+from services.analytics.models import OrderFact, TicketFact
 from services.analytics.tests.helpers import (
     apply,
     apply_many,
@@ -25,7 +27,12 @@ from shared import topics
 from shared.contracts import sales, support
 from shared.contracts.analytics import CUSTOMER_SCORED
 from shared.events import Envelope, InteractionRecorded, decode_event
-from shared.testing import app_of, postgres_only, until_a_transaction_waits_for_a_lock
+from shared.testing import (
+    app_of,
+    one_write_waits_for_another,
+    postgres_only,
+    until_a_transaction_waits_for_a_lock,
+)
 
 
 def opportunity(customer: str, stage: str = "proposal") -> tuple[str, dict]:
@@ -40,6 +47,24 @@ def opportunity(customer: str, stage: str = "proposal") -> tuple[str, dict]:
         "expected_close": "2026-12-15",
         "opened_at": "2026-11-01T00:00:00Z",
     }
+
+
+def applying(client, event_type: str, data: dict) -> Callable[[AsyncSession], Awaitable[None]]:
+    """The event applied as its consumer applies a batch of one, in the session given."""
+    [consumer] = [
+        c for c in app_of(client).state.consumers if event_type in c.subscription.handlers
+    ]
+    subscription = consumer.subscription
+    envelope = Envelope(id=str(uuid.uuid4()), source="/crm/test", type=event_type, data=data)
+
+    async def apply_in(session: AsyncSession) -> None:
+        if subscription.prefetch is not None:
+            await subscription.prefetch(session, [envelope])
+        await subscription.handlers[event_type](session, envelope)
+        if subscription.finish is not None:
+            await subscription.finish(session)
+
+    return apply_in
 
 
 async def a_customer(client) -> tuple[str, str]:
@@ -316,6 +341,24 @@ class TestUsage:
         assert usage["per_department"] == [
             {"date": "2026-11-25", "department": "sales", "touches": 2}
         ]
+
+    @postgres_only
+    async def test_an_order_of_a_merged_customer_follows_its_survivors_merge(self, client):
+        first, second, last = (str(uuid.uuid4()) for _ in range(3))
+        await apply(client, *merged(first, second))  # earlier
+        late = order(first, "5", "2026-11-23T00:00:00Z")
+        # The order took first's lock only, and was filed under second while second's merge,
+        # which locks second, moved second's facts: it stayed under second, in no 360.
+        await one_write_waits_for_another(
+            app_of(client).state.session_factory,
+            applying(client, *merged(second, last)),
+            applying(client, *late),
+        )
+        async with app_of(client).state.session_factory() as session:
+            owner = await session.scalar(
+                select(OrderFact.customer_id).where(OrderFact.order_id == late[1]["order_id"])
+            )
+        assert str(owner) == last
 
     async def test_touches_of_an_erased_customer_still_count_anonymously(self, client):
         c = str(uuid.uuid4())
