@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+import phonenumbers
+
 from shared.errors import InvalidTransition
 
 
@@ -259,11 +261,32 @@ UNKNOWN_SENDERS = uuid.UUID("5b0c6a43-8f0e-4b7c-9a57-0d2c3f1e9a11")
 
 
 def normalize_identity(kind: str, value: str) -> str:
-    """The form contacts keeps identities in: lower-case e-mails, bare E.164-like phones."""
+    """The key a sender and a contact's identity are matched by, in the forms contacts keeps
+    (lower-case e-mails, Telegram handles without their @, phone numbers in E.164), whatever
+    form a channel's provider sends: ``@Anna``, a WhatsApp number without its + (WhatsApp's
+    webhooks send ``4930...``), ``0049 30 ...``, ``+49 (30) ...``."""
     value = value.strip()
     if kind in ("phone", "whatsapp"):
-        return re.sub(r"[\s()./-]", "", value)
+        return _phone_key(value, international=kind == "whatsapp")
+    if kind == "telegram":
+        return value.lower().lstrip("@")
     return value.lower()
+
+
+def _phone_key(value: str, *, international: bool) -> str:
+    """E.164 when the number is one (as contacts stores it), else its bare digits."""
+    bare = re.sub(r"[\s()./-]", "", value)
+    if bare.startswith("00"):
+        bare = "+" + bare[2:]
+    elif international and bare.isdigit():
+        bare = "+" + bare
+    try:
+        number = phonenumbers.parse(bare, None)
+    except phonenumbers.NumberParseException:
+        return bare  # a local number: no country to read it in
+    if not phonenumbers.is_valid_number(number):
+        return bare
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 SUBJECT_FROM_BODY_CHARS = 200

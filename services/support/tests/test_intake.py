@@ -89,6 +89,26 @@ async def test_unknown_sender_is_flagged_then_repointed(client):
     assert later["ticket_id"] == first["ticket_id"] and later["customer_id"] == contact
 
 
+async def test_a_sender_is_known_in_the_form_its_provider_sends(client):
+    contact = str(uuid.uuid4())
+    # The forms contacts publishes: E.164 numbers, Telegram handles without the @.
+    identities = [
+        {"kind": "telegram", "value": "anna"},
+        {"kind": "whatsapp", "value": "+4930123456"},
+    ]
+    await apply(
+        client, CONTACT_CREATED, snapshot(contact, phone="+4930654321", identities=identities)
+    )
+    # Before, each of these opened a ticket under an unknown sender's stand-in id.
+    for kind, sender in [
+        ("telegram", "@Anna"),
+        ("whatsapp", "4930123456"),
+        ("phone", "0049 30 654321"),
+    ]:
+        result = await inbound(client, kind, sender, "hello", channel="chat")
+        assert (result["customer_id"], result["unknown_customer"]) == (contact, False), kind
+
+
 async def test_erasure_forgets_the_identity(client):
     contact = str(uuid.uuid4())
     await apply(client, CONTACT_CREATED, snapshot(contact, email="anna@example.com"))

@@ -136,3 +136,25 @@ class TestSubjectFromBody:
     )
     def test_the_first_line_with_text(self, body, subject):
         assert rules.subject_from_body(body) == subject
+
+
+class TestNormalizeIdentity:
+    @pytest.mark.parametrize(
+        ("kind", "sent", "stored"),
+        [
+            ("email", " Anna@Example.COM ", "anna@example.com"),
+            # Contacts keeps Telegram handles without the @ and numbers in E.164.
+            ("telegram", "@Anna", "anna"),
+            ("whatsapp", "4930123456", "+4930123456"),  # WhatsApp's webhooks: no +
+            ("whatsapp", "+49 30 123456", "+4930123456"),
+            ("phone", "0049 30 123456", "+4930123456"),
+            ("phone", "+49 (30) 123-456", "+4930123456"),
+        ],
+    )
+    def test_a_providers_form_finds_the_form_contacts_keeps(self, kind, sent, stored):
+        assert rules.normalize_identity(kind, sent) == rules.normalize_identity(kind, stored)
+        assert rules.normalize_identity(kind, stored) == stored
+
+    def test_a_local_number_is_left_as_it_is(self):
+        # No country to read it in: it can only meet the same local form.
+        assert rules.normalize_identity("phone", "030 123456") == "030123456"
