@@ -1,29 +1,85 @@
 """The contact-pressure rules every department applies before an outbound touch, the guard
-that keeps e-mail addresses and phone numbers off shared topics, and the country codes every
-service takes. Plain Python, no I/O."""
+that keeps e-mail addresses and phone numbers off shared topics, and the forms of e-mail
+addresses, phone numbers and country codes that contacts and sales' leads take. Plain Python,
+no I/O."""
 
 import re
 from collections.abc import Sequence
 from datetime import datetime, time, timedelta
 from enum import StrEnum
+from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, Field, StringConstraints
 
 from shared.events import Channel, ContactPolicy, ContactPreferences, Department, QuietHours
 
-# ---- country codes ---------------------------------------------------------------------------
+# ---- e-mail addresses, phone numbers, country codes ------------------------------------------
+# Contacts takes them in these forms, and sales' leads with them: a lead contacts would refuse
+# could never become a contact.
 
 COUNTRIES = frozenset(phonenumbers.SUPPORTED_REGIONS)
 
 
 def normalize_country(value: str) -> str:
-    """An ISO 3166-1 alpha-2 code, upper-cased; contacts and sales take the same ones (a lead
-    with another could never become a contact)."""
+    """An ISO 3166-1 alpha-2 code, upper-cased."""
     code = value.strip().upper()
     if code not in COUNTRIES:
         raise ValueError("not an ISO 3166-1 alpha-2 country code")
     return code
+
+
+def normalize_email(value: str) -> str:
+    """Lower-cased, syntax-checked address; ValueError with the reason otherwise."""
+    try:
+        result = validate_email(value.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"not a valid e-mail address: {exc}") from None
+    return result.normalized.lower()
+
+
+def normalize_phone(value: str, country: str | None = None) -> str:
+    """E.164 (``+4930123456``); a local number needs the contact's country."""
+    try:
+        number = phonenumbers.parse(value, country)
+    except phonenumbers.NumberParseException as exc:
+        hint = (
+            ""
+            if country or value.strip().startswith("+")
+            else " (use +<country code> or set country)"
+        )
+        raise ValueError(f"not a valid phone number: {exc}{hint}") from None
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError("not a valid phone number for its country")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+# The request fields; the descriptions tell an integrator (and a generated client) the checks
+# a schema cannot.
+Email = Annotated[
+    str,
+    StringConstraints(max_length=254),
+    AfterValidator(normalize_email),
+    Field(description="an e-mail address (syntax checked), stored lower-cased"),
+]
+Country = Annotated[
+    str,
+    StringConstraints(min_length=2, max_length=2),
+    AfterValidator(normalize_country),
+    Field(description="an ISO 3166-1 alpha-2 country code (DE, gb), stored upper-cased"),
+]
+# Read with the record's country (a local number), so a schema normalises it in a validator
+# of its own, after the country: ``normalize_phone(value, country)``.
+Phone = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=3, max_length=32),
+    Field(
+        description="a valid phone number: +<country code>, or local to the record's country;"
+        " stored as E.164"
+    ),
+]
 
 
 # ---- PII on shared topics -------------------------------------------------------------------

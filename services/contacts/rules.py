@@ -4,36 +4,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-import phonenumbers
-from email_validator import EmailNotValidError, validate_email
 from rapidfuzz import fuzz
 
 from shared.events import ContactPreferences
-
-
-def normalize_email(value: str) -> str:
-    """Lower-cased, syntax-checked address; ValueError with the reason otherwise."""
-    try:
-        result = validate_email(value.strip(), check_deliverability=False)
-    except EmailNotValidError as exc:
-        raise ValueError(f"not a valid e-mail address: {exc}") from None
-    return result.normalized.lower()
-
-
-def normalize_phone(value: str, country: str | None = None) -> str:
-    """E.164 (``+4930123456``); a local number needs the contact's country."""
-    try:
-        number = phonenumbers.parse(value, country)
-    except phonenumbers.NumberParseException as exc:
-        hint = (
-            ""
-            if country or value.strip().startswith("+")
-            else " (use +<country code> or set country)"
-        )
-        raise ValueError(f"not a valid phone number: {exc}{hint}") from None
-    if not phonenumbers.is_valid_number(number):
-        raise ValueError("not a valid phone number for its country")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def blocking_key(value: str | None) -> str | None:

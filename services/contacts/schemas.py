@@ -3,7 +3,6 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -12,35 +11,12 @@ from pydantic import (
     field_validator,
 )
 
-from services.contacts import rules
-from shared.contact_rules import normalize_country
+from shared.contact_rules import Country, Email, Phone, normalize_phone
 from shared.events import ContactPolicy, ContactPreferences
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-# The descriptions tell an integrator (and a generated client) the checks a schema cannot.
-Email = Annotated[
-    str,
-    StringConstraints(max_length=254),
-    AfterValidator(rules.normalize_email),
-    Field(description="an e-mail address (syntax checked), stored lower-cased"),
-]
-Country = Annotated[
-    str,
-    StringConstraints(min_length=2, max_length=2),
-    AfterValidator(normalize_country),
-    Field(description="an ISO 3166-1 alpha-2 country code (DE, gb), stored upper-cased"),
-]
 Company = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 ExternalId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
-Phone = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=3, max_length=32),
-    Field(
-        description="a valid phone number: +<country code>, or local to the contact's country;"
-        " stored as E.164"
-    ),
-]
-
 IdentityKind = Literal["email", "phone", "telegram", "whatsapp", "social", "other"]
 
 
@@ -62,7 +38,7 @@ class ContactCreate(_Input):
     @field_validator("phone")
     @classmethod
     def _phone_to_e164(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return None if value is None else rules.normalize_phone(value, info.data.get("country"))
+        return None if value is None else normalize_phone(value, info.data.get("country"))
 
 
 class ContactUpdate(_Input):

@@ -18,6 +18,7 @@ from services.contacts.models import (
     ContactStatus,
 )
 from services.contacts.schemas import ContactCreate, ContactUpdate, IdentityIn
+from shared import contact_rules
 from shared.db import lock_customers, lock_table
 from shared.errors import Conflict, Gone, InvalidInput, NotFound
 from shared.events import ContactPolicy, ContactPreferences, utcnow
@@ -271,7 +272,7 @@ async def update_contact(
     values: dict[str, Any] = changes.model_dump(exclude_unset=True, mode="json")
     if "phone" in values and values["phone"] is not None:
         try:
-            values["phone"] = rules.normalize_phone(
+            values["phone"] = contact_rules.normalize_phone(
                 values["phone"], values.get("country", contact.country)
             )
         except ValueError as exc:
@@ -320,9 +321,9 @@ async def add_identity(
     value = identity.value
     try:
         if identity.kind == "email":
-            value = rules.normalize_email(value)
+            value = contact_rules.normalize_email(value)
         elif identity.kind in ("phone", "whatsapp"):
-            value = rules.normalize_phone(value, contact.country)
+            value = contact_rules.normalize_phone(value, contact.country)
         elif identity.kind == "telegram":
             value = value.lower().lstrip("@")
     except ValueError as exc:

@@ -7,11 +7,9 @@ from services.contacts.rules import (
     best_matches,
     blocking_key,
     merged_preferences,
-    normalize_email,
-    normalize_phone,
     similarity,
 )
-from shared.contact_rules import normalize_country
+from shared.contact_rules import normalize_country, normalize_email, normalize_phone
 from shared.events import ContactPreferences
 
 
