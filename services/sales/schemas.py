@@ -11,11 +11,13 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
 from services.sales.rules import LeadStatus
-from shared.contact_rules import normalize_country
+from shared.contact_rules import Country, Email, Phone, normalize_phone
 from shared.customer_view import ContactCheck, TimelineItem
 from shared.customer_view.schemas import CleanText, Short
 from shared.events import Channel, Direction, Sentiment
@@ -26,19 +28,6 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 Key = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32)]
 Owner = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
-Email = Annotated[
-    str,
-    StringConstraints(
-        strip_whitespace=True, to_lower=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
-    ),
-]
-Phone = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\+?[\d ()./-]{6,31}$")]
-Country = Annotated[
-    str,
-    StringConstraints(pattern=r"^[A-Za-z]{2}$"),
-    AfterValidator(normalize_country),
-    Field(description="an ISO 3166-1 alpha-2 country code (DE, gb), as contacts takes it"),
-]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 Segment = Literal["smb", "mid_market", "enterprise"]
 
@@ -77,14 +66,20 @@ class LeadCreate(_Input):
     name: Name
     company: Name | None = None
     email: Email | None = None
-    phone: Phone | None = None
+    # country before phone: a local phone number is read in the lead's country.
     country: Country | None = None
+    phone: Phone | None = None
     segment: Segment | None = None
     source: Key = Field(description="web, campaign, referral, event, partner, ...")
     campaign_id: uuid.UUID | None = None
     # Known when the lead is already a contact (e.g. a campaign's recipient).
     customer_id: uuid.UUID | None = None
     owner: Owner | None = Field(default=None, description="else the territory rules decide")
+
+    @field_validator("phone")
+    @classmethod
+    def _phone_to_e164(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else normalize_phone(value, info.data.get("country"))
 
     @model_validator(mode="after")
     def _reachable(self) -> "LeadCreate":

@@ -44,6 +44,10 @@ class TestLeads:
         assert other.json()["error"]["fields"][0]["field"] == "lead_id"
         assert len(await outbox(client, topics.SALES)) == 1
 
+    async def test_e_mail_and_phone_are_kept_as_contacts_keeps_them(self, client):
+        lead = await new_lead(client, email=" Ada@Example.COM", phone="030 1234567", country="de")
+        assert (lead["email"], lead["phone"]) == ("ada@example.com", "+49301234567")
+
     async def test_engagement_comes_from_the_customers_touches(self, client):
         customer = str(uuid.uuid4())
         for kind, direction in [("link_click", "outbound"), ("reply", "inbound")]:

@@ -82,6 +82,10 @@ CASES = [
     ("POST", "/v1/leads", {**LEAD, "email": "no-at"}, 422, "email"),
     ("POST", "/v1/leads", {"name": "Ada", "source": "web"}, 422, None),
     ("POST", "/v1/leads", {**LEAD, "phone": "call me"}, 422, "phone"),
+    # What contacts refuses, so that the lead could never become a contact.
+    ("POST", "/v1/leads", {**LEAD, "phone": "((((((("}, 422, "phone"),
+    ("POST", "/v1/leads", {**LEAD, "phone": "030 1234567"}, 422, "phone"),  # no country
+    ("POST", "/v1/leads", {**LEAD, "email": "ada@example..com"}, 422, "email"),
     ("POST", "/v1/leads", {**LEAD, "country": "Germany"}, 422, "country"),
     # Not a code contacts takes: the lead could never become a contact.
     ("POST", "/v1/leads", {**LEAD, "country": "AA"}, 422, "country"),
