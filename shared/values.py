@@ -9,11 +9,18 @@ PostgreSQL cannot store.
 """
 
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BeforeValidator, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BeforeValidator,
+    Field,
+    TypeAdapter,
+    ValidationError,
+)
 
 # The years of the times and days the CRM takes. Python's datetime ends at years 1 and 9999,
 # and the platform counts back and forward from a time or a day (a contact check's week, a
@@ -78,6 +85,26 @@ def _a_number(value: Any) -> Any:
 UTCTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), AfterValidator(_as_utc)]
 
 _UTC_TIME: TypeAdapter[datetime] = TypeAdapter(UTCTime)
+
+# How far ahead of the server's clock a time that says when something happened may be: a
+# client's clock and the server's differ a little.
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+def _not_ahead(value: datetime) -> datetime:
+    if value > datetime.now(UTC) + CLOCK_SKEW:
+        raise ValueError("must not be in the future: it says when this happened")
+    return value
+
+
+# When something happened (a touch, an order, a message, a status change): a ``UTCTime`` not
+# in the future. A touch dated next year sat at the top of its customer's timeline and in every
+# department's recent-touch windows until then.
+HappenedAt = Annotated[
+    UTCTime,
+    AfterValidator(_not_ahead),
+    Field(description="when it happened (RFC 3339): at most 5 minutes ahead of the server's clock"),
+]
 
 
 def parse_utc_time(value: Any) -> datetime:

@@ -19,7 +19,7 @@ from pydantic import (
 from services.marketing import rules
 from services.marketing.rules import CampaignChannel
 from shared.customer_view.schemas import no_contact_details
-from shared.values import CalendarDay, UTCTime
+from shared.values import CalendarDay, HappenedAt, UTCTime
 
 Name = Annotated[
     str,
@@ -266,4 +266,4 @@ class ProviderEvent(_Input):
 
     send_id: uuid.UUID
     kind: ProviderEventKind
-    occurred_at: UTCTime | None = None
+    occurred_at: HappenedAt | None = None

@@ -22,7 +22,7 @@ from shared.customer_view import ContactCheck, TimelineItem
 from shared.customer_view.schemas import CleanText, Short
 from shared.events import Channel, Direction, Sentiment
 from shared.pagination import MAX_LIMIT
-from shared.values import MAX_AMOUNT, WHOLE_NUMBER, CalendarDay, UTCTime
+from shared.values import MAX_AMOUNT, WHOLE_NUMBER, CalendarDay, HappenedAt
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Key = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32)]
@@ -268,7 +268,7 @@ class ActivityCreate(_Input):
     channel: Channel
     direction: Direction
     subject: CleanText | None = None
-    occurred_at: UTCTime | None = None
+    occurred_at: HappenedAt | None = None
     actor: Short | None = None
     sentiment: Sentiment | None = None
     outcome: Short | None = None
@@ -317,7 +317,7 @@ class OrderCreate(_Input):
     customer_id: uuid.UUID
     amount: Amount | None = Field(default=None, description="else the sum of the lines")
     currency: Currency
-    ordered_at: UTCTime | None = None
+    ordered_at: HappenedAt | None = None
     lines: list[OrderLine] = Field(default_factory=list, max_length=1000)
     campaign_id: uuid.UUID | None = None
 
@@ -345,7 +345,7 @@ class OrderRead(BaseModel):
 
 
 class AtRequest(_Input):
-    at: UTCTime | None = None
+    at: HappenedAt | None = None
 
 
 # ---- the rep's customer view ----------------------------------------------------------------

@@ -16,7 +16,7 @@ from pydantic import (
 from services.support.rules import Priority
 from shared.customer_view.schemas import no_contact_details
 from shared.events import Channel
-from shared.values import WHOLE_NUMBER, UTCTime
+from shared.values import WHOLE_NUMBER, HappenedAt
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Key = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
@@ -135,7 +135,7 @@ class TicketCreate(_Input):
     priority: Priority = Priority.normal
     category: Key | None = None
     attributes: Attributes = Field(default_factory=dict)
-    opened_at: UTCTime | None = None
+    opened_at: HappenedAt | None = None
 
 
 class MessageCreate(_Input):
@@ -149,7 +149,7 @@ class MessageCreate(_Input):
         default=None, description="the agent's id: required for an agent, absent for a customer"
     )
     body: Body
-    sent_at: UTCTime | None = None
+    sent_at: HappenedAt | None = None
 
     @model_validator(mode="after")
     def _agent_needs_id(self) -> "MessageCreate":
@@ -165,13 +165,13 @@ class AssignRequest(_Input):
 
 
 class AtRequest(_Input):
-    at: UTCTime | None = None
+    at: HappenedAt | None = None
 
 
 class SatisfactionRequest(_Input):
     score: Annotated[int, Field(ge=1, le=5), WHOLE_NUMBER]
     comment: Annotated[str, StringConstraints(max_length=5000)] | None = None
-    at: UTCTime | None = None
+    at: HappenedAt | None = None
 
 
 class MessageRead(BaseModel):
@@ -232,7 +232,7 @@ class InboundMessage(_Input):
     body: Body
     subject: Subject | None = None
     thread_ref: uuid.UUID | None = Field(default=None, description="the ticket id replied to")
-    received_at: UTCTime | None = None
+    received_at: HappenedAt | None = None
 
 
 class InboundResult(BaseModel):

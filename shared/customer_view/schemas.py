@@ -15,7 +15,7 @@ from pydantic import (
 from shared.contact_rules import contains_contact_details
 from shared.events import Channel, Direction, Sentiment, SourceRef
 from shared.pagination import MAX_LIMIT
-from shared.values import UTCTime
+from shared.values import HappenedAt
 
 
 def no_contact_details(value: str | None) -> str | None:
@@ -46,7 +46,7 @@ class InteractionCreate(BaseModel):
     direction: Direction
     kind: Key
     subject: CleanText | None = None
-    occurred_at: UTCTime | None = None
+    occurred_at: HappenedAt | None = None
     actor: Short | None = None
     sentiment: Sentiment | None = None
     outcome: Short | None = None

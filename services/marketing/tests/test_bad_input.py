@@ -2,6 +2,7 @@
 nothing written (no row, no event)."""
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ from shared.pagination import encode_cursor
 from shared.testing import app_of
 
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
+NEXT_YEAR = f"{datetime.now(UTC).year + 1}-01-01T00:00:00Z"  # not yet happened
 # A cursor whose timestamp has lost its time zone: a 422, not a failed query.
 NAIVE_CURSOR = encode_cursor("2026-01-01T00:00:00", "00000000-0000-4000-8000-000000000000")
 RULE = {"field": "country", "op": "eq", "value": "DE"}
@@ -141,6 +143,13 @@ CASES = [
     ("PATCH", "/v1/campaigns/{campaign}/tasks/{unknown}", {"status": "done"}, 404, None),
     ("POST", "/v1/engagements", {"send_id": UNKNOWN, "kind": "opened"}, 422, "kind"),
     ("POST", "/v1/engagements", {"send_id": "x", "kind": "delivered"}, 422, "send_id"),
+    (
+        "POST",
+        "/v1/engagements",
+        {"send_id": UNKNOWN, "kind": "delivered", "occurred_at": NEXT_YEAR},
+        422,
+        "occurred_at",
+    ),
     ("POST", "/v1/interactions", {**TOUCH, "channel": "pigeon"}, 422, "channel"),
     ("POST", "/v1/interactions", {**TOUCH, "subject": "call +49 151 1234567"}, 422, "subject"),
     (

@@ -2,6 +2,7 @@
 nothing written (no row, no event)."""
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -14,6 +15,8 @@ from shared.events import CONTACT_ERASED
 from shared.pagination import encode_cursor
 from shared.testing import app_of
 
+# When something happened cannot be ahead of the server's clock.
+NEXT_YEAR = f"{datetime.now(UTC).year + 1}-01-01T00:00:00Z"
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
 # A cursor whose timestamp has lost its time zone: a 422, not a failed query.
 NAIVE_CURSOR = encode_cursor("2026-01-01T00:00:00", "00000000-0000-4000-8000-000000000000")
@@ -210,6 +213,8 @@ CASES = [
         "items.1.opportunity_id",
     ),
     ("POST", "/v1/orders", {**ORDER, "currency": "E"}, 422, "currency"),
+    ("POST", "/v1/orders", {**ORDER, "ordered_at": NEXT_YEAR}, 422, "ordered_at"),
+    ("POST", "/v1/activities", {**ACTIVITY, "occurred_at": NEXT_YEAR}, 422, "occurred_at"),
     ("POST", "/v1/orders", {**ORDER, "amount": "-5"}, 422, "amount"),
     ("POST", "/v1/orders", {**ORDER, "amount": "1000000000000"}, 422, "amount"),
     # The lines' total overflowed the order's own column on PostgreSQL: a 500.

@@ -3,6 +3,7 @@ nothing written (no row, no event)."""
 
 import json
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -22,6 +23,9 @@ TICKET = {
     "description": "It is broken.",
     "channel": "email",
 }
+# When something happened cannot be ahead of the server's clock: a touch dated next year sat
+# at the top of its customer's timeline until then.
+NEXT_YEAR = f"{datetime.now(UTC).year + 1}-01-01T00:00:00Z"
 TOUCH = {
     "customer_id": str(uuid.uuid4()),
     "channel": "phone",
@@ -110,6 +114,35 @@ CASES = [
     ("POST", "/v1/tickets/{ticket}/assign", {"agent_id": UNKNOWN}, 422, "agent_id"),
     ("POST", "/v1/tickets/{ticket}/assign", {}, 422, "agent_id"),
     ("POST", "/v1/tickets/{ticket}/resolve", {"at": "yesterday"}, 422, "at"),
+    ("POST", "/v1/tickets/{ticket}/resolve", {"at": NEXT_YEAR}, 422, "at"),
+    ("POST", "/v1/tickets", {**TICKET, "opened_at": NEXT_YEAR}, 422, "opened_at"),
+    (
+        "POST",
+        "/v1/tickets/{ticket}/messages",
+        {"author_type": "customer", "body": "x", "sent_at": NEXT_YEAR},
+        422,
+        "sent_at",
+    ),
+    (
+        "POST",
+        "/v1/inbound",
+        {
+            "channel": "email",
+            "sender": {"kind": "email", "value": "ann@example.com"},
+            "body": "x",
+            "received_at": NEXT_YEAR,
+        },
+        422,
+        "received_at",
+    ),
+    ("POST", "/v1/interactions", {**TOUCH, "occurred_at": NEXT_YEAR}, 422, "occurred_at"),
+    (
+        "POST",
+        "/v1/interactions:batch",
+        {"items": [TOUCH, {**TOUCH, "occurred_at": NEXT_YEAR}]},
+        422,
+        "items.1.occurred_at",
+    ),
     ("POST", "/v1/tickets/{ticket}/satisfaction", {"score": 6}, 422, "score"),
     ("POST", "/v1/tickets/{ticket}/satisfaction", {"score": 0}, 422, "score"),
     ("POST", "/v1/tickets/{ticket}/satisfaction", {"score": True}, 422, "score"),

@@ -2,14 +2,17 @@
 driven by a controlled clock (``sla.sweep(session, now)``), never by sleeping."""
 
 import json
+import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import update
 
 from services.support import rules, sla
 from services.support.app import create_app
 from services.support.config import SupportSettings
+from services.support.models import Ticket
 from services.support.tests.helpers import new_agent, new_ticket, outbox
 from shared import topics
 from shared.testing import app_of, running
@@ -94,7 +97,16 @@ class TestSweep:
         first = await new_agent(client, name="First")
         ticket = await new_ticket(client, priority="high")
         assert ticket["agent_id"] == first["id"]
-        assigned_at = datetime.fromisoformat(ticket["assigned_at"])
+        # Opened and assigned an hour ago: the agent's answer below is dated before now (a
+        # time ahead of the server's clock is refused).
+        assigned_at = datetime.now(UTC) - timedelta(hours=1)
+        async with app_of(client).state.session_factory() as session:
+            await session.execute(
+                update(Ticket)
+                .where(Ticket.id == uuid.UUID(ticket["id"]))
+                .values(opened_at=assigned_at, assigned_at=assigned_at)
+            )
+            await session.commit()
         second = await new_agent(client, name="Second")
 
         early = await sweep_at(client, assigned_at + timedelta(minutes=14))
@@ -105,7 +117,7 @@ class TestSweep:
         assert read["agent_id"] == second["id"]
 
         # The new agent answers in time: no further move, then the first-response SLA is met.
-        await client.post(
+        answer = await client.post(
             f"/v1/tickets/{ticket['id']}/messages",
             json={
                 "author_type": "agent",
@@ -114,6 +126,7 @@ class TestSweep:
                 "sent_at": (assigned_at + timedelta(minutes=20)).isoformat(),
             },
         )
+        assert answer.status_code == 201, answer.text
         later = await sweep_at(client, assigned_at + timedelta(hours=5))
         assert later.reassigned == 0 and later.breaches == 0
 
