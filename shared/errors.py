@@ -40,6 +40,11 @@ class InvalidInput(DomainError):
     code = "invalid_input"
 
 
+class TooLarge(DomainError):
+    status = 413
+    code = "too_large"
+
+
 class Gone(DomainError):
     """The resource was merged into another one (``details['merged_into']``)."""
 

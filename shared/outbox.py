@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from shared import tracing
 from shared.db import in_dialect, insert_new_only, on_postgres
+from shared.errors import TooLarge
 from shared.events import encode_event, utcnow
 from shared.models import OutboxMessage
 from shared.request_context import current_request_id
@@ -26,6 +27,12 @@ _PENDING = "outbox_pending"
 NOTIFY = "outbox_notify"
 NOTIFY_CHANNEL = "outbox_notify_channel"
 _INSERT_ONCE = insert_new_only(OutboxMessage.__table__, conflict_on=[OutboxMessage.event_id])
+
+# The largest event the outbox takes. Kafka's producers and brokers refuse a record over about
+# 1 MB by default (the headers and the key take the rest), and the relay publishes in order: a
+# row the bus refuses would hold back every row after it, forever. Such a change is refused
+# instead, before anything is written.
+MAX_EVENT_BYTES = 900_000
 
 
 def add_event(
@@ -93,6 +100,12 @@ def event_row(
         event_id=event_id,
         time=time,
     )
+    if len(value) > MAX_EVENT_BYTES:
+        what = event_type.removeprefix("crm.").rsplit(".", 1)[0].replace("_", " ")
+        raise TooLarge(
+            f"the {what} event this change publishes would be {len(value):,} bytes, more than"
+            f" the bus takes ({MAX_EVENT_BYTES:,}): nothing was changed"
+        )
     return _row(
         event_id=uuid.UUID(event_id),
         event_type=event_type,

@@ -11,8 +11,10 @@ from sqlalchemy import select
 
 from shared import topics
 from shared.bus import Bus
+from shared.errors import TooLarge
 from shared.models import OutboxMessage
 from shared.outbox import (
+    MAX_EVENT_BYTES,
     NOTIFY,
     NOTIFY_CHANNEL,
     add_event,
@@ -216,6 +218,40 @@ class TestOutboxRelay:
             assert await relay.publish_pending() == 0
         finally:
             await relay.bus.close()
+
+    async def test_the_largest_event_the_outbox_takes_reaches_the_topic(
+        self, session_factory, kafka_settings, kafka_bootstrap
+    ):
+        """MAX_EVENT_BYTES is within what the bus takes: a larger event is refused before it
+        is written (a row the bus refused would hold back every row after it)."""
+        key = str(uuid.uuid4())
+
+        def event(blob: str) -> dict:
+            return event_row(
+                topic=topics.ANALYTICS,
+                key=key,
+                event_type="crm.test.big.v1",
+                source="/s",
+                data={"blob": blob},
+            )
+
+        blob = "x" * (MAX_EVENT_BYTES - len(event("")["value"]))
+        assert len(event(blob)["value"]) == MAX_EVENT_BYTES
+        with pytest.raises(TooLarge):
+            event(blob + "x")
+        async with session_factory() as session:
+            await add_rows(session, [event(blob)])
+            await session.commit()
+        relay = OutboxRelay(
+            service="test", session_factory=session_factory, bus=Bus(kafka_settings, "big")
+        )
+        async with TopicTail(kafka_bootstrap, topics.ANALYTICS) as tail:
+            try:
+                assert await relay.publish_pending() == 1
+                [record] = await tail.collect(lambda r: r.key == key.encode(), count=1)
+            finally:
+                await relay.bus.close()
+        assert json.loads(record.value)["data"]["blob"] == blob
 
 
 @pytest.mark.skipif(not on_postgres(), reason="other replicas hear of commits by LISTEN/NOTIFY")

@@ -5,8 +5,12 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
+from shared import outbox
+from shared.models import OutboxMessage
 from shared.pagination import encode_cursor
+from shared.testing import app_of
 
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 LONG_EMAIL = "a" * 64 + "@" + ".".join(["b" * 63] * 3) + ".com"  # 260 characters
@@ -352,3 +356,33 @@ class TestImport:
             content=body,
             headers={"content-type": content_type},
         )
+
+
+async def outbox_values(client: httpx.AsyncClient) -> list[bytes]:
+    async with app_of(client).state.session_factory() as session:
+        rows = await session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))
+        return [row.value for row in rows]
+
+
+async def test_a_change_whose_event_the_bus_would_refuse_is_413_and_changes_nothing(
+    client, anna, monkeypatch
+):
+    # Kafka refuses a record over about 1 MB, and the relay publishes in order: it would
+    # retry that row forever, and no contact event after it would reach anyone. A contact
+    # with thousands of identities gets there; a lower limit gets there with one.
+    [created] = await outbox_values(client)
+    monkeypatch.setattr(outbox, "MAX_EVENT_BYTES", len(created) + 100)
+    error = await assert_rejected(
+        client,
+        "POST",
+        f"/v1/contacts/{anna['id']}/identities",
+        413,
+        None,
+        json={"kind": "social", "value": "x" * 200},
+    )
+    assert "contact.updated event" in error["message"]
+    assert await outbox_values(client) == [created]
+    small = await client.post(
+        f"/v1/contacts/{anna['id']}/identities", json={"kind": "social", "value": "anna"}
+    )
+    assert small.status_code == 201, small.text
