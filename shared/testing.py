@@ -242,15 +242,20 @@ def consumer_record(
 
 
 async def until_a_transaction_waits_for_a_lock(session: AsyncSession) -> None:
-    """Return once another PostgreSQL session is blocked on a lock (a row, an advisory lock):
-    a race test starts its second transaction, waits here, then lets the first commit."""
+    """Return once another PostgreSQL session of this database is blocked on a lock (a row,
+    an advisory lock): a race test starts its second transaction, waits here, then lets the
+    first commit. Sessions of other databases on the server (another suite, a platform run
+    beside the tests) are not counted."""
 
     async def blocked() -> None:
         # pg_stat_activity is read once per transaction and then kept: drop that snapshot, or a
         # first look taken before the other transaction blocked is all this ever sees.
         await session.execute(text("SELECT pg_stat_clear_snapshot()"))
         waiting = await session.scalar(
-            text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+            text(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )
         )
         assert waiting, "no transaction is waiting for a lock"
 
