@@ -2,7 +2,7 @@
 shared timeline. An outbound one comes back with the contact check, so the rep is warned."""
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +16,7 @@ from services.sales.schemas import ActivityCreate
 from shared import customer_view, topics
 from shared.contracts.sales import SOURCE
 from shared.customer_view import ContactCheck
+from shared.db import made_before
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events import (
     INTERACTION_RECORDED,
@@ -92,13 +93,14 @@ async def _current_customers(
     )
 
 
-def _same_activity(
-    earlier: Activity, data: ActivityCreate, customer_id: uuid.UUID, field: str
-) -> None:
-    """A retry names the activity it first sent; an id already used for another is a 409."""
+def _same_activity(data: ActivityCreate, customer_id: uuid.UUID) -> Callable[[Activity], bool]:
+    """Whether an activity logged before is the one a retry sends again."""
     sent = (customer_id, data.kind, data.channel.value, data.direction.value)
-    if (earlier.customer_id, earlier.kind, earlier.channel, earlier.direction) != sent:
-        raise Conflict(f"{earlier.id} is the id of another activity", field=field)
+
+    def same(earlier: Activity) -> bool:
+        return (earlier.customer_id, earlier.kind, earlier.channel, earlier.direction) == sent
+
+    return same
 
 
 async def log_activity(
@@ -106,13 +108,17 @@ async def log_activity(
 ) -> tuple[Activity, ContactCheck | None]:
     """The activity logged and published, with the contact check of an outbound one; sent
     again with its ``activity_id``, the activity first logged, without a check."""
-    # Under the customer's lock: a retry sent at the same moment waits, then finds the first.
     customer_id = (await _current_customers(session, [data]))[data.customer_id]
-    if data.activity_id is not None:
-        earlier = await session.get(Activity, data.activity_id)
-        if earlier is not None:
-            _same_activity(earlier, data, customer_id, "activity_id")
-            return earlier, None
+    earlier = await made_before(
+        session,
+        Activity,
+        data.activity_id,
+        name="activity",
+        field="activity_id",
+        same=_same_activity(data, customer_id),
+    )
+    if earlier is not None:
+        return earlier, None
     owners = await _opportunity_owners(session, [data])
     _check_opportunity(owners, data, customer_id, "opportunity_id")
     now = utcnow()
@@ -137,10 +143,7 @@ async def log_activity(
         created_at=now,
     )
     session.add(activity)
-    try:
-        await session.flush()
-    except IntegrityError as exc:  # the same id sent at once for another customer
-        raise Conflict(f"{activity.id} is the id of another activity", field="activity_id") from exc
+    await session.flush()
     await add_rows(session, [_touch(activity.id, customer_id, data, occurred_at)])
     return activity, verdict
 
@@ -164,9 +167,11 @@ async def log_activities(session: AsyncSession, items: Sequence[ActivityCreate])
         customer_id = current[data.customer_id]
         _check_opportunity(owners, data, customer_id, f"items.{index}.opportunity_id")
         if data.activity_id in earlier:
-            _same_activity(
-                earlier[data.activity_id], data, customer_id, f"items.{index}.activity_id"
-            )
+            if not _same_activity(data, customer_id)(earlier[data.activity_id]):
+                raise Conflict(
+                    f"{data.activity_id} is the id of another activity",
+                    field=f"items.{index}.activity_id",
+                )
             ids.append(data.activity_id)
             continue
         activity_id = data.activity_id or uuid.uuid4()
