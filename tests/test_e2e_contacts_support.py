@@ -133,3 +133,37 @@ async def test_a_touch_sent_again_is_counted_once(contacts, support):
 
     activity = await eventually(last_counted)
     assert activity["interactions_total"] == 2
+
+
+async def test_a_conversation_before_the_contact_existed_joins_their_history(contacts, support):
+    # A new customer writes on WhatsApp before anyone has made them a contact: the ticket is
+    # filed under a stand-in id and its touches wait. Before, they waited for good: once
+    # contacts learned the number, support moved its ticket and told no one, and the
+    # conversation that brought the customer was in no other department's history.
+    sender = {"kind": "whatsapp", "value": "4930901820"}  # as WhatsApp's webhooks send it
+    first = await support.post(
+        "/v1/inbound", json={"channel": "whatsapp", "sender": sender, "body": "Is it in stock?"}
+    )
+    assert first.status_code == 201, first.text
+    assert first.json()["unknown_customer"] is True
+    reply = await support.post(
+        "/v1/inbound", json={"channel": "whatsapp", "sender": sender, "body": "The blue one"}
+    )
+    assert reply.json()["threaded"] is True
+
+    created = await contacts.post("/v1/contacts", json={"first_name": "Lin", "country": "DE"})
+    contact_id = created.json()["id"]
+    added = await contacts.post(
+        f"/v1/contacts/{contact_id}/identities", json={"kind": "whatsapp", "value": "+4930901820"}
+    )
+    assert added.status_code == 201, added.text
+
+    async def in_their_history() -> None:
+        activity = (await contacts.get(f"/v1/contacts/{contact_id}")).json()["activity"]
+        assert activity["interactions_total"] == 2  # the ticket opened, the reply
+        timeline = (await support.get(f"/v1/customers/{contact_id}/timeline")).json()["items"]
+        assert sorted(i["kind"] for i in timeline) == ["ticket_opened", "ticket_reply"]
+
+    await eventually(in_their_history)
+    ticket = (await support.get(f"/v1/tickets/{first.json()['ticket_id']}")).json()
+    assert ticket["customer_id"] == contact_id and ticket["unknown_customer"] is False

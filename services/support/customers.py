@@ -6,10 +6,10 @@ import uuid
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.support import rules
+from services.support import events, rules
 from services.support.models import CustomerIdentity, Ticket, TicketMessage
 from shared.db import lock_customers
-from shared.events import ContactSnapshot
+from shared.events import ContactSnapshot, utcnow
 
 ERASED = "[erased]"
 
@@ -45,14 +45,25 @@ async def contact_changed(session: AsyncSession, contact: ContactSnapshot) -> No
             session.add(CustomerIdentity(kind=kind, value=value, contact_id=contact.contact_id))
         else:
             row.contact_id = contact.contact_id
-        await session.execute(
-            update(Ticket)
-            .where(
-                Ticket.customer_id == rules.placeholder_customer(kind, value),
-                Ticket.unknown_customer.is_(True),
-            )
-            .values(customer_id=contact.contact_id, unknown_customer=False)
+        await _identify(session, rules.placeholder_customer(kind, value), contact.contact_id)
+
+
+async def _identify(session: AsyncSession, placeholder: uuid.UUID, contact_id: uuid.UUID) -> None:
+    """The unknown sender's tickets go to the contact, and the other departments hear of it:
+    the ticket's new owner, and its touches, held back while the sender was unknown (without
+    them the conversation that brought the customer was missing from their history)."""
+    tickets = await session.scalars(
+        select(Ticket).where(Ticket.customer_id == placeholder, Ticket.unknown_customer.is_(True))
+    )
+    now = utcnow()
+    for ticket in tickets:
+        ticket.customer_id, ticket.unknown_customer = contact_id, False
+        messages = await session.scalars(
+            select(TicketMessage)
+            .where(TicketMessage.ticket_id == ticket.id)
+            .order_by(TicketMessage.sent_at, TicketMessage.id)
         )
+        events.customer_identified(session, ticket, list(messages), placeholder, now)
 
 
 async def contact_merged(

@@ -14,6 +14,7 @@ from shared.contracts.support import (  # noqa: F401 (re-exported for support's 
     SOURCE,
     TICKET_ASSIGNED,
     TICKET_CLOSED,
+    TICKET_CUSTOMER_IDENTIFIED,
     TICKET_MESSAGE_ADDED,
     TICKET_OPENED,
     TICKET_REASSIGNED,
@@ -23,6 +24,7 @@ from shared.contracts.support import (  # noqa: F401 (re-exported for support's 
     TICKET_SLA_BREACHED,
     TicketAssigned,
     TicketClosed,
+    TicketCustomerIdentified,
     TicketEvent,
     TicketMessageAdded,
     TicketOpened,
@@ -82,21 +84,22 @@ def ticket_opened(session: AsyncSession, ticket: Ticket) -> None:
         ),
     )
     if ticket.unknown_customer:
-        return  # no contact to attach the touch to yet
-    interaction(
-        session,
-        InteractionRecorded(
-            interaction_id=ticket.id,  # one touch per ticket opened: its id is the ticket's
-            customer_id=ticket.customer_id,
-            department=Department.support,
-            channel=Channel(ticket.channel),
-            direction=Direction.inbound,
-            kind="ticket_opened",
-            subject=subject,
-            occurred_at=ticket.opened_at,
-            actor=str(ticket.agent_id) if ticket.agent_id else None,
-            ref=SourceRef(type="ticket", id=str(ticket.id)),
-        ),
+        return  # no contact to attach the touch to yet: published once it is identified
+    interaction(session, _opened_touch(ticket))
+
+
+def _opened_touch(ticket: Ticket) -> InteractionRecorded:
+    return InteractionRecorded(
+        interaction_id=ticket.id,  # one touch per ticket opened: its id is the ticket's
+        customer_id=ticket.customer_id,
+        department=Department.support,
+        channel=Channel(ticket.channel),
+        direction=Direction.inbound,
+        kind="ticket_opened",
+        subject=redact_contact_details(ticket.subject),
+        occurred_at=ticket.opened_at,
+        actor=str(ticket.agent_id) if ticket.agent_id else None,
+        ref=SourceRef(type="ticket", id=str(ticket.id)),
     )
 
 
@@ -137,23 +140,49 @@ def message_added(session: AsyncSession, ticket: Ticket, message: TicketMessage)
         ),
     )
     if ticket.unknown_customer:
-        return
+        return  # published once the sender is identified
+    interaction(session, _message_touch(ticket, message))
+
+
+def _message_touch(ticket: Ticket, message: TicketMessage) -> InteractionRecorded:
     from_customer = message.author_type == "customer"
-    interaction(
+    return InteractionRecorded(
+        interaction_id=message.id,
+        customer_id=ticket.customer_id,
+        department=Department.support,
+        channel=Channel(ticket.channel),
+        direction=Direction.inbound if from_customer else Direction.outbound,
+        kind="ticket_reply",
+        subject=redact_contact_details(ticket.subject),
+        occurred_at=message.sent_at,
+        actor=None if from_customer else message.author_id,
+        ref=SourceRef(type="ticket", id=str(ticket.id)),
+    )
+
+
+def customer_identified(
+    session: AsyncSession,
+    ticket: Ticket,
+    messages: list[TicketMessage],
+    previous_customer_id: uuid.UUID,
+    at: datetime,
+) -> None:
+    """An unknown sender's ticket now belongs to a contact: the ticket's new owner for the
+    departments that keep tickets, and the touches held back until now (the ticket opened and
+    its messages, under the ids they would have had) for every department's timeline."""
+    ticket_event(
         session,
-        InteractionRecorded(
-            interaction_id=message.id,
+        TICKET_CUSTOMER_IDENTIFIED,
+        TicketCustomerIdentified(
+            ticket_id=ticket.id,
             customer_id=ticket.customer_id,
-            department=Department.support,
-            channel=Channel(ticket.channel),
-            direction=Direction.inbound if from_customer else Direction.outbound,
-            kind="ticket_reply",
-            subject=redact_contact_details(ticket.subject),
-            occurred_at=message.sent_at,
-            actor=None if from_customer else message.author_id,
-            ref=SourceRef(type="ticket", id=str(ticket.id)),
+            previous_customer_id=previous_customer_id,
+            identified_at=at,
         ),
     )
+    interaction(session, _opened_touch(ticket))
+    for message in messages:
+        interaction(session, _message_touch(ticket, message))
 
 
 def status_changed(session: AsyncSession, ticket: Ticket, event_type: str, at: datetime) -> None:

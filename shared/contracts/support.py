@@ -20,6 +20,7 @@ TICKET_CLOSED = "crm.support.ticket_closed.v1"
 TICKET_SATISFACTION_RATED = "crm.support.ticket_satisfaction_rated.v1"
 TICKET_REASSIGNED = "crm.support.ticket_reassigned.v1"
 TICKET_SLA_BREACHED = "crm.support.ticket_sla_breached.v1"
+TICKET_CUSTOMER_IDENTIFIED = "crm.support.ticket_customer_identified.v1"
 
 
 class TicketEvent(BaseModel):
@@ -84,6 +85,15 @@ class TicketSlaBreached(TicketEvent):
     detected_at: AwareDatetime
 
 
+class TicketCustomerIdentified(TicketEvent):
+    """A ticket an unknown sender opened now belongs to the contact who has that sender's
+    identity (contacts learned it later). Its earlier events carried the stand-in id
+    ``previous_customer_id``; its touches are published now, under the contact."""
+
+    previous_customer_id: uuid.UUID
+    identified_at: AwareDatetime
+
+
 # Every support event type and its data model (input for generated schemas).
 EVENT_TYPES: dict[str, type[BaseModel]] = {
     TICKET_OPENED: TicketOpened,
@@ -95,4 +105,5 @@ EVENT_TYPES: dict[str, type[BaseModel]] = {
     TICKET_SATISFACTION_RATED: TicketSatisfactionRated,
     TICKET_REASSIGNED: TicketReassigned,
     TICKET_SLA_BREACHED: TicketSlaBreached,
+    TICKET_CUSTOMER_IDENTIFIED: TicketCustomerIdentified,
 }

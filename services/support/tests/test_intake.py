@@ -11,7 +11,8 @@ from services.support import consumers, intake
 from services.support.schemas import InboundMessage
 from services.support.tests.helpers import apply, outbox
 from shared import topics
-from shared.events import CONTACT_CREATED, CONTACT_ERASED, Envelope
+from shared.contracts import support
+from shared.events import CONTACT_CREATED, CONTACT_ERASED, Envelope, decode_event
 from shared.testing import app_of, one_write_waits_for_another, postgres_only
 
 NOW = "2026-11-24T12:00:00+00:00"
@@ -85,6 +86,22 @@ async def test_unknown_sender_is_flagged_then_repointed(client):
     await apply(client, CONTACT_CREATED, snapshot(contact, phone="+49301234567"))
     ticket = (await client.get(f"/v1/tickets/{first['ticket_id']}")).json()
     assert ticket["customer_id"] == contact and ticket["unknown_customer"] is False
+    # The other departments hear of it: the ticket's owner, and the touches held back (the
+    # ticket opened, the message), under the ids they would have had. Before, nothing was
+    # published: the conversation that brought the customer was in no other timeline.
+    [identified] = [
+        decode_event(row.value)
+        for row in await outbox(client, topics.SUPPORT)
+        if row.event_type == support.TICKET_CUSTOMER_IDENTIFIED
+    ]
+    assert identified.data["ticket_id"] == first["ticket_id"]
+    assert identified.data["customer_id"] == contact
+    assert identified.data["previous_customer_id"] == first["customer_id"]
+    touches = [decode_event(row.value).data for row in await outbox(client, topics.INTERACTIONS)]
+    assert [(t["interaction_id"], t["customer_id"], t["kind"]) for t in touches] == [
+        (first["ticket_id"], contact, "ticket_opened"),
+        (again["message_id"], contact, "ticket_reply"),
+    ]
     later = await inbound(client, "phone", "+49301234567", "Thanks", channel="phone")
     assert later["ticket_id"] == first["ticket_id"] and later["customer_id"] == contact
 
