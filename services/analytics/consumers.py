@@ -35,6 +35,9 @@ SUPPORT_HANDLERS = {
         support.TicketSatisfactionRated, facts.satisfaction_rated
     ),
     support.TICKET_SLA_BREACHED: _handler(support.TicketSlaBreached, facts.sla_breached),
+    support.TICKET_CUSTOMER_IDENTIFIED: _handler(
+        support.TicketCustomerIdentified, facts.ticket_customer_identified
+    ),
 }
 
 SALES_HANDLERS = {

@@ -68,6 +68,14 @@ async def ticket_opened(session: AsyncSession, data: support.TicketOpened) -> No
     _derive(ticket)
 
 
+async def ticket_customer_identified(
+    session: AsyncSession, data: support.TicketCustomerIdentified
+) -> None:
+    """An unknown sender's ticket now belongs to a contact: its fact moves to them."""
+    ticket = await _ticket(session, data.ticket_id, data.customer_id)
+    scoring.mark(session, ticket.customer_id)
+
+
 async def ticket_assigned(
     session: AsyncSession, data: support.TicketAssigned | support.TicketReassigned
 ) -> None:

@@ -33,6 +33,13 @@ def _ticket_status(model: type[support.TicketEvent], status: str, at: str) -> Ha
     return handle
 
 
+async def ticket_customer_identified(session: AsyncSession, event: Envelope) -> None:
+    identified = support.TicketCustomerIdentified.model_validate(event.data)
+    await projections.ticket_customer_identified(
+        session, identified.ticket_id, identified.customer_id
+    )
+
+
 async def ticket_sla_breached(session: AsyncSession, event: Envelope) -> None:
     breach = support.TicketSlaBreached.model_validate(event.data)
     await projections.ticket_changed(
@@ -101,6 +108,7 @@ SUBSCRIPTIONS = [
             support.TICKET_REOPENED: _ticket_status(support.TicketReopened, "open", "reopened_at"),
             support.TICKET_CLOSED: _ticket_status(support.TicketClosed, "closed", "closed_at"),
             support.TICKET_SLA_BREACHED: ticket_sla_breached,
+            support.TICKET_CUSTOMER_IDENTIFIED: ticket_customer_identified,
         },
     ),
     Subscription(

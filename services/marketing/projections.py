@@ -152,6 +152,20 @@ async def ticket_changed(
     ticket.updated_at = at
 
 
+async def ticket_customer_identified(
+    session: AsyncSession, ticket_id: uuid.UUID, customer_id: uuid.UUID
+) -> None:
+    """An unknown sender's ticket now belongs to a contact: an urgent one now holds that
+    contact's campaigns back."""
+    current = await filed_under(session, customer_id)
+    if current is not None:
+        await session.execute(
+            update(TicketState)
+            .where(TicketState.ticket_id == ticket_id)
+            .values(customer_id=current)
+        )
+
+
 async def open_ticket_priorities(session: AsyncSession, customer_id: uuid.UUID) -> list[str]:
     rows = await session.scalars(
         select(TicketState.priority)

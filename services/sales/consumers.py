@@ -16,6 +16,12 @@ async def ticket_opened(session: AsyncSession, event: Envelope) -> None:
     await customers.ticket_opened(session, support.TicketOpened.model_validate(event.data))
 
 
+async def ticket_customer_identified(session: AsyncSession, event: Envelope) -> None:
+    await customers.ticket_customer_identified(
+        session, support.TicketCustomerIdentified.model_validate(event.data)
+    )
+
+
 def _status(status: str):  # noqa: ANN202
     async def handler(session: AsyncSession, event: Envelope) -> None:
         ticket = support.TicketEvent.model_validate(event.data)
@@ -46,6 +52,7 @@ SUBSCRIPTIONS = [
             support.TICKET_RESOLVED: _status("resolved"),
             support.TICKET_REOPENED: _status(customers.OPEN),
             support.TICKET_CLOSED: _status("closed"),
+            support.TICKET_CUSTOMER_IDENTIFIED: ticket_customer_identified,
         },
     ),
     Subscription(

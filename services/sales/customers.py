@@ -32,7 +32,7 @@ from services.sales.schemas import (
 from shared import customer_view
 from shared.contact_rules import CONTACT_WINDOW
 from shared.contracts.analytics import CustomerScored
-from shared.contracts.support import TicketOpened
+from shared.contracts.support import TicketCustomerIdentified, TicketOpened
 from shared.customer_view import ContactCheck
 from shared.errors import InvalidInput, NotFound
 from shared.events import Channel, Department, utcnow
@@ -61,6 +61,21 @@ async def ticket_opened(session: AsyncSession, ticket: TicketOpened) -> None:
                 updated_at=ticket.opened_at,
             )
         )
+
+
+async def ticket_customer_identified(
+    session: AsyncSession, identified: TicketCustomerIdentified
+) -> None:
+    """An unknown sender's ticket now belongs to a contact: its priority now counts in the
+    contact's checks."""
+    customer_id = await customer_view.filed_under(session, identified.customer_id)
+    if customer_id is None:
+        return  # erased meanwhile
+    await session.execute(
+        update(SupportTicket)
+        .where(SupportTicket.ticket_id == identified.ticket_id)
+        .values(customer_id=customer_id)
+    )
 
 
 async def ticket_status(session: AsyncSession, ticket_id: uuid.UUID, status: str) -> None:

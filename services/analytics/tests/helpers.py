@@ -75,6 +75,15 @@ def opened(ticket: str, customer: str, at: str, priority: str = "normal") -> tup
     }
 
 
+def identified(ticket: str, customer: str, stand_in: str, at: str) -> tuple[str, dict]:
+    return support.TICKET_CUSTOMER_IDENTIFIED, {
+        "ticket_id": ticket,
+        "customer_id": customer,
+        "previous_customer_id": stand_in,
+        "identified_at": at,
+    }
+
+
 def assigned(ticket: str, customer: str, agent: str, at: str) -> tuple[str, dict]:
     return support.TICKET_ASSIGNED, {
         "ticket_id": ticket,

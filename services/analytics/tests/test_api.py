@@ -16,6 +16,7 @@ from services.analytics.tests.helpers import (
     breached,
     contact,
     erased,
+    identified,
     merged,
     opened,
     order,
@@ -221,6 +222,16 @@ class TestMergesAndErasures:
         await apply(client, *order(loser, "5", "2026-11-23T00:00:00Z"))
         view = (await client.get(f"/v1/customers/{survivor}/360")).json()
         assert len(view["orders"]) == 3
+
+    async def test_an_unknown_senders_ticket_moves_to_the_contact_they_turn_out_to_be(self, client):
+        customer, stand_in, ticket = (str(uuid.uuid4()) for _ in range(3))
+        await apply_many(
+            client, [contact(customer), opened(ticket, stand_in, "2026-11-20T10:00:00Z")]
+        )
+        await apply(client, *identified(ticket, customer, stand_in, "2026-11-21T10:00:00Z"))
+        # Before, the ticket stayed under the stand-in id, in no customer's 360.
+        view = (await client.get(f"/v1/customers/{customer}/360")).json()
+        assert [t["ticket_id"] for t in view["open_tickets"]] == [ticket]
 
     async def test_an_erasure_leaves_only_anonymous_counts(self, client):
         customer, ticket = await a_customer(client)

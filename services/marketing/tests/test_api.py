@@ -283,6 +283,28 @@ class TestLaunch:
             [opted_out, quiet, busy, ticket, no_email]
         )
 
+    async def test_an_unknown_senders_urgent_ticket_holds_back_the_contact_they_turn_out_to_be(
+        self, client
+    ):
+        contact, stand_in = await new_contact(client), str(uuid.uuid4())
+        ticket = ticket_opened(stand_in, "urgent")
+        await apply(client, support.TICKET_OPENED, ticket)
+        await apply(
+            client,
+            support.TICKET_CUSTOMER_IDENTIFIED,
+            {
+                "ticket_id": ticket["ticket_id"],
+                "customer_id": contact,
+                "previous_customer_id": stand_in,
+                "identified_at": "2026-11-21T10:00:00Z",
+            },
+        )
+        campaign = await new_campaign(client, (await new_segment(client))["id"])
+        result = await launch(client, campaign["id"])
+        # Before, the ticket stayed under the stand-in id and the contact was mailed.
+        assert result["queued"] == 0
+        assert result["suppressed"] == {"open_priority_ticket": 1}
+
     async def test_a_resolved_ticket_no_longer_blocks(self, client):
         customer = await new_contact(client)
         opened = ticket_opened(customer, "high")

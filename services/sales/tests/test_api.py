@@ -8,10 +8,12 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
+from services.sales import customers
 from services.sales.tests.helpers import apply, connect, new_lead, new_opportunity, outbox
 from shared import topics
 from shared.contracts import analytics, sales, support
 from shared.events import CONTACT_ERASED, CONTACT_MERGED, INTERACTION_RECORDED
+from shared.testing import app_of
 
 
 def types(rows) -> list[str]:
@@ -527,6 +529,35 @@ class TestOrders:
 
 
 class TestCustomerView:
+    async def test_an_unknown_senders_ticket_counts_for_the_contact_they_turn_out_to_be(
+        self, client
+    ):
+        stand_in, contact = str(uuid.uuid4()), str(uuid.uuid4())
+        ticket = {
+            "ticket_id": str(uuid.uuid4()),
+            "customer_id": stand_in,
+            "subject": "Invoice wrong",
+            "channel": "whatsapp",
+            "priority": "urgent",
+            "category": None,
+            "opened_at": "2026-11-20T10:00:00Z",
+        }
+        await apply(client, support.TICKET_OPENED, ticket)
+        await apply(
+            client,
+            support.TICKET_CUSTOMER_IDENTIFIED,
+            {
+                "ticket_id": ticket["ticket_id"],
+                "customer_id": contact,
+                "previous_customer_id": stand_in,
+                "identified_at": "2026-11-21T10:00:00Z",
+            },
+        )
+        # Before, the urgent ticket stayed under the stand-in id: no check of the contact
+        # saw it.
+        async with app_of(client).state.session_factory() as session:
+            assert await customers.open_ticket_priorities(session, uuid.UUID(contact)) == ["urgent"]
+
     async def test_the_reps_view_before_a_call(self, client):
         customer = str(uuid.uuid4())
         await apply(
