@@ -71,9 +71,14 @@ async def ticket_opened(session: AsyncSession, data: support.TicketOpened) -> No
 async def ticket_customer_identified(
     session: AsyncSession, data: support.TicketCustomerIdentified
 ) -> None:
-    """An unknown sender's ticket now belongs to a contact: its fact moves to them."""
-    ticket = await _ticket(session, data.ticket_id, data.customer_id)
-    scoring.mark(session, ticket.customer_id)
+    """An unknown sender's ticket now belongs to a contact: as if the stand-in id had been
+    merged into the contact, its facts (this ticket's, and any other ticket of that sender)
+    move to them and its scores go: they scored no customer."""
+    ticket = await _ticket(session, data.ticket_id, data.customer_id)  # a row of this batch too
+    if ticket.customer_id is None:
+        await contact_erased(session, data.previous_customer_id)
+    else:
+        await contact_merged(session, data.previous_customer_id, ticket.customer_id)
 
 
 async def ticket_assigned(

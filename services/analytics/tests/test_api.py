@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.analytics import facts, rows
-from services.analytics.models import OrderFact, TicketFact
+from services.analytics.models import CustomerScore, OrderFact, TicketFact
 from services.analytics.tests.helpers import (
     apply,
     apply_many,
@@ -66,6 +66,12 @@ def applying(client, event_type: str, data: dict) -> Callable[[AsyncSession], Aw
             await subscription.finish(session)
 
     return apply_in
+
+
+async def scored(client) -> set[str]:
+    """The customers analytics keeps scores for."""
+    async with app_of(client).state.session_factory() as session:
+        return {str(c) for c in await session.scalars(select(CustomerScore.customer_id))}
 
 
 async def a_customer(client) -> tuple[str, str]:
@@ -228,10 +234,13 @@ class TestMergesAndErasures:
         await apply_many(
             client, [contact(customer), opened(ticket, stand_in, "2026-11-20T10:00:00Z")]
         )
+        assert await scored(client) >= {stand_in}  # an open ticket counts in a score
         await apply(client, *identified(ticket, customer, stand_in, "2026-11-21T10:00:00Z"))
         # Before, the ticket stayed under the stand-in id, in no customer's 360.
         view = (await client.get(f"/v1/customers/{customer}/360")).json()
         assert [t["ticket_id"] for t in view["open_tickets"]] == [ticket]
+        # And the stand-in kept a score of its own: it scored no customer.
+        assert stand_in not in await scored(client) and customer in await scored(client)
 
     async def test_an_erasure_leaves_only_anonymous_counts(self, client):
         customer, ticket = await a_customer(client)
