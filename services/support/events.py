@@ -170,9 +170,14 @@ def customer_identified(
     """An unknown sender's ticket now belongs to a contact: the ticket's new owner for the
     departments that keep tickets, and the touches held back until now (the ticket opened and
     its messages, under the ids they would have had) for every department's timeline."""
-    ticket_event(
+    # Keyed by the stand-in id: on the partition of the ticket's earlier events, so that no
+    # consumer (a replay above all) applies it before the ticket_opened it re-points, which
+    # would then file the ticket under the stand-in again.
+    _publish(
         session,
+        topics.SUPPORT,
         TICKET_CUSTOMER_IDENTIFIED,
+        previous_customer_id,
         TicketCustomerIdentified(
             ticket_id=ticket.id,
             customer_id=ticket.customer_id,

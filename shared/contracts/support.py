@@ -88,7 +88,9 @@ class TicketSlaBreached(TicketEvent):
 class TicketCustomerIdentified(TicketEvent):
     """A ticket an unknown sender opened now belongs to the contact who has that sender's
     identity (contacts learned it later). Its earlier events carried the stand-in id
-    ``previous_customer_id``; its touches are published now, under the contact."""
+    ``previous_customer_id``; its touches are published now, under the contact. Keyed by
+    the stand-in id, unlike the other events: it follows the ticket's earlier events in their
+    partition."""
 
     previous_customer_id: uuid.UUID
     identified_at: AwareDatetime

@@ -89,11 +89,15 @@ async def test_unknown_sender_is_flagged_then_repointed(client):
     # The other departments hear of it: the ticket's owner, and the touches held back (the
     # ticket opened, the message), under the ids they would have had. Before, nothing was
     # published: the conversation that brought the customer was in no other timeline.
-    [identified] = [
-        decode_event(row.value)
+    [row] = [
+        row
         for row in await outbox(client, topics.SUPPORT)
         if row.event_type == support.TICKET_CUSTOMER_IDENTIFIED
     ]
+    identified = decode_event(row.value)
+    # On the partition of the ticket's earlier events: applied after the ticket_opened it
+    # re-points, by every consumer and every replay.
+    assert row.key == first["customer_id"]
     assert identified.data["ticket_id"] == first["ticket_id"]
     assert identified.data["customer_id"] == contact
     assert identified.data["previous_customer_id"] == first["customer_id"]
