@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.contacts import events
 from services.contacts.models import Contact, ContactIdentity, ContactStatus
-from services.contacts.schemas import ContactCreate, ImportResult, ImportRowError
+from services.contacts.schemas import ContactFields, ImportResult, ImportRowError
 from services.contacts.service import (
     PRIMARY_IDENTITY_FIELDS,
     find_identity_owners,
@@ -102,7 +102,7 @@ async def import_contacts(
     """Create new contacts, update those matched by ``external_id``; every row reported."""
     errors: list[ImportRowError] = []
     ids: list[uuid.UUID | None] = [None] * len(rows)
-    valid: dict[int, ContactCreate] = {}
+    valid: dict[int, ContactFields] = {}
     for index, row in enumerate(rows):
         if isinstance(row, ImportRowError):
             errors.append(row)
@@ -111,7 +111,7 @@ async def import_contacts(
             errors.append(ImportRowError(row=index + 1, field=field, reason=NUL_REASON))
             continue
         try:
-            valid[index] = ContactCreate.model_validate(row)
+            valid[index] = ContactFields.model_validate(row)
         except ValidationError as exc:
             first = exc.errors()[0]
             errors.append(
@@ -207,7 +207,7 @@ async def _insert_new(session: AsyncSession, rows: list[dict[str, Any]]) -> None
 
 
 def _identity_problem(
-    data: ContactCreate,
+    data: ContactFields,
     row_no: int,
     existing: Contact | None,
     owners: dict[tuple[str, str], uuid.UUID],
@@ -249,7 +249,7 @@ async def _contacts_by_external_id(
     return found
 
 
-def _apply_update(contact: Contact, data: ContactCreate, now: Any) -> bool:
+def _apply_update(contact: Contact, data: ContactFields, now: Any) -> bool:
     """Copy the row's non-empty fields; True if anything changed."""
     changed = False
     for f in UPDATABLE:

@@ -24,7 +24,9 @@ class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ContactCreate(_Input):
+class ContactFields(_Input):
+    """A new contact's fields, as the API and an import row take them."""
+
     first_name: Name
     last_name: Name | None = None
     email: Email | None = None
@@ -39,6 +41,14 @@ class ContactCreate(_Input):
     @classmethod
     def _phone_to_e164(cls, value: str | None, info: ValidationInfo) -> str | None:
         return None if value is None else normalize_phone(value, info.data.get("country"))
+
+
+class ContactCreate(ContactFields):
+    contact_id: uuid.UUID | None = Field(
+        default=None,
+        description="your id for the contact (else one is made): a contact sent again with"
+        " the same id, a retry after a timeout say, is created and published once",
+    )
 
 
 class ContactUpdate(_Input):

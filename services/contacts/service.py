@@ -1,6 +1,7 @@
 """Contact use cases. They take the caller's session and never commit: the caller does."""
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,9 +18,9 @@ from services.contacts.models import (
     ContactPolicyRow,
     ContactStatus,
 )
-from services.contacts.schemas import ContactCreate, ContactUpdate, IdentityIn
+from services.contacts.schemas import ContactCreate, ContactFields, ContactUpdate, IdentityIn
 from shared import contact_rules
-from shared.db import lock_customers, lock_table
+from shared.db import lock_customers, lock_table, made_before
 from shared.errors import Conflict, Gone, InvalidInput, NotFound
 from shared.events import ContactPolicy, ContactPreferences, utcnow
 from shared.outbox import add_rows
@@ -101,10 +102,12 @@ def _primary_identities(contact_in: ContactCreate | Contact) -> list[tuple[str, 
     return [(f, v) for f in PRIMARY_IDENTITY_FIELDS if (v := getattr(contact_in, f))]
 
 
-def new_contact_row(data: ContactCreate, now: datetime) -> dict[str, Any]:
+def new_contact_row(
+    data: ContactFields, now: datetime, contact_id: uuid.UUID | None = None
+) -> dict[str, Any]:
     """The column values of a new contact (bulk paths insert these without ORM objects)."""
     return {
-        "id": uuid.uuid4(),
+        "id": contact_id or uuid.uuid4(),
         "status": ContactStatus.active.value,
         "first_name": data.first_name,
         "last_name": data.last_name,
@@ -137,7 +140,13 @@ def duplicate_conflict(field: str, existing_id: uuid.UUID) -> Conflict:
 async def create_contact(
     session: AsyncSession, data: ContactCreate, *, duplicate_threshold: float
 ) -> tuple[Contact, list["NearMatch"]]:
-    """Create a contact; 409 on an exact e-mail/phone/external id match, near matches returned."""
+    """Create a contact; 409 on an exact e-mail/phone/external id match, near matches returned.
+    Sent again with its ``contact_id``, the contact first created (the id of another is a 409)."""
+    earlier = await made_before(
+        session, Contact, data.contact_id, name="contact", field="contact_id", same=_same(data)
+    )
+    if earlier is not None:
+        return earlier, []
     owners = await find_identity_owners(session, _primary_identities(data))
     for (kind, _), owner in owners.items():
         raise duplicate_conflict(kind, owner)
@@ -147,7 +156,7 @@ async def create_contact(
         )
         if existing:
             raise duplicate_conflict("external_id", existing)
-    row = new_contact_row(data, utcnow())
+    row = new_contact_row(data, utcnow(), data.contact_id)
     near = await near_duplicates(session, row, duplicate_threshold)
     identities = [
         {"contact_id": row["id"], "kind": k, "value": v} for k, v in _primary_identities(data)
@@ -165,6 +174,17 @@ async def create_contact(
     # A detached instance, for the response only.
     contact = Contact(**row, identities=[ContactIdentity(**i) for i in identities])
     return contact, near
+
+
+def _same(data: ContactCreate) -> Callable[[Contact], bool]:
+    asked = (data.first_name, data.last_name, data.email, data.phone, data.external_id)
+
+    def same(contact: Contact) -> bool:
+        # A contact merged or erased since is not the one the retry asks for: a 409.
+        fields = (contact.first_name, contact.last_name, contact.email, contact.phone)
+        return contact.status == ContactStatus.active and (*fields, contact.external_id) == asked
+
+    return same
 
 
 async def _flush_unique(

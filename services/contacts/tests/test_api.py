@@ -1,12 +1,15 @@
 """API tests of every contacts endpoint, against the running app and a real database."""
 
+import asyncio
 import json
+import uuid
 from typing import Any
 
 import httpx
 import pytest
 
 from services.contacts.service import NEAR_DUPLICATE_CANDIDATES
+from services.contacts.tests.test_bad_input import outbox_values
 
 Contact = dict[str, Any]
 CSV = {"content-type": "text/csv"}
@@ -112,6 +115,25 @@ class TestCreateContact:
             409,
         )
         assert error["existing_id"] == existing["id"]
+
+    async def test_a_contact_sent_again_with_its_id_is_created_once(self, client):
+        # With neither e-mail, phone nor external id nothing else found the first: each retry
+        # after a timeout made another contact, and its touches split between the two.
+        body = {"contact_id": str(uuid.uuid4()), "first_name": "Anna", "last_name": "Berg"}
+        sent = await asyncio.gather(*[client.post("/v1/contacts", json=body) for _ in range(4)])
+        assert [r.status_code for r in sent] == [201] * 4
+        assert {r.json()["id"] for r in sent} == {body["contact_id"]}
+        assert await ids(client) == {body["contact_id"]}
+        assert len(await outbox_values(client)) == 1
+        other = error_of(await client.post("/v1/contacts", json={**body, "last_name": "Sand"}), 409)
+        assert other["fields"][0]["field"] == "contact_id"
+        assert len(await outbox_values(client)) == 1
+
+    async def test_a_retry_with_the_id_and_e_mail_answers_the_contact_not_409(self, client):
+        body = {"contact_id": str(uuid.uuid4()), "first_name": "Anna", "email": "a@example.com"}
+        first = await create(client, **body)
+        again = await client.post("/v1/contacts", json=body)
+        assert again.status_code == 201 and again.json()["id"] == first["id"]
 
     async def test_a_near_match_is_created_and_returned_as_possible_duplicate(self, client):
         anna = await create(client, last_name="Schmidt", company="Acme GmbH")

@@ -97,6 +97,7 @@ BAD_FIELDS = [
     pytest.param({"last_name": "S" * 101}, "last_name", id="last_name-101"),
     pytest.param({"company": "C" * 201}, "company", id="company-201"),
     pytest.param({"external_id": "x" * 129}, "external_id", id="external_id-129"),
+    pytest.param({"contact_id": "c-1"}, "contact_id", id="contact_id-not-an-id"),
     pytest.param({"email": LONG_EMAIL}, "email", id="email-over-254"),
     pytest.param({"email": "not-an-email"}, "email", id="email-no-at"),
     pytest.param({"email": "anna@"}, "email", id="email-no-domain"),
