@@ -307,6 +307,10 @@ def _leaf(leaf: Leaf, actual: Any, now: datetime) -> bool:
         return False
     if isinstance(actual, str):
         actual = actual.casefold()
+    if FIELDS[leaf.field] == FieldType.number:
+        # Money is a Decimal, and Decimal("19.99") <= 19.99 is false: a float is not quite
+        # 19.99. Compared as the decimals they are written as, the boundaries hold.
+        actual, expected = _decimal(actual), _decimal(expected)
     match op:
         case "eq":
             return actual == expected
@@ -345,3 +349,7 @@ def fields_used(rule: Rule) -> set[str]:
         case Leaf(field=field):
             return {field}
     return set()
+
+
+def _decimal(number: int | float | Decimal) -> Decimal:
+    return number if isinstance(number, Decimal) else Decimal(str(number))

@@ -40,7 +40,9 @@ def verify(secret: str, kind: LinkKind, token: str, url: str = "") -> uuid.UUID:
         send_id = uuid.UUID(hex=raw_id)
     except ValueError as exc:
         raise BadToken("malformed tracking token") from exc
-    if not hmac.compare_digest(signature, _signature(secret, kind, send_id, url)):
+    # As bytes: compare_digest raises on a str that is not ASCII (a 500 for a forged link).
+    expected = _signature(secret, kind, send_id, url)
+    if not hmac.compare_digest(signature.encode(), expected.encode()):
         raise BadToken("tracking token signature does not match")
     return send_id
 

@@ -61,6 +61,10 @@ class TestOperators:
             ("orders_count", "lt", 3, False),
             ("orders_count", "lte", 3, True),
             ("total_spent", "gt", 249.99, True),
+            # Money is a Decimal; 250.0 and 19.99 as JSON numbers are floats.
+            ("total_spent", "eq", 250.0, True),
+            ("total_spent", "lte", 250, True),
+            ("churn_risk", "eq", 0.8, True),
             ("churn_risk", "lt", 0.5, False),
             ("last_purchase_at", "older_than_days", 90, True),
             ("last_purchase_at", "older_than_days", 150, False),
@@ -83,6 +87,12 @@ class TestOperators:
     )
     def test_operator(self, field, op, value, expected):
         assert matches({"field": field, "op": op, "value": value}) is expected
+
+    @pytest.mark.parametrize("op", ["eq", "lte", "gte"])
+    def test_a_money_boundary_written_as_a_float_matches(self, op):
+        # Decimal("19.99") <= 19.99 is false: the float is a little over 19.99.
+        rule = parse_rule({"field": "total_spent", "op": op, "value": 19.99})
+        assert evaluate(rule, {"total_spent": Decimal("19.99")}, NOW) is True
 
     def test_a_field_nobody_knows_matches_only_missing(self):
         rule = parse_rule({"field": "clv", "op": "gte", "value": 0})
@@ -294,6 +304,7 @@ class TestTrackingLinks:
             lambda t, s: uuid.uuid4().hex + t[32:],  # another send
             lambda t, s: t.split(".")[0],  # no signature
             lambda t, s: "nothex." + t.split(".")[1],
+            lambda t, s: t.split(".")[0] + ".\u00e9",  # not ASCII: compare_digest raised
         ],
     )
     def test_a_tampered_link_is_refused(self, tamper):
