@@ -10,6 +10,7 @@ checked again (its quiet hours may be over, the budget may have grown)."""
 
 import uuid
 from collections import Counter
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -51,7 +52,7 @@ async def launch(
         )
     }
     todo = [m for m in members if m not in earlier or earlier[m].status == SendStatus.suppressed]
-    decisions = await _check(session, campaign, todo, now)
+    decisions = await reasons_not_to_send(session, campaign, todo, now)
     committed = sum(1 for row in earlier.values() if row.status in COSTING)
     affordable = rules.affordable_sends(campaign.budget, campaign.cost_per_send, committed)
 
@@ -141,10 +142,16 @@ async def complete_if_done(session: AsyncSession, campaign: Campaign, now: datet
     return True
 
 
-async def _check(
-    session: AsyncSession, campaign: Campaign, members: list[uuid.UUID], now: datetime
+async def reasons_not_to_send(
+    session: AsyncSession,
+    campaign: Campaign,
+    members: list[uuid.UUID],
+    now: datetime,
+    *,
+    not_counting: Collection[uuid.UUID] = (),
 ) -> dict[uuid.UUID, list[str]]:
-    """Each member's reasons not to send now (empty: send)."""
+    """Each member's reasons not to send now (empty: send). ``not_counting``: this campaign's
+    sends being checked at delivery, not to be counted as touches of their own customers."""
     channel = rules.bus_channel(campaign.channel)
     policy = await customer_view.policy(session)
     recipients: dict[uuid.UUID, Any] = {}
@@ -190,6 +197,7 @@ async def _check(
                             Send.customer_id.in_(chunk),
                             Send.status.in_(COSTING),
                             Send.created_at > since,
+                            Send.id.not_in(not_counting),
                             ~in_timeline.exists(),
                         )
                         .group_by(Send.customer_id)

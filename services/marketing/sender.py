@@ -2,7 +2,8 @@
 
 A launch only writes send rows (queued) and events in its transaction; the sender claims a
 batch (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several replicas share the queue), marks it
-``sending`` with a lease, delivers outside any transaction, then records sent/failed with the
+``sending`` with a lease, checks the contact rules again (what changed since the launch counts),
+delivers outside any transaction, then records sent/failed with the
 MessageSent/MessageFailed events and the campaign_send touches in one transaction. A sender that
 dies mid-batch leaves ``sending`` rows whose lease runs out: they are claimed again (delivery is
 at least once; the provider gets the send id as idempotency key). It also launches scheduled
@@ -31,7 +32,6 @@ from services.marketing.config import MarketingSettings
 from services.marketing.models import Campaign, Recipient, Send, SendStatus
 from services.marketing.schemas import CampaignStatus
 from services.marketing.tracking import Links
-from shared.contact_rules import Reason
 from shared.db import for_update
 from shared.events import utcnow
 
@@ -172,8 +172,14 @@ class Sender:
 
     async def _compose(
         self, ids: list[uuid.UUID]
-    ) -> tuple[list[OutgoingMessage], dict[uuid.UUID, str]]:
-        """The messages of the claimed sends; sends whose recipient is gone come back apart."""
+    ) -> tuple[list[OutgoingMessage], dict[uuid.UUID, list[str]]]:
+        """The messages of the claimed sends; those the contact check now refuses come back
+        apart with its reasons. Checked again here, not only at launch: a customer who opted
+        out, unsubscribed, opened an urgent ticket or was touched up to the weekly limit
+        while the send waited in the queue is not sent to."""
+        now = utcnow()
+        messages = []
+        skipped: dict[uuid.UUID, list[str]] = {}
         async with self.session_factory() as session:
             sends = list(await session.scalars(select(Send).where(Send.id.in_(ids))))
             campaigns = {
@@ -190,28 +196,29 @@ class Sender:
                     )
                 )
             }
-        messages = []
-        skipped: dict[uuid.UUID, str] = {}
-        for send in sends:
-            campaign = campaigns[send.campaign_id]
-            recipient = recipients.get(send.customer_id)
-            address = (
-                rules.address_for(
-                    campaign.channel,
-                    customer_id=str(send.customer_id),
-                    email=recipient.email,
-                    phone=recipient.phone,
-                    identities=recipient.identities or {},
+            for campaign in campaigns.values():
+                of_campaign = [s for s in sends if s.campaign_id == campaign.id]
+                decisions = await launch.reasons_not_to_send(
+                    session,
+                    campaign,
+                    [s.customer_id for s in of_campaign],
+                    now,
+                    not_counting=[s.id for s in of_campaign],
                 )
-                if recipient is not None
-                else None
-            )
-            if recipient is None:
-                skipped[send.id] = Reason.customer_erased.value
-            elif address is None:
-                skipped[send.id] = rules.NO_ADDRESS
-            else:
-                messages.append(self.message(campaign, send, recipient, address))
+                for send in of_campaign:
+                    if reasons := decisions[send.customer_id]:
+                        skipped[send.id] = reasons
+                        continue
+                    recipient = recipients[send.customer_id]
+                    address = rules.address_for(
+                        campaign.channel,
+                        customer_id=str(send.customer_id),
+                        email=recipient.email,
+                        phone=recipient.phone,
+                        identities=recipient.identities or {},
+                    )
+                    assert address is not None  # else a reason: no_address
+                    messages.append(self.message(campaign, send, recipient, address))
         return messages, skipped
 
     def message(
@@ -251,7 +258,9 @@ class Sender:
             }
         return message
 
-    async def _record(self, results: list[DeliveryResult], skipped: dict[uuid.UUID, str]) -> None:
+    async def _record(
+        self, results: list[DeliveryResult], skipped: dict[uuid.UUID, list[str]]
+    ) -> None:
         """Every outcome and its events in one transaction (one UPDATE statement per batch)."""
         now = utcnow()
         async with self.session_factory() as session:
@@ -296,18 +305,16 @@ class Sender:
                         campaign, send.id, send.customer_id, result.error or "", attempts, now
                     )
                 changes.append(change)
-            for send_id, reason in skipped.items():
+            for send_id, reasons in skipped.items():
                 send = sends.get(send_id)
                 if send is None:
                     continue
                 await session.execute(
                     update(Send)
                     .where(Send.id == send_id)
-                    .values(
-                        status=SendStatus.suppressed.value, claimed_until=None, reasons=[reason]
-                    )
+                    .values(status=SendStatus.suppressed.value, claimed_until=None, reasons=reasons)
                 )
-                outbox.suppressed(campaigns[send.campaign_id], send.customer_id, [reason], now)
+                outbox.suppressed(campaigns[send.campaign_id], send.customer_id, reasons, now)
             if changes:
                 await session.execute(update(Send), changes)
             await outbox.write(session)

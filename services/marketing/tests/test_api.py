@@ -25,11 +25,17 @@ from services.marketing.tests.helpers import (
     outbox,
     report,
     sends,
+    snapshot,
     touch,
 )
 from shared import topics
 from shared.contracts import analytics, sales, support
-from shared.events import CONTACT_ERASED, CONTACT_MERGED, CONTACT_POLICY_UPDATED
+from shared.events import (
+    CONTACT_ERASED,
+    CONTACT_MERGED,
+    CONTACT_POLICY_UPDATED,
+    CONTACT_UPDATED,
+)
 from shared.testing import app_of, eventually
 
 GERMANY = {"field": "country", "op": "eq", "value": "DE"}
@@ -410,6 +416,77 @@ def ticket_opened(customer_id: str, priority: str) -> dict:
         "category": None,
         "opened_at": NOW.isoformat(),
     }
+
+
+def opted_out(customer: str) -> tuple[str, dict]:
+    return CONTACT_UPDATED, snapshot(customer, preferences={"opted_out_channels": ["email"]})
+
+
+def quiet_all_day(customer: str) -> tuple[str, dict]:
+    quiet = {"start": "00:00", "end": "23:59", "timezone": "UTC"}
+    return CONTACT_UPDATED, snapshot(customer, preferences={"quiet_hours": quiet})
+
+
+def urgent_ticket(customer: str) -> tuple[str, dict]:
+    return support.TICKET_OPENED, ticket_opened(customer, "urgent")
+
+
+def no_touch_this_week(customer: str) -> tuple[str, dict]:
+    return CONTACT_POLICY_UPDATED, {"max_outbound_per_week": 0, "quiet_hours": None}
+
+
+class TestCheckedAgainAtDelivery:
+    """A send waits in the queue (a large campaign's for minutes); what changed meanwhile
+    counts. Before, only the launch checked: every one of these was delivered."""
+
+    @pytest.mark.parametrize(
+        ("change", "reason"),
+        [
+            (opted_out, "channel_opted_out"),
+            (quiet_all_day, "quiet_hours"),
+            (urgent_ticket, "open_priority_ticket"),
+            (no_touch_this_week, "weekly_limit_reached"),
+        ],
+    )
+    async def test_a_change_after_the_launch_holds_the_send_back(
+        self, client, mailbox, change, reason
+    ):
+        customer = await new_contact(client)
+        campaign = await new_campaign(client, (await new_segment(client))["id"])
+        assert (await launch(client, campaign["id"]))["queued"] == 1
+        await apply(client, *change(customer))
+        assert await deliver(client) == 1
+        assert mailbox.messages == []
+        [send] = await sends(client, campaign["id"])
+        assert (send["status"], send["reasons"]) == ("suppressed", [reason])
+        suppressed = [
+            r
+            for r in await outbox(client, topics.MARKETING)
+            if r.event_type == "crm.marketing.message_suppressed.v1"
+        ]
+        assert [r.key for r in suppressed] == [customer]
+        assert (await report(client, campaign["id"]))["sent"] == 0
+
+    async def test_another_departments_touches_up_to_the_limit_hold_the_send_back(
+        self, client, mailbox
+    ):
+        customer = await new_contact(client)
+        campaign = await new_campaign(client, (await new_segment(client))["id"])
+        assert (await launch(client, campaign["id"]))["queued"] == 1
+        for _ in range(5):  # the company default: at most 5 outbound touches a week
+            await touch(client, customer)
+        await deliver(client)
+        assert mailbox.messages == []
+
+    async def test_a_send_is_not_counted_against_itself(self, client, mailbox):
+        await apply(
+            client, CONTACT_POLICY_UPDATED, {"max_outbound_per_week": 1, "quiet_hours": None}
+        )
+        await new_contact(client)
+        campaign = await new_campaign(client, (await new_segment(client))["id"])
+        assert (await launch(client, campaign["id"]))["queued"] == 1
+        await deliver(client)
+        assert len(mailbox.messages) == 1
 
 
 class TestDelivery:

@@ -130,6 +130,19 @@ class TestUnsubscribe:
         result = await launch(client, follow_up["id"])
         assert result["suppressed"] == {"channel_opted_out": 1}
 
+    async def test_a_campaign_queued_before_the_unsubscribe_is_not_delivered(
+        self, client, mailbox, anon
+    ):
+        customer, campaign_id, links = await sent_mail(client, mailbox)
+        queued = await new_campaign(client, (await new_segment(client))["id"], name="Autumn")
+        assert (await launch(client, queued["id"]))["queued"] == 1
+        assert (await anon.post(links["u"])).status_code == 200
+        await deliver(client)
+        # Before, only the launch checked consent: the queued mail went out all the same.
+        assert len(mailbox.messages) == 1
+        [send] = await sends(client, queued["id"])
+        assert (send["status"], send["reasons"]) == ("suppressed", ["channel_opted_out"])
+
 
 class TestProviderEvents:
     async def test_delivered_and_replied(self, client, mailbox):
