@@ -26,10 +26,15 @@ from services.marketing.service import get_campaign, get_segment
 from shared import contact_rules, customer_view
 from shared.contact_rules import CONTACT_WINDOW
 from shared.customer_view import TimelineEntry
+from shared.db import lock_customers
 from shared.errors import Conflict
 from shared.events import ContactPreferences, Department, utcnow
 
 CHUNK = 5000  # ids per IN (...) list, well under both databases' parameter limits
+
+# The key of the lock launches take turns on (shared.db.lock_customers: an advisory lock on
+# PostgreSQL keyed by this id, no customer's; SQLite's write lock).
+LAUNCHES = uuid.uuid5(uuid.NAMESPACE_URL, "crm:marketing:launches")
 
 
 def _chunks(ids: list[uuid.UUID]) -> list[list[uuid.UUID]]:
@@ -41,6 +46,9 @@ async def launch(
 ) -> LaunchResult:
     now = now or utcnow()
     campaign = await get_campaign(session, campaign_id, lock=True)
+    # Two campaigns launched at once each counted the members' touches without the other's
+    # sends: with a weekly limit of one, both queued every member.
+    await lock_customers(session, [LAUNCHES])
     segment = await get_segment(session, campaign.segment_id)
     members = await audience.members(session, segment, now)
     earlier = {

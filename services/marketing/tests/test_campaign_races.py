@@ -2,15 +2,16 @@
 and one engagement reported twice at once."""
 
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.marketing import engagement, launch, service
-from services.marketing.schemas import CampaignUpdate
+from services.marketing.schemas import CampaignUpdate, LaunchResult
 from services.marketing.tests.helpers import (
+    apply,
     event_types,
     new_campaign,
     new_contact,
@@ -19,7 +20,7 @@ from services.marketing.tests.helpers import (
     sends,
 )
 from shared.errors import InvalidTransition
-from shared.events import utcnow
+from shared.events import CONTACT_POLICY_UPDATED, utcnow
 from shared.testing import app_of, one_write_waits_for_another, postgres_only
 
 
@@ -59,3 +60,19 @@ async def test_one_click_reported_twice_at_once_counts_once(client):
     assert await one_write_waits_for_another(factory, click, click) is None
     recorded = event_types(await outbox(client))
     assert recorded.count("crm.marketing.engagement_recorded.v1") == 1
+
+
+@postgres_only
+async def test_two_campaigns_launched_at_once_keep_the_weekly_limit(client):
+    factory = app_of(client).state.session_factory
+    await apply(client, CONTACT_POLICY_UPDATED, {"max_outbound_per_week": 1, "quiet_hours": None})
+    await new_contact(client, country="DE")
+    segment = await new_segment(client)
+    first, second = [uuid.UUID((await new_campaign(client, segment["id"]))["id"]) for _ in "ab"]
+
+    def launch_of(campaign_id: uuid.UUID) -> Callable[[AsyncSession], Awaitable[LaunchResult]]:
+        return lambda session: launch.launch(session, campaign_id)
+
+    # Each counted the member's touches without the other's send: both queued it.
+    result = await one_write_waits_for_another(factory, launch_of(first), launch_of(second))
+    assert (result.queued, result.suppressed) == (0, {"weekly_limit_reached": 1})
