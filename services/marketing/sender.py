@@ -2,8 +2,8 @@
 
 A launch only writes send rows (queued) and events in its transaction; the sender claims a
 batch (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several replicas share the queue), marks it
-``sending`` with a lease, checks the contact rules again (what changed since the launch counts),
-delivers outside any transaction, then records sent/failed with the
+``sending`` with a lease (renewed while it delivers), checks the contact rules again (what
+changed since the launch counts), delivers outside any transaction, then records sent/failed with the
 MessageSent/MessageFailed events and the campaign_send touches in one transaction. A sender that
 dies mid-batch leaves ``sending`` rows whose lease runs out: they are claimed again (delivery is
 at least once; the provider gets the send id as idempotency key). It also launches scheduled
@@ -121,15 +121,46 @@ class Sender:
         claim = await self._claim()
         if not claim:
             return 0
-        messages, skipped = await self._compose(claim)
-        results: list[DeliveryResult] = []
-        by_channel: dict[str, list[OutgoingMessage]] = {}
-        for message in messages:
-            by_channel.setdefault(message.channel, []).append(message)
-        for channel, batch in by_channel.items():
-            results += await self.providers[channel].deliver(batch)
+        async with self._lease_kept(claim):
+            messages, skipped = await self._compose(claim)
+            results: list[DeliveryResult] = []
+            by_channel: dict[str, list[OutgoingMessage]] = {}
+            for message in messages:
+                by_channel.setdefault(message.channel, []).append(message)
+            for channel, batch in by_channel.items():
+                results += await self.providers[channel].deliver(batch)
         await self._record(results, skipped)
         return len(claim)
+
+    @contextlib.asynccontextmanager
+    async def _lease_kept(self, ids: list[uuid.UUID]) -> AsyncIterator[None]:
+        """Renew the claim's lease every third of it while the batch is delivered: a batch
+        can take longer than one lease (a slow SMTP server, retries), and another replica
+        would take the sends over and deliver them a second time."""
+        claim = self._claims[ids[0]]
+        lease = timedelta(seconds=self.settings.send_lease_s)
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(lease.total_seconds() / 3)
+                try:
+                    async with self.session_factory() as session:
+                        await session.execute(
+                            update(Send)
+                            .where(Send.id.in_(ids), Send.claimed_by == claim)
+                            .values(claimed_until=utcnow() + lease)
+                        )
+                        await session.commit()
+                except Exception:  # the next renewal may get through; the lease runs meanwhile
+                    log.exception("renewing the lease of a batch of sends failed")
+
+        renewing = asyncio.create_task(renew(), name="marketing.sender.lease")
+        try:
+            yield
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
 
     async def _claim(self) -> list[uuid.UUID]:
         """Mark a batch ``sending`` for this sender. The UPDATE repeats the claimable condition

@@ -1,17 +1,32 @@
-"""The sender with several replicas: a send is claimed by one sender at a time, and a sender that
-dies mid-batch leaves sends that another one delivers once the lease runs out."""
+"""The sender with several replicas: a send is claimed by one sender at a time, a sender that
+dies mid-batch leaves sends that another one delivers once the lease runs out, and one that
+is slow keeps its lease."""
 
 import asyncio
+from collections.abc import Sequence
 
+from services.marketing.channels import DeliveryResult, OutgoingMessage
 from services.marketing.sender import Sender
 from services.marketing.tests.helpers import launch, new_campaign, new_contact, new_segment, sends
 from shared.testing import app_of
 
 
-def replica(client, **overrides) -> Sender:
+def replica(client, providers=None, **overrides) -> Sender:
     app = app_of(client)
     settings = app.state.settings.model_copy(update=overrides)
-    return Sender(app.state.session_factory, settings)
+    return Sender(app.state.session_factory, settings, providers)
+
+
+class SlowEmail:
+    """An e-mail provider that takes ``seconds`` per batch and notes what it delivered."""
+
+    def __init__(self, seconds: float, delivered: list[OutgoingMessage]) -> None:
+        self.seconds, self.delivered = seconds, delivered
+
+    async def deliver(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
+        await asyncio.sleep(self.seconds)
+        self.delivered += messages
+        return [DeliveryResult(m.send_id, ok=True, attempts=1) for m in messages]
 
 
 async def test_two_senders_never_send_the_same_message(client, mailbox):
@@ -64,3 +79,23 @@ async def test_two_launches_at_once_queue_each_member_once(client, mailbox):
         pass
     recipients = [rcpt for message in mailbox.messages for rcpt in message.rcpt_tos]
     assert len(recipients) == len(set(recipients)) == 20
+
+
+async def test_a_slow_sender_keeps_its_lease_and_nobody_delivers_twice(client):
+    await new_contact(client)
+    campaign = await new_campaign(client, (await new_segment(client))["id"])
+    await launch(client, campaign["id"])
+    delivered: list[OutgoingMessage] = []
+    slow = replica(client, {"email": SlowEmail(1.0, delivered)}, send_lease_s=0.3)
+    other = replica(client, {"email": SlowEmail(0, delivered)}, send_lease_s=0.3)
+
+    async def later() -> int:
+        await asyncio.sleep(0.6)  # the first lease ran out long ago; the sender is alive
+        return await other.deliver_batch()
+
+    # Before, the lease was never renewed: the other replica took the send over and
+    # delivered it a second time while the first was still at it.
+    assert await asyncio.gather(slow.deliver_batch(), later()) == [1, 0]
+    assert len(delivered) == 1
+    [send] = await sends(client, campaign["id"])
+    assert send["status"] == "sent"
