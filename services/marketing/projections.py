@@ -10,6 +10,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.marketing.models import (
+    Campaign,
     Engagement,
     Lead,
     Order,
@@ -20,6 +21,7 @@ from services.marketing.models import (
     SendStatus,
     TicketState,
 )
+from services.marketing.rules import bus_channel
 from shared.contact_rules import Reason
 from shared.contracts.analytics import CustomerScored
 from shared.contracts.sales import OrderPlaced
@@ -33,6 +35,13 @@ OPEN_TICKET_STATUSES = ("open", "pending")
 
 
 async def contact_changed(session: AsyncSession, contact: ContactSnapshot) -> None:
+    preferences = contact.preferences.model_dump(mode="json")
+    # An unsubscribe here is honoured at once (engagement.record) and reaches contacts over
+    # the bus: a snapshot contacts published before it took the unsubscribe in must not
+    # undo it. One published after it has the opt-out, or a re-subscription since.
+    for channel in await _unsubscribed_after(session, contact.contact_id, contact.updated_at):
+        if channel not in preferences["opted_out_channels"]:
+            preferences["opted_out_channels"].append(channel)
     recipient = await session.get(Recipient, contact.contact_id)
     if recipient is None:
         recipient = Recipient(contact_id=contact.contact_id, created_at=contact.created_at)
@@ -43,8 +52,24 @@ async def contact_changed(session: AsyncSession, contact: ContactSnapshot) -> No
     recipient.email = contact.email
     recipient.phone = contact.phone
     recipient.identities = {i.kind: i.value for i in contact.identities}
-    recipient.preferences = contact.preferences.model_dump(mode="json")
+    recipient.preferences = preferences
     recipient.updated_at = utcnow()
+
+
+async def _unsubscribed_after(
+    session: AsyncSession, customer_id: uuid.UUID, since: datetime
+) -> list[str]:
+    """The channels the customer unsubscribed from here after ``since``."""
+    channels = await session.scalars(
+        select(Campaign.channel)
+        .join(Engagement, Engagement.campaign_id == Campaign.id)
+        .where(
+            Engagement.customer_id == customer_id,
+            Engagement.kind == "unsubscribed",
+            Engagement.occurred_at > since,
+        )
+    )
+    return [bus_channel(channel).value for channel in channels]
 
 
 async def contact_merged(

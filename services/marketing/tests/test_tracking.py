@@ -5,12 +5,14 @@ import email
 import email.policy
 import re
 import uuid
+from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote
 
 import httpx
 import pytest
 
 from services.marketing.tests.helpers import (
+    apply,
     deliver,
     launch,
     new_campaign,
@@ -19,9 +21,10 @@ from services.marketing.tests.helpers import (
     outbox,
     report,
     sends,
+    snapshot,
 )
 from shared import topics
-from shared.events import decode_event
+from shared.events import CONTACT_UPDATED, decode_event
 from shared.testing import app_of
 
 
@@ -142,6 +145,25 @@ class TestUnsubscribe:
         assert len(mailbox.messages) == 1
         [send] = await sends(client, queued["id"])
         assert (send["status"], send["reasons"]) == ("suppressed", ["channel_opted_out"])
+
+    async def test_a_snapshot_published_before_the_unsubscribe_does_not_undo_it(
+        self, client, mailbox, anon
+    ):
+        customer, _, links = await sent_mail(client, mailbox)
+        assert (await anon.post(links["u"])).status_code == 200
+        # A name changed in contacts a moment before: its snapshot, without the opt-out,
+        # arrives after the unsubscribe and used to replace the preferences.
+        earlier = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+        await apply(
+            client, CONTACT_UPDATED, snapshot(customer, first_name="A.", updated_at=earlier)
+        )
+        follow_up = await new_campaign(client, (await new_segment(client))["id"], name="B")
+        assert (await launch(client, follow_up["id"]))["suppressed"] == {"channel_opted_out": 1}
+        # A snapshot from after it stands: the customer subscribed again in contacts.
+        later = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+        await apply(client, CONTACT_UPDATED, snapshot(customer, updated_at=later))
+        again = await new_campaign(client, (await new_segment(client))["id"], name="C")
+        assert (await launch(client, again["id"]))["queued"] == 1
 
 
 class TestProviderEvents:
