@@ -10,6 +10,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.marketing.models import (
+    COSTING,
     Campaign,
     Engagement,
     Lead,
@@ -77,8 +78,8 @@ async def contact_merged(
 ) -> None:
     """The merged contact's records move to the survivor (who has a recipient row of their own).
 
-    A campaign that reached both keeps the merged contact's send as it was: the survivor has one
-    already, so a re-launch still sends to them at most once."""
+    A campaign that reached both keeps the merged contact's send as it was when the survivor's
+    was not suppressed, so a re-launch still sends to them at most once."""
     await session.execute(delete(Recipient).where(Recipient.contact_id == merged_id))
     for model in (TicketState, Order, Lead):
         await session.execute(
@@ -91,6 +92,18 @@ async def contact_merged(
         )
     else:
         await session.execute(delete(Score).where(Score.customer_id == merged_id))
+    # The survivor's suppressed send gives way to the merged contact's queued or sent one:
+    # left in place, a re-launch checked it again and mailed the person a second time.
+    reached = select(Send.campaign_id).where(
+        Send.customer_id == merged_id, Send.status.in_(COSTING)
+    )
+    await session.execute(
+        delete(Send).where(
+            Send.customer_id == survivor_id,
+            Send.status == SendStatus.suppressed,
+            Send.campaign_id.in_(reached),
+        )
+    )
     taken = select(Send.campaign_id).where(Send.customer_id == survivor_id)
     await session.execute(
         update(Send)

@@ -680,6 +680,28 @@ class TestContactsChanges:
         result = await launch(client, campaign["id"])  # the merged contact's ticket now blocks
         assert result["suppressed"] == {"open_priority_ticket": 1}
 
+    async def test_a_person_reached_as_the_merged_contact_is_not_sent_to_again(
+        self, client, mailbox
+    ):
+        first, second = await new_contact(client), await new_contact(client)
+        campaign = await new_campaign(
+            client, (await new_segment(client))["id"], budget="0.10", cost_per_send="0.10"
+        )
+        await launch(client, campaign["id"])  # the budget pays for one: the other waits
+        await deliver(client)
+        status = {s["customer_id"]: s["status"] for s in await sends(client, campaign["id"])}
+        reached = first if status[first] == "sent" else second
+        survivor = second if reached == first else first
+        await apply(client, CONTACT_MERGED, {"merged_id": reached, "survivor_id": survivor})
+        raised = await client.patch(f"/v1/campaigns/{campaign['id']}", json={"budget": "10"})
+        assert raised.status_code == 200, raised.text
+        # Before, the survivor's suppressed send stayed and was checked again: a second mail.
+        assert (await launch(client, campaign["id"]))["queued"] == 0
+        await deliver(client)
+        assert len(mailbox.messages) == 1
+        [send] = await sends(client, campaign["id"])
+        assert (send["customer_id"], send["status"]) == (survivor, "sent")
+
     async def test_a_ticket_of_the_merged_contact_arriving_after_the_merge_counts(self, client):
         # Tickets come on support's topic, the merge on contacts': either may be applied first.
         survivor = await new_contact(client)
