@@ -40,8 +40,10 @@ def subscriptions(
     on_erased: OnErased | None = None,
     on_touches: OnTouches | None = None,
 ) -> list[Subscription]:
-    """``on_contact`` runs for active contacts only, ``on_merged`` unless the merged contact was
-    erased, ``on_erased`` always (an erasure is final and must reach every record),
+    """``on_contact`` runs for active contacts only, ``on_merged`` with where the survivor's
+    records live now (the survivor may have been merged on since), ``on_erased`` always (an
+    erasure is final and must reach every record; a merge into a contact erased since, or of
+    one erased before, is one too),
     ``on_touches`` once per batch of touches, each with what the timeline did with it."""
 
     async def interaction_recorded(session: AsyncSession, event: Envelope) -> None:
@@ -64,9 +66,12 @@ def subscriptions(
 
     async def contact_merged(session: AsyncSession, event: Envelope) -> None:
         merge = ContactMerged.model_validate(event.data)
-        applied = await projection.contact_merged(session, merge.merged_id, merge.survivor_id)
-        if applied and on_merged is not None:
-            await on_merged(session, merge.merged_id, merge.survivor_id)
+        current = await projection.contact_merged(session, merge.merged_id, merge.survivor_id)
+        if current is None:  # erased, or merged into someone erased since: erased with them
+            if on_erased is not None:
+                await on_erased(session, merge.merged_id)
+        elif on_merged is not None:
+            await on_merged(session, merge.merged_id, current)
 
     async def contact_erased(session: AsyncSession, event: Envelope) -> None:
         contact_id = ContactErased.model_validate(event.data).contact_id

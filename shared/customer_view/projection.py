@@ -412,26 +412,34 @@ async def contact_changed(
 
 async def contact_merged(
     session: AsyncSession, merged_id: uuid.UUID, survivor_id: uuid.UUID
-) -> bool:
-    """Re-point the merged contact's touches to the survivor; False if it was erased."""
+) -> uuid.UUID | None:
+    """Re-point the merged contact's touches to where the survivor's records live now; that
+    id, or None if the merged contact's records are to be erased instead: it was erased
+    already (a redelivered merge), or the survivor was. The merge of the survivor itself, or
+    its erasure, travels under another key (another partition) and may have been applied
+    first: the touches would be left under a merged-away id, or kept for an erased person."""
     await lock_customers(session, [merged_id])
     profile = await _profile(session, merged_id)
     if profile.status == ProfileStatus.erased:
-        return False
+        return None
+    current = await survivor(session, survivor_id, lock_each=True)
+    if current is None:
+        await contact_erased(session, merged_id)
+        return None
     profile.status = ProfileStatus.merged.value
-    profile.merged_into = survivor_id
+    profile.merged_into = current
     profile.preferences = {}
     await session.execute(
         update(CustomerProfile)
         .where(CustomerProfile.merged_into == merged_id)
-        .values(merged_into=survivor_id)
+        .values(merged_into=current)
     )
     await session.execute(
         update(TimelineEntry)
         .where(TimelineEntry.customer_id == merged_id)
-        .values(customer_id=survivor_id)
+        .values(customer_id=current)
     )
-    return True
+    return current
 
 
 async def contact_erased(session: AsyncSession, contact_id: uuid.UUID) -> None:

@@ -85,6 +85,32 @@ async def test_touches_of_merged_and_erased_customers(session_factory):
     }
 
 
+async def test_merges_applied_out_of_order_end_under_the_last_survivor(session_factory):
+    first, second, last = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    of_first = touch(first)
+    await record(session_factory, [of_first])
+    async with session_factory() as session:
+        # second into last arrived first: its key is second, first's merge travels under first.
+        assert await projection.contact_merged(session, second, last) == last
+        # Before, first's touches went to second, a merged-away id: in no timeline.
+        assert await projection.contact_merged(session, first, second) == last
+        await session.commit()
+    assert await stored(session_factory) == {of_first.interaction_id: (last, "s")}
+    assert await record(session_factory, [touch(first)]) == [TouchOutcome.recorded]
+
+
+async def test_a_merge_into_a_contact_erased_since_erases_the_merged_touches(session_factory):
+    merged, survivor = uuid.uuid4(), uuid.uuid4()
+    await record(session_factory, [touch(merged)])
+    async with session_factory() as session:
+        await projection.contact_erased(session, survivor)
+        # Before, the person's touches moved under the erased id and stayed there.
+        assert await projection.contact_merged(session, merged, survivor) is None
+        await session.commit()
+    assert await stored(session_factory) == {}
+    assert await record(session_factory, [touch(merged)]) == [TouchOutcome.erased]
+
+
 @postgres_only
 @pytest.mark.parametrize("one_by_one", [True, False], ids=["record_touch", "record_touches"])
 async def test_a_touch_of_a_merged_customer_follows_its_survivors_merge(
@@ -96,7 +122,7 @@ async def test_a_touch_of_a_merged_customer_follows_its_survivors_merge(
         await session.commit()
     late = touch(first)
 
-    def merge_second_into_last(session: AsyncSession) -> Awaitable[bool]:
+    def merge_second_into_last(session: AsyncSession) -> Awaitable[uuid.UUID | None]:
         return projection.contact_merged(session, second, last)
 
     def file_the_touch(session: AsyncSession) -> Awaitable[object]:

@@ -696,6 +696,26 @@ class TestMergeAndErase:
         later = await new_opportunity(client, customer_id=merged)
         assert later["customer_id"] == survivor
 
+    async def test_merges_applied_out_of_order_end_under_the_last_survivor(self, client):
+        first, second, last = (str(uuid.uuid4()) for _ in range(3))
+        opp = await new_opportunity(client, customer_id=first)
+        # Each merge travels under its merged id's key: second's may be applied first.
+        await apply(client, CONTACT_MERGED, {"merged_id": second, "survivor_id": last})
+        await apply(client, CONTACT_MERGED, {"merged_id": first, "survivor_id": second})
+        moved = (await client.get(f"/v1/opportunities/{opp['id']}")).json()
+        assert moved["customer_id"] == last  # before: second, a merged-away id
+
+    async def test_a_merge_into_a_contact_erased_since_erases_the_merged_records(self, client):
+        merged, survivor = str(uuid.uuid4()), str(uuid.uuid4())
+        lead = await new_lead(client, customer_id=merged, phone="+4930123456")
+        erased_at = "2026-11-24T00:00:00Z"
+        await apply(client, CONTACT_ERASED, {"contact_id": survivor, "erased_at": erased_at})
+        await apply(client, CONTACT_MERGED, {"merged_id": merged, "survivor_id": survivor})
+        got = (await client.get(f"/v1/leads/{lead['id']}")).json()
+        # Before, the lead moved under the erased id with its PII, and the merged contact's
+        # own erasure, arriving next, found nothing left to erase.
+        assert (got["name"], got["email"], got["phone"]) == (None, None, None)
+
     async def test_erasure_redacts_lead_pii(self, client, contacts):
         connect(client, contacts)
         lead = await new_lead(client, phone="+4930123456")
