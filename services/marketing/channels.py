@@ -118,7 +118,7 @@ class SmtpProvider:
                     attempts.count += 1
                     self._send(connection, message.to, email)
         except Exception as exc:  # every failure is reported for this recipient
-            return DeliveryResult(message.send_id, False, attempts.count, _describe(exc))
+            return DeliveryResult(message.send_id, False, attempts.count, _describe(exc, message))
         return DeliveryResult(message.send_id, True, attempts.count)
 
     def _send(self, connection: list[smtplib.SMTP | None], to: str, email: bytes) -> None:
@@ -129,7 +129,8 @@ class SmtpProvider:
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
             if all(code >= 500 for code in codes):
-                raise PermanentFailure(f"recipient refused: {exc.recipients}") from exc
+                refusals = [f"{code} {reply!r}" for code, reply in exc.recipients.values()]
+                raise PermanentFailure(f"recipient refused: {', '.join(refusals)}") from exc
             raise
         except smtplib.SMTPResponseException as exc:
             if exc.smtp_code >= 500:
@@ -251,7 +252,7 @@ class WebhookProvider:
                             f"provider refused: {response.status_code} {response.text[:200]}"
                         )
         except Exception as exc:
-            return DeliveryResult(message.send_id, False, attempts.count, _describe(exc))
+            return DeliveryResult(message.send_id, False, attempts.count, _describe(exc, message))
         return DeliveryResult(message.send_id, True, attempts.count)
 
 
@@ -281,8 +282,12 @@ def providers(settings: MarketingSettings) -> dict[str, Provider]:
     return result
 
 
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:1000]
+def _describe(exc: BaseException, message: OutgoingMessage) -> str:
+    """The failure, without the recipient's address: servers quote it ("550 <ada@...>: no such
+    user"), and the error is kept on the send, shown in reports and published with
+    MessageFailed, where no e-mail address or phone number may go."""
+    text = f"{type(exc).__name__}: {exc}"
+    return text.replace(message.to, "<recipient>")[:1000]
 
 
 # ---- what goes into an e-mail ---------------------------------------------------------------

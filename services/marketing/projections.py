@@ -151,6 +151,8 @@ async def contact_erased(session: AsyncSession, contact_id: uuid.UUID) -> None:
         )
         .values(status=SendStatus.suppressed, reasons=[Reason.customer_erased.value])
     )
+    # A provider's error text may quote the person (a name in a bounce); the status stays.
+    await session.execute(update(Send).where(Send.customer_id == contact_id).values(error=None))
 
 
 # ---- support --------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ class Mailbox:
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
         if address in self.refuse:
-            return "550 5.1.1 mailbox unavailable"
+            return f"550 5.1.1 <{address}>: mailbox unavailable"  # as servers quote it
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

@@ -531,7 +531,8 @@ class TestDelivery:
     async def test_a_refused_recipient_is_reported_failed(self, client, mailbox):
         ada = await new_contact(client)
         await new_contact(client)
-        mailbox.refuse.add(f"ada.{ada[:8]}@example.com")
+        address = f"ada.{ada[:8]}@example.com"
+        mailbox.refuse.add(address)
         campaign = await new_campaign(client, (await new_segment(client))["id"])
         await launch(client, campaign["id"])
         await deliver(client)
@@ -548,6 +549,18 @@ class TestDelivery:
             if r.event_type == "crm.marketing.message_failed.v1"
         ]
         assert [r.key for r in failed_events] == [ada]
+        # The server quoted the address; the error kept and published names no one.
+        assert address not in failed["error"] and b"@example.com" not in failed_events[0].value
+
+    async def test_an_erasure_clears_the_error_of_a_failed_send(self, client, mailbox):
+        ada = await new_contact(client, first_name="Ada")
+        mailbox.refuse.add(f"ada.{ada[:8]}@example.com")
+        campaign = await new_campaign(client, (await new_segment(client))["id"])
+        await launch(client, campaign["id"])
+        await deliver(client)
+        await apply(client, CONTACT_ERASED, {"contact_id": ada, "erased_at": NOW.isoformat()})
+        [send] = await sends(client, campaign["id"])
+        assert (send["status"], send["error"]) == ("failed", None)
 
     async def test_smtp_server_down_fails_after_retries(self, client, mailbox):
         await new_contact(client)
