@@ -36,7 +36,7 @@ def _ticket_status(model: type[support.TicketEvent], status: str, at: str) -> Ha
 async def ticket_customer_identified(session: AsyncSession, event: Envelope) -> None:
     identified = support.TicketCustomerIdentified.model_validate(event.data)
     await projections.ticket_customer_identified(
-        session, identified.ticket_id, identified.customer_id
+        session, identified.ticket_id, identified.customer_id, identified.previous_customer_id
     )
 
 

@@ -193,17 +193,17 @@ async def ticket_changed(
 
 
 async def ticket_customer_identified(
-    session: AsyncSession, ticket_id: uuid.UUID, customer_id: uuid.UUID
+    session: AsyncSession, ticket_id: uuid.UUID, customer_id: uuid.UUID, stand_in: uuid.UUID
 ) -> None:
     """An unknown sender's ticket now belongs to a contact: an urgent one now holds that
-    contact's campaigns back."""
+    contact's campaigns back. The stand-in id's scores go: they scored no customer."""
+    await session.execute(delete(Score).where(Score.customer_id == stand_in))
     current = await filed_under(session, customer_id)
-    if current is not None:
-        await session.execute(
-            update(TicketState)
-            .where(TicketState.ticket_id == ticket_id)
-            .values(customer_id=current)
-        )
+    ticket = TicketState.ticket_id == ticket_id
+    if current is None:  # erased meanwhile
+        await session.execute(delete(TicketState).where(ticket))
+        return
+    await session.execute(update(TicketState).where(ticket).values(customer_id=current))
 
 
 async def open_ticket_priorities(session: AsyncSession, customer_id: uuid.UUID) -> list[str]:

@@ -67,15 +67,16 @@ async def ticket_customer_identified(
     session: AsyncSession, identified: TicketCustomerIdentified
 ) -> None:
     """An unknown sender's ticket now belongs to a contact: its priority now counts in the
-    contact's checks."""
-    customer_id = await customer_view.filed_under(session, identified.customer_id)
-    if customer_id is None:
-        return  # erased meanwhile
+    contact's checks. The stand-in id's scores go: they scored no customer."""
     await session.execute(
-        update(SupportTicket)
-        .where(SupportTicket.ticket_id == identified.ticket_id)
-        .values(customer_id=customer_id)
+        delete(CustomerScore).where(CustomerScore.customer_id == identified.previous_customer_id)
     )
+    customer_id = await customer_view.filed_under(session, identified.customer_id)
+    ticket = SupportTicket.ticket_id == identified.ticket_id
+    if customer_id is None:  # erased meanwhile: nothing of the person stays, the subject neither
+        await session.execute(delete(SupportTicket).where(ticket))
+        return
+    await session.execute(update(SupportTicket).where(ticket).values(customer_id=customer_id))
 
 
 async def ticket_status(session: AsyncSession, ticket_id: uuid.UUID, status: str) -> None:
@@ -249,12 +250,14 @@ async def contact_merged(
 
 
 async def contact_erased(session: AsyncSession, contact_id: uuid.UUID) -> None:
-    """No PII of an erased person stays in sales: leads lose name, company, e-mail and phone,
-    activities their free text; tickets and scores go. Orders and deals keep only amounts."""
+    """No PII of an erased person stays in sales: leads lose name, company, e-mail, phone and
+    disqualify reason, activities and deals their free text; tickets and scores go. Orders and deals keep only amounts."""
     await session.execute(
         update(Lead)
         .where(Lead.customer_id == contact_id)
-        .values(name=None, company=None, email=None, phone=None, erased=True)
+        .values(
+            name=None, company=None, email=None, phone=None, disqualify_reason=None, erased=True
+        )
     )
     await session.execute(
         update(Activity)
@@ -262,7 +265,9 @@ async def contact_erased(session: AsyncSession, contact_id: uuid.UUID) -> None:
         .values(subject=None, outcome=None, actor=None)
     )
     await session.execute(
-        update(Opportunity).where(Opportunity.customer_id == contact_id).values(title="[erased]")
+        update(Opportunity)
+        .where(Opportunity.customer_id == contact_id)
+        .values(title="[erased]", close_reason=None)  # free text: may name the person
     )
     await session.execute(delete(SupportTicket).where(SupportTicket.customer_id == contact_id))
     await session.execute(delete(CustomerScore).where(CustomerScore.customer_id == contact_id))

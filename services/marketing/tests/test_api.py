@@ -311,6 +311,20 @@ class TestLaunch:
         assert result["queued"] == 0
         assert result["suppressed"] == {"open_priority_ticket": 1}
 
+    async def test_an_unknown_sender_erased_before_being_identified_leaves_nothing(self, client):
+        contact, stand_in = await new_contact(client), str(uuid.uuid4())
+        ticket = ticket_opened(stand_in, "urgent")
+        await apply(client, support.TICKET_OPENED, ticket)
+        await apply(client, analytics.CUSTOMER_SCORED, score(stand_in, "high"))
+        await apply(client, CONTACT_ERASED, {"contact_id": contact, "erased_at": NOW.isoformat()})
+        identified = {"ticket_id": ticket["ticket_id"], "customer_id": contact}
+        identified |= {"previous_customer_id": stand_in, "identified_at": NOW.isoformat()}
+        await apply(client, support.TICKET_CUSTOMER_IDENTIFIED, identified)
+        # Before, the ticket and the stand-in's score stayed under the stand-in id.
+        async with app_of(client).state.session_factory() as session:
+            assert await session.get(TicketState, uuid.UUID(ticket["ticket_id"])) is None
+            assert await session.get(Score, uuid.UUID(stand_in)) is None
+
     async def test_a_resolved_ticket_no_longer_blocks(self, client):
         customer = await new_contact(client)
         opened = ticket_opened(customer, "high")

@@ -558,6 +558,35 @@ class TestCustomerView:
         async with app_of(client).state.session_factory() as session:
             assert await customers.open_ticket_priorities(session, uuid.UUID(contact)) == ["urgent"]
 
+    async def test_an_unknown_sender_erased_before_being_identified_leaves_nothing(self, client):
+        stand_in, contact = str(uuid.uuid4()), str(uuid.uuid4())
+        ticket = {
+            "ticket_id": str(uuid.uuid4()),
+            "customer_id": stand_in,
+            "subject": "Bob Smith: refund for order 4711",
+            "channel": "whatsapp",
+            "priority": "urgent",
+            "category": None,
+            "opened_at": "2026-11-20T10:00:00Z",
+        }
+        await apply(client, support.TICKET_OPENED, ticket)
+        # analytics scored the stand-in id for its open ticket, before it learnt who it was
+        stand_in_score = {"customer_id": stand_in, "clv": "0", "churn_risk": 0.7}
+        stand_in_score |= {"churn_level": "high", "scored_at": "2026-11-20T11:00:00Z"}
+        await apply(client, analytics.CUSTOMER_SCORED, stand_in_score)
+        await apply(
+            client, CONTACT_ERASED, {"contact_id": contact, "erased_at": "2026-11-21T09:00:00Z"}
+        )
+        identified = {"ticket_id": ticket["ticket_id"], "customer_id": contact}
+        identified |= {"previous_customer_id": stand_in, "identified_at": "2026-11-21T10:00:00Z"}
+        await apply(client, support.TICKET_CUSTOMER_IDENTIFIED, identified)
+        # Before, the ticket and its subject stayed under the stand-in id, and the stand-in
+        # stayed among the key customers at risk.
+        view = (await client.get(f"/v1/customers/{stand_in}")).json()
+        assert (view["open_tickets"], view["scores"]) == ([], None)
+        at_risk = await client.get("/v1/customers/key", params={"sort": "churn_risk"})
+        assert at_risk.json()["items"] == []
+
     async def test_the_reps_view_before_a_call(self, client):
         customer = str(uuid.uuid4())
         await apply(
@@ -715,6 +744,26 @@ class TestMergeAndErase:
         # Before, the lead moved under the erased id with its PII, and the merged contact's
         # own erasure, arriving next, found nothing left to erase.
         assert (got["name"], got["email"], got["phone"]) == (None, None, None)
+
+    async def test_erasure_clears_the_free_text_of_leads_and_deals(self, client):
+        customer = str(uuid.uuid4())
+        lead = await new_lead(client, customer_id=customer)
+        reason = {"reason": "Bob Smith (bob@smith.example) has no budget"}
+        disqualified = await client.post(f"/v1/leads/{lead['id']}/disqualify", json=reason)
+        assert disqualified.status_code == 200, disqualified.text
+        opp = await new_opportunity(client, customer_id=customer)
+        lost = await client.post(
+            f"/v1/opportunities/{opp['id']}/stage", json={"stage": "lost", **reason}
+        )
+        assert lost.status_code == 200, lost.text
+        await apply(
+            client, CONTACT_ERASED, {"contact_id": customer, "erased_at": "2026-11-24T00:00:00Z"}
+        )
+        # Before, both reasons kept what a rep wrote about the person.
+        got = (await client.get(f"/v1/leads/{lead['id']}")).json()
+        assert got["disqualify_reason"] is None
+        deal = (await client.get(f"/v1/opportunities/{opp['id']}")).json()
+        assert (deal["title"], deal["close_reason"]) == ("[erased]", None)
 
     async def test_erasure_redacts_lead_pii(self, client, contacts):
         connect(client, contacts)
