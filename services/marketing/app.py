@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.marketing import sender
+from services.marketing import launch, sender
 from services.marketing.api import router
 from services.marketing.config import MarketingSettings
 from services.marketing.consumers import SUBSCRIPTIONS
@@ -28,6 +28,7 @@ def create_app(settings: MarketingSettings | None = None) -> FastAPI:
         read_scope="marketing:read",
         write_scope="marketing:write",
         open_ticket_priorities=open_ticket_priorities,
+        unrecorded_outbound=launch.unrecorded_outbound,
     )
     app = create_service_app(
         ServiceSpec(

@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.marketing import events, rules
+from services.marketing import events, projections, rules
 from services.marketing.models import Campaign, Engagement, Recipient, Send
 from shared import customer_view, topics
 from shared.contracts import marketing as contract
@@ -35,18 +35,21 @@ async def record(
     """Record that the recipient of ``send_id`` did ``kind``; None if it was recorded before or
     the customer was erased (nothing is kept about them)."""
     at = at or utcnow()
+    recipient_id = await session.scalar(select(Send.customer_id).where(Send.id == send_id))
+    if recipient_id is None:
+        raise NotFound(f"send {send_id} not found", field="send_id")
+    # The customer's lock before the send's, as an erasure takes them: an unsubscribe changes
+    # the customer's consent.
+    customer_id = await customer_view.filed_under(session, recipient_id)
     # Locked: two reports of one engagement at once (a link scanner's clicks, a provider's
     # retried webhook) would both find none recorded, and the later fail on the unique key.
     send = await session.scalar(await for_update(session, select(Send).where(Send.id == send_id)))
-    if send is None:
+    if send is None:  # a suppressed send a merge just dropped: none was delivered
         raise NotFound(f"send {send_id} not found", field="send_id")
     existing = await session.scalar(
         select(Engagement).where(Engagement.send_id == send_id, Engagement.kind == kind)
     )
-    if existing is not None:
-        return None
-    customer_id = await customer_view.survivor(session, send.customer_id)
-    if customer_id is None:
+    if existing is not None or customer_id is None:
         return None
     campaign = await session.get(Campaign, send.campaign_id)
     assert campaign is not None
@@ -103,7 +106,7 @@ async def record(
             opted_out = list(preferences.get("opted_out_channels") or [])
             if channel.value not in opted_out:
                 preferences["opted_out_channels"] = [*opted_out, channel.value]
-                recipient.preferences = preferences
+                await projections.keep_preferences(session, recipient, preferences)
     await outbox.write(session)
     await session.flush()
     return engagement

@@ -14,7 +14,7 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Select, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -193,25 +193,8 @@ async def reasons_not_to_send(
                 ).all()
             )
         )
-        in_timeline = select(TimelineEntry.interaction_id).where(
-            TimelineEntry.interaction_id == Send.id
-        )
         touches.update(
-            dict(
-                (
-                    await session.execute(
-                        select(Send.customer_id, func.count())
-                        .where(
-                            Send.customer_id.in_(chunk),
-                            Send.status.in_(COSTING),
-                            Send.created_at > since,
-                            Send.id.not_in(not_counting),
-                            ~in_timeline.exists(),
-                        )
-                        .group_by(Send.customer_id)
-                    )
-                ).all()
-            )
+            dict((await session.execute(unrecorded_sends(chunk, since, not_counting))).all())
         )
         for customer_id, priority in await session.execute(
             select(TicketState.customer_id, TicketState.priority).where(
@@ -250,3 +233,35 @@ async def reasons_not_to_send(
             reasons.append(rules.NO_ADDRESS)
         decisions[customer_id] = reasons
     return decisions
+
+
+def unrecorded_sends(
+    customer_ids: Collection[uuid.UUID],
+    since: datetime,
+    not_counting: Collection[uuid.UUID] = (),
+) -> Select[tuple[uuid.UUID, int]]:
+    """(customer id, count) of this service's sends since ``since`` that are touches, or will
+    be, and that the timeline has not seen yet (still queued, or still on the bus)."""
+    in_timeline = select(TimelineEntry.interaction_id).where(
+        TimelineEntry.interaction_id == Send.id
+    )
+    return (
+        select(Send.customer_id, func.count())
+        .where(
+            Send.customer_id.in_(customer_ids),
+            Send.status.in_(COSTING),
+            Send.created_at > since,
+            Send.id.not_in(not_counting),
+            ~in_timeline.exists(),
+        )
+        .group_by(Send.customer_id)
+    )
+
+
+async def unrecorded_outbound(
+    session: AsyncSession, customer_id: uuid.UUID, since: datetime
+) -> int:
+    """``unrecorded_sends`` of one customer: what the contact check this service serves adds
+    to the timeline's outbound touches."""
+    row = (await session.execute(unrecorded_sends([customer_id], since))).first()
+    return row[1] if row else 0

@@ -5,6 +5,7 @@ Natural upserts, so a replay changes nothing. Never commits."""
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,8 +27,8 @@ from services.marketing.rules import bus_channel
 from shared.contact_rules import Reason
 from shared.contracts.analytics import CustomerScored
 from shared.contracts.sales import OrderPlaced
-from shared.customer_view import filed_under
-from shared.events import ContactSnapshot, utcnow
+from shared.customer_view import filed_under, projection
+from shared.events import ContactPreferences, ContactSnapshot, utcnow
 
 OPEN_TICKET_STATUSES = ("open", "pending")
 
@@ -53,8 +54,19 @@ async def contact_changed(session: AsyncSession, contact: ContactSnapshot) -> No
     recipient.email = contact.email
     recipient.phone = contact.phone
     recipient.identities = {i.kind: i.value for i in contact.identities}
-    recipient.preferences = preferences
     recipient.updated_at = utcnow()
+    await keep_preferences(session, recipient, preferences)
+
+
+async def keep_preferences(
+    session: AsyncSession, recipient: Recipient, preferences: dict[str, Any]
+) -> None:
+    """Marketing keeps the consent twice: on the recipient (what launches and the sender
+    read) and in the customer view (the contact check it serves). Both change together."""
+    recipient.preferences = preferences
+    await projection.contact_changed(
+        session, recipient.contact_id, ContactPreferences.model_validate(preferences)
+    )
 
 
 async def _unsubscribed_after(

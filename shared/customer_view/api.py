@@ -35,9 +35,12 @@ def router(
     read_scope: str,
     write_scope: str,
     open_ticket_priorities: OpenTicketPriorities | None = None,
+    unrecorded_outbound: projection.UnrecordedOutbound | None = None,
 ) -> APIRouter:
     """``open_ticket_priorities`` gives the priorities of a customer's open support tickets as
-    this service knows them (an open high or urgent ticket holds marketing back)."""
+    this service knows them (an open high or urgent ticket holds marketing back);
+    ``unrecorded_outbound`` counts the service's own outbound touches since a time that the
+    timeline has not seen yet (marketing's queued sends)."""
     read = [Depends(require_scope(read_scope))]
     write = [Depends(require_scope(write_scope))]
     api = APIRouter(prefix="/v1", tags=["customer view"])
@@ -90,6 +93,7 @@ def router(
             department=as_department,
             now=at,
             open_ticket_priorities=priorities,
+            unrecorded_outbound=unrecorded_outbound,
         )
         return ContactCheck(allowed=not reasons, reasons=[r.value for r in reasons])
 

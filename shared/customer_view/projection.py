@@ -36,6 +36,7 @@ from shared.pagination import cut_page, page_after
 MAX_MERGE_CHAIN = 10
 # How a merged customer is followed to the survivor: ``survivor``, or ``filed_under``.
 Follow = Callable[[AsyncSession, uuid.UUID], Awaitable[uuid.UUID | None]]
+UnrecordedOutbound = Callable[[AsyncSession, uuid.UUID, datetime], Awaitable[int]]
 # Statements every touch runs, written or applied, built once and on the tables' columns (the
 # merged-or-erased lookup went from 340 to about 200 us of CPU per call on SQLite, a batch of
 # one touch applied from 2.4 to 1.7 ms with the consumer's own: docs/reliability.md, "3 Dec").
@@ -239,21 +240,26 @@ async def contact_check(
     department: Department,
     now: datetime | None = None,
     open_ticket_priorities: Sequence[str] = (),
+    unrecorded_outbound: UnrecordedOutbound | None = None,
 ) -> list[Reason]:
-    """Why an outbound touch now is not allowed (empty: it is allowed)."""
+    """Why an outbound touch now is not allowed (empty: it is allowed).
+    ``unrecorded_outbound``: the service's own outbound touches the timeline has not seen yet
+    (marketing's queued sends), counted toward the weekly limit too."""
     now = now or utcnow()
     current = await survivor(session, customer_id)
     if current is None:
         return [Reason.customer_erased]
+    since = now - contact_rules.CONTACT_WINDOW
+    outbound = await outbound_touches(session, current, since=since, until=now)
+    if unrecorded_outbound is not None:
+        outbound += await unrecorded_outbound(session, current, since)
     return contact_rules.contact_check(
         channel=channel,
         department=department,
         now=now,
         preferences=await preferences(session, current),
         policy=await policy(session),
-        outbound_last_7_days=await outbound_touches(
-            session, current, since=now - contact_rules.CONTACT_WINDOW, until=now
-        ),
+        outbound_last_7_days=outbound,
         open_ticket_priorities=open_ticket_priorities,
     )
 

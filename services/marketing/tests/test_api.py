@@ -492,6 +492,20 @@ class TestCheckedAgainAtDelivery:
         await deliver(client)
         assert mailbox.messages == []
 
+    async def test_the_contact_check_counts_the_sends_still_queued(self, client):
+        await apply(
+            client, CONTACT_POLICY_UPDATED, {"max_outbound_per_week": 1, "quiet_hours": None}
+        )
+        customer = await new_contact(client)
+        campaign = await new_campaign(client, (await new_segment(client))["id"])
+        assert (await launch(client, campaign["id"]))["queued"] == 1
+        check = await client.get(
+            f"/v1/customers/{customer}/contact-check", params={"channel": "sms"}
+        )
+        # Before, the check marketing serves saw only the timeline: allowed, while a launch
+        # now would suppress the customer for the queued send.
+        assert check.json() == {"allowed": False, "reasons": ["weekly_limit_reached"]}
+
     async def test_a_send_is_not_counted_against_itself(self, client, mailbox):
         await apply(
             client, CONTACT_POLICY_UPDATED, {"max_outbound_per_week": 1, "quiet_hours": None}

@@ -159,6 +159,12 @@ class TestUnsubscribe:
         )
         follow_up = await new_campaign(client, (await new_segment(client))["id"], name="B")
         assert (await launch(client, follow_up["id"]))["suppressed"] == {"channel_opted_out": 1}
+        check = f"/v1/customers/{customer}/contact-check"
+        # The contact check marketing serves says what its launches do (it said allowed).
+        assert (await client.get(check, params={"channel": "email"})).json() == {
+            "allowed": False,
+            "reasons": ["channel_opted_out"],
+        }
         # A snapshot from after it stands: the customer subscribed again in contacts.
         later = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
         await apply(client, CONTACT_UPDATED, snapshot(customer, updated_at=later))
