@@ -307,6 +307,8 @@ async def add_message(
         ticket.agent_replied_at = message.sent_at
         if ticket.first_response_at is None:
             ticket.first_response_at = message.sent_at
+    if before != ticket.status:
+        ticket.resolved_at = None  # reopened: no longer resolved, as POST /reopen has it
     ticket.updated_at = now
     session.add(message)
     await session.flush()

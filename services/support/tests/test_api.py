@@ -211,7 +211,8 @@ class TestLifecycle:
         await client.post(
             f"/v1/tickets/{tid}/messages", json={"author_type": "customer", "body": "Again!"}
         )
-        assert (await client.get(f"/v1/tickets/{tid}")).json()["status"] == "open"
+        read = (await client.get(f"/v1/tickets/{tid}")).json()
+        assert read["status"] == "open" and read["resolved_at"] is None
         types = event_types(await outbox(client, topics.SUPPORT))
         assert types.count("crm.support.ticket_reopened.v1") == 2
 
