@@ -314,7 +314,9 @@ async def add_message(
     await session.flush()
     events.message_added(session, ticket, message)
     if before != ticket.status:
-        events.status_changed(session, ticket, events.TICKET_REOPENED, message.sent_at)
+        # Reopened now, not at sent_at (the sender's clock): a message written before the
+        # resolution but arriving after it still reopens the ticket for every consumer.
+        events.status_changed(session, ticket, events.TICKET_REOPENED, now)
     return message
 
 

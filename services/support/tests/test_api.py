@@ -2,6 +2,7 @@
 
 import json
 import uuid
+from datetime import datetime, timedelta
 
 from services.support.tests.helpers import new_agent, new_ticket, outbox
 from shared import topics
@@ -215,6 +216,29 @@ class TestLifecycle:
         assert read["status"] == "open" and read["resolved_at"] is None
         types = event_types(await outbox(client, topics.SUPPORT))
         assert types.count("crm.support.ticket_reopened.v1") == 2
+
+    async def test_a_reply_written_before_the_resolution_reopens_after_it(self, client):
+        """An e-mail sent before the agent resolved the ticket, delivered after: the reopening
+        is published later than the resolution, so consumers do not keep it resolved."""
+        ticket = await new_ticket(client)
+        tid = ticket["id"]
+        resolved = (await client.post(f"/v1/tickets/{tid}/resolve")).json()["resolved_at"]
+        sent_at = datetime.fromisoformat(resolved) - timedelta(minutes=1)
+        reply = await client.post(
+            f"/v1/tickets/{tid}/messages",
+            json={
+                "author_type": "customer",
+                "body": "Still broken",
+                "sent_at": sent_at.isoformat(),
+            },
+        )
+        assert reply.status_code == 201
+        changes = {
+            r.event_type: json.loads(r.value)["data"] for r in await outbox(client, topics.SUPPORT)
+        }
+        reopened_at = changes["crm.support.ticket_reopened.v1"]["reopened_at"]
+        assert datetime.fromisoformat(reopened_at) > datetime.fromisoformat(resolved)
+        assert changes["crm.support.ticket_message_added.v1"]["sent_at"] == reply.json()["sent_at"]
 
     async def test_illegal_transitions_are_409_and_change_nothing(self, client):
         ticket = await new_ticket(client)
