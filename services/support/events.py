@@ -202,6 +202,21 @@ def status_changed(session: AsyncSession, ticket: Ticket, event_type: str, at: d
     ticket_event(session, event_type, data)
 
 
+def sla_breached(session: AsyncSession, ticket: Ticket, target: str, at: datetime) -> None:
+    ticket_event(
+        session,
+        TICKET_SLA_BREACHED,
+        TicketSlaBreached(
+            ticket_id=ticket.id,
+            customer_id=ticket.customer_id,
+            agent_id=ticket.agent_id,
+            priority=ticket.priority,
+            target=target,
+            detected_at=at,
+        ),
+    )
+
+
 def satisfaction_rated(session: AsyncSession, ticket: Ticket) -> None:
     assert ticket.satisfaction_score is not None and ticket.satisfaction_at is not None
     ticket_event(

@@ -161,6 +161,7 @@ class SlaClock:
     assigned_at: datetime | None
     agent_replied_at: datetime | None
     first_response_at: datetime | None
+    resolved_at: datetime | None
     first_response_breached: bool
     resolution_breached: bool
 
@@ -176,23 +177,36 @@ def _past(start: datetime, minutes: int | None, now: datetime) -> bool:
     return minutes is not None and now >= start + timedelta(minutes=minutes)
 
 
+def _missed(start: datetime, minutes: int | None, met_at: datetime | None, now: datetime) -> bool:
+    """The target was missed: met after it, or not met yet and due by now."""
+    if met_at is None:
+        return _past(start, minutes, now)
+    return minutes is not None and met_at > start + timedelta(minutes=minutes)
+
+
 def sla_check(ticket: SlaClock, policy: SlaPolicy, now: datetime) -> SlaVerdict:
     """Due re-assignment (the agent has not answered since being assigned) and new breaches
-    (each breach is reported once)."""
-    if Status(ticket.status) not in ACTIVE:
-        return SlaVerdict()
+    (each breach is reported once). A first response or resolution that came after its
+    target is a breach too, whenever it is checked: the sweep may not have reached the ticket
+    between the target and the answer."""
+    active = Status(ticket.status) in ACTIVE
+    # A reopened ticket is unresolved again; a resolution also ends the wait for an answer.
+    resolved_at = None if active else ticket.resolved_at
+    answered = [t for t in (ticket.first_response_at, resolved_at) if t is not None]
     unanswered = ticket.assigned_at is not None and (
         ticket.agent_replied_at is None or ticket.agent_replied_at < ticket.assigned_at
     )
     return SlaVerdict(
-        reassign=unanswered
+        reassign=active
+        and unanswered
         and ticket.assigned_at is not None
         and _past(ticket.assigned_at, policy.reassign_after_minutes, now),
         first_response_breached=not ticket.first_response_breached
-        and ticket.first_response_at is None
-        and _past(ticket.opened_at, policy.first_response_minutes, now),
+        and _missed(
+            ticket.opened_at, policy.first_response_minutes, min(answered, default=None), now
+        ),
         resolution_breached=not ticket.resolution_breached
-        and _past(ticket.opened_at, policy.resolution_minutes, now),
+        and _missed(ticket.opened_at, policy.resolution_minutes, resolved_at, now),
     )
 
 

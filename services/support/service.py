@@ -11,6 +11,7 @@ from services.support import events, rules
 from services.support.models import (
     Agent,
     RoutingRuleRow,
+    SlaPolicyRow,
     TeamCategory,
     Ticket,
     TicketMessage,
@@ -313,6 +314,8 @@ async def add_message(
     session.add(message)
     await session.flush()
     events.message_added(session, ticket, message)
+    if data.author_type == "agent":
+        await _flag_late(session, ticket, now)
     if before != ticket.status:
         # Reopened now, not at sent_at (the sender's clock): a message written before the
         # resolution but arriving after it still reopens the ticket for every consumer.
@@ -366,6 +369,8 @@ async def change_status(
     ticket.updated_at = now
     await session.flush()
     events.status_changed(session, ticket, STATUS_EVENTS[action], when)
+    if action == Action.resolve:
+        await _flag_late(session, ticket, now)
     return ticket
 
 
@@ -381,3 +386,48 @@ async def rate(session: AsyncSession, ticket_id: uuid.UUID, data: SatisfactionRe
     await session.flush()
     events.satisfaction_rated(session, ticket)
     return ticket
+
+
+# ---- SLA breaches ---------------------------------------------------------------------------
+
+
+def sla_clock(ticket: Ticket) -> rules.SlaClock:
+    return rules.SlaClock(
+        status=ticket.status,
+        opened_at=ticket.opened_at,
+        assigned_at=ticket.assigned_at,
+        agent_replied_at=ticket.agent_replied_at,
+        first_response_at=ticket.first_response_at,
+        resolved_at=ticket.resolved_at,
+        first_response_breached=ticket.first_response_breached_at is not None,
+        resolution_breached=ticket.resolution_breached_at is not None,
+    )
+
+
+def flag_breaches(
+    session: AsyncSession, ticket: Ticket, verdict: rules.SlaVerdict, now: datetime
+) -> int:
+    """Flags and publishes the verdict's new breaches; the flag on the (locked) ticket keeps
+    each target to one breach, whether the sweep or an answer finds it first."""
+    flagged = 0
+    for target, breached in (
+        ("first_response", verdict.first_response_breached),
+        ("resolution", verdict.resolution_breached),
+    ):
+        if breached:
+            setattr(ticket, f"{target}_breached_at", now)
+            events.sla_breached(session, ticket, target, now)
+            flagged += 1
+    return flagged
+
+
+async def _flag_late(session: AsyncSession, ticket: Ticket, now: datetime) -> None:
+    """A late answer or resolution is a breach now: the sweep checks only open and pending
+    tickets, and may not have reached this one between its target and now."""
+    row = await session.get(SlaPolicyRow, ticket.priority)
+    if row is None:
+        return
+    policy = rules.SlaPolicy(
+        row.first_response_minutes, row.resolution_minutes, row.reassign_after_minutes
+    )
+    flag_breaches(session, ticket, rules.sla_check(sla_clock(ticket), policy, now), now)

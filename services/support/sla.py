@@ -20,7 +20,7 @@ from services.support import events, rules
 from services.support.models import SlaPolicyRow, Ticket
 from services.support.rules import Priority
 from services.support.schemas import SlaPolicyUpdate, SweepResult
-from services.support.service import route
+from services.support.service import flag_breaches, route, sla_clock
 from shared.db import lock_table, on_postgres, session_scope
 from shared.events import utcnow
 
@@ -99,33 +99,14 @@ async def _sweep_batch(
         query = query.with_for_update(skip_locked=True)
     tickets = list(await session.scalars(query))
     for ticket in tickets:
-        verdict = rules.sla_check(_clock(ticket), by_priority[ticket.priority], now)
+        verdict = rules.sla_check(sla_clock(ticket), by_priority[ticket.priority], now)
         if verdict.reassign and await _reassign(session, ticket, now):
             result.reassigned += 1
-        for target, breached in (
-            ("first_response", verdict.first_response_breached),
-            ("resolution", verdict.resolution_breached),
-        ):
-            if breached:
-                setattr(ticket, f"{target}_breached_at", now)
-                _breach(session, ticket, target, now)
-                result.breaches += 1
+        result.breaches += flag_breaches(session, ticket, verdict, now)
     await session.flush()
     if len(tickets) < batch:
         return result, None
     return result, (tickets[-1].opened_at, tickets[-1].id)
-
-
-def _clock(ticket: Ticket) -> rules.SlaClock:
-    return rules.SlaClock(
-        status=ticket.status,
-        opened_at=ticket.opened_at,
-        assigned_at=ticket.assigned_at,
-        agent_replied_at=ticket.agent_replied_at,
-        first_response_at=ticket.first_response_at,
-        first_response_breached=ticket.first_response_breached_at is not None,
-        resolution_breached=ticket.resolution_breached_at is not None,
-    )
 
 
 async def _reassign(session: AsyncSession, ticket: Ticket, now: datetime) -> bool:
@@ -152,21 +133,6 @@ async def _reassign(session: AsyncSession, ticket: Ticket, now: datetime) -> boo
         ),
     )
     return True
-
-
-def _breach(session: AsyncSession, ticket: Ticket, target: str, now: datetime) -> None:
-    events.ticket_event(
-        session,
-        events.TICKET_SLA_BREACHED,
-        events.TicketSlaBreached(
-            ticket_id=ticket.id,
-            customer_id=ticket.customer_id,
-            agent_id=ticket.agent_id,
-            priority=ticket.priority,
-            target=target,
-            detected_at=now,
-        ),
-    )
 
 
 async def run(factory: async_sessionmaker[AsyncSession], interval_s: float) -> None:

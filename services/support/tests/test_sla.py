@@ -27,6 +27,7 @@ CLOCK = rules.SlaClock(
     assigned_at=T0,
     agent_replied_at=None,
     first_response_at=None,
+    resolved_at=None,
     first_response_breached=False,
     resolution_breached=False,
 )
@@ -59,10 +60,45 @@ class TestSlaRules:
         ).first_response_breached
 
     @pytest.mark.parametrize("status", ["resolved", "closed"])
-    def test_finished_tickets_are_left_alone(self, status):
-        assert rules.sla_check(replace(CLOCK, status=status), POLICY, T0 + timedelta(days=9)) == (
-            rules.SlaVerdict()
+    def test_tickets_finished_in_time_are_left_alone(self, status):
+        finished = replace(CLOCK, status=status, resolved_at=T0 + timedelta(minutes=30))
+        assert rules.sla_check(finished, POLICY, T0 + timedelta(days=9)) == rules.SlaVerdict()
+
+    def test_an_answer_after_the_target_is_a_breach(self):
+        """Answered late before any sweep flagged it: still a breach (once)."""
+        late = replace(CLOCK, first_response_at=T0 + timedelta(minutes=61))
+        verdict = rules.sla_check(late, POLICY, T0 + timedelta(minutes=62))
+        assert verdict.first_response_breached and not verdict.resolution_breached
+        in_time = replace(CLOCK, first_response_at=T0 + timedelta(minutes=60))
+        assert not rules.sla_check(in_time, POLICY, T0 + timedelta(hours=2)).first_response_breached
+        flagged = replace(late, first_response_breached=True)
+        assert not rules.sla_check(flagged, POLICY, T0 + timedelta(hours=2)).first_response_breached
+
+    @pytest.mark.parametrize("status", ["resolved", "closed"])
+    def test_a_resolution_after_the_target_is_a_breach(self, status):
+        late = replace(
+            CLOCK,
+            status=status,
+            first_response_at=T0 + timedelta(minutes=5),
+            resolved_at=T0 + timedelta(hours=9),
         )
+        verdict = rules.sla_check(late, POLICY, T0 + timedelta(days=9))
+        assert verdict == rules.SlaVerdict(resolution_breached=True)
+        flagged = replace(late, resolution_breached=True)
+        assert rules.sla_check(flagged, POLICY, T0 + timedelta(days=9)) == rules.SlaVerdict()
+
+    def test_a_resolution_ends_the_wait_for_a_first_answer(self):
+        resolved = replace(CLOCK, status="resolved", resolved_at=T0 + timedelta(minutes=90))
+        verdict = rules.sla_check(resolved, POLICY, T0 + timedelta(days=9))
+        assert verdict == rules.SlaVerdict(first_response_breached=True)
+        in_time = replace(resolved, resolved_at=T0 + timedelta(minutes=30))
+        assert rules.sla_check(in_time, POLICY, T0 + timedelta(days=9)) == rules.SlaVerdict()
+
+    def test_a_reopened_ticket_is_unresolved_again(self):
+        # An active ticket is not resolved, whatever an earlier resolution left behind.
+        reopened = replace(CLOCK, status="open", assigned_at=None, resolved_at=T0)
+        verdict = rules.sla_check(reopened, POLICY, T0 + timedelta(hours=9))
+        assert verdict == rules.SlaVerdict(first_response_breached=True, resolution_breached=True)
 
     def test_no_targets_no_verdicts(self):
         assert (
@@ -185,6 +221,87 @@ class TestSweep:
             client, datetime.fromisoformat(normal["opened_at"]) + timedelta(days=1)
         )
         assert (result.reassigned, result.breaches) == (0, 0)
+
+
+class TestLateAnswers:
+    """An answer or resolution after its target, before a sweep flagged it (the sweep runs
+    every few seconds, may be down, and an imported ticket may be overdue when filed): one
+    breach per target, flagged by the answer or resolution, never again by a sweep."""
+
+    async def test_late_answer_and_resolution_are_breached_once(self, client):
+        await client.put(
+            "/v1/sla-policies/high", json={"first_response_minutes": 60, "resolution_minutes": 240}
+        )
+        await client.put("/v1/sla-policies/urgent", json={"resolution_minutes": 120})
+        agent = await new_agent(client)
+        opened_at = (datetime.now(UTC) - timedelta(hours=3)).isoformat()
+        answered = await new_ticket(client, priority="high", opened_at=opened_at)
+        reply = await client.post(
+            f"/v1/tickets/{answered['id']}/messages",
+            json={"author_type": "agent", "author_id": agent["id"], "body": "Looking into it"},
+        )
+        assert reply.status_code == 201
+        read = (await client.get(f"/v1/tickets/{answered['id']}")).json()
+        assert read["first_response_breached_at"] is not None
+        assert read["resolution_breached_at"] is None  # 3 of 4 hours: not due yet
+        resolved = await new_ticket(client, priority="urgent", opened_at=opened_at)
+        read = (await client.post(f"/v1/tickets/{resolved['id']}/resolve")).json()
+        assert read["resolution_breached_at"] is not None
+
+        swept = await sweep_at(client, datetime.now(UTC))
+        assert swept.breaches == 0
+        breaches = [
+            json.loads(r.value)["data"]
+            for r in await outbox(client, topics.SUPPORT)
+            if r.event_type == "crm.support.ticket_sla_breached.v1"
+        ]
+        assert [(b["ticket_id"], b["target"]) for b in breaches] == [
+            (answered["id"], "first_response"),
+            (resolved["id"], "resolution"),
+        ]
+
+    async def test_a_breach_the_sweep_flagged_first_is_not_flagged_again(self, client):
+        await client.put(
+            "/v1/sla-policies/high", json={"first_response_minutes": 60, "resolution_minutes": 120}
+        )
+        agent = await new_agent(client)
+        opened_at = datetime.now(UTC) - timedelta(hours=3)
+        ticket = await new_ticket(client, priority="high", opened_at=opened_at.isoformat())
+        tid = ticket["id"]
+        swept = await sweep_at(client, opened_at + timedelta(hours=2, minutes=1))
+        assert swept.breaches == 2
+        flagged = (await client.get(f"/v1/tickets/{tid}")).json()
+        await client.post(
+            f"/v1/tickets/{tid}/messages",
+            json={"author_type": "agent", "author_id": agent["id"], "body": "Sorry for the wait"},
+        )
+        resolved = (await client.post(f"/v1/tickets/{tid}/resolve")).json()
+        for target in ("first_response", "resolution"):
+            key = f"{target}_breached_at"
+            assert resolved[key] == flagged[key]
+        breaches = [
+            r
+            for r in await outbox(client, topics.SUPPORT)
+            if r.event_type == "crm.support.ticket_sla_breached.v1"
+        ]
+        assert len(breaches) == 2
+
+    async def test_answered_and_resolved_in_time_no_breach(self, client):
+        await client.put(
+            "/v1/sla-policies/high", json={"first_response_minutes": 60, "resolution_minutes": 120}
+        )
+        agent = await new_agent(client)
+        ticket = await new_ticket(client, priority="high")
+        tid = ticket["id"]
+        await client.post(
+            f"/v1/tickets/{tid}/messages",
+            json={"author_type": "agent", "author_id": agent["id"], "body": "Done"},
+        )
+        resolved = (await client.post(f"/v1/tickets/{tid}/resolve")).json()
+        assert resolved["first_response_breached_at"] is None
+        assert resolved["resolution_breached_at"] is None
+        types = [r.event_type for r in await outbox(client, topics.SUPPORT)]
+        assert "crm.support.ticket_sla_breached.v1" not in types
 
 
 async def test_the_scheduler_runs_in_the_service(support_settings: SupportSettings):
