@@ -24,7 +24,7 @@ from services.support.schemas import (
     SatisfactionRequest,
     TicketCreate,
 )
-from shared.customer_view import current_customer
+from shared.customer_view import current_customer, filed_under
 from shared.db import for_update, get_or_404, lock_table, made_before
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events import utcnow
@@ -239,6 +239,19 @@ async def get_ticket(session: AsyncSession, ticket_id: uuid.UUID, *, lock: bool 
     return await get_or_404(session, Ticket, ticket_id, "ticket", lock=lock)
 
 
+async def _ticket_of_a_customer(session: AsyncSession, ticket_id: uuid.UUID) -> Ticket:
+    """The ticket, locked, to add what its customer said or thought (a message, a rating); a
+    409 once the customer was erased: nothing more is kept about them. The customer's lock
+    first, then the ticket's, as an erasure takes them."""
+    customer_id = await session.scalar(select(Ticket.customer_id).where(Ticket.id == ticket_id))
+    if customer_id is not None and await filed_under(session, customer_id) is None:
+        raise Conflict(
+            f"the customer of ticket {ticket_id} was erased: nothing more is kept about them",
+            field="ticket_id",
+        )
+    return await get_ticket(session, ticket_id, lock=True)
+
+
 async def messages(session: AsyncSession, ticket_id: uuid.UUID) -> list[TicketMessage]:
     return list(
         await session.scalars(
@@ -276,7 +289,7 @@ async def list_tickets(
 async def add_message(
     session: AsyncSession, ticket_id: uuid.UUID, data: MessageCreate
 ) -> TicketMessage:
-    ticket = await get_ticket(session, ticket_id, lock=True)
+    ticket = await _ticket_of_a_customer(session, ticket_id)
     earlier = await made_before(
         session,
         TicketMessage,
@@ -376,7 +389,7 @@ async def change_status(
 
 async def rate(session: AsyncSession, ticket_id: uuid.UUID, data: SatisfactionRequest) -> Ticket:
     """CSAT on a resolved or closed ticket; a later rating replaces an earlier one."""
-    ticket = await get_ticket(session, ticket_id, lock=True)
+    ticket = await _ticket_of_a_customer(session, ticket_id)
     rules.can_rate(ticket.status)
     now = utcnow()
     ticket.satisfaction_score = data.score

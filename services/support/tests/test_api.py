@@ -4,8 +4,9 @@ import json
 import uuid
 from datetime import datetime, timedelta
 
-from services.support.tests.helpers import new_agent, new_ticket, outbox
+from services.support.tests.helpers import apply, new_agent, new_ticket, outbox
 from shared import topics
+from shared.events import CONTACT_ERASED
 
 
 def event_types(rows) -> list[str]:
@@ -216,6 +217,25 @@ class TestLifecycle:
         assert read["status"] == "open" and read["resolved_at"] is None
         types = event_types(await outbox(client, topics.SUPPORT))
         assert types.count("crm.support.ticket_reopened.v1") == 2
+
+    async def test_an_erased_customers_ticket_takes_no_more_of_what_they_say(self, client):
+        ticket = await new_ticket(client)
+        tid = ticket["id"]
+        await client.post(f"/v1/tickets/{tid}/resolve")
+        erased = {"contact_id": ticket["customer_id"], "erased_at": "2026-11-24T00:00:00Z"}
+        await apply(client, CONTACT_ERASED, erased)
+        before = len(await outbox(client))
+        # Before, the message was stored in full and published under the erased id.
+        said = {"author_type": "customer", "body": "I'm Bob Smith, call me on +49 30 1234567"}
+        rating = {"score": 1, "comment": "Bob Smith is not happy"}
+        for path, body in (("messages", said), ("satisfaction", rating)):
+            refused = await client.post(f"/v1/tickets/{tid}/{path}", json=body)
+            assert refused.status_code == 409, refused.text
+            assert refused.json()["error"]["fields"][0]["field"] == "ticket_id"
+        assert len(await outbox(client)) == before
+        read = (await client.get(f"/v1/tickets/{tid}")).json()
+        assert read["satisfaction_comment"] is None
+        assert all("Bob" not in m["body"] for m in read["messages"])
 
     async def test_a_reply_written_before_the_resolution_reopens_after_it(self, client):
         """An e-mail sent before the agent resolved the ticket, delivered after: the reopening
