@@ -46,6 +46,7 @@ SALES_HANDLERS = {
     sales.LEAD_DISQUALIFIED: _handler(sales.LeadDisqualified, sales_facts.lead_disqualified),
     sales.LEAD_CONVERTED: _handler(sales.LeadConverted, sales_facts.lead_converted),
     sales.OPPORTUNITY_OPENED: _handler(sales.OpportunityOpened, sales_facts.opportunity_changed),
+    sales.OPPORTUNITY_UPDATED: _handler(sales.OpportunityUpdated, sales_facts.opportunity_changed),
     sales.OPPORTUNITY_STAGE_CHANGED: _handler(
         sales.OpportunityStageChanged, sales_facts.opportunity_changed
     ),

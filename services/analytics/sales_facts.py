@@ -63,9 +63,16 @@ async def lead_converted(session: AsyncSession, data: sales.LeadConverted) -> No
 
 
 async def opportunity_changed(
-    session: AsyncSession, data: sales.OpportunityOpened | sales.OpportunityStageChanged
+    session: AsyncSession,
+    data: sales.OpportunityOpened | sales.OpportunityStageChanged | sales.OpportunityUpdated,
 ) -> None:
-    changed_at = getattr(data, "changed_at", None) or data.opened_at
+    """Every opportunity event carries the deal's whole state: the latest one applied wins."""
+    if isinstance(data, sales.OpportunityStageChanged):
+        changed_at = data.changed_at
+    elif isinstance(data, sales.OpportunityUpdated):
+        changed_at = data.updated_at  # new terms (amount, close date, owner), same stage
+    else:
+        changed_at = data.opened_at
     customer = await rows.owner(session, data.customer_id)
     opportunity = await rows.get(session, OpportunityFact, data.opportunity_id)
     if opportunity is None:

@@ -8,8 +8,9 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
+from shared import topics
 from shared.consumer import EventConsumer
-from shared.contracts import sales, support
+from shared.contracts import marketing, sales, support
 from shared.events import (
     CONTACT_CREATED,
     CONTACT_ERASED,
@@ -40,8 +41,20 @@ async def apply_many(client: httpx.AsyncClient, items: list[tuple[str, dict[str,
         await consumer.process(records)
 
 
+# A department event goes to the consumer of its topic, as the bus delivers it, whether or not
+# analytics has a handler for its type.
+_TOPICS = {
+    **dict.fromkeys(sales.EVENT_TYPES, topics.SALES),
+    **dict.fromkeys(marketing.EVENT_TYPES, topics.MARKETING),
+    **dict.fromkeys(support.EVENT_TYPES, topics.SUPPORT),
+}
+
+
 def _consumer_of(consumers: list[EventConsumer], item: tuple[str, dict[str, Any]]) -> EventConsumer:
-    (consumer,) = [c for c in consumers if item[0] in c.subscription.handlers]
+    topic = _TOPICS.get(item[0])
+    (consumer,) = [
+        c for c in consumers if item[0] in c.subscription.handlers or topic in c.subscription.topics
+    ]
     return consumer
 
 

@@ -291,6 +291,48 @@ class TestSalesKpis:
             {"month": "2026-11", "currency": "EUR", "revenue": "300.50"}
         ]
 
+    async def test_a_deals_new_terms_count_and_older_ones_arriving_late_do_not(self, client):
+        o, c = ids(2)
+        await apply_many(
+            client,
+            [
+                deal(o, c, "1000", "2026-12-20"),
+                # The rep raises the amount and brings the close into November...
+                deal(o, c, "5000", "2026-11-20", updated_at="2026-11-03T00:00:00Z"),
+                # ...after an earlier change that arrives late.
+                deal(o, c, "3000", "2026-12-01", updated_at="2026-11-02T00:00:00Z"),
+            ],
+        )
+        kpis = (await client.get("/v1/kpis/sales", params=NOV)).json()
+        assert kpis["pipeline_per_stage"] == [
+            {
+                "stage": "proposal",
+                "currency": "EUR",
+                "count": 1,
+                "value": "5000.00",
+                "weighted_value": "2500.00",
+            }
+        ]
+        assert kpis["weighted_forecast"] == [{"currency": "EUR", "value": "2500.00"}]
+
+
+def deal(opp, customer, amount, close, stage="proposal", p=0.5, updated_at=None):
+    """An opportunity opened on 1 November; with ``updated_at``, its terms changed then."""
+    data = {
+        "opportunity_id": opp,
+        "customer_id": customer,
+        "owner": "rep-1",
+        "stage": stage,
+        "probability": p,
+        "amount": amount,
+        "currency": "EUR",
+        "expected_close": close,
+        "opened_at": "2026-11-01T00:00:00Z",
+    }
+    if updated_at is None:
+        return sales.OPPORTUNITY_OPENED, data
+    return sales.OPPORTUNITY_UPDATED, {**data, "updated_at": updated_at}
+
 
 def order_event(customer, amount, at, **fields):
     return sales.ORDER_PLACED, {
