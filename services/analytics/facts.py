@@ -22,6 +22,7 @@ from services.analytics.models import (
     SuppressionFact,
     TicketFact,
     TicketMessageFact,
+    TicketReopenFact,
     TouchDaily,
 )
 from shared.contracts import support
@@ -129,8 +130,10 @@ async def ticket_resolved(session: AsyncSession, data: support.TicketResolved) -
 async def ticket_reopened(session: AsyncSession, data: support.TicketReopened) -> None:
     ticket = await _ticket(session, data.ticket_id, data.customer_id)
     scoring.mark(session, ticket.customer_id)  # open and breached tickets are scored
-    if ticket.reopened_at == data.reopened_at:
+    # Any reopening seen before, not only the latest, is not counted again.
+    if await rows.get(session, TicketReopenFact, (data.ticket_id, data.reopened_at)) is not None:
         return
+    rows.add(session, TicketReopenFact, ticket_id=data.ticket_id, reopened_at=data.reopened_at)
     ticket.reopen_count = (ticket.reopen_count or 0) + 1
     if later(data.reopened_at, ticket.reopened_at):
         ticket.reopened_at = data.reopened_at

@@ -96,6 +96,16 @@ class TicketMessageFact(Base):
     sent_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class TicketReopenFact(Base):
+    """One reopening of a ticket: counted once however often, under whatever event id, it
+    arrives."""
+
+    __tablename__ = "ticket_reopen_facts"
+
+    ticket_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    reopened_at: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+
+
 class SlaBreachFact(Base):
     """One breached target of a ticket (first_response or resolution)."""
 

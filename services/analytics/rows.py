@@ -135,10 +135,12 @@ async def write(session: AsyncSession) -> None:
     for model, inserts in new.items():
         table = _table(model)
         statement = insert_on_conflict(session, table)
-        statement = statement.on_conflict_do_update(
-            index_elements=list(table.primary_key.columns),
-            set_={c.key: statement.excluded[c.key] for c in table.columns if not c.primary_key},
-        )
+        keys = list(table.primary_key.columns)
+        columns = {c.key: statement.excluded[c.key] for c in table.columns if not c.primary_key}
+        if columns:
+            statement = statement.on_conflict_do_update(index_elements=keys, set_=columns)
+        else:  # a row that is all key (a ticket's reopening): there is nothing to update
+            statement = statement.on_conflict_do_nothing(index_elements=keys)
         await _execute_in_chunks(session, statement, _in_key_order(table, inserts))
     for model, updates in changed.items():
         await session.execute(

@@ -479,3 +479,20 @@ class TestArrivalOrder:
         await apply(client, *reopened(t, c, "2026-11-06T09:00:00Z"))
         view = (await client.get(f"/v1/customers/{c}/360")).json()
         assert [o["ticket_id"] for o in view["open_tickets"]] == [t]
+
+    async def test_an_older_reopening_delivered_again_is_not_counted_again(self, client):
+        c, t = ids(2)
+        await apply_many(
+            client,
+            [
+                opened(t, c, "2026-11-05T09:00:00Z"),
+                resolved(t, c, A, "2026-11-05T10:00:00Z"),
+                reopened(t, c, "2026-11-05T11:00:00Z"),
+                resolved(t, c, A, "2026-11-05T12:00:00Z"),
+                reopened(t, c, "2026-11-05T13:00:00Z"),
+            ],
+        )
+        # The first reopening again, under a new event id (each apply gets new ones).
+        await apply(client, *reopened(t, c, "2026-11-05T11:00:00Z"))
+        view = (await client.get(f"/v1/customers/{c}/360")).json()
+        assert [(o["ticket_id"], o["reopen_count"]) for o in view["open_tickets"]] == [(t, 2)]
