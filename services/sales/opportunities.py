@@ -4,6 +4,7 @@ They take the caller's session and never commit: the caller does."""
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -184,18 +185,31 @@ async def pipeline_figures(
     if owner is not None:
         query = query.where(Opportunity.owner == owner)
     found = {stage: (count, total) for stage, count, total in await session.execute(query)}
+    # An open stage's weighted figure is the sum of each deal's, as in the forecast.
+    deals = select(Opportunity.stage, Opportunity.amount).where(
+        Opportunity.currency == currency, Opportunity.stage.in_(pipeline.open_stages)
+    )
+    if owner is not None:
+        deals = deals.where(Opportunity.owner == owner)
+    open_weighted = dict.fromkeys(pipeline.open_stages, Decimal("0.00"))
+    for stage, amount in await session.execute(deals):
+        open_weighted[stage] += rules.weighted(rules.money(amount), pipeline.probability(stage))
     figures = []
     for stage in pipeline.stages:
         count, total = found.get(stage, (0, 0))
         amount = rules.money(total)
         probability = pipeline.probability(stage)
+        if stage in rules.CLOSED:
+            weighted = rules.cents(amount * probability)  # won and lost deals are not forecast
+        else:
+            weighted = open_weighted[stage]
         figures.append(
             StageFigures(
                 stage=stage,
                 probability=probability,
                 count=count,
                 amount=amount,
-                weighted=rules.cents(amount * probability),
+                weighted=weighted,
             )
         )
     return figures

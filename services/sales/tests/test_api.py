@@ -321,6 +321,17 @@ class TestOpportunities:
         december = (await client.get("/v1/forecast", params={"period": "2026-12"})).json()
         assert Decimal(december["total"]["weighted"]) == Decimal("1600.00")
 
+    async def test_weighted_figures_are_sums_of_each_deals_rounded_amount(self, client):
+        # 0.05 * 0.1 = 0.005, 0.01 a deal (halves up): 0.03 for the three, as analytics says.
+        for owner in ("a", "b", "c"):
+            await new_opportunity(client, owner=owner, amount="0.05", expected_close="2026-11-20")
+        nov = (await client.get("/v1/forecast", params={"period": "2026-11"})).json()
+        assert [line["weighted"] for line in nov["owners"]] == ["0.01", "0.01", "0.01"]
+        assert nov["total"]["weighted"] == "0.03"
+        stages = {s["stage"]: s for s in (await client.get("/v1/pipeline")).json()["stages"]}
+        assert stages["prospecting"]["weighted"] == "0.03"
+        assert (stages["proposal"]["weighted"], stages["won"]["weighted"]) == ("0.00", "0.00")
+
 
 class TestActivities:
     async def test_outbound_activity_carries_the_contact_check(self, client):

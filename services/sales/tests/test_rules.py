@@ -235,6 +235,13 @@ class TestForecast:
             Decimal("400"),
         )
 
+    def test_the_owners_lines_add_up_to_the_total(self):
+        # Each deal is weighted and rounded once: 0.05 * 0.1 = 0.005 -> 0.01 (halves up).
+        deals = [Deal(owner, "prospecting", Decimal("0.05")) for owner in ("a", "b", "c")]
+        lines, total = rules.forecast(deals, PIPELINE)
+        assert [line.weighted for line in lines] == [Decimal("0.01")] * 3
+        assert total.weighted == Decimal("0.03")
+
     def test_no_deals(self):
         lines, total = rules.forecast([], PIPELINE)
         assert lines == [] and total.expected == 0
