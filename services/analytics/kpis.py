@@ -201,7 +201,7 @@ async def sales(session: AsyncSession, period: Period) -> dict[str, Any]:
                 OpportunityFact.currency,
                 func.count(),
                 func.sum(OpportunityFact.amount),
-                func.sum(OpportunityFact.amount * OpportunityFact.probability),
+                func.sum(OpportunityFact.weighted),
             )
             .where(is_open)
             .group_by(OpportunityFact.stage, OpportunityFact.currency)
@@ -217,7 +217,7 @@ async def sales(session: AsyncSession, period: Period) -> dict[str, Any]:
         await session.execute(
             select(
                 OpportunityFact.currency,
-                func.sum(OpportunityFact.amount * OpportunityFact.probability),
+                func.sum(OpportunityFact.weighted),
             )
             .where(closing)
             .group_by(OpportunityFact.currency)

@@ -139,6 +139,8 @@ class OpportunityFact(Base):
     stage: Mapped[str] = mapped_column(String(64))
     probability: Mapped[float] = mapped_column(Float)
     amount: Mapped[Decimal] = mapped_column(Money)
+    # rules.weighted(amount, probability): the KPIs sum it, so they round each deal as sales does.
+    weighted: Mapped[Decimal] = mapped_column(Money)
     currency: Mapped[str] = mapped_column(String(3))
     expected_close: Mapped[date | None] = mapped_column(Date)
     campaign_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)

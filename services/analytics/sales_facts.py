@@ -84,6 +84,7 @@ async def opportunity_changed(
     opportunity.stage = data.stage
     opportunity.probability = data.probability
     opportunity.amount = data.amount
+    opportunity.weighted = rules.weighted(data.amount, data.probability)
     opportunity.currency = data.currency
     opportunity.expected_close = data.expected_close
     opportunity.opened_at = data.opened_at

@@ -315,6 +315,25 @@ class TestSalesKpis:
         ]
         assert kpis["weighted_forecast"] == [{"currency": "EUR", "value": "2500.00"}]
 
+    async def test_weighted_figures_round_each_deal_half_up_as_sales_does(self, client):
+        o1, o2, o3, o4, c = ids(5)
+        await apply_many(
+            client,
+            [
+                # 2.15 * 0.5 = 1.075 -> 1.08 (sales' forecast says 1.08).
+                deal(o1, c, "2.15", "2026-11-20"),
+                # 0.05 * 0.1 = 0.005 -> 0.01 a deal, 0.03 for the three (not 0.015 -> 0.02).
+                *(deal(o, c, "0.05", "2026-12-20", "prospecting", 0.1) for o in (o2, o3, o4)),
+            ],
+        )
+        kpis = (await client.get("/v1/kpis/sales", params=NOV)).json()
+        weighted = {s["stage"]: s["weighted_value"] for s in kpis["pipeline_per_stage"]}
+        assert weighted == {"proposal": "1.08", "prospecting": "0.03"}
+        assert kpis["weighted_forecast"] == [{"currency": "EUR", "value": "1.08"}]
+        december = {"from": "2026-12-01", "to": "2026-12-31"}
+        kpis = (await client.get("/v1/kpis/sales", params=december)).json()
+        assert kpis["weighted_forecast"] == [{"currency": "EUR", "value": "0.03"}]
+
 
 def deal(opp, customer, amount, close, stage="proposal", p=0.5, updated_at=None):
     """An opportunity opened on 1 November; with ``updated_at``, its terms changed then."""

@@ -156,3 +156,17 @@ class TestCalendar:
     def test_ratio(self):
         assert rules.ratio(1, 3) == 0.3333
         assert rules.ratio(1, 0) is None
+
+
+class TestPipeline:
+    @pytest.mark.parametrize(
+        ("amount", "probability", "weighted"),
+        [
+            ("2.15", 0.5, "1.08"),
+            ("0.05", 0.1, "0.01"),
+            ("333.33", 0.5, "166.67"),
+            ("0", 0.8, "0.00"),
+        ],
+    )
+    def test_a_deals_weighted_amount_rounds_half_up_once(self, amount, probability, weighted):
+        assert rules.weighted(Decimal(amount), probability) == Decimal(weighted)
