@@ -10,7 +10,8 @@ checked again (its quiet hours may be over, the budget may have grown)."""
 
 import uuid
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -60,7 +61,8 @@ async def launch(
         )
     }
     todo = [m for m in members if m not in earlier or earlier[m].status == SendStatus.suppressed]
-    decisions = await reasons_not_to_send(session, campaign, todo, now)
+    decided = await reasons_not_to_send(session, [Check(campaign, m) for m in todo], now)
+    decisions = dict(zip(todo, decided, strict=True))
     committed = sum(1 for row in earlier.values() if row.status in COSTING)
     affordable = rules.affordable_sends(campaign.budget, campaign.cost_per_send, committed)
 
@@ -150,23 +152,28 @@ async def complete_if_done(session: AsyncSession, campaign: Campaign, now: datet
     return True
 
 
+@dataclass(frozen=True)
+class Check:
+    """A customer to check for a campaign. ``counted``: touches of the check's own already in
+    the count (1 for a send checked again at delivery, counted as one not yet recorded)."""
+
+    campaign: Campaign
+    customer_id: uuid.UUID
+    counted: int = 0
+
+
 async def reasons_not_to_send(
-    session: AsyncSession,
-    campaign: Campaign,
-    members: list[uuid.UUID],
-    now: datetime,
-    *,
-    not_counting: Collection[uuid.UUID] = (),
-) -> dict[uuid.UUID, list[str]]:
-    """Each member's reasons not to send now (empty: send). ``not_counting``: this campaign's
-    sends being checked at delivery, not to be counted as touches of their own customers."""
-    channel = rules.bus_channel(campaign.channel)
+    session: AsyncSession, checks: Sequence[Check], now: datetime
+) -> list[list[str]]:
+    """Each check's reasons not to send now (empty: send), from one set of queries for all
+    (a launch's members, a sender's batch of sends of many campaigns)."""
+    customers = list({check.customer_id for check in checks})
     policy = await customer_view.policy(session)
     recipients: dict[uuid.UUID, Any] = {}
     touches: Counter[uuid.UUID] = Counter()
     tickets: dict[uuid.UUID, set[str]] = {}
     since = now - CONTACT_WINDOW
-    for chunk in _chunks(members):
+    for chunk in _chunks(customers):
         for row in await session.execute(
             select(
                 Recipient.contact_id,
@@ -193,9 +200,7 @@ async def reasons_not_to_send(
                 ).all()
             )
         )
-        touches.update(
-            dict((await session.execute(unrecorded_sends(chunk, since, not_counting))).all())
-        )
+        touches.update(dict((await session.execute(unrecorded_sends(chunk, since))).all()))
         for customer_id, priority in await session.execute(
             select(TicketState.customer_id, TicketState.priority).where(
                 TicketState.customer_id.in_(chunk),
@@ -204,41 +209,39 @@ async def reasons_not_to_send(
         ):
             tickets.setdefault(customer_id, set()).add(priority)
 
-    decisions: dict[uuid.UUID, list[str]] = {}
-    for customer_id in members:
-        recipient = recipients.get(customer_id)
+    decisions: list[list[str]] = []
+    for check in checks:
+        recipient = recipients.get(check.customer_id)
         if recipient is None:  # erased or merged since the segment was evaluated
-            decisions[customer_id] = [contact_rules.Reason.customer_erased.value]
+            decisions.append([contact_rules.Reason.customer_erased.value])
             continue
         reasons = [
             r.value
             for r in contact_rules.contact_check(
-                channel=channel,
+                channel=rules.bus_channel(check.campaign.channel),
                 department=Department.marketing,
                 now=now,
                 preferences=ContactPreferences.model_validate(recipient.preferences or {}),
                 policy=policy,
-                outbound_last_7_days=touches[customer_id],
-                open_ticket_priorities=sorted(tickets.get(customer_id, ())),
+                outbound_last_7_days=touches[check.customer_id] - check.counted,
+                open_ticket_priorities=sorted(tickets.get(check.customer_id, ())),
             )
         ]
         address = rules.address_for(
-            campaign.channel,
-            customer_id=str(customer_id),
+            check.campaign.channel,
+            customer_id=str(check.customer_id),
             email=recipient.email,
             phone=recipient.phone,
             identities=recipient.identities or {},
         )
         if address is None:
             reasons.append(rules.NO_ADDRESS)
-        decisions[customer_id] = reasons
+        decisions.append(reasons)
     return decisions
 
 
 def unrecorded_sends(
-    customer_ids: Collection[uuid.UUID],
-    since: datetime,
-    not_counting: Collection[uuid.UUID] = (),
+    customer_ids: Collection[uuid.UUID], since: datetime
 ) -> Select[tuple[uuid.UUID, int]]:
     """(customer id, count) of this service's sends since ``since`` that are touches, or will
     be, and that the timeline has not seen yet (still queued, or still on the bus)."""
@@ -251,7 +254,6 @@ def unrecorded_sends(
             Send.customer_id.in_(customer_ids),
             Send.status.in_(COSTING),
             Send.created_at > since,
-            Send.id.not_in(not_counting),
             ~in_timeline.exists(),
         )
         .group_by(Send.customer_id)

@@ -32,6 +32,7 @@ from services.marketing.config import MarketingSettings
 from services.marketing.models import Campaign, Recipient, Send, SendStatus
 from services.marketing.schemas import CampaignStatus
 from services.marketing.tracking import Links
+from shared.contact_rules import CONTACT_WINDOW
 from shared.db import for_update
 from shared.events import utcnow
 
@@ -227,29 +228,29 @@ class Sender:
                     )
                 )
             }
-            for campaign in campaigns.values():
-                of_campaign = [s for s in sends if s.campaign_id == campaign.id]
-                decisions = await launch.reasons_not_to_send(
-                    session,
-                    campaign,
-                    [s.customer_id for s in of_campaign],
-                    now,
-                    not_counting=[s.id for s in of_campaign],
+            # A send is a touch not yet recorded, counted as such: not against itself.
+            since = now - CONTACT_WINDOW
+            checks = [
+                launch.Check(
+                    campaigns[send.campaign_id], send.customer_id, int(send.created_at > since)
                 )
-                for send in of_campaign:
-                    if reasons := decisions[send.customer_id]:
-                        skipped[send.id] = reasons
-                        continue
-                    recipient = recipients[send.customer_id]
-                    address = rules.address_for(
-                        campaign.channel,
-                        customer_id=str(send.customer_id),
-                        email=recipient.email,
-                        phone=recipient.phone,
-                        identities=recipient.identities or {},
-                    )
-                    assert address is not None  # else a reason: no_address
-                    messages.append(self.message(campaign, send, recipient, address))
+                for send in sends
+            ]
+            decided = await launch.reasons_not_to_send(session, checks, now)
+        for send, reasons in zip(sends, decided, strict=True):
+            if reasons:
+                skipped[send.id] = reasons
+                continue
+            campaign, recipient = campaigns[send.campaign_id], recipients[send.customer_id]
+            address = rules.address_for(
+                campaign.channel,
+                customer_id=str(send.customer_id),
+                email=recipient.email,
+                phone=recipient.phone,
+                identities=recipient.identities or {},
+            )
+            assert address is not None  # else a reason: no_address
+            messages.append(self.message(campaign, send, recipient, address))
         return messages, skipped
 
     def message(

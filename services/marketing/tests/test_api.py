@@ -492,6 +492,20 @@ class TestCheckedAgainAtDelivery:
         await deliver(client)
         assert mailbox.messages == []
 
+    async def test_two_campaigns_in_one_batch_count_each_other_not_themselves(
+        self, client, mailbox
+    ):
+        await apply(
+            client, CONTACT_POLICY_UPDATED, {"max_outbound_per_week": 2, "quiet_hours": None}
+        )
+        await new_contact(client)
+        segment = (await new_segment(client))["id"]
+        for name in ("A", "B"):
+            campaign = await new_campaign(client, segment, name=name)
+            assert (await launch(client, campaign["id"]))["queued"] == 1
+        assert await app_of(client).state.sender.deliver_batch() == 2  # one batch, both
+        assert len(mailbox.messages) == 2  # two touches: the limit, not over it
+
     async def test_the_contact_check_counts_the_sends_still_queued(self, client):
         await apply(
             client, CONTACT_POLICY_UPDATED, {"max_outbound_per_week": 1, "quiet_hours": None}
