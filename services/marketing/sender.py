@@ -3,8 +3,8 @@
 A launch only writes send rows (queued) and events in its transaction; the sender claims a
 batch (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several replicas share the queue), marks it
 ``sending`` with a lease (renewed while it delivers), checks the contact rules again (what
-changed since the launch counts), delivers outside any transaction, then records sent/failed with the
-MessageSent/MessageFailed events and the campaign_send touches in one transaction. A sender that
+changed since the launch counts), delivers outside any transaction, then records sent/failed
+with the MessageSent/MessageFailed events and the campaign_send touches in one transaction. A sender that
 dies mid-batch leaves ``sending`` rows whose lease runs out: they are claimed again (delivery is
 at least once; the provider gets the send id as idempotency key). It also launches scheduled
 campaigns when their time comes."""
