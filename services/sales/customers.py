@@ -251,7 +251,8 @@ async def contact_merged(
 
 async def contact_erased(session: AsyncSession, contact_id: uuid.UUID) -> None:
     """No PII of an erased person stays in sales: leads lose name, company, e-mail, phone and
-    disqualify reason, activities and deals their free text; tickets and scores go. Orders and deals keep only amounts."""
+    disqualify reason, activities and deals their free text; tickets and scores go. Orders
+    and deals keep only amounts."""
     await session.execute(
         update(Lead)
         .where(Lead.customer_id == contact_id)

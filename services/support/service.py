@@ -404,6 +404,12 @@ async def rate(session: AsyncSession, ticket_id: uuid.UUID, data: SatisfactionRe
 # ---- SLA breaches ---------------------------------------------------------------------------
 
 
+def sla_policy(row: SlaPolicyRow) -> rules.SlaPolicy:
+    return rules.SlaPolicy(
+        row.first_response_minutes, row.resolution_minutes, row.reassign_after_minutes
+    )
+
+
 def sla_clock(ticket: Ticket) -> rules.SlaClock:
     return rules.SlaClock(
         status=ticket.status,
@@ -440,7 +446,5 @@ async def _flag_late(session: AsyncSession, ticket: Ticket, now: datetime) -> No
     row = await session.get(SlaPolicyRow, ticket.priority)
     if row is None:
         return
-    policy = rules.SlaPolicy(
-        row.first_response_minutes, row.resolution_minutes, row.reassign_after_minutes
-    )
-    flag_breaches(session, ticket, rules.sla_check(sla_clock(ticket), policy, now), now)
+    verdict = rules.sla_check(sla_clock(ticket), sla_policy(row), now)
+    flag_breaches(session, ticket, verdict, now)

@@ -20,7 +20,7 @@ from services.support import events, rules
 from services.support.models import SlaPolicyRow, Ticket
 from services.support.rules import Priority
 from services.support.schemas import SlaPolicyUpdate, SweepResult
-from services.support.service import flag_breaches, route, sla_clock
+from services.support.service import flag_breaches, route, sla_clock, sla_policy
 from shared.db import lock_table, on_postgres, session_scope
 from shared.events import utcnow
 
@@ -69,12 +69,7 @@ async def _sweep_batch(
     """One batch of active tickets after ``after``; returns what it did and, if the batch was
     full, the last ticket's key to go on from."""
     result = SweepResult()
-    by_priority = {
-        row.priority: rules.SlaPolicy(
-            row.first_response_minutes, row.resolution_minutes, row.reassign_after_minutes
-        )
-        for row in await policies(session)
-    }
+    by_priority = {row.priority: sla_policy(row) for row in await policies(session)}
     if not by_priority:
         return result, None
     query = (
