@@ -144,7 +144,11 @@ class ExternalOrder(BaseModel):
     # order in "eur" would sit apart from the "EUR" ones in every figure.
     external_id: str = Field(min_length=1, max_length=128, pattern=r"^[^\x00]+$")
     customer_id: uuid.UUID
-    amount: Money = Field(ge=0, le=MAX_AMOUNT)
+    # In cents, as sales keeps it: a fraction of a cent would be rounded in sales' books
+    # while its order events told subscribers the amount as sent.
+    amount: Money = Field(
+        ge=0, le=MAX_AMOUNT, decimal_places=2, description="at most two decimals (cents)"
+    )
     currency: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 4217, upper case")
     status: str = Field(default="placed", pattern="^(placed|paid|refunded)$")
     ordered_at: UTCTime  # written by an integrator: checked as strictly as an API's input

@@ -251,6 +251,36 @@ class TestProjections:
         assert len(placed) == 1 and len(paid) == 1
         assert parse(placed[0]).get_data()["external_id"] == order["external_id"]
 
+    async def test_an_external_order_in_fractions_of_a_cent_is_dead_lettered(
+        self, client, producer, kafka_bootstrap
+    ):
+        # Sales keeps amounts in cents: "99.999" was stored as 100.00 while crm.sales.v1 told
+        # every subscriber 99.999, so the books and the bus disagreed.
+        customer = str(uuid.uuid4())
+        order = {
+            "external_id": f"INV-{uuid.uuid4().hex[:6]}",
+            "customer_id": customer,
+            "amount": "99.999",
+            "currency": "EUR",
+            "ordered_at": utcnow().isoformat(),
+        }
+        good = {**order, "external_id": f"INV-{uuid.uuid4().hex[:6]}", "amount": "99.90"}
+        async with (
+            TopicTail(kafka_bootstrap, topics.DEAD_LETTER) as dead_letters,
+            TopicTail(kafka_bootstrap, topics.SALES) as tail,
+        ):
+            for data in (order, good):  # the good one behind it, on the same partition
+                await produce(
+                    producer, topics.EXTERNAL_ORDERS, customer, sales.EXTERNAL_ORDER, data, "/acc"
+                )
+            [placed] = await tail.collect(keyed(customer, sales.ORDER_PLACED))
+            [refused] = await dead_letters.collect(lambda r: r.key == customer.encode())
+        assert b"amount" in dict(refused.headers)["dlq.error"]
+        [stored] = (await client.get("/v1/orders", params={"customer_id": customer})).json()[
+            "items"
+        ]
+        assert parse(placed).get_data()["amount"] == stored["amount"] == "99.90"
+
     async def test_merge_from_contacts_repoints_deals_and_timeline(self, client, producer):
         merged, survivor = str(uuid.uuid4()), str(uuid.uuid4())
         opp = await new_opportunity(client, customer_id=merged)
