@@ -32,6 +32,7 @@ from services.support import sla
 from services.support.app import create_app as create_support
 from services.support.config import SupportSettings
 from shared import contract_docs, events, topics
+from shared.contact_rules import contains_contact_details
 from shared.contracts import marketing, sales, support
 from shared.settings import AuthSettings, KafkaSettings
 from shared.testing import app_of, eventually, isolated_database, outbox_drained, running
@@ -44,6 +45,8 @@ SCHEMAS = contract_docs.event_schemas()
 # with an optional package, so the format is checked here).
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
 FORMATS = jsonschema.FormatChecker()
+# The free-text fields of crm.interactions.v1 and crm.sales.v1, which a person writes.
+FREE_TEXT = ("subject", "outcome", "reason")
 
 
 @FORMATS.checks("date-time", raises=ValueError)
@@ -218,6 +221,10 @@ def contract_violations(records: list[ConsumerRecord]) -> list[str]:
         documented = set(schema["properties"]["data"]["properties"])
         if undocumented := set(event.get("data", {})) - documented:
             problems.append(f"{where}: undocumented data fields {sorted(undocumented)}")
+        if r.topic in (topics.INTERACTIONS, topics.SALES):  # never an address or a number
+            for field in FREE_TEXT:
+                if contains_contact_details(str(event.get("data", {}).get(field) or "")):
+                    problems.append(f"{where}: contact details in {field}")
         if not str(event.get("time", "")).endswith("Z"):
             problems.append(f"{where}: time {event.get('time')!r} is not in UTC")
         try:
@@ -337,7 +344,10 @@ async def test_every_published_event_matches_its_published_schema(
             )
         )
         await ok(
-            await sales_api.post(f"/v1/leads/{lost['id']}/disqualify", json={"reason": "no budget"})
+            await sales_api.post(
+                f"/v1/leads/{lost['id']}/disqualify",
+                json={"reason": "no budget, ask again on +49 30 901820"},
+            )
         )
         converted = await ok(
             await sales_api.post(

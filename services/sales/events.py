@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.sales.models import Lead, Opportunity, Order
 from shared import topics
+from shared.contact_rules import redact_contact_details
 from shared.contracts.sales import (
     LEAD_CONVERTED,
     LEAD_CREATED,
@@ -47,6 +48,12 @@ def _publish(session: AsyncSession, event_type: str, key: uuid.UUID, data: BaseM
     )
 
 
+def _without_contact_details(reason: str | None) -> str | None:
+    """A rep's free text, as it may go on the bus: it may name the person's address or number,
+    which stay in sales (the record keeps the text as written)."""
+    return None if reason is None else redact_contact_details(reason)
+
+
 def _lead_key(lead: Lead) -> uuid.UUID:
     return lead.customer_id or lead.id
 
@@ -73,7 +80,7 @@ def lead_qualified(session: AsyncSession, lead: Lead) -> None:
 def lead_disqualified(session: AsyncSession, lead: Lead) -> None:
     data = LeadDisqualified(
         lead_id=lead.id,
-        reason=lead.disqualify_reason or "",
+        reason=_without_contact_details(lead.disqualify_reason) or "",
         disqualified_at=lead.updated_at,
     )
     _publish(session, LEAD_DISQUALIFIED, _lead_key(lead), data)
@@ -120,7 +127,7 @@ def stage_changed(session: AsyncSession, opp: Opportunity, from_stage: str) -> N
         amount=opp.amount,
         currency=opp.currency,
         expected_close=opp.expected_close,
-        reason=opp.close_reason,
+        reason=_without_contact_details(opp.close_reason),
         opened_at=opp.opened_at,
         changed_at=opp.updated_at,
     )

@@ -2,6 +2,7 @@
 opportunities through the pipeline, forecast, activities, orders and the customer view."""
 
 import asyncio
+import json
 import uuid
 from decimal import Decimal
 
@@ -755,6 +756,25 @@ class TestMergeAndErase:
         # Before, the lead moved under the erased id with its PII, and the merged contact's
         # own erasure, arriving next, found nothing left to erase.
         assert (got["name"], got["email"], got["phone"]) == (None, None, None)
+
+    async def test_reasons_go_on_the_bus_without_contact_details(self, client):
+        # crm.sales.v1 carries no e-mail addresses or phone numbers (the contract), yet a
+        # disqualify or lost reason went out as the rep wrote it.
+        customer = str(uuid.uuid4())
+        lead = await new_lead(client, customer_id=customer)
+        reason = {"reason": "Bob (bob@smith.example, +49 30 901820) has no budget"}
+        await client.post(f"/v1/leads/{lead['id']}/disqualify", json=reason)
+        opp = await new_opportunity(client, customer_id=customer)
+        await client.post(f"/v1/opportunities/{opp['id']}/stage", json={"stage": "lost", **reason})
+        published = [
+            json.loads(r.value)["data"]["reason"]
+            for r in await outbox(client, topics.SALES)
+            if r.event_type in (sales.LEAD_DISQUALIFIED, sales.OPPORTUNITY_STAGE_CHANGED)
+        ]
+        assert published == ["Bob ([redacted], [redacted]) has no budget"] * 2
+        # Sales' own records keep what the rep wrote.
+        got = (await client.get(f"/v1/leads/{lead['id']}")).json()
+        assert got["disqualify_reason"] == reason["reason"]
 
     async def test_erasure_clears_the_free_text_of_leads_and_deals(self, client):
         customer = str(uuid.uuid4())
