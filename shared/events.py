@@ -51,7 +51,16 @@ class _StructuredEvent(Envelope):
 
     specversion: Literal["1.0"]
     time: AwareDatetime | None = None
-    datacontenttype: Literal["application/json"] | None = None
+    datacontenttype: str | None = None
+
+    @field_validator("datacontenttype")
+    @classmethod
+    def _json_data(cls, value: str | None) -> str | None:
+        # Any JSON media type: other producers write "application/json; charset=utf-8"
+        # (RFC 8259 JSON is UTF-8 either way), and those events were dead-lettered.
+        if value is not None and value.split(";")[0].strip().lower() != "application/json":
+            raise ValueError(f"data must be JSON, not {value!r}")
+        return value
 
 
 class MalformedEvent(ValueError):

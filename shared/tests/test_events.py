@@ -83,6 +83,38 @@ class TestDecodeEvent:
         )
         assert envelope.time == event.get_time()
 
+    @pytest.mark.parametrize(
+        "content_type", ["application/json", "application/json; charset=utf-8", "Application/JSON"]
+    )
+    def test_reads_json_data_of_any_json_media_type(self, content_type):
+        # Other SDKs write the charset; those events went to the dead-letter topic.
+        value = json.dumps(
+            {
+                "specversion": "1.0",
+                "id": "e-1",
+                "source": "/erp",
+                "type": "erp.order.v1",
+                "datacontenttype": content_type,
+                "data": {"n": 1},
+            }
+        ).encode()
+        assert decode_event(value).data == {"n": 1}
+
+    @pytest.mark.parametrize("content_type", ["application/xml", "text/plain; charset=utf-8"])
+    def test_rejects_data_that_is_not_json(self, content_type):
+        value = json.dumps(
+            {
+                "specversion": "1.0",
+                "id": "e-1",
+                "source": "/erp",
+                "type": "erp.order.v1",
+                "datacontenttype": content_type,
+                "data": {"n": 1},
+            }
+        ).encode()
+        with pytest.raises(MalformedEvent, match="must be JSON"):
+            decode_event(value)
+
 
 class TestWholeNumbers:
     # JSON Schema's integers include 2.0; a boolean or a string is not a number.
