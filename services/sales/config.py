@@ -45,4 +45,8 @@ class SalesSettings(ServiceSettings):
             raise ValueError("needs at least one open stage, then won and lost last")
         if any(not Decimal(0) <= p <= Decimal(1) for p in value.values()):
             raise ValueError("probabilities are between 0 and 1")
+        # A won deal counts fully and a lost one not at all: the pipeline's won and lost
+        # figures, and the probability their events carry, are the amount times these.
+        if value["won"] != 1 or value["lost"] != 0:
+            raise ValueError("won's probability is 1 and lost's is 0")
         return value

@@ -182,6 +182,9 @@ class TestPipeline:
             {"won": "1", "lost": "0"},
             {"a": "0.5", "lost": "0", "won": "1"},
             {"a": "2", "won": "1", "lost": "0"},
+            # The pipeline's won figure was 90% of the won amount, lost 20% of the lost.
+            {"a": "0.5", "won": "0.9", "lost": "0"},
+            {"a": "0.5", "won": "1", "lost": "0.2"},
         ],
     )
     def test_bad_pipelines_are_refused(self, pipeline):
