@@ -120,8 +120,17 @@ async def list_orders(
     return cut_page(list(await session.scalars(query)), limit, "ordered_at")
 
 
-def _step(session: AsyncSession, order: Order, target: OrderStatus, at: datetime) -> None:
-    order.status = rules.next_order_status(OrderStatus(order.status), target).value
+def _step(session: AsyncSession, order: Order, target: OrderStatus, at: datetime | None) -> None:
+    status = rules.next_order_status(OrderStatus(order.status), target)
+    previous = order.ordered_at if target == OrderStatus.paid else order.paid_at
+    assert previous is not None
+    if at is None:
+        # An order's own time may be a few minutes ahead of the clock: no step before it.
+        at = max(utcnow(), previous)
+    elif at < previous:
+        before = "placed" if target == OrderStatus.paid else "paid"
+        raise InvalidInput(f"must not be before the order was {before} ({previous})", field="at")
+    order.status = status.value
     if target == OrderStatus.paid:
         order.paid_at = at
         events.order_paid(session, order)
@@ -134,7 +143,7 @@ async def change_status(
     session: AsyncSession, order_id: uuid.UUID, target: OrderStatus, at: datetime | None
 ) -> Order:
     order = await get_order(session, order_id, lock=True)
-    _step(session, order, target, at or utcnow())
+    _step(session, order, target, at)
     await session.flush()
     return order
 
@@ -153,7 +162,6 @@ async def take_external_order(session: AsyncSession, external: ExternalOrder) ->
         await session.flush()
         events.order_placed(session, order)
         await _touch(session, order)
-    now = utcnow()
     for status in rules.order_steps(OrderStatus(order.status), OrderStatus(external.status)):
-        _step(session, order, status, now)
+        _step(session, order, status, None)
     await session.flush()

@@ -4,6 +4,7 @@ opportunities through the pipeline, forecast, activities, orders and the custome
 import asyncio
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -493,6 +494,31 @@ class TestOrders:
         ]
         [touch] = await outbox(client, topics.INTERACTIONS)
         assert b"29.97" not in touch.value  # amounts stay off the interactions topic
+
+    async def test_no_payment_before_the_order_and_no_refund_before_the_payment(self, client):
+        # Both were taken: an order paid years before it was placed, refunded before paid.
+        body = {"customer_id": str(uuid.uuid4()), "amount": "5", "currency": "EUR"}
+        order = (
+            await client.post("/v1/orders", json={**body, "ordered_at": "2025-06-01T12:00:00Z"})
+        ).json()
+        url = f"/v1/orders/{order['id']}"
+        placed = (await client.get(url)).json()
+        early = await client.post(f"{url}/paid", json={"at": "2025-06-01T11:59:59Z"})
+        assert early.status_code == 422 and early.json()["error"]["fields"][0]["field"] == "at"
+        assert (await client.get(url)).json() == placed
+        paid = await client.post(f"{url}/paid", json={"at": "2025-06-02T00:00:00Z"})
+        assert paid.status_code == 200, paid.text
+        refund = await client.post(f"{url}/refunded", json={"at": "2025-06-01T23:00:00Z"})
+        assert refund.status_code == 422 and refund.json()["error"]["fields"][0]["field"] == "at"
+        assert (await client.get(url)).json()["status"] == "paid"
+        assert types(await outbox(client, topics.SALES)) == [sales.ORDER_PLACED, sales.ORDER_PAID]
+        refunded = await client.post(f"{url}/refunded", json={"at": "2025-06-02T00:00:00Z"})
+        assert refunded.json()["status"] == "refunded"
+        # Placed a minute ahead of the server's clock (allowed), paid now: not before it.
+        ahead = (datetime.now(UTC) + timedelta(minutes=1)).isoformat()
+        order = (await client.post("/v1/orders", json={**body, "ordered_at": ahead})).json()
+        paid = (await client.post(f"/v1/orders/{order['id']}/paid")).json()
+        assert paid["paid_at"] == order["ordered_at"]
 
     async def test_external_orders_are_idempotent_by_external_id(self, client):
         customer = str(uuid.uuid4())
