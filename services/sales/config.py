@@ -45,6 +45,10 @@ class SalesSettings(ServiceSettings):
             raise ValueError("needs at least one open stage, then won and lost last")
         if any(not Decimal(0) <= p <= Decimal(1) for p in value.values()):
             raise ValueError("probabilities are between 0 and 1")
+        # As a deal stores it (4 places): 0.12345 was stored as 0.1235, so the deal's later
+        # events weighed it unlike the pipeline and forecast did.
+        if any(p.as_tuple().exponent < -4 for p in value.values()):  # type: ignore[operator]
+            raise ValueError("probabilities have at most 4 decimal places")
         # A won deal counts fully and a lost one not at all: the pipeline's won and lost
         # figures, and the probability their events carry, are the amount times these.
         if value["won"] != 1 or value["lost"] != 0:

@@ -185,6 +185,7 @@ class TestPipeline:
             # The pipeline's won figure was 90% of the won amount, lost 20% of the lost.
             {"a": "0.5", "won": "0.9", "lost": "0"},
             {"a": "0.5", "won": "1", "lost": "0.2"},
+            {"a": "0.12345", "won": "1", "lost": "0"},  # a deal stores 4 places
         ],
     )
     def test_bad_pipelines_are_refused(self, pipeline):
