@@ -147,6 +147,9 @@ async def update_opportunity(
             raise InvalidInput(f"{field} cannot be null", field=field)
     if opportunity.stage in rules.CLOSED:
         raise InvalidTransition(f"the opportunity is already {opportunity.stage}")
+    changes = {f: v for f, v in changes.items() if getattr(opportunity, f) != v}
+    if not changes:
+        return opportunity  # the same terms again: no change to tell
     for field, value in changes.items():
         setattr(opportunity, field, value)
     opportunity.updated_at = utcnow()

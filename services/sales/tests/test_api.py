@@ -884,6 +884,22 @@ class TestEdits:
         closed = await client.patch(f"/v1/opportunities/{opp['id']}", json={"amount": "1"})
         assert closed.status_code == 409
 
+    async def test_an_update_that_changes_nothing_publishes_nothing(self, client):
+        # Each published opportunity_updated ("a deal's terms changed") with nothing changed.
+        opp = await new_opportunity(client)
+        before = await outbox(client, topics.SALES)
+        url = f"/v1/opportunities/{opp['id']}"
+        for body in ({}, {"title": opp["title"], "amount": "1000", "owner": opp["owner"]}):
+            response = await client.patch(url, json=body)
+            assert response.status_code == 200, response.text
+            assert response.json()["updated_at"] == opp["updated_at"]
+        assert len(await outbox(client, topics.SALES)) == len(before)
+        moved = await client.patch(url, json={"title": opp["title"], "amount": "1200"})
+        assert Decimal(moved.json()["amount"]) == 1200
+        assert types(await outbox(client, topics.SALES))[len(before) :] == [
+            sales.OPPORTUNITY_UPDATED
+        ]
+
     async def test_erase_a_leads_personal_data(self, client, contacts):
         connect(client, contacts)
         lead = await new_lead(client, phone="+4930123456")
