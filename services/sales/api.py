@@ -208,10 +208,12 @@ async def list_opportunities(
     cursor: Cursor = None,
 ) -> Page[OpportunityRead]:
     stages = None
-    if stage is not None:
-        stages = [pipeline.check_stage(stage)]
-    elif open is not None:
+    if open is not None:
         stages = pipeline.open_stages if open else sorted(rules.CLOSED)
+    if stage is not None:
+        pipeline.check_stage(stage)
+        # Both filters apply: a closed stage asked for among the open deals matches none.
+        stages = [stage] if stages is None or stage in stages else []
     found, next_cursor = await opportunities.list_opportunities(
         session, customer_id=customer_id, owner=owner, stages=stages, limit=limit, cursor=cursor
     )

@@ -270,6 +270,23 @@ class TestOpportunities:
         assert types(events) == [sales.OPPORTUNITY_OPENED] + [sales.OPPORTUNITY_STAGE_CHANGED] * 2
         assert events[0].key == opp["customer_id"]
 
+    async def test_list_filters_by_stage_and_open_together(self, client):
+        # The stage filter replaced the open one: ?stage=won&open=true listed won deals.
+        won = await new_opportunity(client)
+        await client.post(f"/v1/opportunities/{won['id']}/stage", json={"stage": "won"})
+        still_open = await new_opportunity(client)
+
+        async def listed(**params):
+            response = await client.get("/v1/opportunities", params=params)
+            assert response.status_code == 200, response.text
+            return [item["id"] for item in response.json()["items"]]
+
+        assert await listed(stage="won", open="true") == []
+        assert await listed(stage="prospecting", open="false") == []
+        assert await listed(stage="won", open="false") == [won["id"]]
+        assert await listed(stage="prospecting", open="true") == [still_open["id"]]
+        assert await listed(open="true") == [still_open["id"]]
+
     async def test_lost_needs_a_reason(self, client):
         opp = await new_opportunity(client)
         url = f"/v1/opportunities/{opp['id']}/stage"
