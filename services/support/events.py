@@ -81,6 +81,7 @@ def ticket_opened(session: AsyncSession, ticket: Ticket) -> None:
             priority=ticket.priority,
             category=ticket.category,
             opened_at=ticket.opened_at,
+            unknown_customer=ticket.unknown_customer,
         ),
     )
     if ticket.unknown_customer:

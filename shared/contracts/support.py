@@ -3,7 +3,7 @@ of contact details; message bodies and descriptions never leave support."""
 
 import uuid
 
-from pydantic import AwareDatetime, BaseModel
+from pydantic import AwareDatetime, BaseModel, Field
 
 from shared import topics
 from shared.events import Channel
@@ -34,6 +34,12 @@ class TicketOpened(TicketEvent):
     priority: str
     category: str | None
     opened_at: AwareDatetime
+    # Absent from events published before it existed: read as False, as they were.
+    unknown_customer: bool = Field(
+        default=False,
+        description="true: an unknown sender opened the ticket and customer_id is a stand-in "
+        "id, no contact's, until crm.support.ticket_customer_identified.v1 names the contact",
+    )
 
 
 class TicketAssigned(TicketEvent):

@@ -110,6 +110,21 @@ async def test_unknown_sender_is_flagged_then_repointed(client):
     assert later["ticket_id"] == first["ticket_id"] and later["customer_id"] == contact
 
 
+async def test_the_ticket_opened_event_says_whether_its_customer_is_a_stand_in(client):
+    # Subscribers could not tell a stand-in id from a contact they had not heard of yet:
+    # analytics scored the stand-in and published its scores, no customer's.
+    contact = str(uuid.uuid4())
+    await apply(client, CONTACT_CREATED, snapshot(contact, email="anna@example.com"))
+    known = await inbound(client, "email", "anna@example.com", "Printer broken")
+    unknown = await inbound(client, "email", "bob@example.com", "Printer broken too")
+    opened = {
+        event.data["ticket_id"]: event.data["unknown_customer"]
+        for event in (decode_event(row.value) for row in await outbox(client, topics.SUPPORT))
+        if event.type == support.TICKET_OPENED
+    }
+    assert opened == {known["ticket_id"]: False, unknown["ticket_id"]: True}
+
+
 async def test_a_sender_is_known_in_the_form_its_provider_sends(client):
     contact = str(uuid.uuid4())
     # The forms contacts publishes: E.164 numbers, Telegram handles without the @.
