@@ -48,6 +48,13 @@ async def _ticket(
     return ticket
 
 
+def _rescore(session: AsyncSession, ticket: rows.Row) -> None:
+    """Open and breached tickets are scored: the ticket's customer is rescored. Not an
+    unknown sender's stand-in id: it is no customer, and its scores would be published."""
+    if not ticket.unknown_customer:
+        scoring.mark(session, ticket.customer_id)
+
+
 def _derive(ticket: rows.Row) -> None:
     """The durations the KPIs average, kept on the row so a KPI query is a plain AVG()."""
     ticket.first_response_seconds = rules.seconds_between(
@@ -58,7 +65,8 @@ def _derive(ticket: rows.Row) -> None:
 
 async def ticket_opened(session: AsyncSession, data: support.TicketOpened) -> None:
     ticket = await _ticket(session, data.ticket_id, data.customer_id)
-    scoring.mark(session, ticket.customer_id)  # open and breached tickets are scored
+    ticket.unknown_customer = data.unknown_customer
+    _rescore(session, ticket)
     opened = data.opened_at.astimezone(UTC)
     ticket.channel = data.channel.value
     ticket.priority = data.priority
@@ -74,8 +82,10 @@ async def ticket_customer_identified(
 ) -> None:
     """An unknown sender's ticket now belongs to a contact: as if the stand-in id had been
     merged into the contact, its facts (this ticket's, and any other ticket of that sender)
-    move to them and its scores go: they scored no customer."""
+    move to them and its scores (from events that did not flag it) go: they scored no
+    customer. Each of the sender's tickets is identified by an event of its own."""
     ticket = await _ticket(session, data.ticket_id, data.customer_id)  # a row of this batch too
+    ticket.unknown_customer = False  # its later events rescore the contact
     if ticket.customer_id is None:
         await contact_erased(session, data.previous_customer_id)
     else:
@@ -117,7 +127,7 @@ async def message_added(session: AsyncSession, data: support.TicketMessageAdded)
 
 async def ticket_resolved(session: AsyncSession, data: support.TicketResolved) -> None:
     ticket = await _ticket(session, data.ticket_id, data.customer_id)
-    scoring.mark(session, ticket.customer_id)  # open and breached tickets are scored
+    _rescore(session, ticket)
     # A resolution older than a reopening was undone by it.
     if later(data.resolved_at, ticket.resolved_at) and (
         ticket.reopened_at is None or data.resolved_at > ticket.reopened_at
@@ -129,7 +139,7 @@ async def ticket_resolved(session: AsyncSession, data: support.TicketResolved) -
 
 async def ticket_reopened(session: AsyncSession, data: support.TicketReopened) -> None:
     ticket = await _ticket(session, data.ticket_id, data.customer_id)
-    scoring.mark(session, ticket.customer_id)  # open and breached tickets are scored
+    _rescore(session, ticket)
     # Any reopening seen before, not only the latest, is not counted again.
     if await rows.get(session, TicketReopenFact, (data.ticket_id, data.reopened_at)) is not None:
         return
@@ -147,7 +157,7 @@ async def ticket_reopened(session: AsyncSession, data: support.TicketReopened) -
 
 async def ticket_closed(session: AsyncSession, data: support.TicketClosed) -> None:
     ticket = await _ticket(session, data.ticket_id, data.customer_id)
-    scoring.mark(session, ticket.customer_id)  # open and breached tickets are scored
+    _rescore(session, ticket)
     if later(data.closed_at, ticket.closed_at):
         ticket.closed_at = data.closed_at
 
@@ -162,7 +172,7 @@ async def satisfaction_rated(session: AsyncSession, data: support.TicketSatisfac
 
 async def sla_breached(session: AsyncSession, data: support.TicketSlaBreached) -> None:
     ticket = await _ticket(session, data.ticket_id, data.customer_id)
-    scoring.mark(session, ticket.customer_id)  # open and breached tickets are scored
+    _rescore(session, ticket)
     if await rows.get(session, SlaBreachFact, (data.ticket_id, data.target)) is not None:
         return
     rows.add(

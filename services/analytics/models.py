@@ -11,7 +11,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Date, Float, Index, Integer, Numeric, String, Uuid
+from sqlalchemy import JSON, Boolean, Date, Float, Index, Integer, Numeric, String, Uuid
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import UTCDateTime, new_metadata
@@ -44,6 +44,9 @@ class TicketFact(Base):
 
     ticket_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     customer_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    # An unknown sender's ticket, filed under a stand-in id until the sender is identified:
+    # that id is no customer to score.
+    unknown_customer: Mapped[bool] = mapped_column(Boolean, default=False)
     channel: Mapped[str | None] = mapped_column(String(16))
     priority: Mapped[str | None] = mapped_column(String(16))
     # None until the TicketOpened event arrives (another event of the ticket may come first

@@ -76,7 +76,9 @@ async def outbox(client: httpx.AsyncClient, topic: str | None = None) -> list[Ou
 # ---- event builders: (type, data) of the other departments' events ---------------------------
 
 
-def opened(ticket: str, customer: str, at: str, priority: str = "normal") -> tuple[str, dict]:
+def opened(
+    ticket: str, customer: str, at: str, priority: str = "normal", **fields: Any
+) -> tuple[str, dict]:
     return support.TICKET_OPENED, {
         "ticket_id": ticket,
         "customer_id": customer,
@@ -85,6 +87,7 @@ def opened(ticket: str, customer: str, at: str, priority: str = "normal") -> tup
         "priority": priority,
         "category": None,
         "opened_at": at,
+        **fields,
     }
 
 

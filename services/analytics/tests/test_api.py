@@ -18,10 +18,13 @@ from services.analytics.tests.helpers import (
     erased,
     identified,
     merged,
+    message,
     opened,
     order,
     outbox,
     rated,
+    reopened,
+    resolved,
     touch,
 )
 from shared import topics
@@ -112,6 +115,11 @@ async def scored_events(client, customer: str) -> list[dict]:
     events = [decode_event(r.value) for r in rows if r.key == customer]
     assert all(e.type == CUSTOMER_SCORED and e.subject == customer for e in events)
     return [e.data for e in events]
+
+
+def _factor(scores: dict, name: str) -> float:
+    [value] = [f["value"] for f in scores["factors"] if f["name"] == name]
+    return float(value)
 
 
 class TestCustomer360:
@@ -231,6 +239,8 @@ class TestMergesAndErasures:
 
     async def test_an_unknown_senders_ticket_moves_to_the_contact_they_turn_out_to_be(self, client):
         customer, stand_in, ticket = (str(uuid.uuid4()) for _ in range(3))
+        # Opened as support published it before it flagged a stand-in id: analytics cannot
+        # tell the id from a contact it has not heard of yet, and scores it as before.
         await apply_many(
             client, [contact(customer), opened(ticket, stand_in, "2026-11-20T10:00:00Z")]
         )
@@ -241,6 +251,46 @@ class TestMergesAndErasures:
         assert [t["ticket_id"] for t in view["open_tickets"]] == [ticket]
         # And the stand-in kept a score of its own: it scored no customer.
         assert stand_in not in await scored(client) and customer in await scored(client)
+
+    async def test_an_unknown_senders_ticket_scores_no_one_until_identified(self, client):
+        customer, stand_in, ticket = (str(uuid.uuid4()) for _ in range(3))
+        # Every event of the ticket that rescores its customer, under the stand-in id, in a
+        # later batch than the one that opened it.
+        await apply(
+            client, *opened(ticket, stand_in, "2026-11-20T10:00:00Z", unknown_customer=True)
+        )
+        await apply_many(
+            client,
+            [
+                message(ticket, stand_in, "agent", "2026-11-20T11:00:00Z"),
+                breached(ticket, stand_in, "resolution", "2026-11-20T12:00:00Z"),
+                resolved(ticket, stand_in, None, "2026-11-20T13:00:00Z"),
+                reopened(ticket, stand_in, "2026-11-20T14:00:00Z"),
+            ],
+        )
+        # Before, the stand-in id was scored like a customer and its scores published: sales
+        # and marketing kept one arriving after the sender was identified, of no customer.
+        assert stand_in not in await scored(client)
+        assert await scored_events(client, stand_in) == []
+        kpis = (
+            await client.get("/v1/kpis/support", params={"from": "2026-11-01", "to": "2026-11-30"})
+        ).json()
+        assert kpis["tickets_opened"] == 1 and kpis["sla_breaches"] == 1  # a ticket all the same
+        # Identified, the ticket counts for the contact as any of theirs, and its later events
+        # rescore them.
+        await apply_many(
+            client,
+            [contact(customer), identified(ticket, customer, stand_in, "2026-11-21T10:00:00Z")],
+        )
+        view = (await client.get(f"/v1/customers/{customer}/360")).json()
+        assert [t["ticket_id"] for t in view["open_tickets"]] == [ticket]
+        [first] = await scored_events(client, customer)
+        assert _factor(first, "open_tickets") > 0 and _factor(first, "breached_tickets") > 0
+        await apply(client, *resolved(ticket, customer, None, "2026-11-22T10:00:00Z"))
+        last = (await scored_events(client, customer))[-1]
+        assert _factor(last, "open_tickets") == 0
+        assert stand_in not in await scored(client)
+        assert await scored_events(client, stand_in) == []
 
     async def test_an_erasure_leaves_only_anonymous_counts(self, client):
         customer, ticket = await a_customer(client)
