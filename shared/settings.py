@@ -59,6 +59,14 @@ class AuthSettings(BaseSettings):
         if self.algorithm.startswith("HS"):
             if self.secret is None:
                 raise ValueError(f"CRM_JWT_SECRET is required for {self.algorithm}")
+            # A shorter secret can be guessed offline from any one token, and then any token
+            # forged (RFC 7518 3.2: at least the hash's size). PyJWT only warns.
+            minimum = int(self.algorithm[2:]) // 8
+            if len(self.secret.get_secret_value().encode()) < minimum:
+                raise ValueError(
+                    f"CRM_JWT_SECRET must be at least {minimum} bytes for {self.algorithm}"
+                    " (e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+                )
         elif not (self.public_key or self.jwks_url):
             raise ValueError(
                 f"CRM_JWT_PUBLIC_KEY or CRM_JWT_JWKS_URL is required for {self.algorithm}"

@@ -134,3 +134,23 @@ class TestSettings:
         monkeypatch.delenv("CRM_JWT_SECRET", raising=False)
         with pytest.raises(ValidationError, match="CRM_JWT_SECRET is required"):
             AuthSettings()
+
+    @pytest.mark.parametrize(
+        ("algorithm", "secret"),
+        [
+            ("HS256", "changeme"),
+            ("HS256", "x" * 31),
+            ("HS384", "x" * 47),
+            ("HS512", "x" * 63),
+        ],
+    )
+    def test_a_secret_shorter_than_the_hash_is_refused(self, algorithm, secret):
+        """A short secret can be guessed offline from any one token, and then every token,
+        with every scope, forged: RFC 7518 3.2 asks for at least the hash's size."""
+        with pytest.raises(ValidationError, match="CRM_JWT_SECRET must be at least"):
+            AuthSettings(algorithm=algorithm, secret=secret)
+
+    @pytest.mark.parametrize(("algorithm", "length"), [("HS256", 32), ("HS384", 48), ("HS512", 64)])
+    def test_a_secret_of_the_hash_size_is_taken(self, algorithm, length):
+        settings = AuthSettings(algorithm=algorithm, secret="é" * (length // 2))  # 2 bytes each
+        assert settings.secret is not None

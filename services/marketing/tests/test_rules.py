@@ -330,9 +330,10 @@ class TestTrackingKey:
         from services.marketing.config import MarketingSettings
         from shared.settings import AuthSettings
 
-        derived = MarketingSettings(auth=AuthSettings(secret="jwt-1")).tracking_key()
-        assert derived != "jwt-1" and len(derived) == 64
-        assert derived == MarketingSettings(auth=AuthSettings(secret="jwt-1")).tracking_key()
-        assert derived != MarketingSettings(auth=AuthSettings(secret="jwt-2")).tracking_key()
-        explicit = MarketingSettings(auth=AuthSettings(secret="jwt-1"), tracking_secret="k")
+        first, second = "jwt-1-" + "x" * 32, "jwt-2-" + "x" * 32
+        derived = MarketingSettings(auth=AuthSettings(secret=first)).tracking_key()
+        assert derived != first and len(derived) == 64
+        assert derived == MarketingSettings(auth=AuthSettings(secret=first)).tracking_key()
+        assert derived != MarketingSettings(auth=AuthSettings(secret=second)).tracking_key()
+        explicit = MarketingSettings(auth=AuthSettings(secret=first), tracking_secret="k")
         assert explicit.tracking_key() == "k"

@@ -20,6 +20,7 @@ from services.sales.rules import (
 )
 from shared.errors import InvalidInput, InvalidTransition
 from shared.settings import AuthSettings
+from shared.testing import TEST_JWT_SECRET
 
 PIPELINE = Pipeline(DEFAULT_PIPELINE)
 
@@ -169,7 +170,7 @@ class TestPipeline:
 
     def test_a_configured_pipeline(self):
         settings = SalesSettings(
-            auth=AuthSettings(secret="x"),
+            auth=AuthSettings(secret=TEST_JWT_SECRET),
             pipeline={"demo": "0.3", "trial": "0.6", "won": "1", "lost": "0"},
         )
         custom = Pipeline(settings.pipeline)
@@ -190,7 +191,7 @@ class TestPipeline:
     )
     def test_bad_pipelines_are_refused(self, pipeline):
         with pytest.raises(ValueError):
-            SalesSettings(auth=AuthSettings(secret="x"), pipeline=pipeline)
+            SalesSettings(auth=AuthSettings(secret=TEST_JWT_SECRET), pipeline=pipeline)
 
 
 class TestForecast:
