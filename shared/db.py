@@ -121,11 +121,14 @@ def create_engine(
     database_url: str, schema: str | None = None, *, pool_size: int = 10, max_overflow: int = 20
 ) -> AsyncEngine:
     """``pool_size + max_overflow`` connections at most per process (PostgreSQL; SQLite gets
-    ``SQLITE_CONNECTIONS``)."""
+    ``SQLITE_CONNECTIONS``). A database error's text leaves out the statement's values
+    (e-mail addresses, message bodies): tracebacks go into logs and dead-letter headers, which
+    no erasure reaches."""
     database_url = async_url(database_url)
     if is_sqlite(database_url):
         engine = create_async_engine(
             database_url,
+            hide_parameters=True,
             # A connection that runs a statement in one trip to its thread, opened with the
             # arguments SQLAlchemy derives from the URL (the busy timeout: _tune_sqlite).
             async_creator=lambda: _connect_sqlite(engine),
@@ -143,6 +146,7 @@ def create_engine(
         connect_args["server_settings"] = {"search_path": schema}
     return create_async_engine(
         database_url,
+        hide_parameters=True,
         pool_size=pool_size,
         max_overflow=max_overflow,
         # A connection the server dropped (a restart, a failover) is replaced before use

@@ -300,6 +300,30 @@ class TestEventConsumer:
         # the tracking records of a and c were committed with them; the bad one has none
         assert ids[0] in tracked and ids[2] in tracked and ids[1] not in tracked
 
+    async def test_a_database_error_names_no_stored_value_in_the_headers_or_the_log(
+        self, tables, kafka_settings, producer, kafka_bootstrap, caplog
+    ):
+        """A database error's text carried the statement's values (SQLAlchemy's
+        "[parameters: ...]"): e-mail addresses, message bodies, into the dead-letter headers
+        every subscriber reads and into the logs, where no erasure reaches them."""
+        address = f"ada.{uuid.uuid4().hex[:8]}@example.com"
+
+        async def handler(session, event):
+            row = {"event_id": event.id, "key": event.subject, "label": address}
+            await session.execute(insert(projection).values(row))
+            await session.execute(insert(projection).values(row))  # a unique violation
+
+        key = str(uuid.uuid4())
+        async with TopicTail(kafka_bootstrap, topics.DEAD_LETTER) as dead_letters:
+            await publish(producer, key, "fails")
+            async with Harness(tables, kafka_settings, handler):
+                [dead] = await dead_letters.collect(lambda r: r.key == key.encode())
+        headers = dict(dead.headers)
+        assert b"IntegrityError" in headers["dlq.error"]
+        assert address.encode() not in headers["dlq.error"]
+        assert address.encode() not in headers["dlq.error.trace"]
+        assert all(address not in repr(vars(record)) for record in caplog.records)
+
     async def test_an_infrastructure_error_is_retried_never_dead_lettered(
         self, tables, kafka_settings, producer, kafka_bootstrap
     ):
