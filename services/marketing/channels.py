@@ -27,6 +27,7 @@ from tenacity import (
 
 from services.marketing.config import MarketingSettings
 from services.marketing.rules import URL_PATTERN, CampaignChannel
+from shared.contact_rules import redact_contact_details
 
 
 @dataclass
@@ -285,9 +286,11 @@ def providers(settings: MarketingSettings) -> dict[str, Provider]:
 def _describe(exc: BaseException, message: OutgoingMessage) -> str:
     """The failure, without the recipient's address: servers quote it ("550 <ada@...>: no such
     user"), and the error is kept on the send, shown in reports and published with
-    MessageFailed, where no e-mail address or phone number may go."""
-    text = f"{type(exc).__name__}: {exc}"
-    return text.replace(message.to, "<recipient>")[:1000]
+    MessageFailed, where no e-mail address or phone number may go. Providers quote a number
+    as they write it (without its +, with spaces), so any address or number left is
+    redacted too."""
+    text = f"{type(exc).__name__}: {exc}".replace(message.to, "<recipient>")
+    return redact_contact_details(text)[:1000]
 
 
 # ---- what goes into an e-mail ---------------------------------------------------------------

@@ -37,6 +37,7 @@ class Webhook:
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []
         self.answers: list[int] = []  # status codes to answer first, then 202
+        self.refusal = b""  # the body of a 4xx/5xx answer (a provider's error text)
         self.lock = threading.Lock()
         webhook = self
 
@@ -46,9 +47,11 @@ class Webhook:
                 with webhook.lock:
                     status = webhook.answers.pop(0) if webhook.answers else 202
                     webhook.received.append({"status": status, "body": body})
+                body = webhook.refusal if status >= 400 else b""
                 self.send_response(status)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                self.wfile.write(body)
 
             def log_message(self, *args: Any) -> None:
                 pass

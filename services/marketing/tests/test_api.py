@@ -638,6 +638,28 @@ class TestDelivery:
         [send] = await sends(client, campaign["id"])
         assert send["status"] == "failed" and "400" in send["error"] and send["attempts"] == 1
 
+    async def test_a_refusal_quoting_the_number_in_another_form_names_no_one(self, client, webhook):
+        """Providers quote the recipient as they write numbers (without the +, with spaces):
+        the error kept on the send and published with message_failed names no number."""
+        customer = await new_contact(client, phone="+4915100000001")
+        webhook.answers = [400]
+        webhook.refusal = b'{"error": "4915100000001 (+49 151 00000001) is not a mobile number"}'
+        campaign = await new_campaign(
+            client, (await new_segment(client))["id"], channel="sms", template="Hi"
+        )
+        await launch(client, campaign["id"])
+        await deliver(client)
+        [send] = await sends(client, campaign["id"])
+        assert send["status"] == "failed" and "not a mobile number" in send["error"]
+        assert "00000001" not in send["error"]
+        [failed] = [
+            r
+            for r in await outbox(client, topics.MARKETING)
+            if r.event_type == "crm.marketing.message_failed.v1"
+        ]
+        assert failed.key == customer
+        assert b"00000001" not in failed.value
+
     async def test_a_channel_without_provider_fails_every_send_visibly(self, client):
         await new_contact(client, identities=[{"kind": "telegram", "value": "@ada"}])
         campaign = await new_campaign(
