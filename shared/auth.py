@@ -40,6 +40,8 @@ def mint_token(
         "iat": now,
         "exp": now + ttl,
     }
+    if settings.audience:
+        claims["aud"] = settings.audience
     if private_key is None:
         if settings.secret is None:
             raise ValueError(f"{settings.algorithm} tokens need a private key")
@@ -49,10 +51,18 @@ def mint_token(
 
 
 @functools.lru_cache(maxsize=4096)
-def _verified_claims(token: str, key: Any, algorithm: str, issuer: str) -> dict[str, Any]:
+def _verified_claims(
+    token: str, key: Any, algorithm: str, issuer: str, audience: str | None
+) -> dict[str, Any]:
     """Signature check once per token (a client sends the same token on every request)."""
+    required = ["exp", "sub", "aud"] if audience else ["exp", "sub"]
     return jwt.decode(
-        token, key, algorithms=[algorithm], issuer=issuer, options={"require": ["exp", "sub"]}
+        token,
+        key,
+        algorithms=[algorithm],
+        issuer=issuer,
+        audience=audience,
+        options={"require": required},
     )
 
 
@@ -94,7 +104,13 @@ async def authenticate(
     settings: AuthSettings = request.app.state.settings.auth
     try:
         key = await _verification_key(settings, credentials.credentials)
-        claims = _verified_claims(credentials.credentials, key, settings.algorithm, settings.issuer)
+        claims = _verified_claims(
+            credentials.credentials,
+            key,
+            settings.algorithm,
+            settings.issuer,
+            settings.audience or None,  # an empty variable: none
+        )
     except jwt.PyJWTError as exc:
         raise _unauthorized(f"invalid token: {exc}") from exc
     if claims["exp"] <= time.time():  # a cached token may have expired since

@@ -42,7 +42,8 @@ class AuthSettings(BaseSettings):
 
     Either a shared secret (HS256, the default; ``crm token`` mints dev tokens with it) or a
     public key: ``public_key`` (PEM) or ``jwks_url`` (the identity provider's key set, fetched
-    and cached; keys picked by the token's ``kid``) with an RS256/ES256 ``algorithm``.
+    and cached; keys picked by the token's ``kid``) with an RS256/ES256 ``algorithm``, and
+    ``audience`` where the provider's tokens name the API they are for.
     """
 
     model_config = SettingsConfigDict(env_prefix="CRM_JWT_", extra="ignore")
@@ -52,6 +53,9 @@ class AuthSettings(BaseSettings):
     public_key: str | None = None
     jwks_url: str | None = None
     issuer: str = "crm-platform"
+    # The platform's name in an identity provider's tokens (``aud``): set, a token must name
+    # it; unset, a token naming any audience is refused (it was meant for another API).
+    audience: str | None = None
 
     @model_validator(mode="after")
     def _key_for_the_algorithm(self) -> "AuthSettings":

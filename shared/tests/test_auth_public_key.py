@@ -3,11 +3,13 @@ identity provider's JWKS URL (served here by a real local HTTP server)."""
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Annotated
 
 import httpx
+import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -123,6 +125,46 @@ class TestJwks:
         token = mint_token(settings, scopes=["support:read"], private_key=PRIVATE, key_id="key-1")
         async with app_with(settings) as client:
             assert (await client.get("/", headers=bearer(token))).status_code == 403
+
+
+class TestAudience:
+    """An identity provider's access tokens name the API they are for (``aud``): a platform
+    with CRM_JWT_AUDIENCE takes only those meant for it."""
+
+    SETTINGS = AuthSettings(algorithm="RS256", public_key=PUBLIC_PEM, audience="crm-api")
+
+    @staticmethod
+    def token(**claims: object) -> str:
+        now = int(time.time())
+        base = {"sub": "sso", "scope": "sales:read", "iss": "crm-platform", "exp": now + 60}
+        return jwt.encode({**base, **claims}, PRIVATE, algorithm="RS256")
+
+    async def test_a_token_for_this_audience_passes(self):
+        async with app_with(self.SETTINGS) as client:
+            for aud in ("crm-api", ["other-api", "crm-api"]):
+                response = await client.get("/", headers=bearer(self.token(aud=aud)))
+                assert response.status_code == 200, (aud, response.text)
+
+    async def test_a_token_for_another_audience_or_none_is_401(self):
+        async with app_with(self.SETTINGS) as client:
+            for token in (self.token(aud="billing-api"), self.token()):
+                assert (await client.get("/", headers=bearer(token))).status_code == 401
+
+    async def test_without_an_audience_a_token_naming_one_is_401(self):
+        settings = AuthSettings(algorithm="RS256", public_key=PUBLIC_PEM)
+        async with app_with(settings) as client:
+            response = await client.get("/", headers=bearer(self.token(aud="billing-api")))
+        assert response.status_code == 401
+
+    def test_dev_tokens_carry_the_audience(self):
+        settings = AuthSettings(secret="a-test-secret-that-is-long-enough-for-hs256", audience="a")
+        claims = jwt.decode(
+            mint_token(settings),
+            "a-test-secret-that-is-long-enough-for-hs256",
+            algorithms=["HS256"],
+            audience="a",
+        )
+        assert claims["aud"] == "a"
 
 
 class TestSettings:
