@@ -1,7 +1,7 @@
 import hashlib
 import hmac
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import AuthSettings, KafkaSettings, ServiceSettings
@@ -51,9 +51,20 @@ class MarketingSettings(ServiceSettings):
     # A claimed send not finished within this time is claimed again (a sender died).
     send_lease_s: float = Field(default=120.0, gt=0)
 
+    @model_validator(mode="after")
+    def _a_tracking_key(self) -> "MarketingSettings":
+        # Refused at start-up rather than a failure of every send and a 500 on every link.
+        if self.tracking_secret is None and self.auth.secret is None:
+            raise ValueError(
+                "MARKETING_TRACKING_SECRET is required when tokens are verified by a public key"
+                " (there is no CRM_JWT_SECRET to derive the tracking key from)"
+            )
+        return self
+
     def tracking_key(self) -> str:
         """The key that signs tracking links."""
         if self.tracking_secret is not None:
             return self.tracking_secret.get_secret_value()
+        assert self.auth.secret is not None  # _a_tracking_key checked it
         jwt_secret = self.auth.secret.get_secret_value().encode()
         return hmac.new(jwt_secret, b"crm-marketing-tracking-links", hashlib.sha256).hexdigest()

@@ -337,3 +337,17 @@ class TestTrackingKey:
         assert derived != MarketingSettings(auth=AuthSettings(secret=second)).tracking_key()
         explicit = MarketingSettings(auth=AuthSettings(secret=first), tracking_secret="k")
         assert explicit.tracking_key() == "k"
+
+    def test_with_public_key_tokens_the_tracking_secret_is_required(self):
+        """No JWT secret to derive the key from: every send and every tracking link failed
+        (a 500) in a service that had started."""
+        from pydantic import ValidationError
+
+        from services.marketing.config import MarketingSettings
+        from shared.settings import AuthSettings
+
+        public_key_auth = AuthSettings(algorithm="RS256", jwks_url="https://idp.test/jwks.json")
+        with pytest.raises(ValidationError, match="MARKETING_TRACKING_SECRET is required"):
+            MarketingSettings(auth=public_key_auth)
+        settings = MarketingSettings(auth=public_key_auth, tracking_secret="k")
+        assert settings.tracking_key() == "k"
