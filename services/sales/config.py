@@ -1,6 +1,6 @@
 from decimal import Decimal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import AuthSettings, KafkaSettings, ServiceSettings
@@ -54,3 +54,13 @@ class SalesSettings(ServiceSettings):
         if value["won"] != 1 or value["lost"] != 0:
             raise ValueError("won's probability is 1 and lost's is 0")
         return value
+
+    @model_validator(mode="after")
+    def _a_way_to_call_contacts(self) -> "SalesSettings":
+        # Refused at start-up rather than a 500 on every conversion.
+        if self.contacts_token is None and self.auth.secret is None:
+            raise ValueError(
+                "SALES_CONTACTS_TOKEN is required when tokens are verified by a public key"
+                " (there is no CRM_JWT_SECRET to mint one for contacts with)"
+            )
+        return self

@@ -194,6 +194,16 @@ class TestPipeline:
             SalesSettings(auth=AuthSettings(secret=TEST_JWT_SECRET), pipeline=pipeline)
 
 
+class TestSettings:
+    def test_with_public_key_tokens_the_contacts_token_is_required(self):
+        """No JWT secret to mint a token for contacts with: every conversion was a 500 in a
+        service that had started."""
+        public_key_auth = AuthSettings(algorithm="RS256", jwks_url="https://idp.test/jwks.json")
+        with pytest.raises(ValueError, match="SALES_CONTACTS_TOKEN is required"):
+            SalesSettings(auth=public_key_auth)
+        SalesSettings(auth=public_key_auth, contacts_token="a-token-with-contacts-write")
+
+
 class TestForecast:
     @pytest.mark.parametrize(
         ("period", "bounds"),
