@@ -134,7 +134,7 @@ class BusTail:
             await self.consumer.position(tp)
         # The embedded broker answers "the end" with the start of a partition's last batch, so
         # the rest of an earlier test's batch would be read as this one's: read and drop it.
-        while await self.consumer.getmany(timeout_ms=200):
+        while await self.consumer.getmany(timeout_ms=1000):
             pass
         return self
 
