@@ -12,9 +12,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.contacts.app import create_app
 from services.contacts.config import ContactsSettings
 from shared.auth import mint_token
+from shared.db import create_engine
 from shared.events import utcnow
 from shared.settings import AuthSettings
-from shared.testing import TEST_JWT_SECRET, auth_headers, running
+from shared.testing import TEST_JWT_SECRET, app_of, auth_headers, running
 
 SOME_ID = "00000000-0000-4000-8000-000000000000"
 
@@ -143,6 +144,21 @@ class TestOperations:
             "ready": True,
             "checks": {"database": "ok", "broker": "ok"},
         }
+
+    async def test_readyz_names_no_host_or_user_of_a_database_it_cannot_reach(self, anon):
+        # Open to anyone: the reason is the kind of failure, the detail goes to the log.
+        app = app_of(anon)
+        working = app.state.engine
+        app.state.engine = create_engine("postgresql+asyncpg://crm_owner@127.0.0.1:1/crm")
+        try:
+            response = await anon.get("/readyz")
+        finally:
+            await app.state.engine.dispose()
+            app.state.engine = working
+        assert response.status_code == 503
+        database = response.json()["checks"]["database"]
+        assert database.startswith("unavailable: ")
+        assert "crm_owner" not in database and "127.0.0.1" not in database
 
     async def test_metrics_count_requests_by_route_template(self, anon):
         def served() -> float:
