@@ -43,6 +43,9 @@ router = APIRouter(
     responses=ERROR_RESPONSES_OF_A_PAGE,
 )
 Day = Annotated[CalendarDay | None, Query(description="UTC day (YYYY-MM-DD)")]
+# The page's address may hold the token and its figures deal amounts: no cache keeps them,
+# and no link followed from the page sends its address on as the Referer.
+_PRIVATE_PAGE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 
 
 def _period(first: date | None, last: date | None) -> kpis.Period:
@@ -61,7 +64,10 @@ async def dashboard(
     period = _period(first, to)
     figures = await render_figures(session, period)
     refresh_ms = request.app.state.settings.dashboard_refresh_s * 1000
-    return HTMLResponse(_PAGE.format(figures=figures, refresh_ms=refresh_ms, css=_CSS, js=_JS))
+    return HTMLResponse(
+        _PAGE.format(figures=figures, refresh_ms=refresh_ms, css=_CSS, js=_JS),
+        headers=_PRIVATE_PAGE,
+    )
 
 
 @router.get("/dashboard/figures", response_class=HTMLResponse)
@@ -71,7 +77,7 @@ async def dashboard_figures(
     to: Day = None,
 ) -> HTMLResponse:
     """The figures alone: what the page polls to update itself without a reload."""
-    return HTMLResponse(await render_figures(session, _period(first, to)))
+    return HTMLResponse(await render_figures(session, _period(first, to)), headers=_PRIVATE_PAGE)
 
 
 def _seconds(value: float | None) -> str:

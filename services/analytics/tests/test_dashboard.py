@@ -56,6 +56,11 @@ class TestDashboard:
         assert page.status_code == 200
         denied = await bare.get("/dashboard", params={"token": token("support:read")})
         assert denied.status_code == 403
+        # An address with the token is neither cached nor sent on as a Referer.
+        for path in ("/dashboard", "/dashboard/figures"):
+            response = await bare.get(path, params={"token": token("analytics:read")})
+            assert response.headers["cache-control"] == "no-store"
+            assert response.headers["referrer-policy"] == "no-referrer"
 
     async def test_the_figures_fragment_updates_with_new_events(self, client):
         before = (await client.get("/dashboard/figures", params=PERIOD)).text
