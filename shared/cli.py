@@ -139,6 +139,17 @@ def dev_secret(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
+def _scopes(value: str) -> list[str]:
+    """The --scope list, each a scope the services check: a misspelt one ("contact:read")
+    made a token that was refused everywhere, with no word why."""
+    unknown = [scope for scope in value.split() if scope not in ALL_SCOPES]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown scope {', '.join(unknown)} (known: {' '.join(ALL_SCOPES)})"
+        )
+    return value.split()
+
+
 def token(scopes: list[str], subject: str, hours: float, data_dir: Path) -> None:
     settings = AuthSettings(secret=dev_secret(data_dir))
     print(mint_token(settings, subject=subject, scopes=scopes, ttl=timedelta(hours=hours)))
@@ -264,6 +275,7 @@ def main(argv: list[str] | None = None) -> None:
     token_cmd = commands.add_parser("token", help="print a dev JWT")
     token_cmd.add_argument(
         "--scope",
+        type=_scopes,
         default=" ".join(ALL_SCOPES),
         help='space-separated, e.g. "contacts:read support:write"',
     )
@@ -302,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "serve":
         serve(args.service)
     else:
-        token(args.scope.split(), args.subject, args.hours, args.data_dir)
+        token(args.scope, args.subject, args.hours, args.data_dir)
 
 
 if __name__ == "__main__":
