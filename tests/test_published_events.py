@@ -3,6 +3,7 @@ off the real broker after a full path through the outbox and the relay, against 
 JSON Schema (docs/schemas/), with the CloudEvents envelope, the header and the key the docs
 (docs/events.md) promise. One platform run makes every type at least once."""
 
+import asyncio
 import json
 import re
 import uuid
@@ -34,12 +35,14 @@ from services.support.config import SupportSettings
 from shared import contract_docs, events, topics
 from shared.contact_rules import contains_contact_details
 from shared.contracts import marketing, sales, support
+from shared.embedded_broker import free_port, start_broker, stop_broker
+from shared.kafka import ensure_topics
 from shared.settings import AuthSettings, KafkaSettings
 from shared.testing import app_of, eventually, isolated_database, outbox_drained, running
 
 pytestmark = pytest.mark.bus
 
-FAMILY = "Contract" + uuid.uuid4().hex[:8]  # this test's contacts only (the broker is shared)
+FAMILY = "Contract" + uuid.uuid4().hex[:8]  # this test's contacts
 SCHEMAS = contract_docs.event_schemas()
 # RFC 3339 date-time: a full time with seconds and its zone (jsonschema checks "date-time" only
 # with an optional package, so the format is checked here).
@@ -57,6 +60,22 @@ def _rfc3339(value: object) -> bool:
 
 
 # ---- the platform ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kafka_bootstrap() -> Iterator[str]:
+    """A broker of this test's own, so every record on it is this test's. On the shared one,
+    earlier tests' records were read as this one's: poison messages, and records under keys
+    set on purpose (the embedded broker answers "the end" with the start of a partition's last
+    batch, so seeking there does not skip them)."""
+    port = free_port()
+    broker = start_broker(port)
+    try:
+        bootstrap = f"127.0.0.1:{port}"
+        asyncio.run(ensure_topics(KafkaSettings(bootstrap_servers=bootstrap)))
+        yield bootstrap
+    finally:
+        stop_broker(broker)
 
 
 @pytest.fixture
@@ -110,7 +129,7 @@ async def platform(
 
 
 class BusTail:
-    """Every topic of the platform, read from where its end was when this was opened."""
+    """Every topic of the platform, read from its start: the test's broker is its own."""
 
     def __init__(self, bootstrap: str) -> None:
         self.consumer = AIOKafkaConsumer(
@@ -129,20 +148,14 @@ class BusTail:
             assert found, f"topic {spec.name} does not exist"
             partitions += [TopicPartition(spec.name, p) for p in sorted(found)]
         self.consumer.assign(partitions)
-        await self.consumer.seek_to_end(*partitions)
-        for tp in partitions:
-            await self.consumer.position(tp)
-        # The embedded broker answers "the end" with the start of a partition's last batch, so
-        # the rest of an earlier test's batch would be read as this one's: read and drop it.
-        while await self.consumer.getmany(timeout_ms=1000):
-            pass
+        await self.consumer.seek_to_beginning(*partitions)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.consumer.stop()
 
     async def read_to_end(self) -> list[ConsumerRecord]:
-        """Everything published since opening, up to the topics' ends as they are now."""
+        """Everything published so far, up to the topics' ends as they are now."""
         ends = await self.consumer.end_offsets(list(self.consumer.assignment()))
         for tp, end in ends.items():
             while await self.consumer.position(tp) < end:
