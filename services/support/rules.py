@@ -26,6 +26,8 @@ class Action(StrEnum):
     resolve = "resolve"
     reopen = "reopen"
     close = "close"
+    # The system's, at a customer's erasure; no API route takes it.
+    close_for_erasure = "close_for_erasure"
 
 
 class Priority(StrEnum):
@@ -45,6 +47,11 @@ TRANSITIONS: dict[tuple[Status, Action], Status] = {
     (Status.pending, Action.resolve): Status.resolved,
     (Status.resolved, Action.reopen): Status.open,
     (Status.resolved, Action.close): Status.closed,
+    # The customer was erased: nothing more is done for the person, so their unfinished tickets
+    # close from whatever state they are in (an agent closes only a resolved one).
+    (Status.open, Action.close_for_erasure): Status.closed,
+    (Status.pending, Action.close_for_erasure): Status.closed,
+    (Status.resolved, Action.close_for_erasure): Status.closed,
 }
 
 

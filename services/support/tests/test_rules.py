@@ -46,6 +46,22 @@ class TestTransition:
         assert raised.value.status == 409
 
 
+class TestCustomerErased:
+    """An erasure closes the customer's unfinished tickets: a system action, while an agent
+    still closes only a resolved ticket (``test_illegal``)."""
+
+    @pytest.mark.parametrize(
+        ("current", "assigned"), [("open", False), ("pending", True), ("resolved", True)]
+    )
+    def test_unfinished_tickets_close(self, current, assigned):
+        closed = rules.transition(current, Action.close_for_erasure, assigned=assigned)
+        assert closed == Status.closed
+
+    def test_a_closed_ticket_stays_as_it_is(self):
+        with pytest.raises(InvalidTransition):
+            rules.transition("closed", Action.close_for_erasure, assigned=True)
+
+
 class TestStatusAfterMessage:
     def test_customer_reply_reopens_a_resolved_ticket(self):
         assert rules.status_after_message("resolved", "customer", assigned=True) == Status.pending
