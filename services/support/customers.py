@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.support import events, rules
 from services.support.models import CustomerIdentity, Ticket, TicketMessage
-from shared.db import lock_customers
+from shared.db import for_update, lock_customers
 from shared.events import ContactSnapshot, utcnow
 
 ERASED = "[erased]"
@@ -80,7 +80,9 @@ async def contact_merged(
 
 
 async def contact_erased(session: AsyncSession, contact_id: uuid.UUID) -> None:
-    """GDPR: the person's identities go, their tickets keep only what carries no PII."""
+    """GDPR: the person's identities go, their tickets keep only what carries no PII and are
+    closed. Runs under the customer's lock (the customer view's erasure takes it first)."""
+    await _close_tickets(session, contact_id)
     await session.execute(delete(CustomerIdentity).where(CustomerIdentity.contact_id == contact_id))
     ticket_ids = select(Ticket.id).where(Ticket.customer_id == contact_id).scalar_subquery()
     await session.execute(
@@ -93,3 +95,25 @@ async def contact_erased(session: AsyncSession, contact_id: uuid.UUID) -> None:
         .where(Ticket.customer_id == contact_id)
         .values(subject=ERASED, description=ERASED, attributes={}, satisfaction_comment=None)
     )
+
+
+async def _close_tickets(session: AsyncSession, contact_id: uuid.UUID) -> None:
+    """Nothing more is done for an erased person: their unfinished tickets close, leaving the
+    agents' queues and the SLA sweep, and the other departments hear it (under the erased id:
+    each forgets the ticket or keeps it closed, without the person). The tickets' locks after
+    the customer's, as every writer takes them; a ticket closed already stays as it is, so an
+    erasure applied again publishes nothing."""
+    unfinished = (
+        select(Ticket)
+        .where(Ticket.customer_id == contact_id, Ticket.status != rules.Status.closed.value)
+        .order_by(Ticket.id)
+    )
+    locked = (await for_update(session, unfinished)).execution_options(populate_existing=True)
+    now = utcnow()
+    for ticket in await session.scalars(locked):
+        ticket.status = rules.transition(
+            ticket.status, rules.Action.close_for_erasure, assigned=ticket.agent_id is not None
+        ).value
+        ticket.closed_at = ticket.updated_at = now
+        events.status_changed(session, ticket, events.TICKET_CLOSED, now)
+    await session.flush()

@@ -192,5 +192,6 @@ class TestProjections:
             assert await timeline(client, customer) == []
             read = (await client.get(f"/v1/tickets/{ticket['id']}")).json()
             assert read["subject"] == read["description"] == "[erased]"
+            assert read["status"] == "closed"  # out of the queues and the SLA sweep
 
         await eventually(erased)
