@@ -12,11 +12,13 @@ import pytest
 
 from services.analytics.app import create_app as create_analytics
 from services.analytics.config import AnalyticsSettings
+from services.analytics.models import TicketFact
 from services.support.app import create_app as create_support
 from services.support.config import SupportSettings
-from shared.events import utcnow
+from shared import topics
+from shared.events import CONTACT_ERASED, encode_event, utcnow
 from shared.settings import AuthSettings, KafkaSettings
-from shared.testing import eventually, isolated_database, running
+from shared.testing import app_of, eventually, isolated_database, running
 
 pytestmark = pytest.mark.bus
 
@@ -114,3 +116,40 @@ async def test_support_work_reaches_the_kpis_and_the_360(support, analytics):
         return view
 
     await eventually(the_360_shows_it, timeout=30)
+
+
+async def test_an_erasure_closes_the_customers_open_ticket_everywhere(support, analytics, producer):
+    # Contacts erases a customer with an open ticket. Before, support kept the ticket open (in
+    # its queues and SLA sweep) and so did analytics, for a person who no longer exists.
+    customer = str(uuid.uuid4())
+    body = {
+        "customer_id": customer,
+        "subject": "Invoice",
+        "description": "Wrong amount.",
+        "channel": "email",
+        "priority": "normal",
+    }
+    ticket = (await ok(await support.post("/v1/tickets", json=body)))["id"]
+
+    async def open_in_analytics() -> None:
+        view = await ok(await analytics.get(f"/v1/customers/{customer}/360"))
+        assert [t["ticket_id"] for t in view["open_tickets"]] == [ticket]
+
+    await eventually(open_in_analytics, timeout=30)
+    erased = {"contact_id": customer, "erased_at": utcnow().isoformat()}
+    _, value, headers = encode_event(
+        event_type=CONTACT_ERASED, source="/crm/contacts", data=erased, subject=customer
+    )
+    await producer.send_and_wait(
+        topics.CONTACTS, value=value, key=customer.encode(), headers=list(headers.items())
+    )
+
+    async def closed_everywhere() -> None:
+        async with app_of(analytics).state.session_factory() as session:
+            fact = await session.get(TicketFact, uuid.UUID(ticket))
+            assert fact is not None and fact.customer_id is None  # an anonymous count now
+            assert fact.closed_at is not None
+        read = await ok(await support.get(f"/v1/tickets/{ticket}"))
+        assert read["status"] == "closed"
+
+    await eventually(closed_everywhere, timeout=30)

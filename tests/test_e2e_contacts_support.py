@@ -101,6 +101,7 @@ async def test_ticket_for_a_new_contact_shows_in_the_timeline(contacts, support)
         assert (await support.get(f"/v1/customers/{contact_id}/timeline")).json()["items"] == []
         read = (await support.get(f"/v1/tickets/{ticket_id}")).json()
         assert read["description"] == "[erased]"
+        assert read["status"] == "closed"  # nothing more is done for the person
 
     await eventually(erased_in_support)
 
