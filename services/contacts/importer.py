@@ -264,7 +264,9 @@ def _apply_update(contact: Contact, data: ContactFields, now: Any) -> bool:
             contact.identities[:] = [
                 i for i in contact.identities if not (i.kind == f and i.value == old)
             ]
-            contact.identities.append(ContactIdentity(kind=f, value=value))
+            # It may be one of the contact's further identities already: it stays that row.
+            if not any(i.kind == f and i.value == value for i in contact.identities):
+                contact.identities.append(ContactIdentity(kind=f, value=value))
             setattr(contact, f, value)
             changed = True
     if data.preferences is not None:

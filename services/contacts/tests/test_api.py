@@ -628,6 +628,27 @@ class TestImport:
         assert identities(carla) == {("email", "carla@new.example")}
         assert len(await all_contacts(client)) == 2
 
+    async def test_a_row_making_a_secondary_identity_primary_updates_the_contact(self, client):
+        # The contact already holds the row's e-mail and phone as further identities: the
+        # whole import was a 500 (the identity inserted a second time).
+        first = (await import_file(client, CONTACTS_CSV, CSV)).json()
+        anna_id = first["ids"][0]
+        for kind, value in (("email", "anna@work.example"), ("phone", "+49 30 7654321")):
+            response = await client.post(
+                f"/v1/contacts/{anna_id}/identities", json={"kind": kind, "value": value}
+            )
+            assert response.status_code == 201, response.text
+        changed = CONTACTS_CSV.replace(
+            "anna@example.com,030 1234567", "anna@work.example,030 7654321"
+        )
+        response = await import_file(client, changed, CSV)
+        assert response.status_code == 200, response.text
+        result = response.json()
+        assert (result["updated"], result["unchanged"], result["failed"]) == (1, 1, 1)
+        anna = await get(client, anna_id)
+        assert (anna["email"], anna["phone"]) == ("anna@work.example", "+49307654321")
+        assert identities(anna) == {("email", "anna@work.example"), ("phone", "+49307654321")}
+
     async def test_rows_clashing_with_a_contact_or_an_earlier_row_are_reported(self, client):
         existing = await create(client, email="taken@example.com")
         body = (
