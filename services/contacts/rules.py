@@ -1,5 +1,6 @@
 """Contact data rules: normalisation, near-duplicate scoring, merging. Plain Python, no I/O."""
 
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -9,12 +10,19 @@ from rapidfuzz import fuzz
 from shared.events import ContactPreferences
 
 
+def folded(value: str) -> str:
+    """A name as duplicates are found by: case, accents and Unicode form left out, spaces
+    collapsed (José, JOSE, and José decomposed as macOS writes it, are one name)."""
+    decomposed = unicodedata.normalize("NFKD", value.casefold())
+    bare = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return unicodedata.normalize("NFC", " ".join(bare.split()))
+
+
 def blocking_key(value: str | None) -> str | None:
-    """Lower-cased, space-collapsed: contacts sharing a key are compared for duplicates."""
+    """The folded value: contacts sharing a key are compared for duplicates."""
     if not value:
         return None
-    key = " ".join(value.lower().split())
-    return key or None
+    return folded(value) or None
 
 
 K = TypeVar("K")
@@ -28,14 +36,14 @@ class Person:
 
     @property
     def full_name(self) -> str:
-        return " ".join(part for part in (self.first_name, self.last_name) if part).lower()
+        return folded(" ".join(part for part in (self.first_name, self.last_name) if part))
 
 
 def similarity(a: Person, b: Person) -> float:
     """0-100: how likely two records are the same person (name, and company where both have one)."""
     name_score = fuzz.token_sort_ratio(a.full_name, b.full_name)
     if a.company and b.company:
-        company_score = fuzz.token_set_ratio(a.company.lower(), b.company.lower())
+        company_score = fuzz.token_set_ratio(folded(a.company), folded(b.company))
         return round(0.7 * name_score + 0.3 * company_score, 1)
     if a.company or b.company:
         return round(0.9 * name_score, 1)  # only one side has a company: a little less sure

@@ -1,8 +1,10 @@
+import unicodedata
 import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -14,8 +16,23 @@ from pydantic import (
 from shared.contact_rules import Country, Email, Phone, normalize_phone
 from shared.events import ContactPolicy, ContactPreferences
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-Company = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+def composed(value: str) -> str:
+    """One Unicode form (NFC) for text that is searched: a decomposed "Zoë" (as macOS writes
+    it) would not be found by the "Zoë" typed on a keyboard."""
+    return unicodedata.normalize("NFC", value)
+
+
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    AfterValidator(composed),
+]
+Company = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(composed),
+]
 ExternalId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
 IdentityKind = Literal["email", "phone", "telegram", "whatsapp", "social", "other"]
 

@@ -1,5 +1,6 @@
 """Contact use cases. They take the caller's session and never commit: the caller does."""
 
+import unicodedata
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -257,7 +258,7 @@ async def list_contacts(
     query = select(Contact).where(Contact.status == ContactStatus.active)
     if q:
         # autoescape: % and _ in the text are searched for, not read as LIKE's wildcards.
-        text = q.strip()
+        text = unicodedata.normalize("NFC", q.strip())  # the form names are stored in
         conditions = [
             column.icontains(text, autoescape=True)
             for column in (

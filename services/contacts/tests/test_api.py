@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import unicodedata
 import uuid
 from typing import Any
 
@@ -158,6 +159,34 @@ class TestCreateContact:
         assert [m["id"] for m in ana["possible_duplicates"]][:1] == [anna["id"]]
         ana_alone = await create(client, first_name="Ana", last_name="Schmidt")
         assert lone_anna["id"] in {m["id"] for m in ana_alone["possible_duplicates"]}
+
+    @pytest.mark.parametrize(
+        "spelling",
+        [
+            pytest.param(("Jose", "Garcia", "Cafe Central"), id="without-accents"),
+            pytest.param(
+                tuple(unicodedata.normalize("NFD", v) for v in ("José", "García", "Café Central")),
+                id="decomposed",
+            ),
+        ],
+    )
+    async def test_the_same_name_spelt_another_way_is_a_possible_duplicate(self, client, spelling):
+        jose = await create(client, first_name="José", last_name="García", company="Café Central")
+        first, last, company = spelling
+        other = await create(client, first_name=first, last_name=last, company=company)
+        assert [(m["id"], m["score"]) for m in other["possible_duplicates"]] == [(jose["id"], 100)]
+        pairs = (await client.get("/v1/contacts/duplicates")).json()["items"]
+        assert {(p["contact_id"], p["duplicate_id"]) for p in pairs} == {
+            tuple(sorted((jose["id"], other["id"])))
+        }
+
+    async def test_names_are_stored_in_one_unicode_form(self, client):
+        # A decomposed name (as macOS writes it) was not found by a search typed on a keyboard.
+        decomposed = unicodedata.normalize("NFD", "Zoë")
+        zoe = await create(client, first_name=decomposed, last_name="Brontë", company="Café")
+        assert (zoe["first_name"], zoe["last_name"], zoe["company"]) == ("Zoë", "Brontë", "Café")
+        assert await ids(client, q="zoë") == {zoe["id"]}
+        assert await ids(client, q=unicodedata.normalize("NFD", "brontë")) == {zoe["id"]}
 
 
 class TestUpdateContact:

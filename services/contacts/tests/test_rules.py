@@ -1,5 +1,7 @@
 """Unit tests of the contact data rules: plain functions, no I/O."""
 
+import unicodedata
+
 import pytest
 
 from services.contacts.rules import (
@@ -93,6 +95,18 @@ class TestBlockingKey:
     def test_empty_values_have_no_key(self, raw: str | None) -> None:
         assert blocking_key(raw) is None
 
+    @pytest.mark.parametrize(
+        "raw",
+        [
+            "Müller",  # composed ü
+            unicodedata.normalize("NFD", "Müller"),  # u + combining diaeresis (macOS files)
+            "MÜLLER",
+            "Muller",  # a system that drops accents
+        ],
+    )
+    def test_the_same_name_however_written_has_one_key(self, raw: str) -> None:
+        assert blocking_key(raw) == "muller"
+
 
 class TestSimilarity:
     @pytest.mark.parametrize(
@@ -118,6 +132,17 @@ class TestSimilarity:
     )
     def test_different_people_score_below_85(self, a: Person, b: Person) -> None:
         assert similarity(a, b) < 85
+
+    @pytest.mark.parametrize(
+        "other",
+        [
+            Person("Jose", "Garcia", "Cafe Central"),
+            Person(*(unicodedata.normalize("NFD", v) for v in ("José", "García", "Café Central"))),
+            Person("JOSÉ", "GARCÍA", "CAFÉ CENTRAL"),
+        ],
+    )
+    def test_accents_case_and_unicode_forms_do_not_count(self, other: Person) -> None:
+        assert similarity(Person("José", "García", "Café Central"), other) == 100
 
     def test_identical_records_score_100(self) -> None:
         person = Person("Anna", "Schmidt", "Acme")
