@@ -291,6 +291,9 @@ async def update_contact(
 ) -> Contact:
     contact = await _writable(session, contact_id)
     values: dict[str, Any] = changes.model_dump(exclude_unset=True, mode="json")
+    if "preferences" in values:
+        # null clears them: the defaults a new contact has.
+        values["preferences"] = _stored_preferences(changes.preferences)
     if "phone" in values and values["phone"] is not None:
         try:
             values["phone"] = contact_rules.normalize_phone(
@@ -298,6 +301,8 @@ async def update_contact(
             )
         except ValueError as exc:
             raise InvalidInput(str(exc), field="phone") from None
+    # Only what differs is changed: an update that changes nothing publishes nothing.
+    values = {field: v for field, v in values.items() if v != _stored_value(contact, field)}
     if not values:
         return contact
     for field in PRIMARY_IDENTITY_FIELDS:
@@ -311,13 +316,22 @@ async def update_contact(
             raise duplicate_conflict("external_id", existing)
     for field, value in values.items():
         setattr(contact, field, value)
-    if changes.preferences is not None:
-        contact.preferences = changes.preferences.model_dump(mode="json")
     refresh_keys(contact)
     contact.updated_at = utcnow()
     await _flush_unique(session)
     events.contact_updated(session, contact)
     return contact
+
+
+def _stored_preferences(preferences: ContactPreferences | None) -> dict[str, Any]:
+    return (preferences or ContactPreferences()).model_dump(mode="json")
+
+
+def _stored_value(contact: Contact, field: str) -> Any:
+    """A field as an update would write it (preferences with every key, as they are sent)."""
+    if field == "preferences":
+        return _stored_preferences(ContactPreferences.model_validate(contact.preferences or {}))
+    return getattr(contact, field)
 
 
 async def _replace_identity(
@@ -368,7 +382,10 @@ async def set_preferences(
     session: AsyncSession, contact_id: uuid.UUID, preferences: ContactPreferences
 ) -> Contact:
     contact = await _writable(session, contact_id)
-    contact.preferences = preferences.model_dump(mode="json")
+    wanted = _stored_preferences(preferences)
+    if wanted == _stored_value(contact, "preferences"):
+        return contact  # unchanged: no event
+    contact.preferences = wanted
     contact.updated_at = utcnow()
     events.contact_updated(session, contact)
     return contact

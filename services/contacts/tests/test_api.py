@@ -233,6 +233,47 @@ class TestUpdateContact:
             k: v for k, v in bob.items() if k != "possible_duplicates"
         }
 
+    async def test_an_update_that_changes_nothing_publishes_nothing(self, client):
+        # It published crm.contact.updated.v1 and moved updated_at: a sync that writes a
+        # contact back whenever it hears of a change never came to rest.
+        contact = await create(
+            client,
+            last_name="Schmidt",
+            email="anna@example.com",
+            country="DE",
+            phone="+49 30 1234567",
+            preferences={"opted_out_channels": ["sms"]},
+        )
+        published = await outbox_values(client)
+        same = {
+            "first_name": "Anna",
+            "last_name": "Schmidt",
+            "email": "ANNA@example.com",
+            "phone": "030 1234567",
+            "company": None,
+            "preferences": {"opted_out_channels": ["sms"]},
+        }
+        for body in ({}, same):
+            response = await client.patch(f"/v1/contacts/{contact['id']}", json=body)
+            assert response.status_code == 200, response.text
+            assert response.json()["updated_at"] == contact["updated_at"]
+        response = await client.put(
+            f"/v1/contacts/{contact['id']}/preferences", json={"opted_out_channels": ["sms"]}
+        )
+        assert response.status_code == 200, response.text
+        assert await outbox_values(client) == published
+        assert (await get(client, contact["id"]))["updated_at"] == contact["updated_at"]
+
+    async def test_null_preferences_are_the_defaults(self, client):
+        contact = await create(client, preferences={"opted_out_channels": ["sms"]})
+        response = await client.patch(f"/v1/contacts/{contact['id']}", json={"preferences": None})
+        assert response.status_code == 200, response.text
+        assert response.json()["preferences"]["opted_out_channels"] == []
+        published = await outbox_values(client)
+        response = await client.patch(f"/v1/contacts/{contact['id']}", json={"preferences": None})
+        assert response.status_code == 200, response.text
+        assert await outbox_values(client) == published
+
 
 class TestListContacts:
     @pytest.fixture
