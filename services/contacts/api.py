@@ -92,18 +92,16 @@ async def list_duplicates(
     request: Request,
     min_score: Annotated[float | None, Query(ge=0, le=100)] = None,
     limit: Limit = DEFAULT_LIMIT,
-    cursor: Annotated[int | None, Query(ge=0, description="offset returned as next_cursor")] = None,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> Page[DuplicatePair]:
     threshold = (
         min_score if min_score is not None else request.app.state.settings.duplicate_threshold
     )
     pairs = await duplicates.duplicate_pairs(session, threshold=threshold)
-    start = cursor or 0
-    page = pairs[start : start + limit]
-    more = start + limit < len(pairs)
+    page, next_cursor = duplicates.page_of_pairs(pairs, limit, cursor)
     return Page(
         items=[DuplicatePair(contact_id=a, duplicate_id=b, score=s) for a, b, s in page],
-        next_cursor=str(start + limit) if more else None,
+        next_cursor=next_cursor,
     )
 
 

@@ -1,5 +1,6 @@
 """Candidate duplicate pairs across the whole contact base, for a data steward to review."""
 
+import math
 from collections import defaultdict
 from itertools import combinations
 
@@ -8,15 +9,24 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.contacts import rules
 from services.contacts.models import Contact, ContactStatus
+from shared.errors import InvalidInput
+from shared.pagination import decode_cursor, encode_cursor
 
 # Pairs are compared only inside a block (same last name or same company); a block larger
 # than this is too generic to be a duplicate signal and is skipped.
 MAX_BLOCK = 200
 
 
-async def duplicate_pairs(
-    session: AsyncSession, *, threshold: float
-) -> list[tuple[str, str, float]]:
+Pair = tuple[str, str, float]  # (contact id, duplicate id, score), the ids in order
+
+
+def _order(pair: Pair) -> tuple[float, str, str]:
+    """Best score first, then by the ids."""
+    first, second, score = pair
+    return (-score, first, second)
+
+
+async def duplicate_pairs(session: AsyncSession, *, threshold: float) -> list[Pair]:
     rows = (
         await session.execute(
             select(
@@ -47,4 +57,26 @@ async def duplicate_pairs(
             score = rules.similarity(a, b)
             if score >= threshold:
                 pairs[pair] = score
-    return sorted(((a, b, s) for (a, b), s in pairs.items()), key=lambda p: (-p[2], p[0], p[1]))
+    return sorted(((a, b, s) for (a, b), s in pairs.items()), key=_order)
+
+
+def page_of_pairs(
+    pairs: list[Pair], limit: int, cursor: str | None
+) -> tuple[list[Pair], str | None]:
+    """The pairs after the cursor's, and the cursor to the next page (None on the last).
+    The cursor is the last pair shown, not an offset: pairs merged away since (the usual
+    reason for asking for the next page) would otherwise push unseen pairs behind it."""
+    if cursor is not None:
+        score_raw, first, second = decode_cursor(cursor, 3)
+        try:
+            score = float(score_raw)
+        except ValueError:
+            score = math.nan
+        if not math.isfinite(score):
+            raise InvalidInput("not a cursor returned by this API", field="cursor")
+        last = _order((first, second, score))
+        pairs = [pair for pair in pairs if _order(pair) > last]
+    if len(pairs) <= limit:
+        return pairs, None
+    first, second, score = pairs[limit - 1]
+    return pairs[:limit], encode_cursor(score, first, second)

@@ -319,6 +319,8 @@ class TestQueryParameters:
             ("/v1/contacts/duplicates", {"limit": 1001}, "limit"),
             ("/v1/contacts/duplicates", {"cursor": "garbage"}, "cursor"),
             ("/v1/contacts/duplicates", {"cursor": -1}, "cursor"),
+            ("/v1/contacts/duplicates", {"cursor": encode_cursor("high", "a", "b")}, "cursor"),
+            ("/v1/contacts/duplicates", {"cursor": encode_cursor("nan", "a", "b")}, "cursor"),
             ("/v1/contacts/duplicates", {"min_score": 101}, "min_score"),
         ],
     )
