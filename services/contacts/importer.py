@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import uuid
+from collections import Counter
 from typing import Any
 
 from pydantic import ValidationError
@@ -61,6 +62,10 @@ def _csv_rows(text: str) -> list[dict[str, Any] | ImportRowError]:
         raise InvalidInput(
             f"unknown columns {unknown}; allowed: {sorted(CSV_COLUMNS)}", field="header"
         )
+    repeated = sorted(name for name, count in Counter(header).items() if count > 1)
+    if repeated:
+        # Only one of them would be read: the other's values would be dropped unseen.
+        raise InvalidInput(f"columns named more than once: {repeated}", field="header")
     reader.fieldnames = header
     rows: list[dict[str, Any] | ImportRowError] = []
     for row in reader:

@@ -771,6 +771,14 @@ class TestImport:
         assert "shoe_size" in error["message"]
         assert await all_contacts(client) == []
 
+    async def test_a_column_named_twice_is_422_and_writes_nothing(self, client):
+        # The last of the two silently won: the other column's values were dropped.
+        body = "first_name,email, email\nAnna,anna@example.com,anna@work.example\n"
+        error = error_of(await import_file(client, body, CSV), 422)
+        assert error["fields"][0]["field"] == "header"
+        assert "email" in error["message"]
+        assert await all_contacts(client) == []
+
     @pytest.mark.parametrize("content_type", ["application/json", "text/plain", ""])
     async def test_a_wrong_content_type_is_422_and_writes_nothing(self, client, content_type):
         body = json.dumps({"first_name": "Anna"}) + "\n"
