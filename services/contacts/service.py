@@ -269,7 +269,9 @@ async def list_contacts(
                 Contact.phone,
             )
         ]
-        digits = "".join(ch for ch in q if ch.isdigit())
+        # Stored in E.164; a number as written at home (trunk prefix 0: 030 1234567) or from
+        # abroad (00 49 30 ...) holds the E.164 digits after its zeros.
+        digits = "".join(ch for ch in q if ch.isdigit()).lstrip("0")
         if len(digits) >= 4:
             conditions.append(Contact.phone.contains(digits))
         if " " in text:

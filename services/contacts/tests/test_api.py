@@ -307,6 +307,10 @@ class TestListContacts:
             ("anna@example", {"anna"}),
             ("30 1234567", {"anna"}),  # phone digits, formatted another way
             ("+442079460958", {"bob"}),
+            # As the number is written at home (trunk prefix 0) or from abroad (00).
+            ("030 1234567", {"anna"}),
+            ("020 7946 0958", {"bob"}),
+            ("0049 30 1234567", {"anna"}),
             ("initech", {"carla"}),  # company
             ("acme", {"anna"}),
             ("nobody", set()),
