@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.contacts import duplicates, importer, service
 from services.contacts.models import Contact, ContactActivity
@@ -114,6 +115,22 @@ async def import_contacts(request: Request, session: SessionDep) -> ImportResult
         request.app.state.settings.import_max_rows,
     )
     return await importer.import_contacts(session, rows)
+
+
+def _refuse_other_methods(path: str, answered: set[str]) -> None:
+    """A fixed path under /contacts answers 405 (with Allow) to the methods it lacks, as any
+    other path does; else /contacts/{contact_id}, declared after it, took such a request and
+    answered 422 on reading the path's last word as a contact id."""
+
+    async def method_not_allowed() -> None:
+        raise StarletteHTTPException(status.HTTP_405_METHOD_NOT_ALLOWED)
+
+    methods = sorted({"GET", "POST", "PUT", "PATCH", "DELETE"} - answered)
+    router.add_api_route(path, method_not_allowed, methods=methods, include_in_schema=False)
+
+
+_refuse_other_methods("/contacts/duplicates", {"GET"})
+_refuse_other_methods("/contacts/import", {"POST"})
 
 
 @router.get("/contacts/{contact_id}", dependencies=read)

@@ -289,6 +289,26 @@ class TestPathIds:
             path = template.format(bad_id)
             await assert_rejected(client, method, path, 422, "contact_id", json=body)
 
+    @pytest.mark.parametrize(
+        ("method", "path", "allowed"),
+        [
+            ("PATCH", "/v1/contacts/duplicates", "GET"),
+            ("DELETE", "/v1/contacts/duplicates", "GET"),
+            ("GET", "/v1/contacts/import", "POST"),
+            ("PATCH", "/v1/contacts/import", "POST"),
+            ("DELETE", "/v1/contacts/import", "POST"),
+        ],
+    )
+    async def test_a_method_a_fixed_path_lacks_is_405_not_a_bad_contact_id(
+        self, client, anna, method, path, allowed
+    ):
+        # /v1/contacts/{contact_id} took these, and answered 422: "contact_id: not a UUID".
+        before = await everything(client)
+        response = await client.request(method, path, json={"company": "X"})
+        assert_error(response, 405, None)
+        assert response.headers["allow"] == allowed
+        assert await everything(client) == before
+
 
 class TestQueryParameters:
     @pytest.mark.parametrize(
