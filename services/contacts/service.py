@@ -489,12 +489,15 @@ async def erase_contact(session: AsyncSession, contact_id: uuid.UUID) -> None:
         )
     contact.identities.clear()
     contact.status = ContactStatus.erased
-    _clear_pii(contact, utcnow())
-    # Records merged into it held the same person's PII; they go too.
+    now = utcnow()
+    _clear_pii(contact, now)
+    # Records merged into it held the same person's PII; they go too, erased now (their
+    # updated_at was the merge's, and their erased events said so).
     for merged in (
         await session.scalars(select(Contact).where(Contact.merged_into == contact.id))
     ).all():
         merged.status = ContactStatus.erased
+        merged.updated_at = now
         events.contact_erased(session, merged)
     events.contact_erased(session, contact)
 

@@ -526,6 +526,14 @@ class TestEraseContact:
         )
         assert (await client.delete(f"/v1/contacts/{survivor['id']}")).status_code == 204
         error_of(await client.get(f"/v1/contacts/{duplicate['id']}"), 404)
+        # Both erased events tell the erasure's time, the merged record's too (not its merge's).
+        erased = [
+            event["data"]
+            for event in (json.loads(v) for v in await outbox_values(client) if v is not None)
+            if event["type"] == "crm.contact.erased.v1"
+        ]
+        assert {e["contact_id"] for e in erased} == {survivor["id"], duplicate["id"]}
+        assert len({e["erased_at"] for e in erased}) == 1
 
     async def test_a_merged_record_is_erased_through_its_survivor(self, client):
         survivor = await create(client)
