@@ -411,12 +411,19 @@ async def merge_contacts(
             # 422, not 404: the merge's own path names a contact that exists.
             raise InvalidInput(f"contact {duplicate_id} not found", field="duplicate_ids") from None
     now = utcnow()
+    moved: dict[str, Any] = {}
     for field in ("last_name", "email", "phone", "company", "country", "external_id"):
         if getattr(survivor, field) is None:
             donor = next((d for d in duplicates if getattr(d, field) is not None), None)
             if donor is not None:
-                setattr(survivor, field, getattr(donor, field))
-                setattr(donor, field, None)  # unique columns: free the value first
+                moved[field] = getattr(donor, field)
+                setattr(donor, field, None)
+    # Unique columns: the donors' values are freed in a flush of their own first. In one
+    # flush the rows are updated in primary-key order, and half the merges that moved an
+    # e-mail, phone or external id failed on the survivor's row going first.
+    await session.flush()
+    for field, value in moved.items():
+        setattr(survivor, field, value)
     survivor.preferences = rules.merged_preferences(
         ContactPreferences.model_validate(survivor.preferences or {}),
         [ContactPreferences.model_validate(d.preferences or {}) for d in duplicates],

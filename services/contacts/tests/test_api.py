@@ -652,6 +652,30 @@ CONTACTS_CSV = (
 
 
 class TestImport:
+    async def test_a_merge_moving_unique_values_to_the_survivor_succeeds(self, client):
+        # Ids in this order: the survivor's row was updated first, taking the duplicate's
+        # external id before the duplicate's row gave it up (a 500, for half of all ids).
+        survivor = await create(
+            client, first_name="Anna", contact_id="00000000-0000-4000-8000-000000000001"
+        )
+        duplicate = await create(
+            client,
+            first_name="Ana",
+            external_id="erp-2",
+            email="ana@example.com",
+            contact_id="00000000-0000-4000-8000-000000000002",
+        )
+        merge = f"/v1/contacts/{survivor['id']}/merge"
+        assert (await client.post(merge, json={"duplicate_ids": [duplicate["id"]]})).is_success
+        # The survivor had no external id or e-mail: the merge gave it the duplicate's.
+        merged = await get(client, survivor["id"])
+        assert (merged["external_id"], merged["email"]) == ("erp-2", "ana@example.com")
+        other = await create(client, first_name="Ola", external_id="erp-3")
+        merge = f"/v1/contacts/{survivor['id']}/merge"
+        assert (await client.post(merge, json={"duplicate_ids": [other["id"]]})).is_success
+        patch = await client.patch(f"/v1/contacts/{survivor['id']}", json={"external_id": "erp-3"})
+        assert patch.status_code == 200 and patch.json()["external_id"] == "erp-3"
+
     async def test_csv_keeps_good_rows_and_reports_bad_ones(self, client):
         response = await import_file(client, CONTACTS_CSV, CSV)
         assert response.status_code == 200, response.text
