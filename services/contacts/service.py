@@ -130,6 +130,12 @@ def refresh_keys(contact: Contact) -> None:
     contact.company_key = rules.blocking_key(contact.company)
 
 
+async def _holder_of_external_id(session: AsyncSession, external_id: str) -> Contact | None:
+    """The contact holding an external id: an active one, or one merged into another (it
+    keeps its external id, which leads a system that knows the record by it to the survivor)."""
+    return await session.scalar(select(Contact).where(Contact.external_id == external_id))
+
+
 def duplicate_conflict(field: str, existing_id: uuid.UUID) -> Conflict:
     return Conflict(
         f"a contact with this {field} already exists: {existing_id}",
@@ -152,11 +158,9 @@ async def create_contact(
     for (kind, _), owner in owners.items():
         raise duplicate_conflict(kind, owner)
     if data.external_id:
-        existing = await session.scalar(
-            select(Contact.id).where(Contact.external_id == data.external_id)
-        )
-        if existing:
-            raise duplicate_conflict("external_id", existing)
+        holder = await _holder_of_external_id(session, data.external_id)
+        if holder is not None:
+            raise duplicate_conflict("external_id", holder.merged_into or holder.id)
     row = new_contact_row(data, utcnow(), data.contact_id)
     near = await near_duplicates(session, row, duplicate_threshold)
     identities = [
@@ -311,11 +315,12 @@ async def update_contact(
         if field in values and values[field] != getattr(contact, field):
             await _replace_identity(session, contact, field, getattr(contact, field), values[field])
     if values.get("external_id") and values["external_id"] != contact.external_id:
-        existing = await session.scalar(
-            select(Contact.id).where(Contact.external_id == values["external_id"])
-        )
-        if existing:
-            raise duplicate_conflict("external_id", existing)
+        holder = await _holder_of_external_id(session, values["external_id"])
+        if holder is not None and holder.merged_into == contact.id:
+            holder.external_id = None  # a record merged into this one: the id comes here
+            await session.flush()
+        elif holder is not None:
+            raise duplicate_conflict("external_id", holder.merged_into or holder.id)
     for field, value in values.items():
         setattr(contact, field, value)
     refresh_keys(contact)
@@ -434,7 +439,11 @@ async def merge_contacts(
             identity.contact_id = survivor.id
         duplicate.status = ContactStatus.merged
         duplicate.merged_into = survivor.id
+        external_id = duplicate.external_id
         _clear_pii(duplicate, now)
+        # Its external id stays with it, leading to the survivor: the source system's next
+        # import of the record updates the survivor instead of creating the duplicate again.
+        duplicate.external_id = external_id
         events.contact_merged(session, duplicate, survivor)
     await _fold_activity(session, survivor.id, [d.id for d in duplicates])
     await session.flush()
@@ -499,12 +508,12 @@ async def erase_contact(session: AsyncSession, contact_id: uuid.UUID) -> None:
     now = utcnow()
     _clear_pii(contact, now)
     # Records merged into it held the same person's PII; they go too, erased now (their
-    # updated_at was the merge's, and their erased events said so).
+    # updated_at was the merge's, and their erased events said so), their external ids too.
     for merged in (
         await session.scalars(select(Contact).where(Contact.merged_into == contact.id))
     ).all():
         merged.status = ContactStatus.erased
-        merged.updated_at = now
+        _clear_pii(merged, now)
         events.contact_erased(session, merged)
     events.contact_erased(session, contact)
 

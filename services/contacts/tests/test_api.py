@@ -652,6 +652,35 @@ CONTACTS_CSV = (
 
 
 class TestImport:
+    async def test_a_merged_records_next_import_updates_its_survivor(self, client):
+        # The source system keeps both records; a data steward merged them here. Before, the
+        # merge dropped the merged record's external id, and each import created it again.
+        source = "\n".join(
+            json.dumps({"first_name": first, "last_name": "Berg", "external_id": ext})
+            for first, ext in (("Anna", "erp-1"), ("Ana", "erp-2"))
+        )
+        first = (await import_file(client, source, NDJSON)).json()
+        survivor, duplicate = first["ids"]
+        merge = f"/v1/contacts/{survivor}/merge"
+        assert (await client.post(merge, json={"duplicate_ids": [duplicate]})).status_code == 200
+        again = (await import_file(client, source, NDJSON)).json()
+        assert (again["created"], again["failed"]) == (0, 0)
+        assert again["ids"] == [survivor, survivor]
+        assert await ids(client) == {survivor}
+        # Created by hand with that id: a 409 naming the survivor, where the record now lives.
+        error = error_of(
+            await client.post("/v1/contacts", json={"first_name": "A", "external_id": "erp-2"}),
+            409,
+        )
+        assert (error["fields"][0]["field"], error["existing_id"]) == ("external_id", survivor)
+        # Erased, the survivor frees its external id and its merged record's.
+        assert (await client.delete(f"/v1/contacts/{survivor}")).status_code == 204
+        for ext in ("erp-1", "erp-2"):
+            created = await client.post(
+                "/v1/contacts", json={"first_name": "B", "external_id": ext}
+            )
+            assert created.status_code == 201, created.text
+
     async def test_a_merge_moving_unique_values_to_the_survivor_succeeds(self, client):
         # Ids in this order: the survivor's row was updated first, taking the duplicate's
         # external id before the duplicate's row gave it up (a 500, for half of all ids).
