@@ -21,6 +21,7 @@ from services.contacts.service import (
     new_contact_row,
     refresh_keys,
 )
+from shared.db import lock_customers
 from shared.errors import Conflict, InvalidInput
 from shared.events import utcnow
 from shared.outbox import add_rows
@@ -237,21 +238,34 @@ def _identity_problem(
 async def _contacts_by_external_id(
     session: AsyncSession, external_ids: list[str]
 ) -> dict[str, Contact]:
-    found: dict[str, Contact] = {}
+    """The active contacts the rows' external ids name (a merged record's id leads to its
+    survivor), locked as the API's changes lock a contact and read after the lock: a change
+    committed meanwhile is then in the import's snapshot, which is the contact's latest
+    state on the compacted topic (read before, the snapshot undid that change everywhere)."""
+    target: dict[str, uuid.UUID] = {}
     for start in range(0, len(external_ids), 500):
         chunk = external_ids[start : start + 500]
-        for contact in (
-            await session.scalars(select(Contact).where(Contact.external_id.in_(chunk)))
-        ).all():
-            if contact.external_id:
-                found[contact.external_id] = contact
-    # A merged record's external id leads to its survivor.
-    for key, contact in list(found.items()):
-        if contact.status == ContactStatus.merged and contact.merged_into:
-            survivor = await session.get(Contact, contact.merged_into)
-            if survivor is not None and survivor.status == ContactStatus.active:
-                found[key] = survivor
-    return found
+        rows = await session.execute(
+            select(Contact.external_id, Contact.id, Contact.status, Contact.merged_into).where(
+                Contact.external_id.in_(chunk)
+            )
+        )
+        for external_id, contact_id, status, merged_into in rows:
+            merged = status == ContactStatus.merged and merged_into is not None
+            target[external_id] = merged_into if merged else contact_id
+    ids = sorted(set(target.values()))
+    await lock_customers(session, ids)
+    contacts: dict[uuid.UUID, Contact] = {}
+    for start in range(0, len(ids), 500):
+        query = select(Contact).where(Contact.id.in_(ids[start : start + 500]))
+        for contact in await session.scalars(query.execution_options(populate_existing=True)):
+            contacts[contact.id] = contact
+    return {
+        external_id: contact
+        for external_id, contact_id in target.items()
+        if (contact := contacts.get(contact_id)) is not None
+        and contact.status == ContactStatus.active
+    }
 
 
 def _apply_update(contact: Contact, data: ContactFields, now: Any) -> bool:

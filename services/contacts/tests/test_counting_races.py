@@ -225,6 +225,26 @@ async def test_one_file_imported_twice_at_once_the_later_is_a_409(client):
 
 
 @postgres_only
+async def test_an_import_while_the_contact_changes_publishes_what_is_committed(client):
+    factory = app_of(client).state.session_factory
+    created = await client.post("/v1/contacts", json={"first_name": "Ada", "external_id": "e-1"})
+    ada = uuid.UUID(created.json()["id"])
+    rows = importer.parse_rows(b"first_name,external_id\nAugusta,e-1\n", "text/csv", 10)
+
+    def rename(session: AsyncSession) -> Awaitable[object]:
+        return service.update_contact(session, ada, ContactUpdate(last_name="Lovelace"))
+
+    def import_it(session: AsyncSession) -> Awaitable[object]:
+        return importer.import_contacts(session, rows)
+
+    await one_write_waits_for_another(factory, rename, import_it)
+    last = [e for e in await published(client, ada) if e.type == CONTACT_UPDATED][-1]
+    # The import read the contact before the change committed: its snapshot, the contact's
+    # latest state on the compacted topic, lacked the last name.
+    assert (last.data["first_name"], last.data["last_name"]) == ("Augusta", "Lovelace")
+
+
+@postgres_only
 async def test_the_contact_policy_set_twice_at_once_keeps_the_later(client):
     factory = app_of(client).state.session_factory
 
