@@ -11,7 +11,7 @@ from services.support import events, service, sla
 from services.support.api import router
 from services.support.cases_api import router as cases_router
 from services.support.config import SupportSettings
-from services.support.consumers import SUBSCRIPTIONS
+from services.support.consumers import subscriptions
 from services.support.sla_api import router as sla_router
 from shared import customer_view
 from shared.app import ServiceSpec, create_service_app
@@ -38,7 +38,7 @@ def create_app(settings: SupportSettings | None = None) -> FastAPI:
                 ),
             ],
             migrations=Path(__file__).parent / "migrations",
-            subscriptions=SUBSCRIPTIONS,
+            subscriptions=subscriptions(settings.stand_in_key()),
         )
     )
     platform_lifespan = app.router.lifespan_context

@@ -1,7 +1,12 @@
-from pydantic import Field
+import hashlib
+import hmac
+
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import AuthSettings, KafkaSettings, ServiceSettings
+
+STAND_IN_SECRET_MIN_BYTES = 32
 
 
 class SupportSettings(ServiceSettings):
@@ -17,3 +22,34 @@ class SupportSettings(ServiceSettings):
     # The SLA scheduler: how often it looks for unattended tickets and breaches.
     run_scheduler: bool = True
     sla_sweep_interval_s: float = Field(default=30.0, gt=0)
+    # The key of unknown senders' stand-in ids (rules.stand_in_customer). Unset: derived from
+    # the JWT secret (so no secret ever lives in the repo). Changing it changes the id of a
+    # sender still unknown: their later messages and identification no longer find their
+    # tickets filed before.
+    stand_in_secret: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _a_stand_in_key(self) -> "SupportSettings":
+        # Refused at start-up rather than a failure of every message from an unknown sender.
+        if self.stand_in_secret is None and self.auth.secret is None:
+            raise ValueError(
+                "SUPPORT_STAND_IN_SECRET is required when tokens are verified by a public key"
+                " (there is no CRM_JWT_SECRET to derive the stand-in key from)"
+            )
+        # A short key could be found by trying keys on one's own stand-in id (write to
+        # support, read the topic), and then every sender's id computed.
+        if self.stand_in_secret is not None:
+            if len(self.stand_in_secret.get_secret_value().encode()) < STAND_IN_SECRET_MIN_BYTES:
+                raise ValueError(
+                    f"SUPPORT_STAND_IN_SECRET must be at least {STAND_IN_SECRET_MIN_BYTES} bytes"
+                    " (e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+                )
+        return self
+
+    def stand_in_key(self) -> bytes:
+        """The key unknown senders' stand-in ids are derived with."""
+        if self.stand_in_secret is not None:
+            return self.stand_in_secret.get_secret_value().encode()
+        assert self.auth.secret is not None  # _a_stand_in_key checked it
+        jwt_secret = self.auth.secret.get_secret_value().encode()
+        return hmac.new(jwt_secret, b"crm-support-stand-in-ids", hashlib.sha256).digest()

@@ -20,13 +20,16 @@ def identities_of(contact: ContactSnapshot) -> set[tuple[str, str]]:
     return {(kind, rules.normalize_identity(kind, value)) for kind, value in identities}
 
 
-async def contact_changed(session: AsyncSession, contact: ContactSnapshot) -> None:
+async def contact_changed(
+    session: AsyncSession, contact: ContactSnapshot, *, stand_in_key: bytes
+) -> None:
     """Keep the contact's identities (to recognise inbound senders), and re-point tickets
     opened by those senders before contacts knew them."""
     wanted = identities_of(contact)
-    # Intake holds a placeholder's lock while it opens a ticket for an unknown sender: wait
-    # for it, or that ticket, not committed yet, is not re-pointed and stays unknown.
-    await lock_customers(session, [rules.placeholder_customer(k, v) for k, v in wanted])
+    stand_ins = {(k, v): rules.stand_in_customers(k, v, stand_in_key) for k, v in wanted}
+    # Intake holds a sender's stand-in locks while it opens a ticket for an unknown sender:
+    # wait for it, or that ticket, not committed yet, is not re-pointed and stays unknown.
+    await lock_customers(session, [id_ for ids in stand_ins.values() for id_ in ids])
     rows = await session.scalars(
         select(CustomerIdentity).where(
             or_(
@@ -45,15 +48,17 @@ async def contact_changed(session: AsyncSession, contact: ContactSnapshot) -> No
             session.add(CustomerIdentity(kind=kind, value=value, contact_id=contact.contact_id))
         else:
             row.contact_id = contact.contact_id
-        await _identify(session, rules.placeholder_customer(kind, value), contact.contact_id)
+        # Under the keyed stand-in id, and the legacy one of tickets filed before it.
+        for stand_in in stand_ins[(kind, value)]:
+            await _identify(session, stand_in, contact.contact_id)
 
 
-async def _identify(session: AsyncSession, placeholder: uuid.UUID, contact_id: uuid.UUID) -> None:
+async def _identify(session: AsyncSession, stand_in: uuid.UUID, contact_id: uuid.UUID) -> None:
     """The unknown sender's tickets go to the contact, and the other departments hear of it:
     the ticket's new owner, and its touches, held back while the sender was unknown (without
     them the conversation that brought the customer was missing from their history)."""
     tickets = await session.scalars(
-        select(Ticket).where(Ticket.customer_id == placeholder, Ticket.unknown_customer.is_(True))
+        select(Ticket).where(Ticket.customer_id == stand_in, Ticket.unknown_customer.is_(True))
     )
     now = utcnow()
     for ticket in tickets:
@@ -63,7 +68,7 @@ async def _identify(session: AsyncSession, placeholder: uuid.UUID, contact_id: u
             .where(TicketMessage.ticket_id == ticket.id)
             .order_by(TicketMessage.sent_at, TicketMessage.id)
         )
-        events.customer_identified(session, ticket, list(messages), placeholder, now)
+        events.customer_identified(session, ticket, list(messages), stand_in, now)
 
 
 async def contact_merged(

@@ -59,7 +59,7 @@ class Ticket(Base):
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     status: Mapped[str] = mapped_column(String(16))
     # Opened from an inbound message whose sender no contact has (yet): customer_id is then a
-    # placeholder derived from the sender, re-pointed when contacts learns the identity.
+    # stand-in id derived from the sender, re-pointed when contacts learns the identity.
     unknown_customer: Mapped[bool] = mapped_column(Boolean, default=False)
     agent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("agents.id"))
     assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,5 +1,7 @@
 """Support rules: the ticket state machine, routing, contact checks. Plain Python, no I/O."""
 
+import hashlib
+import hmac
 import math
 import re
 import uuid
@@ -278,8 +280,6 @@ def rank_similar(target: Case, cases: Sequence[Case], limit: int) -> list[tuple[
 
 # ---- inbound senders ------------------------------------------------------------------------
 
-UNKNOWN_SENDERS = uuid.UUID("5b0c6a43-8f0e-4b7c-9a57-0d2c3f1e9a11")
-
 
 def normalize_identity(kind: str, value: str) -> str:
     """The key a sender and a contact's identity are matched by, in the forms contacts keeps
@@ -321,6 +321,26 @@ def subject_from_body(body: str) -> str:
     return first[:SUBJECT_FROM_BODY_CHARS] or NO_SUBJECT
 
 
-def placeholder_customer(kind: str, value: str) -> uuid.UUID:
-    """A stable stand-in id for a sender no contact has yet (same sender, same id)."""
-    return uuid.uuid5(UNKNOWN_SENDERS, f"{kind}:{normalize_identity(kind, value)}")
+def stand_in_customer(kind: str, value: str, key: bytes) -> uuid.UUID:
+    """The id a sender no contact has yet is filed under: the same for the same sender, so
+    their later messages and their identification find their tickets. An HMAC of the sender
+    under support's secret key: the id is on crm.support.v1, and no one reading it can test
+    a guessed address or run through a range of phone numbers without the key."""
+    sender = f"{kind}:{normalize_identity(kind, value)}".encode()
+    digest = hmac.new(key, sender, hashlib.sha256).digest()
+    return uuid.UUID(bytes=digest[:16], version=4)  # pseudorandom bits: a random UUID's form
+
+
+# Stand-in ids were once uuid5 of the sender in this namespace, public in the repository.
+# Tickets filed then keep theirs (their events carried it): they are still found by it.
+LEGACY_STAND_IN_NAMESPACE = uuid.UUID("5b0c6a43-8f0e-4b7c-9a57-0d2c3f1e9a11")
+
+
+def legacy_stand_in_customer(kind: str, value: str) -> uuid.UUID:
+    return uuid.uuid5(LEGACY_STAND_IN_NAMESPACE, f"{kind}:{normalize_identity(kind, value)}")
+
+
+def stand_in_customers(kind: str, value: str, key: bytes) -> list[uuid.UUID]:
+    """Every id an unknown sender's tickets may be filed under: the keyed one new tickets get,
+    then the legacy one of tickets filed before."""
+    return [stand_in_customer(kind, value, key), legacy_stand_in_customer(kind, value)]

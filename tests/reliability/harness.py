@@ -35,21 +35,23 @@ ROOT = Path(__file__).resolve().parents[2]
 def subscriptions_of(service: str) -> list[tuple[str, tuple[str, ...]]]:
     """(consumer group, topics) of the consumer a service runs, as shared/app.py names it: one
     group over every subscription's topics."""
-    module = _consumers_module(service)
-    return [(f"crm.{service}", tuple(t for s in module.SUBSCRIPTIONS for t in s.topics))]
+    return [(f"crm.{service}", tuple(t for s in _subscriptions(service) for t in s.topics))]
 
 
 def consumer_names(service: str) -> dict[str, tuple[str, ...]]:
     """processed_events.consumer value -> topics, for each subscription of ``service``."""
-    return {
-        f"{service}.{s.name}": tuple(s.topics) for s in _consumers_module(service).SUBSCRIPTIONS
-    }
+    return {f"{service}.{s.name}": tuple(s.topics) for s in _subscriptions(service)}
 
 
-def _consumers_module(service: str) -> Any:
+def _subscriptions(service: str) -> Any:
     import importlib
 
-    return importlib.import_module(f"services.{service}.consumers")
+    module = importlib.import_module(f"services.{service}.consumers")
+    if hasattr(module, "subscriptions"):
+        # Built with a setting of the service (support's stand-in key), which the handlers
+        # use; the names and topics read here do not depend on it.
+        return module.subscriptions(b"")
+    return module.SUBSCRIPTIONS
 
 
 # ---- databases --------------------------------------------------------------------------------

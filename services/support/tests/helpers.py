@@ -6,7 +6,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from services.support import consumers
+from shared.consumer import Handler
 from shared.events import Envelope
 from shared.models import OutboxMessage
 from shared.testing import app_of
@@ -41,10 +41,16 @@ async def outbox(client: httpx.AsyncClient, topic: str | None = None) -> list[Ou
         return list(await session.scalars(query))
 
 
+def event_handlers(client: httpx.AsyncClient) -> dict[str, Handler]:
+    """The running service's event handlers, by event type (built with its settings)."""
+    return {
+        t: h for c in app_of(client).state.consumers for t, h in c.subscription.handlers.items()
+    }
+
+
 async def apply(client: httpx.AsyncClient, event_type: str, data: dict[str, Any]) -> None:
     """Apply another service's event the way the consumer does (without the broker)."""
-    handlers = {t: h for s in consumers.SUBSCRIPTIONS for t, h in s.handlers.items()}
     envelope = Envelope(id=str(uuid.uuid4()), source="/crm/test", type=event_type, data=data)
     async with app_of(client).state.session_factory() as session:
-        await handlers[event_type](session, envelope)
+        await event_handlers(client)[event_type](session, envelope)
         await session.commit()

@@ -6,8 +6,8 @@ import json
 import uuid
 from datetime import datetime, timedelta
 
-from services.support import consumers, service, sla
-from services.support.tests.helpers import apply, new_agent, new_ticket, outbox
+from services.support import service, sla
+from services.support.tests.helpers import apply, event_handlers, new_agent, new_ticket, outbox
 from shared import topics
 from shared.events import CONTACT_ERASED, Envelope
 from shared.testing import app_of, one_write_waits_for_another, postgres_only
@@ -101,7 +101,7 @@ async def test_an_erasure_waits_for_a_change_to_the_ticket_then_closes_it(client
     await new_agent(client, name="First")
     ticket = await new_ticket(client)
     second = await new_agent(client, name="Second")
-    handlers = {t: h for s in consumers.SUBSCRIPTIONS for t, h in s.handlers.items()}
+    handlers = event_handlers(client)
     envelope = Envelope(
         id=str(uuid.uuid4()),
         source="/crm/contacts",

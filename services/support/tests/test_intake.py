@@ -7,15 +7,18 @@ from collections.abc import Awaitable
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.support import consumers, intake
-from services.support.schemas import InboundMessage
-from services.support.tests.helpers import apply, outbox
+from services.support import intake, service
+from services.support.schemas import InboundMessage, TicketCreate
+from services.support.tests.helpers import apply, event_handlers, outbox
 from shared import topics
 from shared.contracts import support
 from shared.events import CONTACT_CREATED, CONTACT_ERASED, Envelope, decode_event
 from shared.testing import app_of, one_write_waits_for_another, postgres_only
 
 NOW = "2026-11-24T12:00:00+00:00"
+# The namespace support once derived stand-in ids from (uuid5 of the sender): it is public in
+# the repository, so anyone could compute such an id from an address.
+PUBLIC_NAMESPACE = uuid.UUID("5b0c6a43-8f0e-4b7c-9a57-0d2c3f1e9a11")
 
 
 def snapshot(contact_id: str, **fields) -> dict:
@@ -125,6 +128,79 @@ async def test_the_ticket_opened_event_says_whether_its_customer_is_a_stand_in(c
     assert opened == {known["ticket_id"]: False, unknown["ticket_id"]: True}
 
 
+async def test_an_unknown_senders_stand_in_id_does_not_tell_who_wrote(client):
+    # Before, the id was uuid5 of the sender under a namespace public in the repository:
+    # anyone reading crm.support.v1 could test a guessed address, or run through a range of
+    # phone numbers, and learn who wrote to support.
+    by_mail = await inbound(client, "email", "Anna@Example.com", "Who am I?")
+    by_phone = await inbound(client, "phone", "+49 30 1234567", "Call me", channel="phone")
+    opened = [
+        (row.key, decode_event(row.value).data["customer_id"])
+        for row in await outbox(client, topics.SUPPORT)
+        if row.event_type == support.TICKET_OPENED
+    ]
+    assert opened == [
+        (by_mail["customer_id"], by_mail["customer_id"]),
+        (by_phone["customer_id"], by_phone["customer_id"]),
+    ]
+    assert by_mail["customer_id"] != str(uuid.uuid5(PUBLIC_NAMESPACE, "email:anna@example.com"))
+    assert by_phone["customer_id"] != str(uuid.uuid5(PUBLIC_NAMESPACE, "phone:+49301234567"))
+
+
+async def opened_before_stand_in_ids_were_keyed(client, sender: str, **fields) -> dict:
+    """A ticket of an unknown e-mail sender as support filed it before: under uuid5 of the
+    sender in the public namespace."""
+    legacy = uuid.uuid5(PUBLIC_NAMESPACE, f"email:{sender}")
+    data = TicketCreate(
+        customer_id=legacy, subject="Hi", description="Hi", channel="email", **fields
+    )
+    async with app_of(client).state.session_factory() as session:
+        ticket = await service.create_ticket(session, data, unknown_customer=True)
+        await session.commit()
+    return {"ticket_id": str(ticket.id), "customer_id": str(legacy)}
+
+
+async def test_a_ticket_under_an_old_stand_in_id_moves_to_its_sender_once_known(client):
+    # Tickets filed before stand-in ids were keyed stay under the old id: identification
+    # looks for the sender's tickets under both, or they would stay with no customer.
+    old = await opened_before_stand_in_ids_were_keyed(client, "anna@example.com")
+    new = await inbound(client, "email", "anna@example.com", "Still waiting", channel="chat")
+    assert new["unknown_customer"] and new["customer_id"] != old["customer_id"]
+    contact = str(uuid.uuid4())
+    await apply(client, CONTACT_CREATED, snapshot(contact, email="Anna@Example.com"))
+    for ticket in (old, new):
+        moved = (await client.get(f"/v1/tickets/{ticket['ticket_id']}")).json()
+        assert (moved["customer_id"], moved["unknown_customer"]) == (contact, False)
+    identified = [
+        (row.key, decode_event(row.value).data)
+        for row in await outbox(client, topics.SUPPORT)
+        if row.event_type == support.TICKET_CUSTOMER_IDENTIFIED
+    ]
+    # Each on the partition of its ticket's earlier events, naming the id they carried.
+    assert sorted(
+        (key, data["ticket_id"], data["previous_customer_id"]) for key, data in identified
+    ) == sorted((t["customer_id"], t["ticket_id"], t["customer_id"]) for t in (old, new))
+
+
+async def test_a_sender_with_a_ticket_under_an_old_stand_in_id_writes_on_into_it(client):
+    # The conversation goes on in its ticket, under the id its earlier events carried, rather
+    # than a second ticket opening for the same sender; a webhook delivering again a message
+    # received before is the ticket it opened then, not a 409.
+    message_id = str(uuid.uuid4())
+    old = await opened_before_stand_in_ids_were_keyed(
+        client, "anna@example.com", ticket_id=uuid.UUID(message_id)
+    )
+    again = await inbound(client, "email", "anna@example.com", "Hi", message_id=message_id)
+    assert (again["ticket_id"], again["customer_id"]) == (old["ticket_id"], old["customer_id"])
+    reply = await inbound(client, "email", "Anna@example.com", "Any news?")
+    assert reply["threaded"] and reply["unknown_customer"]
+    assert (reply["ticket_id"], reply["customer_id"]) == (old["ticket_id"], old["customer_id"])
+    by_ref = await inbound(
+        client, "email", "anna@example.com", "Hello?", channel="chat", thread_ref=old["ticket_id"]
+    )
+    assert by_ref["threaded"] and by_ref["ticket_id"] == old["ticket_id"]
+
+
 async def test_a_sender_is_known_in_the_form_its_provider_sends(client):
     contact = str(uuid.uuid4())
     # The forms contacts publishes: E.164 numbers, Telegram handles without the @.
@@ -184,13 +260,14 @@ def _as_contacts_sends_it(contact: str, email: str) -> Envelope:
 async def test_a_sender_becoming_known_while_their_message_arrives_gets_the_ticket(client, first):
     factory = app_of(client).state.session_factory
     contact = str(uuid.uuid4())
-    handlers = {t: h for s in consumers.SUBSCRIPTIONS for t, h in s.handlers.items()}
+    handlers = event_handlers(client)
+    stand_in_key = app_of(client).state.settings.stand_in_key()
     message = InboundMessage.model_validate(
         {"channel": "email", "sender": {"kind": "email", "value": "anna@example.com"}, "body": "Hi"}
     )
 
     def receive(session: AsyncSession) -> Awaitable[object]:
-        return intake.receive(session, message)
+        return intake.receive(session, message, stand_in_key=stand_in_key)
 
     def contact_created(session: AsyncSession) -> Awaitable[None]:
         return handlers[CONTACT_CREATED](

@@ -174,3 +174,63 @@ class TestNormalizeIdentity:
     def test_a_local_number_is_left_as_it_is(self):
         # No country to read it in: it can only meet the same local form.
         assert rules.normalize_identity("phone", "030 123456") == "030123456"
+
+
+class TestStandInCustomer:
+    KEY = b"k" * 32
+
+    def test_the_same_sender_in_any_form_gets_the_same_id(self):
+        first = rules.stand_in_customer("phone", "0049 30 123456", self.KEY)
+        assert first == rules.stand_in_customer("phone", "+4930123456", self.KEY)
+        assert first != rules.stand_in_customer("phone", "+4930123457", self.KEY)
+        assert first != rules.stand_in_customer("whatsapp", "+4930123456", self.KEY)
+
+    def test_it_cannot_be_computed_from_the_sender_without_the_key(self):
+        keyed = rules.stand_in_customer("email", "anna@example.com", self.KEY)
+        assert keyed != rules.stand_in_customer("email", "anna@example.com", b"o" * 32)
+        # Before, it was this: anyone could compute it from an address.
+        public = uuid.UUID("5b0c6a43-8f0e-4b7c-9a57-0d2c3f1e9a11")
+        assert keyed != uuid.uuid5(public, "email:anna@example.com")
+
+    def test_tickets_filed_before_keyed_ids_are_found_by_their_legacy_id(self):
+        public = uuid.UUID("5b0c6a43-8f0e-4b7c-9a57-0d2c3f1e9a11")
+        assert rules.stand_in_customers("email", "Anna@Example.com", self.KEY) == [
+            rules.stand_in_customer("email", "anna@example.com", self.KEY),
+            uuid.uuid5(public, "email:anna@example.com"),
+        ]
+
+
+class TestStandInKey:
+    def test_derived_from_the_jwt_secret_unless_set(self):
+        from services.support.config import SupportSettings
+        from shared.settings import AuthSettings
+
+        first, second = "jwt-1-" + "x" * 32, "jwt-2-" + "x" * 32
+        derived = SupportSettings(auth=AuthSettings(secret=first)).stand_in_key()
+        assert derived != first.encode() and len(derived) == 32
+        assert derived == SupportSettings(auth=AuthSettings(secret=first)).stand_in_key()
+        assert derived != SupportSettings(auth=AuthSettings(secret=second)).stand_in_key()
+        explicit = SupportSettings(auth=AuthSettings(secret=first), stand_in_secret="s" * 32)
+        assert explicit.stand_in_key() == b"s" * 32
+
+    def test_with_public_key_tokens_the_stand_in_secret_is_required(self):
+        from pydantic import ValidationError
+
+        from services.support.config import SupportSettings
+        from shared.settings import AuthSettings
+
+        public_key_auth = AuthSettings(algorithm="RS256", jwks_url="https://idp.test/jwks.json")
+        with pytest.raises(ValidationError, match="SUPPORT_STAND_IN_SECRET is required"):
+            SupportSettings(auth=public_key_auth)
+        settings = SupportSettings(auth=public_key_auth, stand_in_secret="s" * 32)
+        assert settings.stand_in_key() == b"s" * 32
+
+    def test_a_short_stand_in_secret_is_refused(self):
+        # A short key could be found by trying keys on one's own stand-in id.
+        from pydantic import ValidationError
+
+        from services.support.config import SupportSettings
+        from shared.settings import AuthSettings
+
+        with pytest.raises(ValidationError, match="SUPPORT_STAND_IN_SECRET must be at least 32"):
+            SupportSettings(auth=AuthSettings(secret="x" * 32), stand_in_secret="short")
