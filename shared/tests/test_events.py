@@ -88,32 +88,25 @@ class TestDecodeEvent:
     )
     def test_reads_json_data_of_any_json_media_type(self, content_type):
         # Other SDKs write the charset; those events went to the dead-letter topic.
-        value = json.dumps(
-            {
-                "specversion": "1.0",
-                "id": "e-1",
-                "source": "/erp",
-                "type": "erp.order.v1",
-                "datacontenttype": content_type,
-                "data": {"n": 1},
-            }
-        ).encode()
-        assert decode_event(value).data == {"n": 1}
+        assert decode_event(_order_event(content_type)).data == {"n": 1}
 
     @pytest.mark.parametrize("content_type", ["application/xml", "text/plain; charset=utf-8"])
     def test_rejects_data_that_is_not_json(self, content_type):
-        value = json.dumps(
-            {
-                "specversion": "1.0",
-                "id": "e-1",
-                "source": "/erp",
-                "type": "erp.order.v1",
-                "datacontenttype": content_type,
-                "data": {"n": 1},
-            }
-        ).encode()
         with pytest.raises(MalformedEvent, match="must be JSON"):
-            decode_event(value)
+            decode_event(_order_event(content_type))
+
+
+def _order_event(content_type: str) -> bytes:
+    """An integrator's event, marked with ``content_type``."""
+    event = {
+        "specversion": "1.0",
+        "id": "e-1",
+        "source": "/erp",
+        "type": "erp.order.v1",
+        "datacontenttype": content_type,
+        "data": {"n": 1},
+    }
+    return json.dumps(event).encode()
 
 
 class TestWholeNumbers:
