@@ -7,8 +7,9 @@ import re
 from collections.abc import Sequence
 from datetime import datetime, time, timedelta
 from enum import StrEnum
+from functools import cache
 from typing import Annotated
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
@@ -80,6 +81,20 @@ Phone = Annotated[
         " stored as E.164"
     ),
 ]
+
+
+@cache
+def _time_zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def check_time_zone(value: str) -> str:
+    """An IANA time zone name (``Europe/Berlin``), as quiet hours take it: one the contact
+    check cannot find was read as UTC, hours off the customer's night (and a region such as
+    ``Europe``, a folder of zones, failed every contact check of the customer)."""
+    if value not in _time_zones():
+        raise ValueError("not an IANA time zone name (e.g. Europe/Berlin)")
+    return value
 
 
 # ---- PII on shared topics -------------------------------------------------------------------

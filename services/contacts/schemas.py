@@ -13,8 +13,8 @@ from pydantic import (
     field_validator,
 )
 
-from shared.contact_rules import Country, Email, Phone, normalize_phone
-from shared.events import ContactPolicy, ContactPreferences
+from shared.contact_rules import Country, Email, Phone, check_time_zone, normalize_phone
+from shared.events import ContactPolicy, ContactPreferences, QuietHours
 
 
 def composed(value: str) -> str:
@@ -41,6 +41,17 @@ class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class QuietHoursIn(QuietHours):
+    @field_validator("timezone")
+    @classmethod
+    def _known_time_zone(cls, value: str) -> str:
+        return check_time_zone(value)
+
+
+class PreferencesIn(ContactPreferences):
+    quiet_hours: QuietHoursIn | None = None
+
+
 class ContactFields(_Input):
     """A new contact's fields, as the API and an import row take them."""
 
@@ -52,7 +63,7 @@ class ContactFields(_Input):
     phone: Phone | None = None
     company: Company | None = None
     external_id: ExternalId | None = None
-    preferences: ContactPreferences | None = None
+    preferences: PreferencesIn | None = None
 
     @field_validator("phone")
     @classmethod
@@ -78,7 +89,7 @@ class ContactUpdate(_Input):
     phone: Phone | None = None
     company: Company | None = None
     external_id: ExternalId | None = None
-    preferences: ContactPreferences | None = None
+    preferences: PreferencesIn | None = None
 
     @field_validator("first_name")
     @classmethod
@@ -144,12 +155,14 @@ class MergeRequest(_Input):
     duplicate_ids: list[uuid.UUID] = Field(min_length=1, max_length=50)
 
 
-class PreferencesUpdate(ContactPreferences):
+class PreferencesUpdate(PreferencesIn):
     model_config = ConfigDict(extra="forbid")
 
 
 class ContactPolicyUpdate(ContactPolicy):
     model_config = ConfigDict(extra="forbid")
+
+    quiet_hours: QuietHoursIn | None = None
 
 
 class ImportRowError(BaseModel):

@@ -90,6 +90,17 @@ BAD_FIELDS = [
         "preferences.opted_out_channels.0",
         id="preferences-unknown-channel",
     ),
+    # A misspelt time zone was kept, and the contact check read it as UTC: the customer's
+    # quiet hours fell hours off their night.
+    pytest.param(
+        {
+            "preferences": {
+                "quiet_hours": {"start": "21:00", "end": "08:00", "timezone": "Europe/Berln"}
+            }
+        },
+        "preferences.quiet_hours.timezone",
+        id="preferences-unknown-time-zone",
+    ),
     pytest.param({"nickname": "Annie"}, "nickname", id="unknown-field"),
     pytest.param({"first_name": ""}, "first_name", id="first_name-empty"),
     pytest.param({"first_name": "   "}, "first_name", id="first_name-blank"),
@@ -235,6 +246,21 @@ class TestBodies:
                 "quiet_hours.start",
             ),
             ("preferences", {"quiet_hours": {"start": "21:00"}}, "quiet_hours.end"),
+            (
+                "preferences",
+                {"quiet_hours": {"start": "21:00", "end": "08:00", "timezone": "Mars/Olympus"}},
+                "quiet_hours.timezone",
+            ),
+            (
+                "preferences",
+                {"quiet_hours": {"start": "21:00", "end": "08:00", "timezone": "../UTC"}},
+                "quiet_hours.timezone",
+            ),
+            (
+                "preferences",
+                {"quiet_hours": {"start": "21:00", "end": "08:00", "timezone": "Europe"}},
+                "quiet_hours.timezone",
+            ),
             ("preferences", {"colour": "blue"}, "colour"),
             ("policy", {"max_outbound_per_week": 5000}, "max_outbound_per_week"),
             ("policy", {"max_outbound_per_week": "five"}, "max_outbound_per_week"),
@@ -246,6 +272,11 @@ class TestBodies:
             ),
             ("policy", {"quiet_hours": {"start": "9am", "end": "5pm"}}, "quiet_hours.start"),
             ("policy", {"enabled": False}, "enabled"),
+            (
+                "policy",
+                {"quiet_hours": {"start": "21:00", "end": "08:00", "timezone": "Berlin"}},
+                "quiet_hours.timezone",
+            ),
             (
                 "policy",
                 {"quiet_hours": {"start": "21:00", "end": "08:00", "timezone": "UTC\u0000"}},
