@@ -56,7 +56,18 @@ def parse_rows(
 
 
 def _csv_rows(text: str) -> list[dict[str, Any] | ImportRowError]:
-    reader = csv.DictReader(io.StringIO(text))
+    # newline="": lines may end in CRLF, LF or a lone CR (Excel for Mac), as the csv module
+    # expects its file to be opened.
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        return _read_csv(reader)
+    except csv.Error as exc:  # past this, the reader cannot tell where the rows are
+        raise InvalidInput(
+            f"the CSV cannot be read at line {reader.line_num}: {exc}", field="body"
+        ) from None
+
+
+def _read_csv(reader: "csv.DictReader[str]") -> list[dict[str, Any] | ImportRowError]:
     header = [name.strip() for name in reader.fieldnames or []]
     unknown = sorted(set(header) - CSV_COLUMNS)
     if unknown:

@@ -726,6 +726,16 @@ class TestImport:
             ("phone", "+49301234567"),
         }
 
+    async def test_a_csv_file_whose_lines_end_in_cr_is_read(self, client):
+        # Excel for Mac's "CSV (Macintosh)" ends its lines with a lone CR: the import was a 500.
+        response = await import_file(client, CONTACTS_CSV.replace("\n", "\r"), CSV)
+        assert response.status_code == 200, response.text
+        result = response.json()
+        assert (result["created"], result["failed"]) == (2, 1)
+        assert [(e["row"], e["field"]) for e in result["errors"]] == [(2, "email")]
+        contacts = {c["external_id"]: c for c in await all_contacts(client)}
+        assert (contacts["c-1"]["company"], contacts["c-3"]["country"]) == ("Acme", "IT")
+
     async def test_ndjson_keeps_good_rows_and_reports_bad_ones(self, client):
         lines = [
             json.dumps({"first_name": "Anna", "email": "anna@example.com", "external_id": "n-1"}),

@@ -396,6 +396,8 @@ class TestImport:
             ("text/csv", b"", "body"),
             ("text/csv", "first_name\nJürgen\n".encode("latin-1"), "body"),  # not UTF-8
             ("application/x-ndjson", b"\n\n", "body"),
+            # A cell larger than Python's CSV reader takes: the import was a 500.
+            ("text/csv", b"first_name,company\nAnna," + b"x" * 200_000 + b"\n", "body"),
         ],
     )
     async def test_a_file_that_cannot_be_read_is_422_and_writes_nothing(
