@@ -368,6 +368,8 @@ async def add_identity(
             value = contact_rules.normalize_phone(value, contact.country)
         elif identity.kind == "telegram":
             value = value.lower().lstrip("@")
+            if not value:
+                raise ValueError("a Telegram username is needed after the @")
     except ValueError as exc:
         raise InvalidInput(str(exc), field="value") from None
     owner = (await find_identity_owners(session, [(identity.kind, value)])).get(

@@ -234,6 +234,8 @@ class TestBodies:
             ("identities", {"kind": "whatsapp", "value": "+1 555 0000"}, "value"),
             ("identities", {"kind": "email", "value": "a@b.example", "primary": True}, "primary"),
             ("identities", {"kind": "telegram", "value": "bo\u0000b"}, "value"),
+            # Kept as an empty Telegram handle, which the next contact's "@" then clashed with.
+            ("identities", {"kind": "telegram", "value": "@"}, "value"),
             ("preferences", {"opted_out_channels": ["pigeon"]}, "opted_out_channels.0"),
             ("preferences", {"opted_out_channels": "email"}, "opted_out_channels"),
             ("preferences", {"max_outbound_per_week": -1}, "max_outbound_per_week"),
