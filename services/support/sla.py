@@ -2,8 +2,8 @@
 
 ``sweep`` takes the time as an argument, so tests drive it with a controlled clock. Several
 replicas may sweep at once: on PostgreSQL each locks the tickets it works on and skips those
-another replica holds (SQLite has one writer at a time anyway). A sweep commits once per batch
-of tickets.
+another replica holds; on SQLite a batch holds the database's one write lock from its read on.
+A sweep commits once per batch of tickets.
 """
 
 import asyncio
@@ -21,7 +21,7 @@ from services.support.models import SlaPolicyRow, Ticket
 from services.support.rules import Priority
 from services.support.schemas import SlaPolicyUpdate, SweepResult
 from services.support.service import flag_breaches, route, sla_clock, sla_policy
-from shared.db import lock_table, on_postgres, session_scope
+from shared.db import for_update, lock_table, on_postgres, session_scope
 from shared.events import utcnow
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,14 @@ async def _sweep_batch(
                 and_(Ticket.opened_at == opened_at, Ticket.id > ticket_id),
             )
         )
+    # Read under the locks the batch is changed under: a change committed between this read
+    # and the writes (an erasure closing the ticket, an agent's answer) would otherwise be
+    # overwritten by a re-assignment or a breach of the ticket as read. On SQLite, which has
+    # no row locks and reads outside the write transaction, the database's write lock.
     if on_postgres(session):
         query = query.with_for_update(skip_locked=True)
+    else:
+        query = await for_update(session, query)
     tickets = list(await session.scalars(query))
     for ticket in tickets:
         verdict = rules.sla_check(sla_clock(ticket), by_priority[ticket.priority], now)

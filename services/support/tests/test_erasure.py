@@ -2,15 +2,25 @@
 Contacts' events are applied with the consumer's handlers on a real database; test_bus.py
 applies one through the broker."""
 
+import asyncio
 import json
 import uuid
 from datetime import datetime, timedelta
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from services.support import service, sla
+from services.support.models import Ticket
 from services.support.tests.helpers import apply, event_handlers, new_agent, new_ticket, outbox
 from shared import topics
+from shared.db import on_postgres
 from shared.events import CONTACT_ERASED, Envelope
-from shared.testing import app_of, one_write_waits_for_another, postgres_only
+from shared.testing import (
+    app_of,
+    one_write_waits_for_another,
+    postgres_only,
+    until_a_transaction_waits_for_a_lock,
+)
 
 
 def erasure(customer_id: str) -> dict[str, str]:
@@ -121,3 +131,66 @@ async def test_an_erasure_waits_for_a_change_to_the_ticket_then_closes_it(client
     assert (read["status"], read["agent_id"]) == ("closed", second["id"])
     types = [row.event_type for row in await outbox(client, topics.SUPPORT)]
     assert types[-2:] == ["crm.support.ticket_assigned.v1", "crm.support.ticket_closed.v1"]
+
+
+async def holds_the_sqlite_write_lock(session: AsyncSession) -> bool:
+    raw = await (await session.connection()).get_raw_connection()
+    return bool(raw.driver_connection.writing)
+
+
+async def test_an_erasure_arriving_while_the_sweep_checks_the_ticket_is_not_undone(
+    client, monkeypatch
+):
+    """The erasure arrives as the sweep has read the ticket and is deciding what to do with it:
+    it goes as far as the sweep's locks let it. Before, on SQLite the sweep read its batch
+    without the write lock: the erasure committed there, and the sweep then re-assigned the
+    closed ticket and flagged its breaches, published under the erased id after its closing."""
+    await client.put(
+        "/v1/sla-policies/urgent",
+        json={"reassign_after_minutes": 5, "first_response_minutes": 30},
+    )
+    await new_agent(client, name="First")
+    ticket = await new_ticket(client, priority="urgent")
+    await new_agent(client, name="Second")
+    factory = app_of(client).state.session_factory
+    envelope = Envelope(
+        id=str(uuid.uuid4()),
+        source="/crm/contacts",
+        type=CONTACT_ERASED,
+        data=erasure(ticket["customer_id"]),
+    )
+
+    async def erase() -> None:
+        async with factory() as session:
+            await event_handlers(client)[CONTACT_ERASED](session, envelope)
+            await session.commit()
+
+    erasing: list[asyncio.Task[None]] = []
+    route = sla.route
+
+    async def routed_as_the_erasure_arrives(
+        session: AsyncSession, ticket: Ticket, exclude: uuid.UUID | None = None
+    ) -> uuid.UUID | None:
+        """The sweep has read the ticket and found it due for re-assignment."""
+        if not erasing:
+            erasing.append(asyncio.create_task(erase()))
+            if on_postgres(session):  # the sweep holds the ticket's row lock
+                await until_a_transaction_waits_for_a_lock(session)
+            elif not await holds_the_sqlite_write_lock(session):
+                await erasing[0]  # nothing holds it back: it commits now
+        return await route(session, ticket, exclude)
+
+    monkeypatch.setattr(sla, "route", routed_as_the_erasure_arrives)
+    opened = datetime.fromisoformat(ticket["opened_at"])
+    await sla.sweep(factory, opened + timedelta(hours=1))
+    await erasing[0]
+
+    read = (await client.get(f"/v1/tickets/{ticket['id']}")).json()
+    assert read["status"] == "closed", read
+    # Whatever the sweep did came before the closing: nothing was done for the person after.
+    types = [
+        row.event_type.split(".")[-2]
+        for row in await outbox(client, topics.SUPPORT)
+        if json.loads(row.value)["data"]["ticket_id"] == ticket["id"]
+    ]
+    assert types[-1] == "ticket_closed", types
