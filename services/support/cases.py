@@ -31,7 +31,12 @@ async def similar(session: AsyncSession, ticket_id: uuid.UUID, limit: int) -> li
     candidates = list(
         await session.scalars(
             select(Ticket)
-            .where(Ticket.status.in_(["resolved", "closed"]), Ticket.id != ticket_id)
+            .where(
+                Ticket.status.in_(["resolved", "closed"]),
+                # Solved: the customer's erasure closes a ticket unresolved, no case to go by.
+                Ticket.resolved_at.is_not(None),
+                Ticket.id != ticket_id,
+            )
             .order_by(Ticket.resolved_at.desc(), Ticket.id)
             .limit(CANDIDATES)
         )
