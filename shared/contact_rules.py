@@ -129,7 +129,7 @@ def in_quiet_hours(quiet: QuietHours, now: datetime) -> bool:
     """Whether ``now`` falls in the window (which may span midnight) in its time zone."""
     try:
         zone = ZoneInfo(quiet.timezone)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder, "Europe"
         zone = ZoneInfo("UTC")
     local = now.astimezone(zone).time()
     start, end = time.fromisoformat(quiet.start), time.fromisoformat(quiet.end)

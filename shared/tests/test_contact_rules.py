@@ -50,6 +50,15 @@ class TestContactCheck:
         assert check(preferences=prefs, now=late) == [Reason.quiet_hours]
         assert check(preferences=prefs, now=morning) == []
 
+    def test_a_zone_stored_before_zones_were_checked_is_read_as_utc(self):
+        # "Europe" names a folder of zones: ZoneInfo raised IsADirectoryError, and every
+        # contact check of the customer failed.
+        quiet = QuietHours(start="21:00", end="08:00", timezone="Europe")
+        prefs = ContactPreferences(quiet_hours=quiet)
+        assert check(preferences=prefs, now=datetime(2026, 11, 24, 22, tzinfo=UTC)) == [
+            Reason.quiet_hours
+        ]
+
     def test_policy_quiet_hours_apply_without_a_preference(self):
         policy = ContactPolicy(quiet_hours=QuietHours(start="11:00", end="13:00"))
         assert check(policy=policy) == [Reason.quiet_hours]
