@@ -5,6 +5,8 @@ what belongs to one service (its database, its port) carries the service's prefi
 e.g. ``CONTACTS_DATABASE_URL``.
 """
 
+import hashlib
+import hmac
 from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
@@ -76,6 +78,25 @@ class AuthSettings(BaseSettings):
                 f"CRM_JWT_PUBLIC_KEY or CRM_JWT_JWKS_URL is required for {self.algorithm}"
             )
         return self
+
+    def derived_key(self, purpose: bytes) -> bytes:
+        """A key for one ``purpose`` (signing tracking links, keying stand-in ids), derived from
+        the shared secret: with HS-signed tokens a service needs no further secret (none in
+        the repo). With public-key tokens there is none: ``require_without_jwt_secret``."""
+        if self.secret is None:
+            raise ValueError("no CRM_JWT_SECRET to derive a key from")
+        return hmac.new(self.secret.get_secret_value().encode(), purpose, hashlib.sha256).digest()
+
+
+def require_without_jwt_secret(value: object | None, auth: AuthSettings, variable: str) -> None:
+    """A service setting that stands in for the JWT secret (a key derived from it, a token
+    minted with it) is required when tokens are verified by a public key: refused at start-up
+    rather than a failure of every request that needs it."""
+    if value is None and auth.secret is None:
+        raise ValueError(
+            f"{variable} is required when tokens are verified by a public key"
+            " (there is no CRM_JWT_SECRET to stand in for it)"
+        )
 
 
 class ServiceSettings(BaseSettings):

@@ -1,10 +1,12 @@
-import hashlib
-import hmac
-
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import AuthSettings, KafkaSettings, ServiceSettings
+from shared.settings import (
+    AuthSettings,
+    KafkaSettings,
+    ServiceSettings,
+    require_without_jwt_secret,
+)
 
 
 class MarketingSettings(ServiceSettings):
@@ -53,18 +55,11 @@ class MarketingSettings(ServiceSettings):
 
     @model_validator(mode="after")
     def _a_tracking_key(self) -> "MarketingSettings":
-        # Refused at start-up rather than a failure of every send and a 500 on every link.
-        if self.tracking_secret is None and self.auth.secret is None:
-            raise ValueError(
-                "MARKETING_TRACKING_SECRET is required when tokens are verified by a public key"
-                " (there is no CRM_JWT_SECRET to derive the tracking key from)"
-            )
+        require_without_jwt_secret(self.tracking_secret, self.auth, "MARKETING_TRACKING_SECRET")
         return self
 
     def tracking_key(self) -> str:
         """The key that signs tracking links."""
         if self.tracking_secret is not None:
             return self.tracking_secret.get_secret_value()
-        assert self.auth.secret is not None  # _a_tracking_key checked it
-        jwt_secret = self.auth.secret.get_secret_value().encode()
-        return hmac.new(jwt_secret, b"crm-marketing-tracking-links", hashlib.sha256).hexdigest()
+        return self.auth.derived_key(b"crm-marketing-tracking-links").hex()

@@ -3,7 +3,12 @@ from decimal import Decimal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import AuthSettings, KafkaSettings, ServiceSettings
+from shared.settings import (
+    AuthSettings,
+    KafkaSettings,
+    ServiceSettings,
+    require_without_jwt_secret,
+)
 
 # Open stages in order, then the two closed ones; the probability a deal in a stage closes.
 DEFAULT_PIPELINE: dict[str, Decimal] = {
@@ -57,10 +62,6 @@ class SalesSettings(ServiceSettings):
 
     @model_validator(mode="after")
     def _a_way_to_call_contacts(self) -> "SalesSettings":
-        # Refused at start-up rather than a 500 on every conversion.
-        if self.contacts_token is None and self.auth.secret is None:
-            raise ValueError(
-                "SALES_CONTACTS_TOKEN is required when tokens are verified by a public key"
-                " (there is no CRM_JWT_SECRET to mint one for contacts with)"
-            )
+        # Without one and without the JWT secret to mint one, every conversion was a 500.
+        require_without_jwt_secret(self.contacts_token, self.auth, "SALES_CONTACTS_TOKEN")
         return self

@@ -1,10 +1,12 @@
-import hashlib
-import hmac
-
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import AuthSettings, KafkaSettings, ServiceSettings
+from shared.settings import (
+    AuthSettings,
+    KafkaSettings,
+    ServiceSettings,
+    require_without_jwt_secret,
+)
 
 STAND_IN_SECRET_MIN_BYTES = 32
 
@@ -31,11 +33,7 @@ class SupportSettings(ServiceSettings):
     @model_validator(mode="after")
     def _a_stand_in_key(self) -> "SupportSettings":
         # Refused at start-up rather than a failure of every message from an unknown sender.
-        if self.stand_in_secret is None and self.auth.secret is None:
-            raise ValueError(
-                "SUPPORT_STAND_IN_SECRET is required when tokens are verified by a public key"
-                " (there is no CRM_JWT_SECRET to derive the stand-in key from)"
-            )
+        require_without_jwt_secret(self.stand_in_secret, self.auth, "SUPPORT_STAND_IN_SECRET")
         # A short key could be found by trying keys on one's own stand-in id (write to
         # support, read the topic), and then every sender's id computed.
         if self.stand_in_secret is not None:
@@ -50,6 +48,4 @@ class SupportSettings(ServiceSettings):
         """The key unknown senders' stand-in ids are derived with."""
         if self.stand_in_secret is not None:
             return self.stand_in_secret.get_secret_value().encode()
-        assert self.auth.secret is not None  # _a_stand_in_key checked it
-        jwt_secret = self.auth.secret.get_secret_value().encode()
-        return hmac.new(jwt_secret, b"crm-support-stand-in-ids", hashlib.sha256).digest()
+        return self.auth.derived_key(b"crm-support-stand-in-ids")
