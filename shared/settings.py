@@ -99,6 +99,20 @@ def require_without_jwt_secret(value: object | None, auth: AuthSettings, variabl
         )
 
 
+SECRET_MIN_BYTES = 32
+
+
+def require_secret_length(value: SecretStr | None, variable: str) -> None:
+    """A key of a service's own (tracking links, stand-in ids) is at least as long as the JWT
+    secret must be: a short one can be found by trying keys on one genuine value signed or
+    keyed with it, and then any value forged."""
+    if value is not None and len(value.get_secret_value().encode()) < SECRET_MIN_BYTES:
+        raise ValueError(
+            f"{variable} must be at least {SECRET_MIN_BYTES} bytes"
+            " (e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+        )
+
+
 class ServiceSettings(BaseSettings):
     """What one service needs; subclasses set ``env_prefix`` (``CONTACTS_``, ...)."""
 

@@ -5,6 +5,7 @@ from shared.settings import (
     AuthSettings,
     KafkaSettings,
     ServiceSettings,
+    require_secret_length,
     require_without_jwt_secret,
 )
 
@@ -37,7 +38,8 @@ class MarketingSettings(ServiceSettings):
     webhook_token: SecretStr | None = None
     webhook_timeout_s: float = Field(default=10.0, gt=0)
     # Signed tracking links in what is sent: the key and where /t/... is reachable publicly.
-    # Unset: derived from the JWT secret (so no secret ever lives in the repo).
+    # Unset: derived from the JWT secret (so no secret ever lives in the repo); set, at least
+    # 32 bytes.
     tracking_secret: SecretStr | None = None
     public_base_url: str = "http://127.0.0.1:8003"
     # The sender: a background task delivering queued sends (off: an operator runs it elsewhere).
@@ -56,6 +58,9 @@ class MarketingSettings(ServiceSettings):
     @model_validator(mode="after")
     def _a_tracking_key(self) -> "MarketingSettings":
         require_without_jwt_secret(self.tracking_secret, self.auth, "MARKETING_TRACKING_SECRET")
+        # A short key could be found by trying keys on one's own tracking link, and then
+        # anyone's links forged: clicks, opens, and unsubscribes of other people.
+        require_secret_length(self.tracking_secret, "MARKETING_TRACKING_SECRET")
         return self
 
     def tracking_key(self) -> str:

@@ -5,10 +5,9 @@ from shared.settings import (
     AuthSettings,
     KafkaSettings,
     ServiceSettings,
+    require_secret_length,
     require_without_jwt_secret,
 )
-
-STAND_IN_SECRET_MIN_BYTES = 32
 
 
 class SupportSettings(ServiceSettings):
@@ -36,12 +35,7 @@ class SupportSettings(ServiceSettings):
         require_without_jwt_secret(self.stand_in_secret, self.auth, "SUPPORT_STAND_IN_SECRET")
         # A short key could be found by trying keys on one's own stand-in id (write to
         # support, read the topic), and then every sender's id computed.
-        if self.stand_in_secret is not None:
-            if len(self.stand_in_secret.get_secret_value().encode()) < STAND_IN_SECRET_MIN_BYTES:
-                raise ValueError(
-                    f"SUPPORT_STAND_IN_SECRET must be at least {STAND_IN_SECRET_MIN_BYTES} bytes"
-                    " (e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')"
-                )
+        require_secret_length(self.stand_in_secret, "SUPPORT_STAND_IN_SECRET")
         return self
 
     def stand_in_key(self) -> bytes:

@@ -46,7 +46,7 @@ def marketing_settings(
         sms_webhook_url=webhook.url,
         whatsapp_webhook_url=webhook.url,
         send_retry_wait_s=0.01,
-        tracking_secret="test-tracking-secret",
+        tracking_secret="test-tracking-secret-of-32-bytes!",
         public_base_url="https://crm.example.test",
     )
 

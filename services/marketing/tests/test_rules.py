@@ -335,8 +335,8 @@ class TestTrackingKey:
         assert derived != first and len(derived) == 64
         assert derived == MarketingSettings(auth=AuthSettings(secret=first)).tracking_key()
         assert derived != MarketingSettings(auth=AuthSettings(secret=second)).tracking_key()
-        explicit = MarketingSettings(auth=AuthSettings(secret=first), tracking_secret="k")
-        assert explicit.tracking_key() == "k"
+        explicit = MarketingSettings(auth=AuthSettings(secret=first), tracking_secret="k" * 32)
+        assert explicit.tracking_key() == "k" * 32
 
     def test_with_public_key_tokens_the_tracking_secret_is_required(self):
         """No JWT secret to derive the key from: every send and every tracking link failed
@@ -349,5 +349,19 @@ class TestTrackingKey:
         public_key_auth = AuthSettings(algorithm="RS256", jwks_url="https://idp.test/jwks.json")
         with pytest.raises(ValidationError, match="MARKETING_TRACKING_SECRET is required"):
             MarketingSettings(auth=public_key_auth)
-        settings = MarketingSettings(auth=public_key_auth, tracking_secret="k")
-        assert settings.tracking_key() == "k"
+        settings = MarketingSettings(auth=public_key_auth, tracking_secret="k" * 32)
+        assert settings.tracking_key() == "k" * 32
+
+    def test_a_short_tracking_secret_is_refused(self):
+        """A short key is found by trying keys on one genuine link (one's own mail), and then
+        anyone's unsubscribe link forged: the service started with one."""
+        from pydantic import ValidationError
+
+        from services.marketing.config import MarketingSettings
+        from shared.settings import AuthSettings
+
+        auth = AuthSettings(secret="x" * 32)
+        with pytest.raises(ValidationError, match="MARKETING_TRACKING_SECRET must be at least 32"):
+            MarketingSettings(auth=auth, tracking_secret="short")
+        # Counted in bytes, as the JWT secret's: 11 three-byte characters are 33 bytes.
+        MarketingSettings(auth=auth, tracking_secret="€" * 11)
