@@ -107,6 +107,8 @@ async def record(
             if channel.value not in opted_out:
                 preferences["opted_out_channels"] = [*opted_out, channel.value]
                 await projections.keep_preferences(session, recipient, preferences)
+                # Kept against contacts' snapshots until one shows it (projections).
+                engagement.awaiting_contacts = True
     await outbox.write(session)
     await session.flush()
     return engagement

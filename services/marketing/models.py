@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Date,
     Float,
     ForeignKey,
@@ -215,5 +216,9 @@ class Engagement(Base):
     customer_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
     kind: Mapped[str] = mapped_column(String(16))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # An unsubscribe that opted the channel out here and that no contact snapshot has shown
+    # back yet: until one does, a snapshot without the opt-out was made before contacts took
+    # it in (however late), and must not opt the customer back in.
+    awaiting_contacts: Mapped[bool] = mapped_column(Boolean, default=False)
 
     __table_args__ = (UniqueConstraint("send_id", "kind", name="uq_engagements_send_kind"),)

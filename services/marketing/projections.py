@@ -38,12 +38,7 @@ OPEN_TICKET_STATUSES = ("open", "pending")
 
 async def contact_changed(session: AsyncSession, contact: ContactSnapshot) -> None:
     preferences = contact.preferences.model_dump(mode="json")
-    # An unsubscribe here is honoured at once (engagement.record) and reaches contacts over
-    # the bus: a snapshot contacts published before it took the unsubscribe in must not
-    # undo it. One published after it has the opt-out, or a re-subscription since.
-    for channel in await _unsubscribed_after(session, contact.contact_id, contact.updated_at):
-        if channel not in preferences["opted_out_channels"]:
-            preferences["opted_out_channels"].append(channel)
+    await _keep_unsubscribes(session, contact.contact_id, preferences["opted_out_channels"])
     recipient = await session.get(Recipient, contact.contact_id)
     if recipient is None:
         recipient = Recipient(contact_id=contact.contact_id, created_at=contact.created_at)
@@ -69,20 +64,35 @@ async def keep_preferences(
     )
 
 
-async def _unsubscribed_after(
-    session: AsyncSession, customer_id: uuid.UUID, since: datetime
-) -> list[str]:
-    """The channels the customer unsubscribed from here after ``since``."""
-    channels = await session.scalars(
-        select(Campaign.channel)
-        .join(Engagement, Engagement.campaign_id == Campaign.id)
+async def _keep_unsubscribes(
+    session: AsyncSession, customer_id: uuid.UUID, opted_out: list[str]
+) -> None:
+    """An unsubscribe here is honoured at once (engagement.record) and reaches contacts over
+    the bus, maybe late (its consumer behind): a snapshot without it, even one published
+    after it, was made before contacts took it in and must not undo it. The first snapshot
+    with the opt-out shows contacts has it; one without it after that is a re-subscription.
+    ``opted_out`` (the snapshot's) gets the unsubscribes still waiting."""
+    waiting = await session.execute(
+        select(Engagement.id, Campaign.channel)
+        .join(Campaign, Engagement.campaign_id == Campaign.id)
         .where(
             Engagement.customer_id == customer_id,
             Engagement.kind == "unsubscribed",
-            Engagement.occurred_at > since,
+            Engagement.awaiting_contacts,
         )
     )
-    return [bus_channel(channel).value for channel in channels]
+    in_snapshot = set(opted_out)
+    shown: list[uuid.UUID] = []
+    for engagement_id, campaign_channel in waiting:
+        channel = bus_channel(campaign_channel).value
+        if channel in in_snapshot:
+            shown.append(engagement_id)
+        elif channel not in opted_out:
+            opted_out.append(channel)
+    if shown:
+        await session.execute(
+            update(Engagement).where(Engagement.id.in_(shown)).values(awaiting_contacts=False)
+        )
 
 
 async def contact_merged(

@@ -165,8 +165,30 @@ class TestUnsubscribe:
             "allowed": False,
             "reasons": ["channel_opted_out"],
         }
-        # A snapshot from after it stands: the customer subscribed again in contacts.
+
+    async def test_contacts_lagging_behind_the_unsubscribe_does_not_undo_it(
+        self, client, mailbox, anon
+    ):
+        """Contacts takes the unsubscribe in from the bus, maybe late (its consumer behind or
+        down): a snapshot it publishes meanwhile (a phone number changed there) is later than
+        the unsubscribe and still without the opt-out. It used to opt the customer back in
+        here, and the next campaign mailed them."""
+        customer, _, links = await sent_mail(client, mailbox)
+        assert (await anon.post(links["u"])).status_code == 200
         later = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+        await apply(
+            client, CONTACT_UPDATED, snapshot(customer, phone="+4915100000000", updated_at=later)
+        )
+        follow_up = await new_campaign(client, (await new_segment(client))["id"], name="B")
+        assert (await launch(client, follow_up["id"]))["suppressed"] == {"channel_opted_out": 1}
+        # Contacts took it in (the snapshot has the opt-out); after that, a snapshot without
+        # it is the customer subscribing again there.
+        taken_in = {"opted_out_channels": ["email"]}
+        later = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
+        await apply(
+            client, CONTACT_UPDATED, snapshot(customer, preferences=taken_in, updated_at=later)
+        )
+        later = (datetime.now(UTC) + timedelta(seconds=3)).isoformat()
         await apply(client, CONTACT_UPDATED, snapshot(customer, updated_at=later))
         again = await new_campaign(client, (await new_segment(client))["id"], name="C")
         assert (await launch(client, again["id"]))["queued"] == 1
