@@ -412,8 +412,11 @@ class TestLaunch:
         )
         campaign = await new_campaign(client, (await new_segment(client))["id"])
         assert (await launch(client, campaign["id"]))["suppressed"] == {"quiet_hours": 1}
+        # Suppressed, not deferred (docs/marketing.md): nothing waits, the campaign is done.
+        assert (await client.get(f"/v1/campaigns/{campaign['id']}")).json()["status"] == "completed"
         await new_contact(client, contact_id=customer)  # quiet hours lifted
         assert (await launch(client, campaign["id"]))["queued"] == 1
+        assert (await client.get(f"/v1/campaigns/{campaign['id']}")).json()["status"] == "sending"
 
     async def test_unknown_campaign(self, client):
         response = await client.post(f"/v1/campaigns/{uuid.uuid4()}/launch")
