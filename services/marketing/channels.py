@@ -26,7 +26,7 @@ from tenacity import (
 )
 
 from services.marketing.config import MarketingSettings
-from services.marketing.rules import URL_PATTERN, CampaignChannel
+from services.marketing.rules import CampaignChannel, links
 from shared.contact_rules import redact_contact_details
 
 
@@ -300,11 +300,11 @@ def html_body(text: str, open_pixel: str) -> str:
     """The text as HTML, its links clickable, with the open pixel at the end."""
     parts = []
     last = 0
-    for match in URL_PATTERN.finditer(text):
-        parts.append(html.escape(text[last : match.start()]))
-        url = html.escape(match.group(0), quote=True)
+    for start, end in links(text):
+        parts.append(html.escape(text[last:start]))
+        url = html.escape(text[start:end], quote=True)
         parts.append(f'<a href="{url}">{url}</a>')
-        last = match.end()
+        last = end
     parts.append(html.escape(text[last:]))
     body = "".join(parts).replace("\n", "<br>\n")
     pixel = f'<img src="{html.escape(open_pixel, quote=True)}" width="1" height="1" alt="">'

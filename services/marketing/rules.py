@@ -4,7 +4,7 @@ Plain Python, no I/O."""
 import math
 import re
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -77,6 +77,26 @@ def affordable_sends(budget: Decimal, cost_per_send: Decimal, committed: int) ->
 
 TEMPLATE_FIELDS = ("first_name", "last_name", "country", "unsubscribe_url")
 URL_PATTERN = re.compile(r"https?://[^\s<>\"']+")
+_CLOSING = {")": "(", "]": "[", "}": "{"}
+
+
+def links(text: str) -> Iterator[tuple[int, int]]:
+    """The (start, end) of every http(s) link in ``text``. Punctuation after a link is the
+    sentence's ("see https://shop.test/sale."), as is a closing bracket the link does not open
+    ("(https://shop.test/a)"): a mail client leaves them out of the link, and so does this."""
+    for match in URL_PATTERN.finditer(text):
+        start, end = match.span()
+        while end > start:
+            last = text[end - 1]
+            if last in ".,;:!?":
+                end -= 1
+            elif last in _CLOSING and text.count(_CLOSING[last], start, end) < text.count(
+                last, start, end
+            ):
+                end -= 1
+            else:
+                break
+        yield start, end
 
 
 def template_errors(template: str) -> str | None:
@@ -101,14 +121,35 @@ def render(template: str, values: Mapping[str, str | None]) -> str:
     return template.format_map({f: values.get(f) or "" for f in TEMPLATE_FIELDS})
 
 
-def track_links(text: str, tracked: Callable[[str], str], *, skip: str | None = None) -> str:
-    """Every http(s) link in ``text`` replaced by ``tracked(link)`` (except ``skip``)."""
-
-    def replace(match: re.Match[str]) -> str:
-        url = match.group(0)
-        return url if url == skip else tracked(url)
-
-    return URL_PATTERN.sub(replace, text)
+def personalise(
+    template: str, values: Mapping[str, str | None], tracked: Callable[[str], str]
+) -> str:
+    """``render``, with every link the template writes replaced by ``tracked(link)`` (a link
+    may take a field: ``https://shop.test/{country}``). A link that only a filled-in value
+    holds (a name a sign-up form took, the unsubscribe link) stays as it is: made a signed
+    click link, it would redirect anyone to wherever the name points, from this service's
+    domain."""
+    parts: list[str] = []
+    from_values: list[tuple[int, int]] = []  # where the filled-in values are in the text
+    length = 0
+    for literal, name, _, _ in string.Formatter().parse(template):
+        parts.append(literal)
+        length += len(literal)
+        if name is not None:
+            value = values.get(name) or ""
+            parts.append(value)
+            from_values.append((length, length + len(value)))
+            length += len(value)
+    text = "".join(parts)
+    out: list[str] = []
+    last = 0
+    for start, end in links(text):
+        if any(begin <= start < stop for begin, stop in from_values):
+            continue
+        out += [text[last:start], tracked(text[start:end])]
+        last = end
+    out.append(text[last:])
+    return "".join(out)
 
 
 # ---- segment rules --------------------------------------------------------------------------

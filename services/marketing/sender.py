@@ -267,9 +267,7 @@ class Sender:
             "country": recipient.country,
             "unsubscribe_url": links.unsubscribe,
         }
-        text = rules.track_links(
-            rules.render(campaign.template, values), links.click, skip=links.unsubscribe
-        )
+        text = rules.personalise(campaign.template, values, links.click)
         message = OutgoingMessage(
             send_id=send.id,
             campaign_id=campaign.id,

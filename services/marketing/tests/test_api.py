@@ -4,9 +4,11 @@ contact policy and the budget, delivery over real SMTP and webhooks, the report.
 import asyncio
 import email
 import email.policy
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from urllib.parse import unquote
 
 import pytest
 from sqlalchemy import select
@@ -561,6 +563,31 @@ class TestDelivery:
             "completed"
         )
         assert "crm.marketing.campaign_completed.v1" in types
+
+    async def test_a_link_in_a_name_gets_no_signed_redirect(self, client, mailbox):
+        """A name is whatever a sign-up form took. Its URL was made a signed click link, and
+        that link (on the service's own domain) redirected anyone to the URL: an open
+        redirect for whoever signed up as "https://evil.test"."""
+        await new_contact(client, first_name="https://evil.test/login")
+        campaign = await new_campaign(client, (await new_segment(client))["id"])
+        await launch(client, campaign["id"])
+        await deliver(client)
+        text = parse_mail(mailbox.messages[0]).get_body(("plain",)).get_content()
+        assert "evil.test" not in "".join(re.findall(r"/t/c/\S+", text))
+        assert "u=https%3A%2F%2Fshop.example.test%2Fspring" in text  # the template's still is
+
+    async def test_a_link_ending_a_sentence_leads_where_it_reads(self, client, mailbox):
+        """The full stop (or comma, or closing bracket) after a link was taken into it: the
+        click went to https://shop.example.test/spring., a page the shop does not have."""
+        await new_contact(client)
+        template = "Sale: https://shop.example.test/spring. (Or https://shop.example.test/a), bye"
+        campaign = await new_campaign(client, (await new_segment(client))["id"], template=template)
+        await launch(client, campaign["id"])
+        await deliver(client)
+        text = parse_mail(mailbox.messages[0]).get_body(("plain",)).get_content()
+        targets = [unquote(u) for u in re.findall(r"/t/c/\S+?\?u=([\w%.-]*[\w%-])", text)]
+        assert targets == ["https://shop.example.test/spring", "https://shop.example.test/a"]
+        assert ". (Or " in text and "), bye" in text
 
     async def test_names_cannot_inject_headers_and_may_be_any_script(self, client, mailbox):
         await new_contact(client, first_name="Zoë\r\nBcc: evil@attacker.test")

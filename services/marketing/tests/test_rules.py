@@ -243,10 +243,30 @@ class TestTemplates:
         assert rules.template_errors("{{not a field}} {first_name}") is None
         assert rules.render("{{x}}", {}) == "{x}"
 
-    def test_links_are_tracked_except_the_unsubscribe_link(self):
-        text = "Go https://a.test/x and https://u.test/stop now"
-        tracked = rules.track_links(text, lambda url: f"T({url})", skip="https://u.test/stop")
-        assert tracked == "Go T(https://a.test/x) and https://u.test/stop now"
+    def test_the_templates_links_are_tracked_not_the_values(self):
+        template = "Go https://a.test/{country}/x and {unsubscribe_url}, {first_name}"
+        values = {
+            "country": "de",
+            "unsubscribe_url": "https://u.test/stop",
+            "first_name": "https://evil.test",
+        }
+        tracked = rules.personalise(template, values, lambda url: f"T({url})")
+        assert tracked == "Go T(https://a.test/de/x) and https://u.test/stop, https://evil.test"
+
+    @pytest.mark.parametrize(
+        ("text", "link"),
+        [
+            ("see https://a.test/x.", "https://a.test/x"),
+            ("see https://a.test/x, or", "https://a.test/x"),
+            ("(https://a.test/x)", "https://a.test/x"),
+            ("see https://a.test/wiki/A_(b).", "https://a.test/wiki/A_(b)"),
+            ("see https://a.test/?q=1!", "https://a.test/?q=1"),
+            ("https://a.test/a.html", "https://a.test/a.html"),
+        ],
+    )
+    def test_a_link_ends_where_a_mail_client_ends_it(self, text, link):
+        [(start, end)] = list(rules.links(text))
+        assert text[start:end] == link
 
 
 class TestBudget:
