@@ -8,7 +8,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -56,6 +56,9 @@ class ServiceSpec:
     routers: Sequence[APIRouter]
     migrations: Path
     subscriptions: Sequence[Subscription] = field(default_factory=tuple)
+    # Entries every session of the service starts with in ``Session.info`` (settings its
+    # consumers' domain code needs, e.g. analytics' reporting currency).
+    session_info: Mapping[str, Any] = field(default_factory=dict)
 
 
 def create_service_app(spec: ServiceSpec) -> FastAPI:
@@ -132,7 +135,13 @@ def _lifespan(spec: ServiceSpec) -> Any:
             retention=timedelta(seconds=settings.relay_retention_s),
             notify_channel=f"crm_outbox_{spec.name}_{settings.database_schema or 'public'}"[:63],
         )
-        session_factory.configure(info={NOTIFY: relay.wake, NOTIFY_CHANNEL: relay.notify_channel})
+        session_factory.configure(
+            info={
+                **spec.session_info,
+                NOTIFY: relay.wake,
+                NOTIFY_CHANNEL: relay.notify_channel,
+            }
+        )
         group = settings.consumer_group or f"crm.{spec.name}"
         consumers = [
             EventConsumer(

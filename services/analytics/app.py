@@ -5,6 +5,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.analytics import scoring
 from services.analytics.api import router
 from services.analytics.config import AnalyticsSettings
 from services.analytics.consumers import SUBSCRIPTIONS
@@ -22,5 +23,6 @@ def create_app(settings: AnalyticsSettings | None = None) -> FastAPI:
             routers=[router, dashboard_router],
             migrations=Path(__file__).parent / "migrations",
             subscriptions=SUBSCRIPTIONS,
+            session_info=scoring.session_info(settings.reporting_currency),
         )
     )

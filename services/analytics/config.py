@@ -1,6 +1,7 @@
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from services.analytics.rules import DEFAULT_REPORTING_CURRENCY
 from shared.settings import AuthSettings, KafkaSettings, ServiceSettings
 
 
@@ -16,3 +17,8 @@ class AnalyticsSettings(ServiceSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     # How often the dashboard page polls for fresh figures, in seconds.
     dashboard_refresh_s: int = Field(default=10, ge=1, le=3600)
+    # The currency of the scores' monetary figures (monetary, CLV): only orders in it are
+    # summed there; there are no exchange rates, so other currencies are reported apart.
+    reporting_currency: str = Field(
+        default=DEFAULT_REPORTING_CURRENCY, pattern=r"^[A-Z]{3}$", description="ISO 4217"
+    )

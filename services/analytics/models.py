@@ -232,7 +232,12 @@ class CustomerScore(Base):
     rfm_segment: Mapped[str | None] = mapped_column(String(32), index=True)
     recency_days: Mapped[int | None] = mapped_column(Integer)
     frequency: Mapped[int] = mapped_column(Integer)
+    # The reporting currency monetary and clv are in; None on rows scored before it was kept
+    # (they summed every currency's orders) until the customer is rescored.
+    currency: Mapped[str | None] = mapped_column(String(3))
     monetary: Mapped[Decimal] = mapped_column(Money)
+    # The other currencies' non-refunded orders: {currency: decimal string}.
+    monetary_other_currencies: Mapped[dict[str, str] | None] = mapped_column(JSON)
     clv: Mapped[Decimal] = mapped_column(Money)
     churn_risk: Mapped[float] = mapped_column(Float)
     churn_level: Mapped[str] = mapped_column(String(8), index=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from services.analytics import scoring
 from services.analytics.config import AnalyticsSettings
 from services.analytics.consumers import SUBSCRIPTIONS
 from shared import topics
@@ -39,6 +40,7 @@ async def rebuild(settings: AnalyticsSettings) -> dict[str, int]:
     engine = create_engine(settings.database_url, settings.database_schema)
     await migrate(engine, settings, MIGRATIONS)
     session_factory = create_session_factory(engine)
+    session_factory.configure(info=scoring.session_info(settings.reporting_currency))
     bus = Bus(settings.kafka, client_id="crm-analytics-rebuild")
     counts: dict[str, int] = {}
     try:

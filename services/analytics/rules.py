@@ -118,12 +118,16 @@ WEIGHTS = {
     "falling_engagement": 0.15,
 }
 CENT = Decimal("0.01")
+# Monetary figures are in one currency: amounts in different currencies are never added up
+# (there are no exchange rates here). Sales' default currency is the same.
+DEFAULT_REPORTING_CURRENCY = "EUR"
 
 
 @dataclass(frozen=True)
 class Order:
     ordered_at: datetime
     amount: Decimal
+    currency: str
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,7 @@ class ScoreInputs:
 
     now: datetime
     orders: list[Order] = field(default_factory=list)  # refunded orders excluded
+    currency: str = DEFAULT_REPORTING_CURRENCY  # the one monetary figures are in
     last_activity_at: datetime | None = None  # latest inbound touch or order
     sentiments: int = 0  # touches with a sentiment in the sentiment window
     negative: int = 0  # of those, negative ones
@@ -153,7 +158,9 @@ class Scores:
     rfm_segment: str | None
     recency_days: int | None
     frequency: int
+    currency: str  # of monetary and clv
     monetary: Decimal
+    monetary_other_currencies: dict[str, Decimal]  # the other currencies' orders, per currency
     clv: Decimal
     churn_risk: float
     churn_level: str
@@ -206,10 +213,16 @@ def clv(orders: list[Order], now: datetime, churn_risk: float) -> Decimal:
 
 
 def score(inputs: ScoreInputs) -> Scores:
+    """Every order counts in recency and frequency (a purchase is one whatever its currency);
+    monetary and CLV only count the orders in the reporting currency, the others' amounts are
+    summed per currency beside them."""
     factors = churn_factors(inputs)
     risk = round(min(1.0, sum(f.value * f.weight for f in factors)), 4)
     orders = inputs.orders
-    monetary = sum((o.amount for o in orders), Decimal(0)).quantize(CENT)
+    spent: dict[str, Decimal] = {}
+    for o in orders:
+        spent[o.currency] = spent.get(o.currency, Decimal(0)) + o.amount
+    monetary = spent.pop(inputs.currency, Decimal(0)).quantize(CENT)
     segment = None
     recency_days = None
     if orders:
@@ -221,8 +234,10 @@ def score(inputs: ScoreInputs) -> Scores:
         rfm_segment=segment,
         recency_days=recency_days,
         frequency=len(orders),
+        currency=inputs.currency,
         monetary=monetary,
-        clv=clv(orders, inputs.now, risk),
+        monetary_other_currencies={c: spent[c].quantize(CENT) for c in sorted(spent)},
+        clv=clv([o for o in orders if o.currency == inputs.currency], inputs.now, risk),
         churn_risk=risk,
         churn_level=churn_level(risk),
         factors=factors,

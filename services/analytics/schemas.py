@@ -57,7 +57,9 @@ class CustomerScores(BaseModel):
     rfm_segment: str | None
     recency_days: int | None
     frequency: int
+    currency: str
     monetary: Decimal
+    monetary_other_currencies: dict[str, Decimal]
     clv: Decimal
     churn_risk: float
     churn_level: str
@@ -94,7 +96,9 @@ class SegmentMember(FromAttributes):
     rfm_segment: str | None
     recency_days: int | None
     frequency: int
+    currency: str | None  # None: scored before the currency was kept, all currencies summed
     monetary: Decimal
+    monetary_other_currencies: dict[str, Decimal] | None
     clv: Decimal
     churn_risk: float
     churn_level: str

@@ -23,7 +23,18 @@ from shared.events import utcnow
 from shared.outbox import add_rows_before_commit
 
 _DIRTY = "analytics_rescore"
+_CURRENCY = "analytics_reporting_currency"
 CHUNK = 500  # customers rescored per round of queries
+
+
+def session_info(reporting_currency: str) -> dict[str, Any]:
+    """What the service's sessions carry for the scoring (the rescoring runs inside a commit,
+    wherever the session came from: the API, a consumer, the rebuild)."""
+    return {_CURRENCY: reporting_currency}
+
+
+def _currency(session: Session) -> str:
+    return session.info.get(_CURRENCY, rules.DEFAULT_REPORTING_CURRENCY)
 
 
 def mark(session: AsyncSession | Session, customer_id: uuid.UUID | None) -> None:
@@ -91,7 +102,12 @@ def values_of(scores: rules.Scores) -> dict[str, Any]:
         "rfm_segment": scores.rfm_segment,
         "recency_days": scores.recency_days,
         "frequency": scores.frequency,
+        "currency": scores.currency,
         "monetary": scores.monetary,
+        # JSON: amounts as their decimal strings, as the event carries them
+        "monetary_other_currencies": {
+            currency: str(amount) for currency, amount in scores.monetary_other_currencies.items()
+        },
         "clv": scores.clv,
         "churn_risk": scores.churn_risk,
         "churn_level": scores.churn_level,
@@ -101,7 +117,7 @@ def values_of(scores: rules.Scores) -> dict[str, Any]:
 
 def load_inputs(session: Session, customer_id: uuid.UUID, now: datetime) -> rules.ScoreInputs:
     found = load_inputs_many(session, [customer_id], now)
-    return found.get(customer_id) or rules.ScoreInputs(now=now)
+    return found.get(customer_id) or rules.ScoreInputs(now=now, currency=_currency(session))
 
 
 def load_inputs_many(
@@ -128,12 +144,14 @@ def load_inputs_many(
     owners = set(owner.values())
     ids = list(owner)
     orders: dict[uuid.UUID, list[rules.Order]] = defaultdict(list)
-    for customer_id, at, amount in session.execute(
-        select(OrderFact.customer_id, OrderFact.ordered_at, OrderFact.amount)
+    for customer_id, at, amount, currency in session.execute(
+        select(OrderFact.customer_id, OrderFact.ordered_at, OrderFact.amount, OrderFact.currency)
         .where(OrderFact.customer_id.in_(ids))
         .where(OrderFact.status != "refunded")
     ):
-        orders[owner[customer_id]].append(rules.Order(ordered_at=at, amount=Decimal(amount)))
+        orders[owner[customer_id]].append(
+            rules.Order(ordered_at=at, amount=Decimal(amount), currency=currency)
+        )
     tickets: dict[uuid.UUID, list[int]] = defaultdict(lambda: [0, 0])
     for customer_id, open_count, breached in session.execute(
         select(
@@ -182,6 +200,7 @@ def load_inputs_many(
         found[customer_id] = rules.ScoreInputs(
             now=now,
             orders=customer_orders,
+            currency=_currency(session),
             last_activity_at=max(activity) if activity else None,
             sentiments=sentiments,
             negative=negative,

@@ -26,8 +26,14 @@ class CustomerScored(BaseModel):
     customer_id: uuid.UUID
     rfm_segment: str | None = None  # champions | loyal | at_risk | hibernating | new | ...
     recency_days: int | None = None
-    frequency: int = 0
+    frequency: int = 0  # non-refunded orders, in every currency
+    # The currency of monetary and clv (analytics' reporting currency): only orders in it are
+    # summed there. Absent from events published before it was added (they summed every
+    # currency's amounts as one).
+    currency: str | None = None
     monetary: Decimal = Decimal(0)
+    # The other currencies' non-refunded orders, summed per currency (no conversion).
+    monetary_other_currencies: dict[str, Decimal] = Field(default_factory=dict)
     clv: Decimal = Decimal(0)
     churn_risk: float = Field(ge=0, le=1)
     churn_level: str  # low | medium | high

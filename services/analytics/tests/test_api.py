@@ -4,11 +4,16 @@ import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 
+import pytest
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.analytics import facts, rows
+from services.analytics.app import create_app
+from services.analytics.config import AnalyticsSettings
 from services.analytics.models import CustomerScore, OrderFact, TicketFact
 from services.analytics.tests.helpers import (
     apply,
@@ -35,6 +40,7 @@ from shared.testing import (
     app_of,
     one_write_waits_for_another,
     postgres_only,
+    running,
     until_a_transaction_waits_for_a_lock,
 )
 
@@ -216,6 +222,52 @@ class TestScores:
         members = (await client.get("/v1/segments/rfm/new/customers")).json()
         assert [m["customer_id"] for m in members["items"]] == [customer]
         assert (await client.get("/v1/segments/rfm/champions/customers")).json()["items"] == []
+
+    async def test_money_is_in_the_reporting_currency_and_never_mixed(self, client):
+        """A customer's EUR and USD orders: monetary and CLV count the EUR ones only (the
+        reporting currency by default), the USD ones count in frequency and recency and their
+        total is reported apart. Summing 100 EUR and 900 USD gave a monetary of 1000."""
+        customer = str(uuid.uuid4())
+        await apply_many(
+            client,
+            [
+                order(customer, "100.00", "2026-11-20T00:00:00Z"),
+                order(customer, "900.00", "2026-11-21T00:00:00Z", currency="USD"),
+            ],
+        )
+        scores = (await client.get(f"/v1/customers/{customer}/scores")).json()
+        assert scores["currency"] == "EUR" and scores["monetary"] == "100.00"
+        assert scores["monetary_other_currencies"] == {"USD": "900.00"}
+        assert scores["frequency"] == 2
+        # 100 spent, 100 a year expected over two years, discounted by the risk
+        assert Decimal(scores["clv"]) <= Decimal("300.00")
+        [published] = await scored_events(client, customer)
+        for name in ("currency", "monetary", "monetary_other_currencies", "clv", "frequency"):
+            assert published[name] == scores[name]
+        segment = scores["rfm_segment"]
+        [member] = (await client.get(f"/v1/segments/rfm/{segment}/customers")).json()["items"]
+        assert member["monetary"] == "100.00" and member["currency"] == "EUR"
+
+    async def test_the_reporting_currency_is_a_setting(self, analytics_settings):
+        settings = analytics_settings.model_copy(update={"reporting_currency": "USD"})
+        async with running(create_app(settings)) as client:
+            customer = str(uuid.uuid4())
+            await apply_many(
+                client,
+                [
+                    order(customer, "100.00", "2026-11-20T00:00:00Z"),
+                    order(customer, "900.00", "2026-11-21T00:00:00Z", currency="USD"),
+                ],
+            )
+            scores = (await client.get(f"/v1/customers/{customer}/scores")).json()
+            [published] = await scored_events(client, customer)
+        assert scores["currency"] == published["currency"] == "USD"
+        assert scores["monetary"] == published["monetary"] == "900.00"
+        assert scores["monetary_other_currencies"] == {"EUR": "100.00"}
+
+    def test_a_reporting_currency_not_iso_4217_is_refused_at_start(self, auth_settings):
+        with pytest.raises(ValidationError, match="reporting_currency"):
+            AnalyticsSettings(auth=auth_settings, reporting_currency="eur")
 
 
 class TestMergesAndErasures:

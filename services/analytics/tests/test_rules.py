@@ -121,22 +121,39 @@ class TestChurnRisk:
 
 class TestClvAndRfm:
     def test_clv_is_spend_plus_expected_spend_discounted_by_risk(self):
-        orders = [Order(ago(730), Decimal(100)), Order(ago(10), Decimal(300))]
+        orders = [Order(ago(730), Decimal(100), "EUR"), Order(ago(10), Decimal(300), "EUR")]
         # spent 400; average 200; 2 orders over 2 years = 1 a year; 2-year horizon; risk 0.25
         assert rules.clv(orders, NOW, 0.25) == Decimal("700.00")
 
     def test_tenure_counts_at_least_one_year(self):
-        orders = [Order(ago(10), Decimal("50.00"))]
+        orders = [Order(ago(10), Decimal("50.00"), "EUR")]
         # 50 + 50 x 1 a year x 2 years x (1 - 0)
         assert rules.clv(orders, NOW, 0.0) == Decimal("150.00")
 
     def test_scores_from_orders(self):
-        orders = [Order(ago(d), Decimal(300)) for d in (5, 40, 100, 200, 300)]
+        orders = [Order(ago(d), Decimal(300), "EUR") for d in (5, 40, 100, 200, 300)]
         scores = rules.score(ScoreInputs(now=NOW, orders=orders, last_activity_at=ago(5)))
         assert scores.recency_days == 5
         assert scores.frequency == 5
         assert scores.monetary == Decimal("1500.00")
         assert scores.rfm_segment == "champions"  # R 5, F 4, M 4
+
+    def test_money_counts_the_reporting_currency_only(self):
+        """No exchange rates: EUR and USD amounts are never added up. Every order counts in
+        recency and frequency; monetary and CLV are in the reporting currency, from its orders;
+        the other currencies' totals are reported apart."""
+        eur = Order(ago(10), Decimal(100), "EUR")
+        usd = [Order(ago(5), Decimal(900), "USD"), Order(ago(3), Decimal(50), "USD")]
+        inputs = ScoreInputs(now=NOW, orders=[eur, *usd], last_activity_at=ago(3), currency="EUR")
+        scores = rules.score(inputs)
+        assert scores.frequency == 3 and scores.recency_days == 3
+        assert scores.currency == "EUR"
+        assert scores.monetary == Decimal("100.00")  # not 1050
+        assert scores.monetary_other_currencies == {"USD": Decimal("950.00")}
+        assert scores.clv == rules.clv([eur], NOW, scores.churn_risk)
+        in_dollars = rules.score(ScoreInputs(now=NOW, orders=[eur, *usd], currency="USD"))
+        assert in_dollars.monetary == Decimal("950.00")
+        assert in_dollars.monetary_other_currencies == {"EUR": Decimal("100.00")}
 
 
 class TestCalendar:
