@@ -158,7 +158,10 @@ async def ticket_reopened(session: AsyncSession, data: support.TicketReopened) -
 async def ticket_closed(session: AsyncSession, data: support.TicketClosed) -> None:
     ticket = await _ticket(session, data.ticket_id, data.customer_id)
     _rescore(session, ticket)
-    if later(data.closed_at, ticket.closed_at):
+    # A close older than a reopening was undone by it, whichever arrived first.
+    if later(data.closed_at, ticket.closed_at) and (
+        ticket.reopened_at is None or data.closed_at > ticket.reopened_at
+    ):
         ticket.closed_at = data.closed_at
 
 

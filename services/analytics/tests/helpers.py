@@ -152,6 +152,10 @@ def reopened(ticket: str, customer: str, at: str) -> tuple[str, dict]:
     }
 
 
+def closed(ticket: str, customer: str, at: str) -> tuple[str, dict]:
+    return support.TICKET_CLOSED, {"ticket_id": ticket, "customer_id": customer, "closed_at": at}
+
+
 def rated(ticket: str, customer: str, agent: str | None, score: int, at: str) -> tuple[str, dict]:
     return support.TICKET_SATISFACTION_RATED, {
         "ticket_id": ticket,

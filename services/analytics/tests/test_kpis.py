@@ -12,6 +12,7 @@ from services.analytics.tests.helpers import (
     apply_many,
     assigned,
     breached,
+    closed,
     message,
     opened,
     rated,
@@ -515,3 +516,28 @@ class TestArrivalOrder:
         await apply(client, *reopened(t, c, "2026-11-05T11:00:00Z"))
         view = (await client.get(f"/v1/customers/{c}/360")).json()
         assert [(o["ticket_id"], o["reopen_count"]) for o in view["open_tickets"]] == [(t, 2)]
+
+    async def test_a_close_older_than_a_reopening_arriving_after_it_leaves_the_ticket_open(
+        self, client
+    ):
+        """Closed, then reopened; the reopening is applied first (the ticket's events before an
+        unknown sender was identified travel on another partition than those after it). The
+        older close arriving then closed the ticket again: out of the 360 and the churn
+        factors, while support has it open."""
+        c, t = ids(2)
+        await apply_many(
+            client,
+            [
+                opened(t, c, "2026-11-05T10:00:00Z"),
+                reopened(t, c, "2026-11-06T09:00:00Z"),
+                closed(t, c, "2026-11-05T11:00:00Z"),
+            ],
+        )
+        view = (await client.get(f"/v1/customers/{c}/360")).json()
+        assert [o["ticket_id"] for o in view["open_tickets"]] == [t]
+        factors = {f["name"]: f["value"] for f in view["scores"]["factors"]}
+        assert factors["open_tickets"] == 0.5
+        # A close after the reopening still closes it.
+        await apply(client, *closed(t, c, "2026-11-06T10:00:00Z"))
+        view = (await client.get(f"/v1/customers/{c}/360")).json()
+        assert view["open_tickets"] == []
