@@ -73,6 +73,8 @@ _RESOLVING_AGENTS = _resolving_agents()
 _RESOLUTION_TOTALS = select(
     func.count(),
     func.sum(TicketFact.resolution_seconds),
+    # Tickets whose opening is unknown have no resolution time: not averaged as 0 s.
+    func.count(TicketFact.resolution_seconds),
     func.sum(TicketFact.messages),
     func.sum(TicketFact.csat),
     func.count(TicketFact.csat),
@@ -106,7 +108,7 @@ async def support(session: AsyncSession, period: Period) -> dict[str, Any]:
         responded += answered
     tickets_opened = sum(per_day.values())
     agents = []
-    tickets_resolved, resolution_sum, messages = 0, 0.0, 0
+    tickets_resolved, resolution_sum, timed, messages = 0, 0.0, 0, 0
     # One aggregate per agent, each a range of the (agent, resolution time) index: a single
     # GROUP BY agent would sort every ticket resolved in the period (2-3x slower on SQLite).
     bounds = {"start": period.start, "end": period.end}
@@ -115,12 +117,13 @@ async def support(session: AsyncSession, period: Period) -> dict[str, Any]:
             totals = await session.execute(_UNCREDITED_TOTALS, bounds)
         else:
             totals = await session.execute(_AGENT_TOTALS, {**bounds, "agent": agent})
-        closed, seconds, exchanged, csat_sum, rated = totals.one()
+        closed, seconds, durations, exchanged, csat_sum, rated = totals.one()
         if not closed:
             continue
         agents.append((agent, closed, csat_sum / rated if rated else None))
         tickets_resolved += closed
         resolution_sum += seconds or 0.0
+        timed += durations
         messages += exchanged or 0
     avg_csat, ratings = (
         await session.execute(
@@ -155,9 +158,7 @@ async def support(session: AsyncSession, period: Period) -> dict[str, Any]:
             key=lambda row: (-row["closed"], str(row["agent_id"])),
         ),
         "avg_first_response_seconds": _avg(response_sum / responded if responded else None),
-        "avg_resolution_seconds": _avg(
-            resolution_sum / tickets_resolved if tickets_resolved else None
-        ),
+        "avg_resolution_seconds": _avg(resolution_sum / timed if timed else None),
         "avg_exchanges_per_ticket": _avg(messages / tickets_resolved if tickets_resolved else None),
         "avg_csat": _avg(avg_csat),
         "ratings": ratings,

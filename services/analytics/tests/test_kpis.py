@@ -541,3 +541,20 @@ class TestArrivalOrder:
         await apply(client, *closed(t, c, "2026-11-06T10:00:00Z"))
         view = (await client.get(f"/v1/customers/{c}/360")).json()
         assert view["open_tickets"] == []
+
+    async def test_a_resolution_without_its_opening_is_left_out_of_the_average(self, client):
+        """A ticket whose opening analytics never saw (opened before the topic's retention,
+        or not arrived yet) has no resolution time: it counts as resolved, not as resolved
+        in 0 s. Before, 7200 s and an unknown time averaged 3600 s."""
+        c, t, u = ids(3)
+        await apply_many(
+            client,
+            [
+                opened(t, c, "2026-11-05T10:00:00Z"),
+                resolved(t, c, A, "2026-11-05T12:00:00Z"),
+                resolved(u, c, A, "2026-11-05T12:00:00Z"),
+            ],
+        )
+        kpis = (await client.get("/v1/kpis/support", params=NOV)).json()
+        assert kpis["tickets_resolved"] == 2
+        assert kpis["avg_resolution_seconds"] == 7200.0
