@@ -234,9 +234,9 @@ class Deal:
 class ForecastLine:
     owner: str
     open_count: int = 0
-    pipeline: Decimal = Decimal(0)  # open amount, unweighted
+    pipeline: Decimal = Decimal("0.00")  # open amount, unweighted
     weighted: Decimal = Decimal("0.00")  # Σ each open deal's amount × stage probability, cents
-    won: Decimal = Decimal(0)  # already closed won in the period
+    won: Decimal = Decimal("0.00")  # already closed won in the period
 
     @property
     def expected(self) -> Decimal:

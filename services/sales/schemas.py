@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from services.sales import rules
 from services.sales.rules import LeadStatus
 from shared.contact_rules import Country, Email, Phone, normalize_phone
 from shared.customer_view import ContactCheck, TimelineItem
@@ -35,7 +36,10 @@ Segment = Literal["smb", "mid_market", "enterprise"]
 def _cents(value: Decimal) -> Decimal:
     if value.as_tuple().exponent < -2:  # type: ignore[operator]
         raise ValueError("at most two decimal places")
-    return value
+    # Kept, answered and published as the database gives it back: "10.5" and 1e2 were echoed
+    # (and sent on the bus) as "10.5" and "1E+2", read back as "10.50" and "100.00". abs():
+    # "-0" is no other amount than "0.00".
+    return abs(rules.cents(value))
 
 
 Amount = Annotated[

@@ -352,6 +352,45 @@ class TestOpportunities:
         assert (stages["proposal"]["weighted"], stages["won"]["weighted"]) == ("0.00", "0.00")
 
 
+class TestMoney:
+    async def test_amounts_are_answered_and_published_with_two_decimals(self, client):
+        # An amount was echoed and published as sent ("10.5", 1e2 as "1E+2") while a read
+        # of the same record gave "10.50" and "100.00": one deal, two figures.
+        customer = str(uuid.uuid4())
+        opened = await new_opportunity(client, customer_id=customer, amount="10.5")
+        assert opened["amount"] == "10.50"
+        read = (await client.get(f"/v1/opportunities/{opened['id']}")).json()
+        assert read["amount"] == "10.50"
+        patched = await client.patch(f"/v1/opportunities/{opened['id']}", json={"amount": 1e2})
+        assert patched.json()["amount"] == "100.00"
+        order = await client.post(
+            "/v1/orders",
+            json={
+                "customer_id": customer,
+                "currency": "EUR",
+                "lines": [{"sku": "A", "quantity": 3, "unit_price": "1.5"}],
+            },
+        )
+        assert order.json()["amount"] == "4.50"
+        assert order.json()["lines"][0]["unit_price"] == "1.50"
+        external = {
+            "external_id": "INV-7",
+            "customer_id": customer,
+            "amount": "120",
+            "currency": "EUR",
+            "ordered_at": "2026-11-01T09:00:00Z",
+        }
+        await apply(client, sales.EXTERNAL_ORDER, external)
+        published = [
+            json.loads(row.value)["data"]["amount"] for row in await outbox(client, topics.SALES)
+        ]
+        assert published == ["10.50", "100.00", "4.50", "120.00"]
+
+    async def test_forecast_figures_have_two_decimals_with_no_deals(self, client):
+        total = (await client.get("/v1/forecast", params={"period": "2026-Q4"})).json()["total"]
+        assert [total[k] for k in ("pipeline", "weighted", "won", "expected")] == ["0.00"] * 4
+
+
 class TestActivities:
     async def test_outbound_activity_carries_the_contact_check(self, client):
         customer = str(uuid.uuid4())
