@@ -263,7 +263,8 @@ async def get_forecast(
     owner: OwnerQuery = None,
 ) -> ForecastRead:
     """Per owner and in total: won in the period, plus open deals expected to close in it
-    weighted by their stage's probability."""
+    weighted by their stage's probability; the current period also counts the open deals
+    whose expected close has passed (as overdue)."""
     return await opportunities.forecast(
         session, pipeline, period=period, currency=currency, owner=owner
     )

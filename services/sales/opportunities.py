@@ -221,30 +221,41 @@ async def pipeline_figures(
 async def forecast(
     session: AsyncSession, pipeline: Pipeline, *, period: str, currency: str, owner: str | None
 ) -> ForecastRead:
-    """Won in the period plus open deals expected to close in it, weighted by stage."""
+    """Won in the period plus open deals expected to close in it (in the current period, also
+    those whose expected close has passed), weighted by stage."""
     start, end = rules.period_bounds(period)
     start_at = datetime.combine(start, time(), UTC)
     end_at = datetime.combine(end + timedelta(days=1), time(), UTC)
-    query = select(Opportunity.owner, Opportunity.stage, Opportunity.amount).where(
-        Opportunity.currency == currency,
-        or_(
-            and_(
-                Opportunity.stage.in_(pipeline.open_stages),
-                Opportunity.expected_close >= start,
-                Opportunity.expected_close <= end,
-            ),
-            and_(
-                Opportunity.stage == rules.WON,
-                Opportunity.closed_at >= start_at,
-                Opportunity.closed_at < end_at,
-            ),
-        ),
-    )
+    today = utcnow().date()
+    counted = [
+        and_(
+            Opportunity.stage == rules.WON,
+            Opportunity.closed_at >= start_at,
+            Opportunity.closed_at < end_at,
+        )
+    ]
+    expected = rules.open_deals_expected(start, end, today)
+    if expected is not None:
+        low, high = expected
+        open_deals = and_(
+            Opportunity.stage.in_(pipeline.open_stages), Opportunity.expected_close <= high
+        )
+        if low is not None:
+            open_deals = and_(open_deals, Opportunity.expected_close >= low)
+        counted.append(open_deals)
+    query = select(
+        Opportunity.owner, Opportunity.stage, Opportunity.amount, Opportunity.expected_close
+    ).where(Opportunity.currency == currency, or_(*counted))
     if owner is not None:
         query = query.where(Opportunity.owner == owner)
     deals = [
-        rules.Deal(owner, stage, rules.money(amount))
-        for owner, stage, amount in await session.execute(query)
+        rules.Deal(
+            owner,
+            stage,
+            rules.money(amount),
+            overdue=stage in pipeline.open_stages and expected_close < today,
+        )
+        for owner, stage, amount, expected_close in await session.execute(query)
     ]
     lines, total = rules.forecast(deals, pipeline)
 
@@ -256,6 +267,8 @@ async def forecast(
             weighted=line.weighted,
             won=line.won,
             expected=line.expected,
+            overdue_count=line.overdue_count,
+            overdue=line.overdue,
         )
 
     return ForecastRead(

@@ -223,11 +223,25 @@ def period_bounds(period: str) -> tuple[date, date]:
     )
 
 
+def open_deals_expected(start: date, end: date, today: date) -> tuple[date | None, date] | None:
+    """Which open deals the forecast of the period ``start``-``end`` counts, as the range of
+    their expected close (None: no lower end), or None for none at all. An open deal is
+    forecast in the period of its expected close or, once that day has passed, in the current
+    period: it slipped, it did not go away (they dropped out of every forecast). A period that
+    has ended has only its won deals: nothing open can still close in it."""
+    if end < today:
+        return None
+    if start <= today:
+        return None, end
+    return start, end
+
+
 @dataclass(frozen=True)
 class Deal:
     owner: str
     stage: str
     amount: Decimal
+    overdue: bool = False  # open, and its expected close has passed
 
 
 @dataclass
@@ -237,6 +251,8 @@ class ForecastLine:
     pipeline: Decimal = Decimal("0.00")  # open amount, unweighted
     weighted: Decimal = Decimal("0.00")  # Σ each open deal's amount × stage probability, cents
     won: Decimal = Decimal("0.00")  # already closed won in the period
+    overdue_count: int = 0  # of the open ones: past their expected close
+    overdue: Decimal = Decimal("0.00")  # their amount, unweighted
 
     @property
     def expected(self) -> Decimal:
@@ -263,6 +279,9 @@ def forecast(deals: Iterable[Deal], pipeline: Pipeline) -> tuple[list[ForecastLi
                 target.open_count += 1
                 target.pipeline += deal.amount
                 target.weighted += weighted(deal.amount, pipeline.probability(deal.stage))
+                if deal.overdue:
+                    target.overdue_count += 1
+                    target.overdue += deal.amount
     return [lines[owner] for owner in sorted(lines)], total
 
 

@@ -240,6 +240,11 @@ class ForecastFigures(BaseModel):
     weighted: Decimal
     won: Decimal
     expected: Decimal
+    overdue_count: int = Field(
+        description="open deals counted here whose expected close has passed (in the current"
+        " period: an open deal stays forecast until it is won or lost)"
+    )
+    overdue: Decimal = Field(description="their amount, unweighted")
 
 
 class ForecastRead(BaseModel):

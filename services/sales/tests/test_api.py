@@ -4,13 +4,14 @@ opportunities through the pipeline, forecast, activities, orders and the custome
 import asyncio
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from pydantic import ValidationError
 
 from services.sales import customers
+from services.sales.rules import period_bounds
 from services.sales.tests.helpers import apply, connect, new_lead, new_opportunity, outbox
 from shared import topics
 from shared.contracts import analytics, sales, support
@@ -20,6 +21,20 @@ from shared.testing import app_of
 
 def types(rows) -> list[str]:
     return [r.event_type for r in rows]
+
+
+def _today() -> date:
+    return datetime.now(UTC).date()
+
+
+def _quarter(day: date) -> str:
+    return f"{day.year}-Q{(day.month - 1) // 3 + 1}"
+
+
+def _next_quarter() -> str:
+    """The quarter after today's (the forecast of a period that has ended counts no open
+    deals, and the current one counts the overdue too)."""
+    return _quarter(period_bounds(_quarter(_today()))[1] + timedelta(days=1))
 
 
 class TestLeads:
@@ -318,35 +333,66 @@ class TestOpportunities:
         assert usd["stages"][0]["count"] == 1
 
     async def test_forecast_weights_by_stage_per_owner(self, client):
-        await new_opportunity(client, owner="a", amount="1000", expected_close="2026-11-03")
+        # A quarter ahead: its open deals are those expected in it.
+        start, end = period_bounds(_next_quarter())
+        after = end + timedelta(days=1)
+        await new_opportunity(client, owner="a", amount="1000", expected_close=str(start))
         await new_opportunity(
-            client, owner="a", amount="2000", stage="negotiation", expected_close="2026-12-30"
+            client, owner="a", amount="2000", stage="negotiation", expected_close=str(end)
         )
         await new_opportunity(
-            client, owner="b", amount="500", stage="proposal", expected_close="2026-10-01"
+            client, owner="b", amount="500", stage="proposal", expected_close=str(start)
         )
-        await new_opportunity(client, owner="b", amount="700", expected_close="2027-01-01")
-        won = await new_opportunity(client, owner="b", amount="300", expected_close="2027-03-01")
+        await new_opportunity(client, owner="b", amount="700", expected_close=str(after))
+        won = await new_opportunity(client, owner="b", amount="300", expected_close=str(after))
         await client.post(f"/v1/opportunities/{won['id']}/stage", json={"stage": "won"})
-        q4 = (await client.get("/v1/forecast", params={"period": "2026-Q4"})).json()
-        assert (q4["start"], q4["end"]) == ("2026-10-01", "2026-12-31")
-        owners = {line["owner"]: line for line in q4["owners"]}
-        # a: 1000 * 0.1 + 2000 * 0.8 = 1700; b: 500 * 0.5 = 250, plus 300 won this quarter.
+        ahead = (await client.get("/v1/forecast", params={"period": _next_quarter()})).json()
+        assert (ahead["start"], ahead["end"]) == (str(start), str(end))
+        owners = {line["owner"]: line for line in ahead["owners"]}
+        # a: 1000 * 0.1 + 2000 * 0.8 = 1700; b: 500 * 0.5 = 250; won this quarter, not then.
         assert Decimal(owners["a"]["weighted"]) == Decimal("1700.00")
         assert Decimal(owners["b"]["weighted"]) == Decimal("250.00")
-        assert Decimal(owners["b"]["won"]) == Decimal("300")
-        assert Decimal(q4["total"]["expected"]) == Decimal("2250.00")
-        assert q4["total"]["open_count"] == 3
-        december = (await client.get("/v1/forecast", params={"period": "2026-12"})).json()
-        assert Decimal(december["total"]["weighted"]) == Decimal("1600.00")
+        assert Decimal(ahead["total"]["expected"]) == Decimal("1950.00")
+        assert (ahead["total"]["open_count"], ahead["total"]["overdue_count"]) == (3, 0)
+        last_month = (await client.get("/v1/forecast", params={"period": f"{end:%Y-%m}"})).json()
+        assert Decimal(last_month["total"]["weighted"]) == Decimal("1600.00")
+        now = (await client.get("/v1/forecast", params={"period": _quarter(_today())})).json()
+        assert (now["total"]["won"], now["total"]["open_count"]) == ("300.00", 0)
+
+    async def test_an_overdue_open_deal_stays_in_the_current_periods_forecast(self, client):
+        # An open deal whose expected close had passed dropped out of every forecast: the
+        # period it was expected in had gone by, and no later one counted it.
+        this_month = _today().replace(day=1)
+        slipped = this_month - timedelta(days=1)
+        await new_opportunity(client, amount="1000", expected_close=str(slipped))
+        lost = await new_opportunity(client, amount="9000", expected_close=str(slipped))
+        await client.post(
+            f"/v1/opportunities/{lost['id']}/stage", json={"stage": "lost", "reason": "price"}
+        )
+        await new_opportunity(client, amount="50", expected_close=str(_today()))
+
+        async def total(period: str) -> dict:
+            response = await client.get("/v1/forecast", params={"period": period})
+            assert response.status_code == 200, response.text
+            return response.json()["total"]
+
+        current = await total(f"{this_month:%Y-%m}")
+        assert (current["open_count"], current["weighted"]) == (2, "105.00")
+        assert (current["overdue_count"], current["overdue"]) == (1, "1000.00")
+        assert (await total(_quarter(_today())))["overdue_count"] == 1
+        # Counted once: not in the month that has ended, nor in one ahead.
+        assert (await total(f"{slipped:%Y-%m}"))["open_count"] == 0
+        ahead = this_month + timedelta(days=31)
+        assert (await total(f"{ahead:%Y-%m}"))["open_count"] == 0
 
     async def test_weighted_figures_are_sums_of_each_deals_rounded_amount(self, client):
         # 0.05 * 0.1 = 0.005, 0.01 a deal (halves up): 0.03 for the three, as analytics says.
+        start, _ = period_bounds(_next_quarter())
         for owner in ("a", "b", "c"):
-            await new_opportunity(client, owner=owner, amount="0.05", expected_close="2026-11-20")
-        nov = (await client.get("/v1/forecast", params={"period": "2026-11"})).json()
-        assert [line["weighted"] for line in nov["owners"]] == ["0.01", "0.01", "0.01"]
-        assert nov["total"]["weighted"] == "0.03"
+            await new_opportunity(client, owner=owner, amount="0.05", expected_close=str(start))
+        month = (await client.get("/v1/forecast", params={"period": f"{start:%Y-%m}"})).json()
+        assert [line["weighted"] for line in month["owners"]] == ["0.01", "0.01", "0.01"]
+        assert month["total"]["weighted"] == "0.03"
         stages = {s["stage"]: s for s in (await client.get("/v1/pipeline")).json()["stages"]}
         assert stages["prospecting"]["weighted"] == "0.03"
         assert (stages["proposal"]["weighted"], stages["won"]["weighted"]) == ("0.00", "0.00")
@@ -919,21 +965,22 @@ class TestMergeAndErase:
 
 class TestEdits:
     async def test_update_an_open_deal(self, client):
-        opp = await new_opportunity(client, expected_close="2026-12-01")
+        opp = await new_opportunity(client, expected_close=str(_today()))
+        later = str(period_bounds(_next_quarter())[0] + timedelta(days=14))
         response = await client.patch(
             f"/v1/opportunities/{opp['id']}",
-            json={"amount": "2500.50", "expected_close": "2027-01-15", "owner": "rep-2"},
+            json={"amount": "2500.50", "expected_close": later, "owner": "rep-2"},
         )
         assert response.status_code == 200, response.text
         body = response.json()
         assert (body["amount"], body["expected_close"], body["owner"]) == (
             "2500.50",
-            "2027-01-15",
+            later,
             "rep-2",
         )
         assert body["title"] == opp["title"]
-        q1 = (await client.get("/v1/forecast", params={"period": "2027-Q1"})).json()
-        assert Decimal(q1["total"]["weighted"]) == Decimal("250.05")
+        ahead = (await client.get("/v1/forecast", params={"period": _next_quarter()})).json()
+        assert Decimal(ahead["total"]["weighted"]) == Decimal("250.05")
         events = await outbox(client, topics.SALES)
         assert events[-1].event_type == sales.OPPORTUNITY_UPDATED
         await client.post(f"/v1/opportunities/{opp['id']}/stage", json={"stage": "won"})

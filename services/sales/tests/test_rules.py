@@ -261,6 +261,38 @@ class TestForecast:
         lines, total = rules.forecast([], PIPELINE)
         assert lines == [] and total.expected == 0
 
+    @pytest.mark.parametrize(
+        ("today", "expected"),
+        [
+            # The current period: also the open deals whose expected close has passed.
+            (date(2026, 11, 15), (None, date(2026, 12, 31))),
+            (date(2026, 10, 1), (None, date(2026, 12, 31))),
+            (date(2026, 12, 31), (None, date(2026, 12, 31))),
+            # One ahead: those expected in it.
+            (date(2026, 9, 30), (date(2026, 10, 1), date(2026, 12, 31))),
+            # One that has ended: nothing open can close in it any more.
+            (date(2027, 1, 1), None),
+        ],
+    )
+    def test_which_open_deals_a_period_counts(self, today, expected):
+        start, end = rules.period_bounds("2026-Q4")
+        assert rules.open_deals_expected(start, end, today) == expected
+
+    def test_overdue_deals_are_counted_and_told_apart(self):
+        deals = [
+            Deal("a", "proposal", Decimal("100"), overdue=True),
+            Deal("a", "prospecting", Decimal("50")),
+            Deal("a", "won", Decimal("70")),
+        ]
+        [line], total = rules.forecast(deals, PIPELINE)
+        assert (line.open_count, line.weighted, line.overdue_count, line.overdue) == (
+            2,
+            Decimal("55.00"),
+            1,
+            Decimal("100"),
+        )
+        assert (total.overdue_count, total.expected) == (1, Decimal("125.00"))
+
 
 class TestOrderStates:
     def test_one_step_at_a_time(self):
