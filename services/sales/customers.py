@@ -101,9 +101,12 @@ async def open_ticket_priorities(session: AsyncSession, customer_id: uuid.UUID) 
 
 
 async def customer_scored(session: AsyncSession, scored: CustomerScored) -> None:
-    """Keep the latest scores; an older one replayed or late changes nothing."""
+    """Keep the latest scores; an older one replayed or late changes nothing, nor does one of
+    a customer merged away or erased since (analytics scored it before it applied the merge:
+    those figures are of the merged contact's part of the history, not of the survivor's,
+    whom analytics scores again)."""
     customer_id = await customer_view.filed_under(session, scored.customer_id)
-    if customer_id is None:
+    if customer_id != scored.customer_id:
         return
     values = {
         "rfm_segment": scored.rfm_segment,

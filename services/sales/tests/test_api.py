@@ -865,6 +865,28 @@ class TestMergeAndErase:
         later = await new_opportunity(client, customer_id=merged)
         assert later["customer_id"] == survivor
 
+    async def test_a_late_score_of_the_merged_contact_leaves_the_survivors(self, client):
+        merged, survivor = str(uuid.uuid4()), str(uuid.uuid4())
+        score = {
+            "customer_id": survivor,
+            "clv": "1000",
+            "churn_risk": 0.1,
+            "churn_level": "low",
+            "scored_at": "2026-11-20T00:00:00Z",
+        }
+        await apply(client, analytics.CUSTOMER_SCORED, score)
+        await apply(client, CONTACT_MERGED, {"merged_id": merged, "survivor_id": survivor})
+        # Scored by analytics before it applied the merge; on another partition than it.
+        late = {**score, "customer_id": merged, "clv": "5", "churn_level": "high"}
+        await apply(
+            client, analytics.CUSTOMER_SCORED, {**late, "scored_at": "2026-11-21T00:00:00Z"}
+        )
+        # Before, the merged contact's part of the history replaced the survivor's scores.
+        view = (await client.get(f"/v1/customers/{survivor}")).json()
+        assert (view["scores"]["clv"], view["scores"]["churn_level"]) == ("1000.00", "low")
+        key = (await client.get("/v1/customers/key")).json()["items"]
+        assert [(c["customer_id"], c["clv"]) for c in key] == [(survivor, "1000.00")]
+
     async def test_merges_applied_out_of_order_end_under_the_last_survivor(self, client):
         first, second, last = (str(uuid.uuid4()) for _ in range(3))
         opp = await new_opportunity(client, customer_id=first)
