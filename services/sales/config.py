@@ -21,6 +21,10 @@ DEFAULT_PIPELINE: dict[str, Decimal] = {
 }
 
 
+# The places of a deal's probability column (Numeric(5, 4)).
+PROBABILITY_PLACES = Decimal("0.0001")
+
+
 class SalesSettings(ServiceSettings):
     """``SALES_*`` environment variables (plus the platform-wide ``KAFKA_*``, ``CRM_JWT_*``)."""
 
@@ -58,7 +62,8 @@ class SalesSettings(ServiceSettings):
         # figures, and the probability their events carry, are the amount times these.
         if value["won"] != 1 or value["lost"] != 0:
             raise ValueError("won's probability is 1 and lost's is 0")
-        return value
+        # Written as a deal's column gives it back (0.1000), in every answer alike.
+        return {stage: p.quantize(PROBABILITY_PLACES) for stage, p in value.items()}
 
     @model_validator(mode="after")
     def _a_way_to_call_contacts(self) -> "SalesSettings":

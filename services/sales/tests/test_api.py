@@ -285,6 +285,17 @@ class TestOpportunities:
         assert types(events) == [sales.OPPORTUNITY_OPENED] + [sales.OPPORTUNITY_STAGE_CHANGED] * 2
         assert events[0].key == opp["customer_id"]
 
+    async def test_a_deals_probability_reads_the_same_in_every_answer(self, client):
+        # The answer to a create or a stage change said "0.10" and "1", every later read of
+        # the same deal "0.1000" and "1.0000" (as the column keeps it).
+        opp = await new_opportunity(client)
+        url = f"/v1/opportunities/{opp['id']}"
+        assert opp["probability"] == (await client.get(url)).json()["probability"] == "0.1000"
+        won = (await client.post(f"{url}/stage", json={"stage": "won"})).json()
+        assert won["probability"] == (await client.get(url)).json()["probability"] == "1.0000"
+        stages = (await client.get("/v1/pipeline")).json()["stages"]
+        assert [s["probability"] for s in stages][:2] == ["0.1000", "0.2000"]
+
     async def test_list_filters_by_stage_and_open_together(self, client):
         # The stage filter replaced the open one: ?stage=won&open=true listed won deals.
         won = await new_opportunity(client)
