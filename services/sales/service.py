@@ -37,6 +37,8 @@ async def _touches(session: AsyncSession, customer_id: uuid.UUID | None) -> list
 
 
 async def _score(session: AsyncSession, lead: Lead) -> None:
+    if lead.erased:
+        return  # what it was judged on is gone, not false: the funnel keeps the score it had
     profile = rules.LeadProfile(
         source=lead.source,
         company=lead.company,

@@ -1049,6 +1049,19 @@ class TestEdits:
         assert refused.status_code == 409
         assert (await contacts.get("/v1/contacts")).json()["items"] == []
 
+    async def test_an_erased_lead_keeps_its_score(self, client):
+        # Rescoring or qualifying an erased lead judged its fit on the blanked data: the
+        # funnel's figures (and lead_qualified's score) lost the company and contact points.
+        lead = await new_lead(client, phone="+4930123456", segment="enterprise")
+        assert (await client.delete(f"/v1/leads/{lead['id']}")).status_code == 204
+        rescored = (await client.post(f"/v1/leads/{lead['id']}/rescore")).json()
+        assert (rescored["score"], rescored["fit_score"]) == (lead["score"], lead["fit_score"])
+        qualified = (await client.post(f"/v1/leads/{lead['id']}/qualify")).json()
+        assert (qualified["status"], qualified["score"]) == ("qualified", lead["score"])
+        published = await outbox(client, topics.SALES)
+        [event] = [e for e in published if e.event_type == sales.LEAD_QUALIFIED]
+        assert json.loads(event.value)["data"]["score"] == lead["score"]
+
 
 class TestAccounts:
     async def test_contacts_country_assigns_the_account(self, client):
