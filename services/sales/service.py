@@ -202,7 +202,9 @@ async def convert(
         raise Conflict("the lead's personal data was erased: nothing to make a contact of")
     else:
         found, created = await contacts.find_or_create(_contact_of(lead))
-        customer_id = await customer_view.survivor(session, found) or found
+        # Under the customer's lock, as every record is filed: a merge of the contact found,
+        # applied at this moment, had moved everything else and left this lead behind.
+        customer_id = await customer_view.current_customer(session, found)
     _move(lead, LeadAction.convert)
     lead.customer_id = customer_id
     lead.converted_at = lead.updated_at

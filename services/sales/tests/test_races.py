@@ -1,6 +1,6 @@
 """Requests at once: an order paid by several (on SQLite too), and on PostgreSQL the
-assignment rules replaced by two and an account handed over while its contact's creation is
-applied."""
+assignment rules replaced by two, an account handed over while its contact's creation is
+applied and a lead converted while its contact's merge is."""
 
 import asyncio
 import uuid
@@ -8,11 +8,12 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.sales import consumers, territories
-from services.sales.schemas import AccountUpdate, AssignmentRules
-from services.sales.tests.helpers import outbox
+from services.sales import consumers, service, territories
+from services.sales.rules import Pipeline
+from services.sales.schemas import AccountUpdate, AssignmentRules, ConvertRequest
+from services.sales.tests.helpers import connect, new_lead, outbox
 from shared.contracts.sales import ORDER_PAID
-from shared.events import CONTACT_CREATED, Envelope
+from shared.events import CONTACT_CREATED, CONTACT_MERGED, Envelope
 from shared.testing import app_of, one_write_waits_for_another, postgres_only
 
 
@@ -77,3 +78,43 @@ async def test_an_order_paid_by_requests_at_once_is_paid_once(client):
         assert sorted(r.status_code for r in responses) == [200] + [409] * 11
         paid = [m for m in await outbox(client) if m.event_type == ORDER_PAID]
         assert len([m for m in paid if m.key == order["customer_id"]]) == 1
+
+
+@postgres_only
+async def test_a_lead_converted_as_its_contact_is_merged_follows_the_merge(client, contacts):
+    connect(client, contacts)
+    app = app_of(client)
+    email = "known@example.com"
+    existing = await contacts.post("/v1/contacts", json={"first_name": "K", "email": email})
+    merged, survivor = existing.json()["id"], str(uuid.uuid4())
+    lead = await new_lead(client, email=email, owner="dora")
+    handlers = {t: h for s in consumers.SUBSCRIPTIONS for t, h in s.handlers.items()}
+    merge = Envelope(
+        id=str(uuid.uuid4()),
+        source="/crm/contacts",
+        type=CONTACT_MERGED,
+        data={"merged_id": merged, "survivor_id": survivor},
+    )
+
+    def merge_applied(session: AsyncSession) -> Awaitable[None]:
+        return handlers[CONTACT_MERGED](session, merge)
+
+    def converted(session: AsyncSession) -> Awaitable[object]:
+        return service.convert(
+            session,
+            uuid.UUID(lead["id"]),
+            ConvertRequest.model_validate(
+                {"opportunity": {"title": "Pilot", "amount": "10", "currency": "EUR", "owner": "r"}}
+            ),
+            contacts=app.state.contacts,
+            pipeline=Pipeline(app.state.settings.pipeline),
+        )
+
+    # Contacts answers with the contact being merged away: the lead, its deal and account
+    # were filed under that id after the merge had moved everything else, and stayed there.
+    await one_write_waits_for_another(app.state.session_factory, merge_applied, converted)
+    got = (await client.get(f"/v1/leads/{lead['id']}")).json()
+    assert got["customer_id"] == survivor
+    deal = (await client.get(f"/v1/opportunities/{got['opportunity_id']}")).json()
+    assert deal["customer_id"] == survivor
+    assert (await client.get(f"/v1/accounts/{survivor}")).json()["owner"] == "dora"
