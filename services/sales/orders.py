@@ -156,8 +156,7 @@ async def take_external_order(session: AsyncSession, external: ExternalOrder) ->
         customer_id = await customer_view.filed_under(session, external.customer_id)
         if customer_id is None:
             return  # an erased customer: keep nothing
-        # In cents already (the contract), now also written as sales writes amounts: "120.00".
-        amount = rules.cents(external.amount)
+        amount = rules.amount(external.amount)  # "120" is told as "120.00", as the API's
         order = _new_order(customer_id, amount, external.currency, external.ordered_at)
         order.external_id = external.external_id
         session.add(order)

@@ -20,6 +20,13 @@ def cents(value: Decimal) -> Decimal:
     return value.quantize(CENT, rounding=ROUND_HALF_UP)
 
 
+def amount(value: Decimal) -> Decimal:
+    """An amount taken in (of at most two places, not negative), as sales keeps, answers and
+    publishes it: with two places, as its column gives it back ("10.5" and 1E+2 were told as
+    sent, then read as 10.50 and 100.00), and -0 as 0.00."""
+    return abs(cents(value))
+
+
 # ---- leads ----------------------------------------------------------------------------------
 
 

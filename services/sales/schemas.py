@@ -36,10 +36,7 @@ Segment = Literal["smb", "mid_market", "enterprise"]
 def _cents(value: Decimal) -> Decimal:
     if value.as_tuple().exponent < -2:  # type: ignore[operator]
         raise ValueError("at most two decimal places")
-    # Kept, answered and published as the database gives it back: "10.5" and 1e2 were echoed
-    # (and sent on the bus) as "10.5" and "1E+2", read back as "10.50" and "100.00". abs():
-    # "-0" is no other amount than "0.00".
-    return abs(rules.cents(value))
+    return rules.amount(value)
 
 
 Amount = Annotated[

@@ -438,10 +438,11 @@ class TestMoney:
             "ordered_at": "2026-11-01T09:00:00Z",
         }
         await apply(client, sales.EXTERNAL_ORDER, external)
+        await apply(client, sales.EXTERNAL_ORDER, {**external, "external_id": "8", "amount": "-0"})
         published = [
             json.loads(row.value)["data"]["amount"] for row in await outbox(client, topics.SALES)
         ]
-        assert published == ["10.50", "100.00", "4.50", "120.00"]
+        assert published == ["10.50", "100.00", "4.50", "120.00", "0.00"]
 
     async def test_forecast_figures_have_two_decimals_with_no_deals(self, client):
         total = (await client.get("/v1/forecast", params={"period": "2026-Q4"})).json()["total"]
