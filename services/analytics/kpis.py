@@ -23,6 +23,7 @@ from services.analytics.models import (
     TouchDaily,
 )
 from shared.errors import InvalidInput
+from shared.events import utcnow
 
 
 @dataclass(frozen=True)
@@ -209,22 +210,21 @@ async def sales(session: AsyncSession, period: Period) -> dict[str, Any]:
             .order_by(OpportunityFact.stage, OpportunityFact.currency)
         )
     ).all()
-    closing = and_(
-        is_open,
-        OpportunityFact.expected_close >= period.first,
-        OpportunityFact.expected_close <= period.last,
-    )
-    forecast = (
-        await session.execute(
-            select(
-                OpportunityFact.currency,
-                func.sum(OpportunityFact.weighted),
+    forecast: list[Any] = []
+    closes = rules.forecast_closes(period.first, period.last, utcnow().date())
+    if closes is not None:
+        earliest, latest = closes
+        closing = and_(is_open, OpportunityFact.expected_close <= latest)
+        if earliest is not None:
+            closing = and_(closing, OpportunityFact.expected_close >= earliest)
+        forecast = (
+            await session.execute(
+                select(OpportunityFact.currency, func.sum(OpportunityFact.weighted))
+                .where(closing)
+                .group_by(OpportunityFact.currency)
+                .order_by(OpportunityFact.currency)
             )
-            .where(closing)
-            .group_by(OpportunityFact.currency)
-            .order_by(OpportunityFact.currency)
-        )
-    ).all()
+        ).all()
     revenue = (
         await session.execute(
             select(OrderFact.ordered_month, OrderFact.currency, func.sum(OrderFact.amount))

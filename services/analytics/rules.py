@@ -52,6 +52,19 @@ def weighted(amount: Decimal, probability: float) -> Decimal:
     return (amount * Decimal(str(probability))).quantize(CENT, rounding=ROUND_HALF_UP)
 
 
+def forecast_closes(first: date, last: date, today: date) -> tuple[date | None, date] | None:
+    """Which open deals the weighted forecast of ``first``-``last`` counts, as the range of
+    their expected close (None: no lower end), or None for none; as sales' forecast counts
+    them. An open deal is forecast in the period of its expected close or, once that day has
+    passed, in the one holding today: it slipped, it did not go away. A period that has ended
+    has no open deal in it: nothing open can still close then."""
+    if last < today:
+        return None
+    if first <= today:
+        return None, last
+    return first, last
+
+
 # ---- RFM ------------------------------------------------------------------------------------
 
 # Absolute thresholds, so one customer's segment never depends on other customers' orders

@@ -4,6 +4,7 @@ tickets without an agent reply and events delivered twice."""
 
 import itertools
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -25,6 +26,8 @@ from shared.contracts import marketing, sales
 A = "00000000-0000-0000-0000-00000000000a"
 B = "00000000-0000-0000-0000-00000000000b"
 NOV = {"from": "2026-11-01", "to": "2026-11-30"}
+# A period still ahead, for the forecast (a period that has ended forecasts no open deal).
+NOV_2099 = {"from": "2099-11-01", "to": "2099-11-30"}
 
 
 def ids(n: int) -> list[str]:
@@ -252,9 +255,9 @@ class TestSalesKpis:
                     "2026-11-03T00:00:00Z",
                     opened_at="2026-11-01T00:00:00Z",
                 ),
-                opportunity(o3, c1, "proposal", "2000", 0.5, "2026-11-10T00:00:00Z", "2026-11-20"),
+                opportunity(o3, c1, "proposal", "2000", 0.5, "2026-11-10T00:00:00Z", "2099-11-20"),
                 opportunity(
-                    o4, c2, "qualification", "400", 0.25, "2026-11-10T00:00:00Z", "2027-03-01"
+                    o4, c2, "qualification", "400", 0.25, "2026-11-10T00:00:00Z", "2100-03-01"
                 ),
                 order_event(c1, "100.50", "2026-11-12T00:00:00Z"),
                 order_event(c1, "200", "2026-11-20T00:00:00Z"),
@@ -286,25 +289,28 @@ class TestSalesKpis:
                 "weighted_value": "100.00",
             },
         ]
-        # Only o3 is expected to close in November.
-        assert kpis["weighted_forecast"] == [{"currency": "EUR", "value": "1000.00"}]
+        # November 2026 has ended: no open deal can still close in it.
+        assert kpis["weighted_forecast"] == []
         assert kpis["revenue_per_month"] == [
             {"month": "2026-11", "currency": "EUR", "revenue": "300.50"}
         ]
+        # Only o3 is expected to close in November 2099.
+        kpis = (await client.get("/v1/kpis/sales", params=NOV_2099)).json()
+        assert kpis["weighted_forecast"] == [{"currency": "EUR", "value": "1000.00"}]
 
     async def test_a_deals_new_terms_count_and_older_ones_arriving_late_do_not(self, client):
         o, c = ids(2)
         await apply_many(
             client,
             [
-                deal(o, c, "1000", "2026-12-20"),
+                deal(o, c, "1000", "2099-12-20"),
                 # The rep raises the amount and brings the close into November...
-                deal(o, c, "5000", "2026-11-20", updated_at="2026-11-03T00:00:00Z"),
+                deal(o, c, "5000", "2099-11-20", updated_at="2026-11-03T00:00:00Z"),
                 # ...after an earlier change that arrives late.
-                deal(o, c, "3000", "2026-12-01", updated_at="2026-11-02T00:00:00Z"),
+                deal(o, c, "3000", "2099-12-01", updated_at="2026-11-02T00:00:00Z"),
             ],
         )
-        kpis = (await client.get("/v1/kpis/sales", params=NOV)).json()
+        kpis = (await client.get("/v1/kpis/sales", params=NOV_2099)).json()
         assert kpis["pipeline_per_stage"] == [
             {
                 "stage": "proposal",
@@ -322,18 +328,38 @@ class TestSalesKpis:
             client,
             [
                 # 2.15 * 0.5 = 1.075 -> 1.08 (sales' forecast says 1.08).
-                deal(o1, c, "2.15", "2026-11-20"),
+                deal(o1, c, "2.15", "2099-11-20"),
                 # 0.05 * 0.1 = 0.005 -> 0.01 a deal, 0.03 for the three (not 0.015 -> 0.02).
-                *(deal(o, c, "0.05", "2026-12-20", "prospecting", 0.1) for o in (o2, o3, o4)),
+                *(deal(o, c, "0.05", "2099-12-20", "prospecting", 0.1) for o in (o2, o3, o4)),
             ],
         )
-        kpis = (await client.get("/v1/kpis/sales", params=NOV)).json()
+        kpis = (await client.get("/v1/kpis/sales", params=NOV_2099)).json()
         weighted = {s["stage"]: s["weighted_value"] for s in kpis["pipeline_per_stage"]}
         assert weighted == {"proposal": "1.08", "prospecting": "0.03"}
         assert kpis["weighted_forecast"] == [{"currency": "EUR", "value": "1.08"}]
-        december = {"from": "2026-12-01", "to": "2026-12-31"}
+        december = {"from": "2099-12-01", "to": "2099-12-31"}
         kpis = (await client.get("/v1/kpis/sales", params=december)).json()
         assert kpis["weighted_forecast"] == [{"currency": "EUR", "value": "0.03"}]
+
+    async def test_an_overdue_open_deal_counts_in_the_period_holding_today(self, client):
+        """As in sales' forecast: a deal past its expected close slipped, it did not go away."""
+        today = datetime.now(UTC).date()
+        this_month = today.replace(day=1)
+        last_month = (this_month - timedelta(days=1)).replace(day=1)
+        o1, o2, c = ids(3)
+        await apply_many(
+            client,
+            [
+                deal(o1, c, "1000", str(last_month)),  # overdue: 500 weighted
+                deal(o2, c, "100", "2099-11-20"),  # later: 50 weighted
+            ],
+        )
+        now = {"from": str(this_month), "to": str(today)}
+        kpis = (await client.get("/v1/kpis/sales", params=now)).json()
+        assert kpis["weighted_forecast"] == [{"currency": "EUR", "value": "500.00"}]
+        ended = {"from": str(last_month), "to": str(this_month - timedelta(days=1))}
+        kpis = (await client.get("/v1/kpis/sales", params=ended)).json()
+        assert kpis["weighted_forecast"] == []
 
 
 def deal(opp, customer, amount, close, stage="proposal", p=0.5, updated_at=None):
