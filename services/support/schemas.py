@@ -290,5 +290,6 @@ class SlaPolicyRead(SlaPolicyUpdate):
 
 
 class SweepResult(BaseModel):
+    assigned: int = 0  # tickets that waited for a free agent
     reassigned: int = 0
     breaches: int = 0

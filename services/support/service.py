@@ -220,17 +220,33 @@ async def create_ticket(
         opened_at=data.opened_at or now,
         updated_at=now,
     )
-    agent_id = await route(session, ticket)
-    if agent_id is not None:
-        ticket.agent_id = agent_id
-        ticket.assigned_at = now
-        ticket.status = rules.transition(ticket.status, Action.assign, assigned=False).value
+    agent_id = await _route_to_agent(session, ticket, now)
     session.add(ticket)
     await session.flush()
     events.ticket_opened(session, ticket)
     if agent_id is not None:
         events.ticket_assigned(session, ticket, None, now, automatic=True)
     return ticket
+
+
+async def _route_to_agent(session: AsyncSession, ticket: Ticket, now: datetime) -> uuid.UUID | None:
+    """The ticket, without an agent yet, to the agent routing picks, if any is free."""
+    agent_id = await route(session, ticket)
+    if agent_id is not None:
+        ticket.status = rules.transition(ticket.status, Action.assign, assigned=False).value
+        ticket.agent_id, ticket.assigned_at = agent_id, now
+    return agent_id
+
+
+async def assign_waiting(session: AsyncSession, ticket: Ticket, now: datetime) -> bool:
+    """A ticket (locked) filed when no agent was free, to the agent routing picks now, as its
+    filing would have; False if still nobody is free. The SLA sweep's."""
+    if await _route_to_agent(session, ticket, now) is None:
+        return False
+    ticket.updated_at = now
+    await session.flush()  # the next route() counts this ticket for its agent
+    events.ticket_assigned(session, ticket, None, now, automatic=True)
+    return True
 
 
 async def get_ticket(session: AsyncSession, ticket_id: uuid.UUID, *, lock: bool = False) -> Ticket:

@@ -1,4 +1,5 @@
-"""SLA policies and the scheduler that re-assigns unattended tickets and flags breaches.
+"""SLA policies and the scheduler that assigns tickets waiting for a free agent, re-assigns
+unattended ones and flags breaches.
 
 ``sweep`` takes the time as an argument, so tests drive it with a controlled clock. Several
 replicas may sweep at once: on PostgreSQL each locks the tickets it works on and skips those
@@ -18,9 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.support import events, rules
 from services.support.models import SlaPolicyRow, Ticket
-from services.support.rules import Priority
+from services.support.rules import Priority, Status
 from services.support.schemas import SlaPolicyUpdate, SweepResult
-from services.support.service import flag_breaches, route, sla_clock, sla_policy
+from services.support.service import assign_waiting, flag_breaches, route, sla_clock, sla_policy
 from shared.db import for_update, lock_table, on_postgres, session_scope
 from shared.events import utcnow
 
@@ -57,6 +58,7 @@ async def sweep(
     while True:
         async for session in session_scope(factory):
             checked, after = await _sweep_batch(session, now, batch, after)
+        result.assigned += checked.assigned
         result.reassigned += checked.reassigned
         result.breaches += checked.breaches
         if after is None:
@@ -70,13 +72,13 @@ async def _sweep_batch(
     full, the last ticket's key to go on from."""
     result = SweepResult()
     by_priority = {row.priority: sla_policy(row) for row in await policies(session)}
-    if not by_priority:
-        return result, None
+    waiting = and_(Ticket.status == Status.open.value, Ticket.agent_id.is_(None))
     query = (
         select(Ticket)
         .where(
             Ticket.status.in_([s.value for s in rules.ACTIVE]),
-            Ticket.priority.in_(list(by_priority)),
+            # A ticket waiting for an agent is assigned whatever its priority's SLA policy.
+            or_(Ticket.priority.in_(list(by_priority)), waiting),
             Ticket.opened_at <= now,
         )
         .order_by(Ticket.opened_at, Ticket.id)
@@ -99,8 +101,21 @@ async def _sweep_batch(
     else:
         query = await for_update(session, query)
     tickets = list(await session.scalars(query))
+    # Routes (category, channel, priority) that found nobody free: the batch's assignments
+    # only fill agents up, so later tickets of the same route would find nobody either.
+    nobody_free: set[tuple[str | None, str, str]] = set()
     for ticket in tickets:
-        verdict = rules.sla_check(sla_clock(ticket), by_priority[ticket.priority], now)
+        if ticket.agent_id is None and ticket.status == Status.open.value:
+            route_key = (ticket.category, ticket.channel, ticket.priority)
+            if route_key not in nobody_free:
+                if await assign_waiting(session, ticket, now):
+                    result.assigned += 1
+                else:
+                    nobody_free.add(route_key)
+        policy = by_priority.get(ticket.priority)
+        if policy is None:
+            continue
+        verdict = rules.sla_check(sla_clock(ticket), policy, now)
         if verdict.reassign and await _reassign(session, ticket, now):
             result.reassigned += 1
         result.breaches += flag_breaches(session, ticket, verdict, now)
@@ -141,7 +156,7 @@ async def run(factory: async_sessionmaker[AsyncSession], interval_s: float) -> N
     while True:
         try:
             swept = await sweep(factory, utcnow())
-            if swept.reassigned or swept.breaches:
+            if swept.assigned or swept.reassigned or swept.breaches:
                 log.info("sla sweep", extra=swept.model_dump())
         except asyncio.CancelledError:
             raise

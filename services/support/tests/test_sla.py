@@ -212,6 +212,43 @@ class TestSweep:
         again = await sweep_at(client, newest + timedelta(hours=2), batch=2)
         assert (again.reassigned, again.breaches) == (0, 0)
 
+    @pytest.mark.parametrize("policy", [True, False], ids=["with-policy", "no-policy"])
+    async def test_a_ticket_nobody_was_free_for_is_assigned_by_the_sweep(self, client, policy):
+        """Filed while no agent was free, the ticket waits for the sweep (docs/support.md,
+        "Routing"), which assigns it as filing it would have: a turn of the routing, the
+        ticket pending, ``ticket_assigned`` (automatic). Also for a priority with no SLA policy:
+        the wait for an agent is no SLA target."""
+        if policy:
+            await client.put("/v1/sla-policies/normal", json={"reassign_after_minutes": 15})
+        busy = await new_agent(client, name="Busy", capacity=1)
+        first = await new_ticket(client)
+        waiting = [await new_ticket(client) for _ in range(2)]
+        assert first["agent_id"] == busy["id"]
+        assert [t["agent_id"] for t in waiting] == [None, None]
+        later = datetime.fromisoformat(waiting[-1]["opened_at"]) + timedelta(minutes=1)
+        assert (await sweep_at(client, later)).assigned == 0  # still nobody free
+
+        free = await new_agent(client, name="Free", capacity=1)
+        swept = await sweep_at(client, later)
+        assert (swept.assigned, swept.reassigned) == (1, 0)  # the oldest, up to capacity
+        oldest, newest = [(await client.get(f"/v1/tickets/{t['id']}")).json() for t in waiting]
+        assert (oldest["status"], oldest["agent_id"]) == ("pending", free["id"])
+        assert (newest["status"], newest["agent_id"]) == ("open", None)
+        assigned = [
+            json.loads(r.value)["data"]
+            for r in await outbox(client, topics.SUPPORT)
+            if r.event_type == "crm.support.ticket_assigned.v1"
+        ]
+        assert datetime.fromisoformat(assigned[-1].pop("assigned_at")) == later
+        assert assigned[-1] == {
+            "ticket_id": oldest["id"],
+            "customer_id": oldest["customer_id"],
+            "agent_id": free["id"],
+            "previous_agent_id": None,
+            "automatic": True,
+        }
+        assert len(assigned) == 2  # the first ticket's at filing, the oldest waiting one's
+
     async def test_other_priorities_and_resolved_tickets_are_ignored(self, client):
         await client.put("/v1/sla-policies/urgent", json={"resolution_minutes": 1})
         normal = await new_ticket(client, priority="normal")
