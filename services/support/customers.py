@@ -20,6 +20,15 @@ def identities_of(contact: ContactSnapshot) -> set[tuple[str, str]]:
     return {(kind, rules.normalize_identity(kind, value)) for kind, value in identities}
 
 
+def stand_ins_of(contact: ContactSnapshot, *, stand_in_key: bytes) -> list[uuid.UUID]:
+    """Every stand-in id the contact's identities had while unknown (keyed and legacy)."""
+    return [
+        stand_in
+        for kind, value in sorted(identities_of(contact))
+        for stand_in in rules.stand_in_customers(kind, value, stand_in_key)
+    ]
+
+
 async def contact_changed(
     session: AsyncSession, contact: ContactSnapshot, *, stand_in_key: bytes
 ) -> None:
@@ -29,7 +38,9 @@ async def contact_changed(
     stand_ins = {(k, v): rules.stand_in_customers(k, v, stand_in_key) for k, v in wanted}
     # Intake holds a sender's stand-in locks while it opens a ticket for an unknown sender:
     # wait for it, or that ticket, not committed yet, is not re-pointed and stays unknown.
-    await lock_customers(session, [id_ for ids in stand_ins.values() for id_ in ids])
+    # The consumer takes them before the contact's lock (consumers.py), as intake does, which
+    # may find the sender known after all and then take the contact's: held already here.
+    await lock_customers(session, stand_ins_of(contact, stand_in_key=stand_in_key))
     rows = await session.scalars(
         select(CustomerIdentity).where(
             or_(

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared import topics
 from shared.consumer import Subscription
 from shared.customer_view import projection
+from shared.db import lock_customers
 from shared.events import (
     CONTACT_CREATED,
     CONTACT_ERASED,
@@ -26,6 +27,7 @@ from shared.events import (
 )
 
 OnContact = Callable[[AsyncSession, ContactSnapshot], Awaitable[None]]
+LocksBeforeContact = Callable[[ContactSnapshot], list[uuid.UUID]]
 OnMerged = Callable[[AsyncSession, uuid.UUID, uuid.UUID], Awaitable[None]]
 OnErased = Callable[[AsyncSession, uuid.UUID], Awaitable[None]]
 OnTouches = Callable[
@@ -36,6 +38,7 @@ OnTouches = Callable[
 def subscriptions(
     *,
     on_contact: OnContact | None = None,
+    locks_before_contact: LocksBeforeContact | None = None,
     on_merged: OnMerged | None = None,
     on_erased: OnErased | None = None,
     on_touches: OnTouches | None = None,
@@ -44,7 +47,10 @@ def subscriptions(
     records live now (the survivor may have been merged on since), ``on_erased`` always (an
     erasure is final and must reach every record; a merge into a contact erased since, or of
     one erased before, is one too),
-    ``on_touches`` once per batch of touches, each with what the timeline did with it."""
+    ``on_touches`` once per batch of touches, each with what the timeline did with it.
+    ``locks_before_contact``: the other ids ``on_contact`` locks, which the service's other
+    writers take before the contact's; they are locked first, or each waits for the other
+    (support's intake holds an unknown sender's stand-in ids, then finds the contact)."""
 
     async def interaction_recorded(session: AsyncSession, event: Envelope) -> None:
         touch = InteractionRecorded.model_validate(event.data)
@@ -60,6 +66,8 @@ def subscriptions(
 
     async def contact_changed(session: AsyncSession, event: Envelope) -> None:
         contact = ContactSnapshot.model_validate(event.data)
+        if locks_before_contact is not None:
+            await lock_customers(session, locks_before_contact(contact))
         active = await projection.contact_changed(session, contact.contact_id, contact.preferences)
         if active and on_contact is not None:
             await on_contact(session, contact)

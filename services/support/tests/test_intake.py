@@ -1,10 +1,12 @@
 """Inbound intake: recognising senders through the contacts projection, threading replies into
 the open ticket, unknown senders flagged and re-pointed once contacts knows them."""
 
+import asyncio
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.support import intake, service
@@ -12,8 +14,14 @@ from services.support.schemas import InboundMessage, TicketCreate
 from services.support.tests.helpers import apply, event_handlers, outbox
 from shared import topics
 from shared.contracts import support
-from shared.events import CONTACT_CREATED, CONTACT_ERASED, Envelope, decode_event
-from shared.testing import app_of, one_write_waits_for_another, postgres_only
+from shared.events import (
+    CONTACT_CREATED,
+    CONTACT_ERASED,
+    CONTACT_UPDATED,
+    Envelope,
+    decode_event,
+)
+from shared.testing import app_of, eventually, one_write_waits_for_another, postgres_only
 
 NOW = "2026-11-24T12:00:00+00:00"
 # The namespace support once derived stand-in ids from (uuid5 of the sender): it is public in
@@ -279,5 +287,67 @@ async def test_a_sender_becoming_known_while_their_message_arrives_gets_the_tick
     # ticket stayed under the unknown sender's placeholder in both cases.
     order = (receive, contact_created) if first == "intake" else (contact_created, receive)
     await one_write_waits_for_another(factory, *order)
+    [ticket] = (await client.get("/v1/tickets")).json()["items"]
+    assert (ticket["customer_id"], ticket["unknown_customer"]) == (contact, False)
+
+
+async def until_transactions_wait_for_locks(session: AsyncSession, count: int) -> None:
+    """Once ``count`` other PostgreSQL sessions of this database are blocked on a lock."""
+
+    async def blocked() -> None:
+        await session.execute(text("SELECT pg_stat_clear_snapshot()"))  # a fresh look each time
+        waiting = await session.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )
+        )
+        assert waiting >= count, f"{waiting} of {count} transactions wait for a lock"
+
+    await eventually(blocked, timeout=10)
+
+
+@postgres_only
+async def test_a_message_while_its_senders_contact_is_applied_twice_deadlocks_nothing(client):
+    """Intake holds an unknown sender's stand-in locks, then, finding the sender known after
+    all, takes the contact's; applying a contact event took the contact's, then the stand-in
+    ones. A message arriving while contacts' first event for its sender committed and the
+    next one (an update) was applied: each waited for the other, and PostgreSQL ended one
+    with a deadlock error (a 503 to the webhook, or the event retried)."""
+    factory = app_of(client).state.session_factory
+    handlers = event_handlers(client)
+    stand_in_key = app_of(client).state.settings.stand_in_key()
+    contact, email = str(uuid.uuid4()), "anna@example.com"
+    message = InboundMessage.model_validate(
+        {"channel": "email", "sender": {"kind": "email", "value": email}, "body": "Hi"}
+    )
+
+    async def in_a_transaction(work: Callable[[AsyncSession], Awaitable[object]]) -> None:
+        async with factory() as session:
+            await work(session)
+            await session.commit()
+
+    def contact_event(event_type: str) -> Callable[[AsyncSession], Awaitable[None]]:
+        envelope = Envelope(
+            id=str(uuid.uuid4()),
+            source="/crm/contacts",
+            type=event_type,
+            data=snapshot(contact, email=email),
+        )
+        return lambda session: handlers[event_type](session, envelope)
+
+    async with factory() as created, factory() as watcher:
+        await contact_event(CONTACT_CREATED)(created)  # applied, not committed yet
+        await created.flush()
+        # The sender is unknown to intake yet: it waits for the stand-in locks.
+        receiving = asyncio.create_task(
+            in_a_transaction(lambda s: intake.receive(s, message, stand_in_key=stand_in_key))
+        )
+        await until_transactions_wait_for_locks(watcher, 1)
+        updated = asyncio.create_task(in_a_transaction(contact_event(CONTACT_UPDATED)))
+        await until_transactions_wait_for_locks(watcher, 2)
+        await created.commit()
+    await asyncio.gather(receiving, updated)
+
     [ticket] = (await client.get("/v1/tickets")).json()["items"]
     assert (ticket["customer_id"], ticket["unknown_customer"]) == (contact, False)
