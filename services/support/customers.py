@@ -131,5 +131,5 @@ async def _close_tickets(session: AsyncSession, contact_id: uuid.UUID) -> None:
             ticket.status, rules.Action.close_for_erasure, assigned=ticket.agent_id is not None
         ).value
         ticket.closed_at = ticket.updated_at = now
-        events.status_changed(session, ticket, events.TICKET_CLOSED, now)
+        events.status_changed(session, ticket, events.TICKET_CLOSED, now, close_reason="erasure")
     await session.flush()

@@ -22,6 +22,7 @@ from shared.contracts.support import (  # noqa: F401 (re-exported for support's 
     TICKET_RESOLVED,
     TICKET_SATISFACTION_RATED,
     TICKET_SLA_BREACHED,
+    CloseReason,
     TicketAssigned,
     TicketClosed,
     TicketCustomerIdentified,
@@ -191,7 +192,15 @@ def customer_identified(
         interaction(session, _message_touch(ticket, message))
 
 
-def status_changed(session: AsyncSession, ticket: Ticket, event_type: str, at: datetime) -> None:
+def status_changed(
+    session: AsyncSession,
+    ticket: Ticket,
+    event_type: str,
+    at: datetime,
+    *,
+    close_reason: CloseReason | None = None,
+) -> None:
+    """``close_reason`` for ``ticket_closed``: an agent's close or the customer's erasure."""
     base = {"ticket_id": ticket.id, "customer_id": ticket.customer_id}
     data: TicketEvent
     if event_type == TICKET_RESOLVED:
@@ -199,7 +208,8 @@ def status_changed(session: AsyncSession, ticket: Ticket, event_type: str, at: d
     elif event_type == TICKET_REOPENED:
         data = TicketReopened(**base, reopened_at=at)
     else:
-        data = TicketClosed(**base, closed_at=at)
+        assert close_reason is not None
+        data = TicketClosed(**base, closed_at=at, reason=close_reason)
     ticket_event(session, event_type, data)
 
 

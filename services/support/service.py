@@ -397,7 +397,9 @@ async def change_status(
         ticket.closed_at = when
     ticket.updated_at = now
     await session.flush()
-    events.status_changed(session, ticket, STATUS_EVENTS[action], when)
+    # POST /close is an agent's (the erasure's close is customers.py's).
+    reason: events.CloseReason | None = "agent" if action == Action.close else None
+    events.status_changed(session, ticket, STATUS_EVENTS[action], when, close_reason=reason)
     if action == Action.resolve:
         await _flag_late(session, ticket, now)
     return ticket

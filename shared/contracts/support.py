@@ -2,6 +2,7 @@
 of contact details; message bodies and descriptions never leave support."""
 
 import uuid
+from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, Field
 
@@ -65,8 +66,19 @@ class TicketReopened(TicketEvent):
     reopened_at: AwareDatetime
 
 
+# Why a ticket closed: an agent closed it (a resolved ticket), or the customer's erasure did.
+CloseReason = Literal["agent", "erasure"]
+
+
 class TicketClosed(TicketEvent):
     closed_at: AwareDatetime
+    # Absent from events published before it existed: either reason, not known.
+    reason: CloseReason | None = Field(
+        default=None,
+        description="agent: an agent closed the resolved ticket (POST /v1/tickets/{id}/close); "
+        "erasure: the customer's erasure closed it, resolved or not. Absent from events "
+        "published before the field existed: not known",
+    )
 
 
 class TicketSatisfactionRated(TicketEvent):

@@ -194,6 +194,8 @@ class TestLifecycle:
             "crm.support.ticket_satisfaction_rated.v1",
             "crm.support.ticket_closed.v1",
         ]
+        closed_event = json.loads((await outbox(client, topics.SUPPORT))[-1].value)["data"]
+        assert closed_event["reason"] == "agent"  # not the customer's erasure
         touches = [json.loads(r.value)["data"] for r in await outbox(client, topics.INTERACTIONS)]
         assert [(t["kind"], t["direction"], t["actor"]) for t in touches] == [
             ("ticket_opened", "inbound", None),

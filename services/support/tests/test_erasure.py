@@ -13,6 +13,7 @@ from services.support import service, sla
 from services.support.models import Ticket
 from services.support.tests.helpers import apply, event_handlers, new_agent, new_ticket, outbox
 from shared import topics
+from shared.contracts import support
 from shared.db import on_postgres
 from shared.events import CONTACT_ERASED, Envelope
 from shared.testing import (
@@ -73,6 +74,7 @@ class TestErasure:
             t["id"] for t in (pending, waiting, resolved)
         )
         assert {(c["key"], c["customer_id"]) for c in closed} == {(customer, customer)}
+        assert {c["reason"] for c in closed} == {"erasure"}  # no agent's close
 
         # An erasure applied again (a redelivery, a merge of the erased id) closes nothing more.
         await apply(client, CONTACT_ERASED, erasure(customer))
@@ -212,3 +214,9 @@ async def test_an_erasure_arriving_while_the_sweep_checks_the_ticket_is_not_undo
         if json.loads(row.value)["data"]["ticket_id"] == ticket["id"]
     ]
     assert types[-1] == "ticket_closed", types
+
+
+def test_a_ticket_closed_published_before_its_reason_still_reads():
+    old = {"ticket_id": str(uuid.uuid4()), "customer_id": str(uuid.uuid4())}
+    closed = support.TicketClosed.model_validate({**old, "closed_at": "2026-11-24T00:00:00Z"})
+    assert closed.reason is None  # an agent's close or an erasure's: not known
