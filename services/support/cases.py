@@ -2,7 +2,7 @@
 
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -10,6 +10,7 @@ from services.support import rules
 from services.support.models import Macro, Ticket, TicketMessage
 from services.support.schemas import MacroCreate, SimilarCase
 from services.support.service import get_ticket
+from shared.customer_view.models import CustomerProfile, ProfileStatus
 from shared.errors import Conflict, NotFound
 from shared.events import utcnow
 
@@ -35,6 +36,12 @@ async def similar(session: AsyncSession, ticket_id: uuid.UUID, limit: int) -> li
                 Ticket.status.in_(["resolved", "closed"]),
                 # Solved: the customer's erasure closes a ticket unresolved, no case to go by.
                 Ticket.resolved_at.is_not(None),
+                # Nor is one solved for a customer erased since: subject, description and
+                # answers are blanked, nothing to go by but the category.
+                ~exists().where(
+                    CustomerProfile.contact_id == Ticket.customer_id,
+                    CustomerProfile.status == ProfileStatus.erased.value,
+                ),
                 Ticket.id != ticket_id,
             )
             .order_by(Ticket.resolved_at.desc(), Ticket.id)

@@ -123,6 +123,24 @@ class TestErasure:
         assert similar.status_code == 200, similar.text
         assert [case["ticket_id"] for case in similar.json()["items"]] == [solved["id"]]
 
+    async def test_a_ticket_it_closed_solved_is_no_similar_case_either(self, client):
+        # Resolved before the erasure, it kept its resolution, and came up (the same category)
+        # as a solved case with nothing in it: subject and answer "[erased]".
+        agent = await new_agent(client)
+        fields = {"category": "printers", "attributes": {"product_model": "X-200"}}
+        erased = await new_ticket(client, **fields)
+        reply = {"author_type": "agent", "author_id": agent["id"], "body": "Is it plugged in?"}
+        assert (await client.post(f"/v1/tickets/{erased['id']}/messages", json=reply)).is_success
+        assert (await client.post(f"/v1/tickets/{erased['id']}/resolve")).status_code == 200
+        await apply(client, CONTACT_ERASED, erasure(erased["customer_id"]))
+        solved = await new_ticket(client, **fields)
+        assert (await client.post(f"/v1/tickets/{solved['id']}/resolve")).status_code == 200
+
+        asking = await new_ticket(client, **fields)
+        similar = await client.get(f"/v1/tickets/{asking['id']}/similar")
+        assert similar.status_code == 200, similar.text
+        assert [case["ticket_id"] for case in similar.json()["items"]] == [solved["id"]]
+
 
 @postgres_only
 async def test_an_erasure_waits_for_a_change_to_the_ticket_then_closes_it(client):
