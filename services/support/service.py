@@ -334,9 +334,14 @@ async def add_message(
         sent_at=data.sent_at or now,
     )
     if data.author_type == "agent":
-        ticket.agent_replied_at = message.sent_at
-        if ticket.first_response_at is None:
-            ticket.first_response_at = message.sent_at
+        # An answer dated before those recorded (synced late, imported) moves neither the
+        # last answer back (the sweep would re-assign a ticket answered since its assignment)
+        # nor the first answer forward.
+        sent_at = message.sent_at
+        if ticket.agent_replied_at is None or sent_at > ticket.agent_replied_at:
+            ticket.agent_replied_at = sent_at
+        if ticket.first_response_at is None or sent_at < ticket.first_response_at:
+            ticket.first_response_at = sent_at
     if before != ticket.status:
         ticket.resolved_at = None  # reopened: no longer resolved, as POST /reopen has it
     ticket.updated_at = now

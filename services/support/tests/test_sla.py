@@ -172,6 +172,39 @@ class TestSweep:
         assert data["previous_agent_id"] == first["id"] and data["agent_id"] == second["id"]
         assert reassigned.key == ticket["customer_id"]
 
+    async def test_an_earlier_answer_arriving_late_does_not_undo_a_later_one(self, client):
+        """An agent's message dated before their last answer (a reply synced late from a mail
+        client, an import) took the ticket's last answer back to its date: before the
+        assignment, so the sweep moved a ticket its agent had answered."""
+        await client.put("/v1/sla-policies/normal", json={"reassign_after_minutes": 15})
+        agent = await new_agent(client, name="First")
+        ticket = await new_ticket(client)
+        assigned_at = datetime.now(UTC) - timedelta(hours=1)
+        async with app_of(client).state.session_factory() as session:
+            await session.execute(
+                update(Ticket)
+                .where(Ticket.id == uuid.UUID(ticket["id"]))
+                .values(opened_at=assigned_at - timedelta(minutes=30), assigned_at=assigned_at)
+            )
+            await session.commit()
+        await new_agent(client, name="Second")
+        for minutes in (5, -20):  # answered since the assignment; then the earlier answer
+            answer = await client.post(
+                f"/v1/tickets/{ticket['id']}/messages",
+                json={
+                    "author_type": "agent",
+                    "author_id": agent["id"],
+                    "body": "Looking into it",
+                    "sent_at": (assigned_at + timedelta(minutes=minutes)).isoformat(),
+                },
+            )
+            assert answer.status_code == 201, answer.text
+
+        assert (await sweep_at(client, assigned_at + timedelta(minutes=30))).reassigned == 0
+        read = (await client.get(f"/v1/tickets/{ticket['id']}")).json()
+        assert read["agent_id"] == agent["id"]
+        assert read["first_response_at"] == read["messages"][0]["sent_at"]  # the earlier one
+
     async def test_nobody_free_means_it_stays_and_breaches_are_flagged_once(self, client):
         await client.put(
             "/v1/sla-policies/urgent",
