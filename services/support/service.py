@@ -389,6 +389,12 @@ async def change_status(
     session: AsyncSession, ticket_id: uuid.UUID, action: Action, at: datetime | None = None
 ) -> Ticket:
     ticket = await get_ticket(session, ticket_id, lock=True)
+    if at is not None and at < ticket.opened_at:
+        # A resolution before the opening: a negative resolution time in every KPI.
+        raise InvalidInput(
+            f"{at.isoformat()} is before the ticket was opened ({ticket.opened_at.isoformat()})",
+            field="at",
+        )
     ticket.status = rules.transition(
         ticket.status, action, assigned=ticket.agent_id is not None
     ).value

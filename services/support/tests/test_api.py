@@ -157,7 +157,7 @@ class TestOpenTicket:
 class TestLifecycle:
     async def test_open_assign_message_resolve_rate_close(self, client):
         agent = await new_agent(client, available=False)
-        ticket = await new_ticket(client)
+        ticket = await new_ticket(client, opened_at="2026-11-24T09:00:00Z")  # before its `at`
         tid = ticket["id"]
         assigned = await client.post(f"/v1/tickets/{tid}/assign", json={"agent_id": agent["id"]})
         assert assigned.status_code == 200 and assigned.json()["status"] == "pending"

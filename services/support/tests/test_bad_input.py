@@ -115,6 +115,8 @@ CASES = [
     ("POST", "/v1/tickets/{ticket}/assign", {}, 422, "agent_id"),
     ("POST", "/v1/tickets/{ticket}/resolve", {"at": "yesterday"}, 422, "at"),
     ("POST", "/v1/tickets/{ticket}/resolve", {"at": NEXT_YEAR}, 422, "at"),
+    # Before the ticket was opened (now): a negative resolution time in every KPI.
+    ("POST", "/v1/tickets/{ticket}/resolve", {"at": "2020-01-01T00:00:00Z"}, 422, "at"),
     ("POST", "/v1/tickets", {**TICKET, "opened_at": NEXT_YEAR}, 422, "opened_at"),
     (
         "POST",
