@@ -172,6 +172,8 @@ async def add_identity(contact_id: uuid.UUID, body: IdentityIn, session: Session
 async def set_preferences(
     contact_id: uuid.UUID, body: PreferencesUpdate, session: SessionDep
 ) -> ContactPreferences:
+    """Replaces the contact's preferences: one left out is back to its default (a PATCH of
+    the contact changes only the preferences it sends)."""
     contact = await service.set_preferences(session, contact_id, body)
     return ContactPreferences.model_validate(contact.preferences)
 

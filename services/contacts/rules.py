@@ -3,7 +3,7 @@
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from rapidfuzz import fuzz
 
@@ -55,6 +55,12 @@ def best_matches(
 ) -> list[tuple[K, float]]:
     scored = [(key, similarity(person, other)) for key, other in candidates]
     return sorted([(k, s) for k, s in scored if s >= threshold], key=lambda pair: -pair[1])
+
+
+def patched_preferences(stored: ContactPreferences, sent: dict[str, Any]) -> ContactPreferences:
+    """The stored preferences with the fields a PATCH sent (``null`` clears one) replaced;
+    the fields it left out are kept."""
+    return ContactPreferences.model_validate({**stored.model_dump(), **sent})
 
 
 def merged_preferences(

@@ -89,7 +89,11 @@ class ContactUpdate(_Input):
     phone: Phone | None = None
     company: Company | None = None
     external_id: ExternalId | None = None
-    preferences: PreferencesIn | None = None
+    preferences: PreferencesIn | None = Field(
+        default=None,
+        description="only the preferences sent change, the others are kept;"
+        " null sets them all back to the defaults",
+    )
 
     @field_validator("first_name")
     @classmethod

@@ -298,8 +298,18 @@ async def update_contact(
     contact = await _writable(session, contact_id)
     values: dict[str, Any] = changes.model_dump(exclude_unset=True, mode="json")
     if "preferences" in values:
-        # null clears them: the defaults a new contact has.
-        values["preferences"] = _stored_preferences(changes.preferences)
+        # null clears them (the defaults a new contact has); else only the preferences sent
+        # change: a PATCH of the preferred channel alone must not drop an opt-out.
+        values["preferences"] = (
+            _stored_preferences(None)
+            if changes.preferences is None
+            else _stored_preferences(
+                rules.patched_preferences(
+                    ContactPreferences.model_validate(contact.preferences or {}),
+                    changes.preferences.model_dump(exclude_unset=True),
+                )
+            )
+        )
     if "phone" in values and values["phone"] is not None:
         try:
             values["phone"] = contact_rules.normalize_phone(

@@ -264,6 +264,40 @@ class TestUpdateContact:
         assert await outbox_values(client) == published
         assert (await get(client, contact["id"]))["updated_at"] == contact["updated_at"]
 
+    async def test_a_patch_of_some_preferences_keeps_the_others(self, client):
+        # It replaced the whole object: a PATCH of the preferred channel alone reset the
+        # others to their defaults, and the customer's SMS opt-out was lost.
+        quiet = {"start": "21:00", "end": "08:00", "timezone": "Europe/Berlin"}
+        contact = await create(
+            client,
+            preferences={
+                "opted_out_channels": ["sms"],
+                "quiet_hours": quiet,
+                "max_outbound_per_week": 2,
+            },
+        )
+        response = await client.patch(
+            f"/v1/contacts/{contact['id']}",
+            json={"preferences": {"preferred_channel": "email", "quiet_hours": None}},
+        )
+        assert response.status_code == 200, response.text
+        wanted = {
+            "opted_out_channels": ["sms"],
+            "preferred_channel": "email",
+            "quiet_hours": None,
+            "max_outbound_per_week": 2,
+        }
+        assert response.json()["preferences"] == wanted
+        assert (await get(client, contact["id"]))["preferences"] == wanted
+        published = await outbox_values(client)
+        assert json.loads(published[-1])["data"]["preferences"] == wanted
+        # The same few fields again change nothing and publish nothing.
+        response = await client.patch(
+            f"/v1/contacts/{contact['id']}", json={"preferences": {"preferred_channel": "email"}}
+        )
+        assert response.status_code == 200, response.text
+        assert await outbox_values(client) == published
+
     async def test_null_preferences_are_the_defaults(self, client):
         contact = await create(client, preferences={"opted_out_channels": ["sms"]})
         response = await client.patch(f"/v1/contacts/{contact['id']}", json={"preferences": None})
