@@ -180,6 +180,20 @@ class TestCreateContact:
             tuple(sorted((jose["id"], other["id"])))
         }
 
+    @pytest.mark.parametrize("last_name", ["O’Neil", "O Neil", "ONeil", "O-Neil", "oʼneil"])
+    async def test_a_name_with_its_apostrophe_written_another_way_is_a_possible_duplicate(
+        self, client, last_name
+    ):
+        # The apostrophe (typographic, left out or a space) was part of the blocking key:
+        # O'Neil and O’Neil were never compared, so never suggested.
+        sean = await create(client, first_name="Sean", last_name="O'Neil", company="Acme")
+        other = await create(client, first_name="Sean", last_name=last_name)
+        assert [m["id"] for m in other["possible_duplicates"]] == [sean["id"]]
+        pairs = (await client.get("/v1/contacts/duplicates")).json()["items"]
+        assert {(p["contact_id"], p["duplicate_id"]) for p in pairs} == {
+            tuple(sorted((sean["id"], other["id"])))
+        }
+
     async def test_names_are_stored_in_one_unicode_form(self, client):
         # A decomposed name (as macOS writes it) was not found by a search typed on a keyboard.
         decomposed = unicodedata.normalize("NFD", "Zoë")

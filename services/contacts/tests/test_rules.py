@@ -88,8 +88,9 @@ class TestNormalizeCountry:
 
 
 class TestBlockingKey:
-    def test_lower_cases_and_collapses_spaces(self) -> None:
-        assert blocking_key("  Van  der BERG ") == "van der berg"
+    def test_lower_cases_and_leaves_out_spaces(self) -> None:
+        # Van der Berg and Vanderberg are one name.
+        assert blocking_key("  Van  der BERG ") == blocking_key("Vanderberg") == "vanderberg"
 
     @pytest.mark.parametrize("raw", [None, "", "   "])
     def test_empty_values_have_no_key(self, raw: str | None) -> None:
@@ -107,6 +108,26 @@ class TestBlockingKey:
     def test_the_same_name_however_written_has_one_key(self, raw: str) -> None:
         assert blocking_key(raw) == "muller"
 
+    @pytest.mark.parametrize(
+        "raw",
+        [
+            "O'Neil",
+            "O’Neil",  # typographic apostrophe (word processors, phones)
+            "OʼNeil",  # modifier letter apostrophe
+            "O´Neil",  # an acute accent typed for one
+            "O`Neil",
+            "O Neil",
+            "ONeil",
+            "O-Neil",
+            " o.  neil ",
+        ],
+    )
+    def test_apostrophes_punctuation_and_spaces_do_not_count(self, raw: str) -> None:
+        assert blocking_key(raw) == "oneil"
+
+    def test_letters_of_other_scripts_are_kept(self) -> None:
+        assert blocking_key("佐々木") == "佐々木"  # Sasaki
+
 
 class TestSimilarity:
     @pytest.mark.parametrize(
@@ -116,6 +137,9 @@ class TestSimilarity:
             (Person("Jonathan", "Miller", None), Person("Jonathon", "Miller", None)),
             (Person("Katharina", "Weber", "Globex"), Person("Katharina", "Webber", "Globex")),
             (Person("Schmidt", "Anna", None), Person("Anna", "Schmidt", None)),  # swapped fields
+            (Person("Sean", "O'Neil", None), Person("Sean", "O Neil", "Acme")),
+            (Person("Mary", "Smith-Jones", None), Person("Mary", "Smith Jones", None)),
+            (Person("Anna", "Van der Berg", None), Person("Anna", "Vanderberg", None)),
         ],
     )
     def test_same_person_with_a_typo_scores_above_85(self, a: Person, b: Person) -> None:
