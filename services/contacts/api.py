@@ -108,7 +108,8 @@ async def list_duplicates(
 
 @router.post("/contacts/import", dependencies=write)
 async def import_contacts(request: Request, session: SessionDep) -> ImportResult:
-    """CSV (``text/csv``, header row) or NDJSON (``application/x-ndjson``), up to 10,000 rows."""
+    """CSV (``text/csv``, header row; cells separated by commas, semicolons or tabs, as the
+    header line shows) or NDJSON (``application/x-ndjson``), up to 10,000 rows."""
     rows = importer.parse_rows(
         await request.body(),
         request.headers.get("content-type", ""),

@@ -784,6 +784,35 @@ class TestImport:
         contacts = {c["external_id"]: c for c in await all_contacts(client)}
         assert (contacts["c-1"]["company"], contacts["c-3"]["country"]) == ("Acme", "IT")
 
+    @pytest.mark.parametrize("delimiter", [";", "\t"], ids=["semicolon", "tab"])
+    async def test_a_csv_file_delimited_by_semicolons_or_tabs_is_read(self, client, delimiter):
+        # Excel set to a European locale writes "CSV" with semicolons (a comma is the decimal
+        # sign there): the header was read as one unknown column, and the file refused.
+        body = (
+            "\ufeffexternal_id;first_name;last_name;email;phone;country;company\r\n"
+            "c-1;Anna;Schmidt;anna@example.com;030 1234567;DE;Schmidt, Weber & Co\r\n"
+            "c-2;Bob;Jones;not-an-email;;;Globex\r\n"
+            '"c-3";"Carla";"Rossi";"carla@example.com";;"IT";"Rossi; Figli"\r\n'
+        ).replace(";", delimiter)
+        response = await import_file(client, body, CSV)
+        assert response.status_code == 200, response.text
+        result = response.json()
+        assert (result["created"], result["failed"]) == (2, 1)
+        assert [(e["row"], e["field"]) for e in result["errors"]] == [(2, "email")]
+        contacts = {c["external_id"]: c for c in await all_contacts(client)}
+        assert contacts["c-1"]["company"] == "Schmidt, Weber & Co"
+        assert contacts["c-1"]["phone"] == "+49301234567"
+        assert contacts["c-3"]["company"] == f"Rossi{delimiter} Figli"
+
+    async def test_a_comma_delimited_file_with_semicolons_in_its_cells_is_read_by_commas(
+        self, client
+    ):
+        body = 'first_name,company\nAnna,"Acme; Globex; Initech"\nBob,"a;b;c;d"\n'
+        result = (await import_file(client, body, CSV)).json()
+        assert result["created"] == 2
+        companies = {c["company"] for c in await all_contacts(client)}
+        assert companies == {"Acme; Globex; Initech", "a;b;c;d"}
+
     async def test_ndjson_keeps_good_rows_and_reports_bad_ones(self, client):
         lines = [
             json.dumps({"first_name": "Anna", "email": "anna@example.com", "external_id": "n-1"}),
