@@ -32,11 +32,13 @@ CSV_COLUMNS = frozenset(
 )
 UPDATABLE = ("first_name", "last_name", "company", "country")
 
+# A row of the file: the line it starts on (1-based, blank lines counted, a CSV header is
+# line 1), and its values as a dict, or its error where it cannot even be read.
+Parsed = tuple[int, dict[str, Any] | ImportRowError]
 
-def parse_rows(
-    body: bytes, content_type: str, max_rows: int
-) -> list[dict[str, Any] | ImportRowError]:
-    """Rows as dicts, or a row error where a line cannot even be read."""
+
+def parse_rows(body: bytes, content_type: str, max_rows: int) -> list[Parsed]:
+    """The file's rows (blank lines are none), each with the line of the file it starts on."""
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -73,11 +75,11 @@ def csv_delimiter(text: str) -> str:
         return ","
 
 
-def _csv_rows(text: str) -> list[dict[str, Any] | ImportRowError]:
+def _csv_rows(text: str) -> list[Parsed]:
     # newline="": lines may end in CRLF, LF or a lone CR (Excel for Mac), as the csv module
     # expects its file to be opened. Only the delimiter is taken from the sniffer; quoting
     # stays the csv module's default.
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=csv_delimiter(text))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=csv_delimiter(text))
     try:
         return _read_csv(reader)
     except csv.Error as exc:  # past this, the reader cannot tell where the rows are
@@ -86,8 +88,8 @@ def _csv_rows(text: str) -> list[dict[str, Any] | ImportRowError]:
         ) from None
 
 
-def _read_csv(reader: "csv.DictReader[str]") -> list[dict[str, Any] | ImportRowError]:
-    header = [name.strip() for name in reader.fieldnames or []]
+def _read_csv(reader: "csv._reader") -> list[Parsed]:
+    header = [name.strip() for name in next(reader, [])]
     unknown = sorted(set(header) - CSV_COLUMNS)
     if unknown:
         raise InvalidInput(
@@ -97,54 +99,58 @@ def _read_csv(reader: "csv.DictReader[str]") -> list[dict[str, Any] | ImportRowE
     if repeated:
         # Only one of them would be read: the other's values would be dropped unseen.
         raise InvalidInput(f"columns named more than once: {repeated}", field="header")
-    reader.fieldnames = header
-    rows: list[dict[str, Any] | ImportRowError] = []
-    for row in reader:
-        if None in row:  # more cells than the header has columns
-            rows.append(
-                ImportRowError(row=len(rows) + 1, field="row", reason="more cells than columns")
+    rows: list[Parsed] = []
+    while True:
+        # A row starts on the line after the one the row before it ended on: blank lines
+        # and cells over several lines are counted as the file's reader sees them.
+        line = reader.line_num + 1
+        cells = next(reader, None)
+        if cells is None:
+            return rows
+        if not cells:
+            continue  # a blank line
+        if len(cells) > len(header):
+            error = ImportRowError(
+                row=len(rows) + 1, line=line, field="row", reason="more cells than columns"
             )
+            rows.append((line, error))
             continue
-        rows.append({k: v.strip() for k, v in row.items() if v is not None and v.strip() != ""})
-    return rows
+        # Fewer cells than columns: the others are empty.
+        values = {k: v.strip() for k, v in zip(header, cells, strict=False) if v.strip() != ""}
+        rows.append((line, values))
 
 
-def _ndjson_rows(text: str) -> list[dict[str, Any] | ImportRowError]:
-    rows: list[dict[str, Any] | ImportRowError] = []
-    for line in text.splitlines():
+def _ndjson_rows(text: str) -> list[Parsed]:
+    rows: list[Parsed] = []
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
-            rows.append(
-                ImportRowError(row=len(rows) + 1, field="row", reason=f"malformed JSON: {exc}")
-            )
-            continue
-        if not isinstance(value, dict):
-            rows.append(
-                ImportRowError(
-                    row=len(rows) + 1, field="row", reason="each line must be a JSON object"
-                )
-            )
-            continue
-        rows.append(value)
+            reason = f"malformed JSON: {exc}"
+        else:
+            if isinstance(value, dict):
+                rows.append((number, value))
+                continue
+            reason = "each line must be a JSON object"
+        error = ImportRowError(row=len(rows) + 1, line=number, field="row", reason=reason)
+        rows.append((number, error))
     return rows
 
 
-async def import_contacts(
-    session: AsyncSession, rows: list[dict[str, Any] | ImportRowError]
-) -> ImportResult:
+async def import_contacts(session: AsyncSession, rows: list[Parsed]) -> ImportResult:
     """Create new contacts, update those matched by ``external_id``; every row reported."""
     errors: list[ImportRowError] = []
     ids: list[uuid.UUID | None] = [None] * len(rows)
+    lines = [line for line, _ in rows]
     valid: dict[int, ContactFields] = {}
-    for index, row in enumerate(rows):
+    for index, (line, row) in enumerate(rows):
         if isinstance(row, ImportRowError):
             errors.append(row)
             continue
         if (field := where_nul(row)) is not None:
-            errors.append(ImportRowError(row=index + 1, field=field, reason=NUL_REASON))
+            errors.append(ImportRowError(row=index + 1, line=line, field=field, reason=NUL_REASON))
             continue
         try:
             valid[index] = ContactFields.model_validate(row)
@@ -153,6 +159,7 @@ async def import_contacts(
             errors.append(
                 ImportRowError(
                     row=index + 1,
+                    line=line,
                     field=".".join(str(p) for p in first["loc"]) or "row",
                     reason=first["msg"],
                 )
@@ -181,11 +188,16 @@ async def import_contacts(
         row_no = index + 1
         if data.external_id and data.external_id in seen_external:
             errors.append(
-                ImportRowError(row=row_no, field="external_id", reason="repeated in this file")
+                ImportRowError(
+                    row=row_no,
+                    line=lines[index],
+                    field="external_id",
+                    reason="repeated in this file",
+                )
             )
             continue
         existing = by_external.get(data.external_id) if data.external_id else None
-        problem = _identity_problem(data, row_no, existing, owners, claimed)
+        problem = _identity_problem(data, row_no, lines, existing, owners, claimed)
         if problem:
             errors.append(problem)
             continue
@@ -245,6 +257,7 @@ async def _insert_new(session: AsyncSession, rows: list[dict[str, Any]]) -> None
 def _identity_problem(
     data: ContactFields,
     row_no: int,
+    lines: list[int],
     existing: Contact | None,
     owners: dict[tuple[str, str], uuid.UUID],
     claimed: dict[tuple[str, str], int],
@@ -256,11 +269,19 @@ def _identity_problem(
         owner = owners.get((f, value))
         if owner is not None and (existing is None or owner != existing.id):
             return ImportRowError(
-                row=row_no, field=f, reason="belongs to another contact", existing_id=owner
+                row=row_no,
+                line=lines[row_no - 1],
+                field=f,
+                reason="belongs to another contact",
+                existing_id=owner,
             )
         if (f, value) in claimed:
+            first = claimed[(f, value)]
             return ImportRowError(
-                row=row_no, field=f, reason=f"also used by row {claimed[(f, value)]}"
+                row=row_no,
+                line=lines[row_no - 1],
+                field=f,
+                reason=f"also used by row {first} (line {lines[first - 1]})",
             )
     return None
 

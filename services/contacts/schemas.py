@@ -170,7 +170,14 @@ class ContactPolicyUpdate(ContactPolicy):
 
 
 class ImportRowError(BaseModel):
-    row: int = Field(description="1-based data row (the CSV header is not counted)")
+    row: int = Field(
+        description="1-based data row (the CSV header and blank lines are not counted),"
+        " the row's place in ``ids``"
+    )
+    line: int = Field(
+        description="1-based line of the file the row starts on (blank lines are counted,"
+        " and a CSV header is line 1)"
+    )
     field: str
     reason: str
     existing_id: uuid.UUID | None = None

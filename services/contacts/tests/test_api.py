@@ -813,6 +813,40 @@ class TestImport:
         companies = {c["company"] for c in await all_contacts(client)}
         assert companies == {"Acme; Globex; Initech", "a;b;c;d"}
 
+    async def test_an_error_names_the_line_of_the_file_its_row_is_on(self, client):
+        # Blank lines (and a cell over two lines) are no rows: the row number alone, the
+        # row's place among the data rows, sent a reader of the file to the wrong line.
+        body = (
+            "first_name,email,company\r\n"  # line 1
+            "\r\n"
+            "Anna,anna@example.com,Acme\r\n"  # line 3, row 1
+            "\r\n"
+            "\r\n"
+            'Bob,not-an-email,"Globex\r\nEurope"\r\n'  # lines 6-7, row 2
+            "Carla,carla@example.com,Initech,extra\r\n"  # line 8, row 3
+            "\r\n"
+            "Dan,anna@example.com,Umbrella\r\n"  # line 10, row 4
+        )
+        result = (await import_file(client, body, CSV)).json()
+        assert (result["received"], result["created"]) == (4, 1)
+        assert [(e["row"], e["line"], e["field"]) for e in result["errors"]] == [
+            (2, 6, "email"),
+            (3, 8, "row"),
+            (4, 10, "email"),
+        ]
+        lines = [
+            "",
+            json.dumps({"first_name": "Eve"}),  # line 2, row 1
+            "   ",
+            "{not json",  # line 4, row 2
+            json.dumps({"last_name": "NoFirstName"}),  # line 5, row 3
+        ]
+        result = (await import_file(client, "\r\n".join(lines) + "\r\n", NDJSON)).json()
+        assert [(e["row"], e["line"], e["field"]) for e in result["errors"]] == [
+            (2, 4, "row"),
+            (3, 5, "first_name"),
+        ]
+
     async def test_ndjson_keeps_good_rows_and_reports_bad_ones(self, client):
         lines = [
             json.dumps({"first_name": "Anna", "email": "anna@example.com", "external_id": "n-1"}),
