@@ -171,6 +171,13 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
+        # SQLite's lower() folds ASCII letters only, so a case-insensitive search
+        # (lower(x) LIKE lower(q)) did not find émile by ÉMILE; PostgreSQL's folds them all.
+        dbapi_connection.create_function("lower", 1, _unicode_lower, deterministic=True)
+
+
+def _unicode_lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
 
 
 async def ensure_schema(engine: AsyncEngine, schema: str | None) -> None:

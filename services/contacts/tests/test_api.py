@@ -371,6 +371,29 @@ class TestListContacts:
     async def test_q_searches_name_email_phone_and_company(self, client, people, q, expected):
         assert await ids(client, q=q) == {people[name] for name in expected}
 
+    @pytest.mark.parametrize(
+        ("q", "expected"),
+        [
+            ("ÉMILE", {"émile", "Émile"}),
+            ("émile", {"émile", "Émile"}),
+            ("ÉMILE ZOL", {"émile", "Émile"}),  # first and last name
+            ("ØRSTED", {"Ørsted"}),  # company
+            ("ørsted", {"Ørsted"}),
+            ("ΑΘΗΝΆ", {"Αθηνά"}),
+            ("ПЁТР", {"Пётр"}),
+        ],
+    )
+    async def test_q_ignores_the_case_of_letters_beyond_ascii(self, client, q, expected):
+        # SQLite's lower() and LIKE fold ASCII letters only: ÉMILE did not find émile there.
+        people = {
+            "émile": (await create(client, first_name="émile", last_name="zola"))["id"],
+            "Émile": (await create(client, first_name="Émile", last_name="Zola"))["id"],
+            "Ørsted": (await create(client, first_name="Ada", company="Ørsted A/S"))["id"],
+            "Αθηνά": (await create(client, first_name="Αθηνά"))["id"],
+            "Пётр": (await create(client, first_name="Пётр"))["id"],
+        }
+        assert await ids(client, q=q) == {people[name] for name in expected}
+
     async def test_cursor_paging_returns_every_contact_exactly_once(self, client):
         created = [(await create(client, first_name=f"Person{n}"))["id"] for n in range(7)]
         pages: list[list[str]] = []
