@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import re
 import uuid
 from collections import Counter
 from typing import Any
@@ -122,7 +123,9 @@ def _read_csv(reader: "csv._reader") -> list[Parsed]:
 
 def _ndjson_rows(text: str) -> list[Parsed]:
     rows: list[Parsed] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Lines end in LF, CRLF or a lone CR, none of which a JSON text holds unescaped; not at
+    # str.splitlines()'s other breaks (U+2028, U+2029, U+0085...), which a JSON string may.
+    for number, line in enumerate(re.split(r"\r\n?|\n", text), start=1):
         if not line.strip():
             continue
         try:

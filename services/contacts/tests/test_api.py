@@ -893,6 +893,21 @@ class TestImport:
         assert set(names) == {"Anna", "Eve"}
         assert names["Eve"]["preferences"]["opted_out_channels"] == ["sms"]
 
+    async def test_an_ndjson_line_is_split_at_line_feeds_only(self, client):
+        # JSON may hold U+2028, U+2029 and U+0085 unescaped in a string (JavaScript's
+        # JSON.stringify and ensure_ascii=False write them so): str.splitlines() split such
+        # a line in two, and the file's two good rows were four malformed ones.
+        lines = [
+            {"first_name": "Anna", "company": "Acme\u2028Europe"},
+            {"first_name": "Bob\u0085", "last_name": "Jones\u2029"},
+        ]
+        body = "\r\n".join(json.dumps(line, ensure_ascii=False) for line in lines) + "\r"
+        result = await import_file(client, body + json.dumps({"first_name": "Carl"}), NDJSON)
+        result = result.json()
+        assert (result["received"], result["created"], result["failed"]) == (3, 3, 0)
+        companies = {c["first_name"]: c["company"] for c in await all_contacts(client)}
+        assert companies["Anna"] == "Acme\u2028Europe"
+
     async def test_a_row_holding_u0000_is_reported_and_the_others_kept(self, client):
         # PostgreSQL cannot store U+0000 in text: the whole import was a 500 there.
         csv_file = "first_name,company\nAnna,Acme\nBob,Glo\x00bex\n"
