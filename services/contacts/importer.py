@@ -13,7 +13,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.contacts import events
+from services.contacts import events, rules
 from services.contacts.models import Contact, ContactIdentity, ContactStatus
 from services.contacts.schemas import ContactFields, ImportResult, ImportRowError
 from services.contacts.service import (
@@ -24,7 +24,7 @@ from services.contacts.service import (
 )
 from shared.db import lock_customers
 from shared.errors import Conflict, InvalidInput
-from shared.events import utcnow
+from shared.events import ContactPreferences, utcnow
 from shared.outbox import add_rows
 from shared.values import NUL_REASON, where_nul
 
@@ -343,8 +343,11 @@ def _apply_update(contact: Contact, data: ContactFields, now: Any) -> bool:
             setattr(contact, f, value)
             changed = True
     if data.preferences is not None:
-        prefs = data.preferences.model_dump(mode="json")
-        if prefs != contact.preferences:
+        # As the row's other fields: the preferences it holds change, the others are kept.
+        stored = ContactPreferences.model_validate(contact.preferences or {})
+        sent = data.preferences.model_dump(exclude_unset=True)
+        prefs = rules.patched_preferences(stored, sent).model_dump(mode="json")
+        if prefs != stored.model_dump(mode="json"):
             contact.preferences = prefs
             changed = True
     if changed:

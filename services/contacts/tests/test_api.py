@@ -947,6 +947,30 @@ class TestImport:
         assert identities(carla) == {("email", "carla@new.example")}
         assert len(await all_contacts(client)) == 2
 
+    async def test_a_row_with_some_preferences_keeps_the_contacts_others(self, client):
+        # As with the rest of the row, only what it holds changes: a row naming the preferred
+        # channel reset the others, and the customer's SMS opt-out was lost.
+        anna = await create(
+            client,
+            external_id="erp-1",
+            preferences={"opted_out_channels": ["sms"], "max_outbound_per_week": 2},
+        )
+        row = {
+            "external_id": "erp-1",
+            "first_name": "Anna",
+            "preferences": {"preferred_channel": "email"},
+        }
+        result = (await import_file(client, json.dumps(row) + "\n", NDJSON)).json()
+        assert (result["updated"], result["failed"]) == (1, 0)
+        assert (await get(client, anna["id"]))["preferences"] == {
+            "opted_out_channels": ["sms"],
+            "preferred_channel": "email",
+            "quiet_hours": None,
+            "max_outbound_per_week": 2,
+        }
+        again = (await import_file(client, json.dumps(row) + "\n", NDJSON)).json()
+        assert (again["updated"], again["unchanged"]) == (0, 1)
+
     async def test_a_row_making_a_secondary_identity_primary_updates_the_contact(self, client):
         # The contact already holds the row's e-mail and phone as further identities: the
         # whole import was a 500 (the identity inserted a second time).
