@@ -90,7 +90,8 @@ def _csv_rows(text: str) -> list[Parsed]:
 
 
 def _read_csv(reader: "csv._reader") -> list[Parsed]:
-    header = [name.strip() for name in next(reader, [])]
+    # The first line that is not blank: csv.reader reads a blank line as a row of no cells.
+    header = [name.strip() for name in next((cells for cells in reader if cells), [])]
     unknown = sorted(set(header) - CSV_COLUMNS)
     if unknown:
         raise InvalidInput(

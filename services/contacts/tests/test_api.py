@@ -870,6 +870,14 @@ class TestImport:
             (3, 5, "first_name"),
         ]
 
+    async def test_blank_lines_before_the_csv_header_are_skipped(self, client):
+        # The blank first line was read as a header naming no columns: every row, the real
+        # header's too, failed with "more cells than columns".
+        body = "\r\n\r\nfirst_name,email\r\nAnna,anna@example.com\r\nBob,not-an-email\r\n"
+        result = (await import_file(client, body, CSV)).json()
+        assert (result["received"], result["created"]) == (2, 1)
+        assert [(e["row"], e["line"], e["field"]) for e in result["errors"]] == [(2, 5, "email")]
+
     async def test_ndjson_keeps_good_rows_and_reports_bad_ones(self, client):
         lines = [
             json.dumps({"first_name": "Anna", "email": "anna@example.com", "external_id": "n-1"}),
