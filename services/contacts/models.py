@@ -32,7 +32,7 @@ class Contact(Base):
     country: Mapped[str | None] = mapped_column(String(2))
     external_id: Mapped[str | None] = mapped_column(String(128), unique=True)
     preferences: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    # Lower-cased blocking keys for near-duplicate search.
+    # Blocking keys for near-duplicate search (rules.blocking_key: at most 100 characters).
     last_name_key: Mapped[str | None] = mapped_column(String(100), index=True)
     company_key: Mapped[str | None] = mapped_column(String(200), index=True)
     merged_into: Mapped[uuid.UUID | None] = mapped_column(Uuid)

@@ -31,13 +31,18 @@ def folded(value: str) -> str:
     return unicodedata.normalize("NFC", " ".join(bare.split()))
 
 
+# A key's first characters only, as many as its shortest column holds: folding lengthens a
+# name (ß is ss, a ligature or a unit sign several letters).
+BLOCKING_KEY_LENGTH = 100
+
+
 def blocking_key(value: str | None) -> str | None:
     """The folded value without spaces: contacts sharing a key are compared for duplicates
     (O Neil and ONeil, Van der Berg and Vanderberg, share one).
     Migration 0004 recomputes the stored keys with a copy of this: change both together."""
     if not value:
         return None
-    return "".join(folded(value).split()) or None
+    return "".join(folded(value).split())[:BLOCKING_KEY_LENGTH] or None
 
 
 K = TypeVar("K")

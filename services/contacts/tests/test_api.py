@@ -194,6 +194,13 @@ class TestCreateContact:
             tuple(sorted((sean["id"], other["id"])))
         }
 
+    async def test_a_name_longer_once_folded_is_created(self, client):
+        # Its blocking key (ß is ss) overflowed the key's column: a 500 on PostgreSQL.
+        body = {"last_name": "Strauß" * 16, "company": "\ufdfa" * 14}
+        first = await create(client, **body)
+        second = await create(client, **body)
+        assert [m["id"] for m in second["possible_duplicates"]] == [first["id"]]
+
     async def test_names_are_stored_in_one_unicode_form(self, client):
         # A decomposed name (as macOS writes it) was not found by a search typed on a keyboard.
         decomposed = unicodedata.normalize("NFD", "Zoë")

@@ -5,9 +5,11 @@ import unicodedata
 import pytest
 
 from services.contacts.rules import (
+    BLOCKING_KEY_LENGTH,
     Person,
     best_matches,
     blocking_key,
+    folded,
     merged_preferences,
     similarity,
 )
@@ -124,6 +126,14 @@ class TestBlockingKey:
     )
     def test_apostrophes_punctuation_and_spaces_do_not_count(self, raw: str) -> None:
         assert blocking_key(raw) == "oneil"
+
+    @pytest.mark.parametrize("raw", ["ß" * 100, "\ufdfa" * 7, "\u3392" * 100])
+    def test_a_key_fits_its_column_however_long_the_name_folds(self, raw: str) -> None:
+        # ß folds to ss, a ligature or a unit sign to several letters (U+FDFA to 18): the
+        # key of a 100-character name overflowed its column, a 500 on PostgreSQL.
+        key = blocking_key(raw)
+        assert key is not None and len(key) == BLOCKING_KEY_LENGTH == 100
+        assert key == "".join(folded(raw).split())[:100]
 
     def test_letters_of_other_scripts_are_kept(self) -> None:
         assert blocking_key("佐々木") == "佐々木"  # Sasaki

@@ -44,7 +44,8 @@ def _key(value: str | None) -> str | None:
             or ch in _LETTER_APOSTROPHES
         )
     )
-    return unicodedata.normalize("NFC", "".join(bare.split())) or None
+    # At most 100 characters, the size of the shorter key column: folding lengthens a name.
+    return unicodedata.normalize("NFC", "".join(bare.split()))[:100] or None
 
 
 def upgrade() -> None:
