@@ -153,7 +153,10 @@ async def create_contact(
         session, Contact, data.contact_id, name="contact", field="contact_id", same=_same(data)
     )
     if earlier is not None:
-        return earlier, []
+        # Answered as the first time, its look-alikes included.
+        keys = ("id", "first_name", "last_name", "company", "last_name_key", "company_key")
+        found = {key: getattr(earlier, key) for key in keys}
+        return earlier, await near_duplicates(session, found, duplicate_threshold)
     owners = await find_identity_owners(session, _primary_identities(data))
     for (kind, _), owner in owners.items():
         raise duplicate_conflict(kind, owner)

@@ -136,6 +136,17 @@ class TestCreateContact:
         again = await client.post("/v1/contacts", json=body)
         assert again.status_code == 201 and again.json()["id"] == first["id"]
 
+    async def test_a_retry_is_answered_with_the_possible_duplicates_too(self, client):
+        # A retry is answered as the first time: it answered no possible duplicates, and a
+        # client whose first answer timed out never saw them.
+        anna = await create(client, last_name="Schmidt", company="Acme GmbH")
+        body = {"contact_id": str(uuid.uuid4()), "first_name": "Ana", "last_name": "Schmidt"}
+        first = await create(client, **body)
+        again = await create(client, **body)
+        assert again["id"] == first["id"]
+        assert again["possible_duplicates"] == first["possible_duplicates"]
+        assert [m["id"] for m in again["possible_duplicates"]] == [anna["id"]]
+
     async def test_a_near_match_is_created_and_returned_as_possible_duplicate(self, client):
         anna = await create(client, last_name="Schmidt", company="Acme GmbH")
         await create(client, first_name="Peter", last_name="Schmidt", company="Acme GmbH")
