@@ -281,12 +281,17 @@ async def list_contacts(
         digits = "".join(ch for ch in q if ch.isdigit()).lstrip("0")
         if len(digits) >= 4:
             conditions.append(Contact.phone.contains(digits))
-        if " " in text:
-            first, _, last = text.partition(" ")
+        words = " ".join(text.split())
+        if " " in words:
+            # A full name, or part of one (a first name may have two words: Anna Maria) ...
+            full_name = Contact.first_name + " " + Contact.last_name
+            conditions.append(full_name.icontains(words, autoescape=True))
+            # ... or the beginnings of a first and a last name (Ann Schm).
+            first, _, last = words.partition(" ")
             conditions.append(
                 and_(
                     Contact.first_name.istartswith(first, autoescape=True),
-                    Contact.last_name.istartswith(last.strip(), autoescape=True),
+                    Contact.last_name.istartswith(last, autoescape=True),
                 )
             )
         query = query.where(or_(*conditions))

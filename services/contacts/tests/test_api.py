@@ -390,6 +390,16 @@ class TestListContacts:
         assert await ids(client, q=q) == {people[name] for name in expected}
 
     @pytest.mark.parametrize(
+        "q", ["Anna Maria Schmidt", "anna maria schm", "Maria Schmidt", "Anna  Maria   Schmidt"]
+    )
+    async def test_q_finds_a_full_name_whose_first_name_has_two_words(self, client, q):
+        # The query was split at its first space only: the first name "Anna" and the last
+        # name "Maria Schmidt", and Anna Maria Schmidt was not found by her full name.
+        anna_maria = await create(client, first_name="Anna Maria", last_name="Schmidt")
+        await create(client, first_name="Maria", last_name="Schmitz")
+        assert await ids(client, q=q) == {anna_maria["id"]}
+
+    @pytest.mark.parametrize(
         ("q", "expected"),
         [
             ("ÉMILE", {"émile", "Émile"}),
