@@ -109,8 +109,8 @@ def _read_csv(reader: "csv._reader") -> list[Parsed]:
         cells = next(reader, None)
         if cells is None:
             return rows
-        if not cells:
-            continue  # a blank line
+        if not any(cell.strip() for cell in cells):
+            continue  # a blank line, or one of delimiters alone (Excel's row of empty cells)
         if len(cells) > len(header):
             error = ImportRowError(
                 row=len(rows) + 1, line=line, field="row", reason="more cells than columns"

@@ -898,6 +898,14 @@ class TestImport:
             (3, 5, "first_name"),
         ]
 
+    async def test_a_row_of_empty_cells_is_a_blank_line(self, client):
+        # Excel writes a row it holds formatting for but no values as delimiters alone: each
+        # such row was a failed one ("first_name: Field required"), at the end of many files.
+        body = "first_name;email;company\r\n;;\r\nAnna;anna@example.com;\r\n ; ;\r\n;;\r\n"
+        result = (await import_file(client, body, CSV)).json()
+        assert (result["received"], result["created"], result["failed"]) == (1, 1, 0)
+        assert result["ids"][0] is not None
+
     async def test_blank_lines_before_the_csv_header_are_skipped(self, client):
         # The blank first line was read as a header naming no columns: every row, the real
         # header's too, failed with "more cells than columns".
