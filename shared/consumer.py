@@ -31,7 +31,13 @@ from tenacity import (
 from shared import faults, metrics, topics, tracing
 from shared.bus import Bus
 from shared.db import failed_for_now, in_dialect, insert_new_only, on_postgres
-from shared.events import Envelope, MalformedEvent, decode_event, utcnow
+from shared.events import (
+    Envelope,
+    MalformedEvent,
+    decode_erasure_tombstone,
+    decode_event,
+    utcnow,
+)
 from shared.kafka import new_consumer
 from shared.models import ProcessedEvent
 from shared.request_context import reset_request_id, set_request_id
@@ -79,7 +85,7 @@ class Subscription:
 @dataclass
 class _Decoded:
     record: ConsumerRecord
-    envelope: Envelope | None  # None: a tombstone or an event type this consumer ignores
+    envelope: Envelope | None  # None: a tombstone of no erasure, or a type this one ignores
 
 
 class EventConsumer:
@@ -143,9 +149,15 @@ class EventConsumer:
             await self._apply_one_with_retries(item)
 
     def _decode(self, record: ConsumerRecord) -> Envelope | None:
-        if record.value is None:
-            return None  # tombstone on a compacted topic
-        envelope = decode_event(record.value)
+        if record.value is None:  # a tombstone on a compacted topic
+            if record.topic != topics.CONTACTS:
+                return None
+            # After compaction an erasure's tombstone may be all that is left of it.
+            envelope = decode_erasure_tombstone(record.key, record.headers)
+            if envelope is None:
+                return None  # one from before tombstones carried the erasure
+        else:
+            envelope = decode_event(record.value)
         if (
             envelope.type not in self.subscription.handlers
             and envelope.type not in self.subscription.batch_handlers

@@ -36,7 +36,10 @@ TOPIC_DESCRIPTIONS = {
     topics.INTERACTIONS: "Every customer touch of every department. Key: the customer id. "
     "Never carries e-mail addresses or phone numbers.",
     topics.CONTACTS: "Contact lifecycle, compacted: the latest message per contact id is its "
-    "state; a null value (tombstone) follows an erasure. Key: the contact id.",
+    "state; a null value (tombstone) follows an erasure. Key: the contact id. A tombstone "
+    "means the contact was erased: its headers carry the crm.contact.erased.v1 event's "
+    "attributes (CloudEvents binary mode: ce_id, ce_type, ce_source, ce_subject, ce_time), "
+    "since compaction removes the event itself.",
     topics.SALES: "Leads, opportunities and orders. Key: the customer id (a lead's id before "
     "conversion).",
     topics.EXTERNAL_ORDERS: "Orders an integrator (an accounting system) publishes; sales "

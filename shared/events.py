@@ -4,10 +4,15 @@ These pydantic models are the single source of the event schemas integrators see
 """
 
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
+from cloudevents.core.bindings.kafka import KafkaMessage, from_binary, to_binary
+from cloudevents.core.exceptions import BaseCloudEventException
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -227,6 +232,62 @@ class ContactErased(BaseModel):
 
     contact_id: uuid.UUID
     erased_at: AwareDatetime
+
+
+# Compaction keeps only the latest record per key: after an erasure the crm.contact.erased.v1
+# event goes and the tombstone stays (Kafka keeps it for the topic's delete.retention.ms). So
+# the tombstone carries the erased event's CloudEvents attributes, its id included, as Kafka
+# headers (binary content mode, no data): a replay or a new integrator that finds only the
+# tombstone still learns of the erasure, and a consumer that applied the event knows the id.
+_JSON = JSONFormat()
+
+
+def tombstone_headers(
+    *, event_id: str, event_type: str, source: str, subject: str, time: datetime
+) -> dict[str, bytes]:
+    """The headers of a tombstone standing for the event that ended its key (``ce_id`` ...)."""
+    event = CloudEvent(
+        {
+            "id": event_id,
+            "source": source,
+            "type": event_type,
+            "subject": subject,
+            "time": time.astimezone(UTC),
+        }
+    )
+    return to_binary(event, _JSON, key_mapper=lambda _: None).headers
+
+
+def decode_erasure_tombstone(
+    key: bytes | None, headers: Iterable[tuple[str, bytes]] | None
+) -> Envelope | None:
+    """The envelope the crm.contact.erased.v1 event a tombstone stands for would give, its data
+    rebuilt from the key and ``ce_time``; None for a tombstone that stands for no erasure (those
+    published before tombstones carried one)."""
+    fields = {name.lower(): value for name, value in headers or ()}
+    if fields.get("ce_type") != CONTACT_ERASED.encode():
+        return None
+    # The SDK would make up an id and a time that are missing: a new id applies it again.
+    if missing := sorted({"ce_specversion", "ce_id", "ce_source", "ce_time"} - fields.keys()):
+        raise MalformedEvent(f"an erasure tombstone without {', '.join(missing)}")
+    try:
+        event = from_binary(KafkaMessage(headers=fields, key=None, value=b""), _JSON, CloudEvent)
+        contact_id = (key or b"").decode()
+        if event.get_subject() not in (None, contact_id):
+            raise ValueError(f"subject {event.get_subject()!r} is not the key {contact_id!r}")
+        data = ContactErased.model_validate(
+            {"contact_id": contact_id, "erased_at": event.get_time()}
+        )
+    except (BaseCloudEventException, ValueError) as exc:  # ValidationError is a ValueError
+        raise MalformedEvent(f"not an erasure tombstone of this platform: {exc}") from exc
+    return Envelope(
+        id=event.get_id(),
+        source=event.get_source(),
+        type=event.get_type(),
+        time=event.get_time(),
+        subject=event.get_subject(),
+        data=data.model_dump(mode="json"),
+    )
 
 
 class ContactPolicy(BaseModel):

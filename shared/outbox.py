@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from shared import tracing
 from shared.db import in_dialect, insert_new_only, on_postgres
 from shared.errors import TooLarge
-from shared.events import encode_event, utcnow
+from shared.events import encode_event, tombstone_headers, utcnow
 from shared.models import OutboxMessage
 from shared.request_context import current_request_id
 
@@ -61,17 +61,31 @@ def add_event(
     return row["event_id"]
 
 
-def add_tombstone(session: AsyncSession, *, topic: str, key: str) -> None:
-    """A null value for ``key`` on a compacted topic, so compaction drops the key's history."""
+def add_tombstone(
+    session: AsyncSession,
+    *,
+    topic: str,
+    key: str,
+    event_id: uuid.UUID,
+    event_type: str,
+    source: str,
+    time: datetime,
+) -> None:
+    """A null value for ``key`` on a compacted topic, so compaction drops the key's history.
+    Its headers carry the attributes of the event that ended the key (``event_id``, an
+    erasure), which compaction removes: ``shared.events.tombstone_headers``."""
+    headers = tombstone_headers(
+        event_id=str(event_id), event_type=event_type, source=source, subject=key, time=time
+    )
     session.add(
         OutboxMessage(
             **_row(
-                event_id=uuid.uuid4(),
+                event_id=uuid.uuid4(),  # the row's own: the outbox's event ids are unique
                 event_type="tombstone",
                 topic=topic,
                 key=key,
                 value=None,
-                headers={},
+                headers={name: value.decode() for name, value in headers.items()},
             )
         )
     )

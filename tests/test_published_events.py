@@ -204,13 +204,21 @@ def contract_violations(records: list[ConsumerRecord]) -> list[str]:
         if r.value is not None and json.loads(r.value)["type"] == sales.LEAD_CONVERTED:
             data = json.loads(r.value)["data"]
             lead_customers[data["lead_id"]].add(data["customer_id"])
-    erased = set()
+    erased: dict[str | None, str] = {}  # key -> the erased event's id
     for r in records:
         where = f"{r.topic}@{r.partition}:{r.offset}"
         key = r.key.decode() if r.key is not None else None
         if r.value is None:  # a tombstone: after an erasure on the compacted topic only
             if r.topic != topics.CONTACTS or key not in erased:
                 problems.append(f"{where}: a tombstone for {key} without an erasure before it")
+            else:  # compaction removes the erased event: the tombstone must say which it was
+                try:
+                    ended = events.decode_erasure_tombstone(r.key, r.headers)
+                except events.MalformedEvent as exc:
+                    problems.append(f"{where}: a tombstone for {key}: {exc}")
+                    continue
+                if ended is None or ended.id != erased[key]:
+                    problems.append(f"{where}: a tombstone for {key} without its erasure's id")
             continue
         headers = dict(r.headers)
         if headers.get("content-type") != b"application/cloudevents+json":
@@ -254,7 +262,7 @@ def contract_violations(records: list[ConsumerRecord]) -> list[str]:
         if "subject" in event and event["subject"] != key:
             problems.append(f"{where}: subject {event['subject']!r} is not the key {key!r}")
         if event_type == events.CONTACT_ERASED:
-            erased.add(key)
+            erased[key] = event["id"]
     return problems
 
 
@@ -311,6 +319,22 @@ class TestTheChecks:
             ]
         )
         assert len(problems) == 4, problems  # key, subject, field, tombstone
+
+    def test_a_tombstone_that_does_not_carry_its_erasure_is_found(self):
+        customer = str(uuid.uuid4())
+        erasure = self.envelope(
+            events.CONTACT_ERASED,
+            customer,
+            {"contact_id": customer, "erased_at": "2026-11-24T16:21:01Z"},
+        )
+        erasure["source"] = "/crm/contacts"
+        [problem] = contract_violations(
+            [
+                self.record(topics.CONTACTS, customer, erasure),
+                self.record(topics.CONTACTS, customer, None),
+            ]
+        )
+        assert "without its erasure's id" in problem
 
 
 # ---- the run --------------------------------------------------------------------------------

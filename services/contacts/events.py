@@ -87,14 +87,29 @@ def contact_merged(session: AsyncSession, merged: Contact, survivor: Contact) ->
 
 
 def contact_erased(session: AsyncSession, contact: Contact) -> None:
-    _publish(
+    key, erased_at = str(contact.id), contact.updated_at
+    # The event's time is the erasure's: the tombstone's ce_time must give its erased_at.
+    event_id = add_event(
         session,
-        events.CONTACT_ERASED,
-        str(contact.id),
-        ContactErased(contact_id=contact.id, erased_at=contact.updated_at),
+        topic=topics.CONTACTS,
+        key=key,
+        event_type=events.CONTACT_ERASED,
+        source=SOURCE,
+        subject=key,
+        data=ContactErased(contact_id=contact.id, erased_at=erased_at),
+        time=erased_at,
     )
-    # The tombstone lets compaction drop every earlier message (and its PII) for this key.
-    add_tombstone(session, topic=topics.CONTACTS, key=str(contact.id))
+    # The tombstone lets compaction drop every earlier message (and its PII) for this key,
+    # the erased event too: it carries that event's id and time, so a replay still erases.
+    add_tombstone(
+        session,
+        topic=topics.CONTACTS,
+        key=key,
+        event_id=event_id,
+        event_type=events.CONTACT_ERASED,
+        source=SOURCE,
+        time=erased_at,
+    )
 
 
 def policy_updated(session: AsyncSession, policy: ContactPolicy) -> None:

@@ -3,12 +3,27 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from cloudevents.core.bindings.kafka import KafkaMessage, from_structured, to_structured
+from cloudevents.core.bindings.kafka import (
+    KafkaMessage,
+    from_binary,
+    from_structured,
+    to_structured,
+)
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from pydantic import ValidationError
 
-from shared.events import ContactPreferences, MalformedEvent, decode_event, encode_event
+from shared.events import (
+    CONTACT_ERASED,
+    ContactErased,
+    ContactPreferences,
+    Envelope,
+    MalformedEvent,
+    decode_erasure_tombstone,
+    decode_event,
+    encode_event,
+    tombstone_headers,
+)
 
 
 class TestEncodeEvent:
@@ -107,6 +122,65 @@ def _order_event(content_type: str) -> bytes:
         "data": {"n": 1},
     }
     return json.dumps(event).encode()
+
+
+class TestErasureTombstone:
+    """Compaction leaves an erasure's tombstone and removes its event: the tombstone's headers
+    (binary content mode, no data) must give what the event gave."""
+
+    AT = datetime(2026, 11, 24, 16, 21, 1, 250000, tzinfo=UTC)
+
+    def erasure(self, contact_id: str) -> tuple[str, bytes, dict[str, bytes]]:
+        event_id, value, _ = encode_event(
+            event_type=CONTACT_ERASED,
+            source="/crm/contacts",
+            subject=contact_id,
+            data=ContactErased(contact_id=uuid.UUID(contact_id), erased_at=self.AT),
+            time=self.AT,
+        )
+        headers = tombstone_headers(
+            event_id=event_id,
+            event_type=CONTACT_ERASED,
+            source="/crm/contacts",
+            subject=contact_id,
+            time=self.AT,
+        )
+        return event_id, value, headers
+
+    def test_gives_the_envelope_of_the_erased_event(self):
+        contact_id = str(uuid.uuid4())
+        _, value, headers = self.erasure(contact_id)
+        event = decode_event(value)
+        from_tombstone = decode_erasure_tombstone(contact_id.encode(), list(headers.items()))
+        assert from_tombstone == Envelope(**{f: getattr(event, f) for f in Envelope.model_fields})
+
+    def test_the_sdk_reads_the_headers_as_the_erased_event(self):
+        contact_id = str(uuid.uuid4())
+        event_id, _, headers = self.erasure(contact_id)
+        assert headers["ce_specversion"] == b"1.0"
+        event = from_binary(KafkaMessage(headers=headers, key=None, value=b""), JSONFormat())
+        assert (event.get_id(), event.get_type(), event.get_subject(), event.get_time()) == (
+            event_id,
+            CONTACT_ERASED,
+            contact_id,
+            self.AT,
+        )
+        assert event.get_data() is None
+
+    def test_a_tombstone_standing_for_no_erasure_is_none(self):
+        assert decode_erasure_tombstone(b"k", None) is None
+        assert decode_erasure_tombstone(b"k", [("x-request-id", b"r")]) is None
+
+    @pytest.mark.parametrize(
+        ("drop", "change"),
+        [("ce_time", {}), ("ce_id", {}), (None, {"ce_subject": b"someone-else"})],
+    )
+    def test_a_broken_erasure_tombstone_is_malformed(self, drop, change):
+        contact_id = str(uuid.uuid4())
+        _, _, headers = self.erasure(contact_id)
+        headers = {k: v for k, v in headers.items() if k != drop} | change
+        with pytest.raises(MalformedEvent):
+            decode_erasure_tombstone(contact_id.encode(), list(headers.items()))
 
 
 class TestWholeNumbers:

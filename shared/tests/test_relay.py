@@ -6,12 +6,15 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from cloudevents.core.bindings.kafka import KafkaMessage, from_binary
+from cloudevents.core.formats.json import JSONFormat
 from sqlalchemy import event as sa_event
 from sqlalchemy import select
 
 from shared import topics
 from shared.bus import Bus
 from shared.errors import TooLarge
+from shared.events import CONTACT_ERASED, ContactErased, utcnow
 from shared.models import OutboxMessage
 from shared.outbox import (
     MAX_EVENT_BYTES,
@@ -20,6 +23,7 @@ from shared.outbox import (
     add_event,
     add_rows,
     add_rows_before_commit,
+    add_tombstone,
     event_row,
 )
 from shared.relay import OutboxRelay
@@ -252,6 +256,61 @@ class TestOutboxRelay:
             finally:
                 await relay.bus.close()
         assert json.loads(record.value)["data"]["blob"] == blob
+
+    async def test_a_tombstone_carries_the_attributes_of_the_erased_event(
+        self, session_factory, kafka_settings, kafka_bootstrap
+    ):
+        """Compaction removes the erased event and keeps the tombstone: its headers must say
+        which erasure it ends, under the erased event's id."""
+        contact = uuid.uuid4()
+        key, erased_at = str(contact), utcnow()
+        async with session_factory() as session:
+            event_id = add_event(
+                session,
+                topic=topics.CONTACTS,
+                key=key,
+                event_type=CONTACT_ERASED,
+                source="/crm/contacts",
+                subject=key,
+                data=ContactErased(contact_id=contact, erased_at=erased_at),
+                time=erased_at,
+            )
+            add_tombstone(
+                session,
+                topic=topics.CONTACTS,
+                key=key,
+                event_id=event_id,
+                event_type=CONTACT_ERASED,
+                source="/crm/contacts",
+                time=erased_at,
+            )
+            await session.commit()
+        relay = OutboxRelay(
+            service="test", session_factory=session_factory, bus=Bus(kafka_settings, "tomb")
+        )
+        async with TopicTail(kafka_bootstrap, topics.CONTACTS) as tail:
+            try:
+                assert await relay.publish_pending() == 2
+                erased, tombstone = await tail.collect(lambda r: r.key == key.encode(), count=2)
+            finally:
+                await relay.bus.close()
+        assert json.loads(erased.value)["id"] == str(event_id)
+        assert tombstone.value is None
+        headers = dict(tombstone.headers)
+        assert {name: headers.get(name) for name in ("ce_specversion", "ce_type")} == {
+            "ce_specversion": b"1.0",
+            "ce_type": CONTACT_ERASED.encode(),
+        }
+        # An integrator's view: the CloudEvents SDK's Kafka binary binding reads it.
+        message = KafkaMessage(headers=headers, key=tombstone.key, value=b"")
+        event = from_binary(message, JSONFormat())
+        assert (event.get_id(), event.get_source(), event.get_subject(), event.get_time()) == (
+            str(event_id),
+            "/crm/contacts",
+            key,
+            erased_at,
+        )
+        assert event.get_data() is None
 
 
 @pytest.mark.skipif(not on_postgres(), reason="other replicas hear of commits by LISTEN/NOTIFY")

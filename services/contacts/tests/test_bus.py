@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from cloudevents.core.bindings.kafka import KafkaMessage, from_structured
+from cloudevents.core.bindings.kafka import KafkaMessage, from_binary, from_structured
 from cloudevents.core.formats.json import JSONFormat
 
 from services.contacts.app import create_app
@@ -98,6 +98,19 @@ class TestContactEvents:
         assert parse(erased).get_type() == "crm.contact.erased.v1"
         assert "erase.me" not in erased.value.decode()
         assert tombstone.value is None
+        # Compaction removes the erased event: the tombstone's headers (CloudEvents binary
+        # mode, no data) still say which erasure, under its id, with its time.
+        message = KafkaMessage(headers=dict(tombstone.headers), key=None, value=b"")
+        ended = from_binary(message, JSONFormat())
+        event = parse(erased)
+        assert (ended.get_id(), ended.get_type(), ended.get_source(), ended.get_subject()) == (
+            event.get_id(),
+            "crm.contact.erased.v1",
+            "/crm/contacts",
+            contact_id,
+        )
+        erased_at = datetime.fromisoformat(event.get_data()["erased_at"])
+        assert ended.get_time() == event.get_time() == erased_at
 
     async def test_a_refused_write_publishes_nothing(self, client, kafka_bootstrap):
         await create(client, email="taken@example.com")

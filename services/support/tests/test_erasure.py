@@ -7,16 +7,29 @@ import json
 import uuid
 from datetime import datetime, timedelta
 
+import pytest
+from aiokafka import ConsumerRecord
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.support import service, sla
 from services.support.models import Ticket
 from services.support.tests.helpers import apply, event_handlers, new_agent, new_ticket, outbox
 from shared import topics
+from shared.consumer import EventConsumer
 from shared.contracts import support
 from shared.db import on_postgres
-from shared.events import CONTACT_ERASED, Envelope
+from shared.events import (
+    CONTACT_ERASED,
+    INTERACTION_RECORDED,
+    Envelope,
+    encode_event,
+    tombstone_headers,
+    utcnow,
+)
+from shared.models import ProcessedEvent
 from shared.testing import (
+    TopicTail,
     app_of,
     one_write_waits_for_another,
     postgres_only,
@@ -140,6 +153,118 @@ class TestErasure:
         similar = await client.get(f"/v1/tickets/{asking['id']}/similar")
         assert similar.status_code == 200, similar.text
         assert [case["ticket_id"] for case in similar.json()["items"]] == [solved["id"]]
+
+
+def sales_call(customer_id: str) -> dict[str, object]:
+    return {
+        "interaction_id": str(uuid.uuid4()),
+        "customer_id": customer_id,
+        "department": "sales",
+        "channel": "phone",
+        "direction": "outbound",
+        "kind": "call",
+        "subject": "Renewal",
+        "occurred_at": "2026-11-21T09:30:00Z",
+    }
+
+
+async def erasure_on_the_bus(
+    producer, kafka_bootstrap: str, customer: str
+) -> tuple[ConsumerRecord, ConsumerRecord, list[ConsumerRecord]]:
+    """Contacts' erasure of ``customer`` as it publishes it (the event, then the tombstone
+    standing for it) and two sales calls of the customer, read back from the broker."""
+    key, erased_at = customer.encode(), utcnow()
+    async with (
+        TopicTail(kafka_bootstrap, topics.CONTACTS) as contacts,
+        TopicTail(kafka_bootstrap, topics.INTERACTIONS) as interactions,
+    ):
+        event_id, value, headers = encode_event(
+            event_type=CONTACT_ERASED,
+            source="/crm/contacts",
+            subject=customer,
+            data=erasure(customer) | {"erased_at": erased_at.isoformat()},
+            time=erased_at,
+        )
+        await producer.send_and_wait(
+            topics.CONTACTS, value=value, key=key, headers=list(headers.items())
+        )
+        ends = tombstone_headers(
+            event_id=event_id,
+            event_type=CONTACT_ERASED,
+            source="/crm/contacts",
+            subject=customer,
+            time=erased_at,
+        )
+        await producer.send_and_wait(
+            topics.CONTACTS, value=None, key=key, headers=list(ends.items())
+        )
+        for _ in range(2):
+            _, value, headers = encode_event(
+                event_type=INTERACTION_RECORDED,
+                source="/crm/sales",
+                subject=customer,
+                data=sales_call(customer),
+            )
+            await producer.send_and_wait(
+                topics.INTERACTIONS, value=value, key=key, headers=list(headers.items())
+            )
+        erased, tombstone = await contacts.collect(lambda r: r.key == key, count=2)
+        touches = await interactions.collect(lambda r: r.key == key, count=2)
+    return erased, tombstone, touches
+
+
+def consumer_of(client, topic: str) -> EventConsumer:
+    """The service's consumer of ``topic`` (not running here: the test feeds it)."""
+    return next(c for c in app_of(client).state.consumers if topic in c.subscription.topics)
+
+
+class TestErasureReplayed:
+    """Compaction keeps only a key's latest record: once crm.contacts.v1 is compacted, the
+    erased event is gone and only its tombstone is left, while the customer's touches are still
+    on crm.interactions.v1. A replay from the start (a rebuild, a new consumer group) must
+    still erase the customer."""
+
+    @pytest.mark.parametrize("contacts_first", [True, False], ids=["rebuild", "touches-first"])
+    async def test_only_the_tombstone_left_still_erases_the_customer(
+        self, client, producer, kafka_bootstrap, contacts_first
+    ):
+        # Before, a tombstone was skipped: the replay filed the touches again and left the
+        # customer's tickets open, with their subject, for a person erased since.
+        ticket = await new_ticket(client)
+        customer = ticket["customer_id"]
+        _, tombstone, touches = await erasure_on_the_bus(producer, kafka_bootstrap, customer)
+        replay = [(topics.CONTACTS, [tombstone]), (topics.INTERACTIONS, touches)]
+        for topic, records in replay if contacts_first else reversed(replay):
+            await consumer_of(client, topic).process(records)
+
+        timeline = await client.get(f"/v1/customers/{customer}/timeline")
+        assert timeline.status_code == 200 and timeline.json()["items"] == [], timeline.text
+        read = (await client.get(f"/v1/tickets/{ticket['id']}")).json()
+        assert (read["status"], read["subject"]) == ("closed", "[erased]"), read
+
+    @pytest.mark.parametrize("batches", [1, 2], ids=["one-batch", "two-batches"])
+    async def test_the_event_then_its_tombstone_erase_once(
+        self, client, producer, kafka_bootstrap, batches
+    ):
+        """The tombstone stands for the erased event under its id: a consumer that applied
+        the event skips it, as a redelivery."""
+        ticket = await new_ticket(client)
+        customer = ticket["customer_id"]
+        erased, tombstone, _ = await erasure_on_the_bus(producer, kafka_bootstrap, customer)
+        contacts = consumer_of(client, topics.CONTACTS)
+        if batches == 1:
+            await contacts.process([erased, tombstone])
+        else:
+            await contacts.process([erased])
+            await contacts.process([tombstone])
+        # Applied once: one closure published, one event recorded as applied.
+        closed = await published(client, "crm.support.ticket_closed.v1")
+        assert [c["ticket_id"] for c in closed] == [ticket["id"]]
+        async with app_of(client).state.session_factory() as session:
+            applied = await session.scalars(
+                select(ProcessedEvent.event_id).where(ProcessedEvent.consumer == contacts.name)
+            )
+            assert list(applied) == [json.loads(erased.value)["id"]]
 
 
 @postgres_only
