@@ -31,7 +31,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shared.app import migrate
 from shared.auth import ALL_SCOPES, mint_token
 from shared.db import create_engine
-from shared.kafka import ensure_topics
+from shared.kafka import TopicsNotCreated, ensure_topics
 from shared.logs import logging_config
 from shared.settings import AuthSettings, KafkaSettings, ServiceSettings
 
@@ -308,7 +308,10 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command in service_commands:
         service_commands[args.command][args.service_command]()
     elif args.command == "create-topics":
-        asyncio.run(ensure_topics(KafkaSettings()))
+        try:
+            asyncio.run(ensure_topics(KafkaSettings()))
+        except TopicsNotCreated as exc:
+            sys.exit(f"the broker refused to create topics: {exc}")
     elif args.command == "up":
         up(args.data_dir, args.broker_port)
     elif args.command == "serve":

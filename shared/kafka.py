@@ -5,7 +5,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 from aiokafka.helpers import create_ssl_context
 
 from shared.settings import KafkaSettings
@@ -64,6 +64,24 @@ def new_consumer(
     )
 
 
+class TopicsNotCreated(RuntimeError):
+    """The broker refused to create topics (a replication factor above its broker count, a
+    config it does not take...): the services cannot run without them."""
+
+
+def refused_topics(topic_errors: list[Any]) -> str:
+    """What CreateTopics refused, as ``topic: error (message)``, or "" for nothing. The broker
+    answers per topic, and aiokafka raises none of them; a topic that exists already (another
+    service created it first) is no refusal."""
+    refused = []
+    for topic, code, *message in topic_errors:
+        if code in (0, TopicAlreadyExistsError.errno):
+            continue
+        detail = f" ({message[0]})" if message and message[0] else ""
+        refused.append(f"{topic}: {for_code(code).__name__}{detail}")
+    return "; ".join(refused)
+
+
 async def ensure_topics(settings: KafkaSettings) -> None:
     """Create the platform's topics if missing (idempotent; a deploy job may own this)."""
     admin = AIOKafkaAdminClient(**connection_options(settings), client_id="crm-topic-setup")
@@ -81,10 +99,10 @@ async def ensure_topics(settings: KafkaSettings) -> None:
             if spec.name not in existing
         ]
         if missing:
-            try:
-                await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # another service created them first
+            response = await admin.create_topics(missing)
+            refused = refused_topics(response.topic_errors)
+            if refused:
+                raise TopicsNotCreated(refused)
             log.info("created topics", extra={"topics": [t.name for t in missing]})
     finally:
         await admin.close()
