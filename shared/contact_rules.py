@@ -41,17 +41,26 @@ def normalize_email(value: str) -> str:
     return result.normalized.lower()
 
 
+# The library's own text starts with its error number: "(0) Missing or invalid default region."
+_PARSE_REASONS = {
+    phonenumbers.NumberParseException.INVALID_COUNTRY_CODE: "no such country code",
+    phonenumbers.NumberParseException.NOT_A_NUMBER: "not a number",
+    phonenumbers.NumberParseException.TOO_SHORT_AFTER_IDD: "too short",
+    phonenumbers.NumberParseException.TOO_SHORT_NSN: "too short",
+    phonenumbers.NumberParseException.TOO_LONG: "too long",
+}
+
+
 def normalize_phone(value: str, country: str | None = None) -> str:
     """E.164 (``+4930123456``); a local number needs the contact's country."""
     try:
         number = phonenumbers.parse(value, country)
     except phonenumbers.NumberParseException as exc:
-        hint = (
-            ""
-            if country or value.strip().startswith("+")
-            else " (use +<country code> or set country)"
-        )
-        raise ValueError(f"not a valid phone number: {exc}{hint}") from None
+        if exc.error_type == exc.INVALID_COUNTRY_CODE and not value.strip().startswith("+"):
+            reason = "a local number: use +<country code> or set country"
+        else:
+            reason = _PARSE_REASONS.get(exc.error_type, "cannot be read as one")
+        raise ValueError(f"not a valid phone number: {reason}") from None
     if not phonenumbers.is_valid_number(number):
         raise ValueError("not a valid phone number for its country")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)

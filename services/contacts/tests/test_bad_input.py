@@ -139,7 +139,9 @@ class TestCreateContact:
         body = {"first_name": "Bob", "phone": "030 7654321"}
         error = await assert_rejected(client, "POST", "/v1/contacts", 422, "phone", json=body)
         assert "country" in error["message"]
-        assert error["fields"][0]["reason"].startswith("not a valid phone number")
+        assert error["fields"][0]["reason"] == (
+            "not a valid phone number: a local number: use +<country code> or set country"
+        )
 
 
 class TestUpdateContact:
