@@ -193,6 +193,14 @@ class ContactPreferences(BaseModel):
     """Consent and channel preferences every department must honour."""
 
     opted_out_channels: list[Channel] = Field(default_factory=list)
+
+    @field_validator("opted_out_channels")
+    @classmethod
+    def _as_a_set(cls, channels: list[Channel]) -> list[Channel]:
+        # A set of channels, kept in one order: the same channels in another order, or one
+        # named twice, are no change (contacts publishes no update for them).
+        return sorted(set(channels), key=lambda channel: channel.value)
+
     preferred_channel: Channel | None = None
     quiet_hours: QuietHours | None = None
     max_outbound_per_week: WeeklyCap | None = None

@@ -296,6 +296,23 @@ class TestUpdateContact:
         assert await outbox_values(client) == published
         assert (await get(client, contact["id"]))["updated_at"] == contact["updated_at"]
 
+    async def test_the_same_opt_outs_in_another_order_publish_nothing(self, client):
+        # A set of channels, compared as a list: a sync writing them back in its own order
+        # (or naming one twice) published an update each time.
+        contact = await create(
+            client, preferences={"opted_out_channels": ["sms", "email", "whatsapp"]}
+        )
+        published = await outbox_values(client)
+        for channels in (["whatsapp", "sms", "email"], ["email", "email", "whatsapp", "sms"]):
+            response = await client.put(
+                f"/v1/contacts/{contact['id']}/preferences",
+                json={"opted_out_channels": channels},
+            )
+            assert response.status_code == 200, response.text
+            assert response.json()["opted_out_channels"] == ["email", "sms", "whatsapp"]
+        assert await outbox_values(client) == published
+        assert (await get(client, contact["id"]))["updated_at"] == contact["updated_at"]
+
     async def test_a_patch_of_some_preferences_keeps_the_others(self, client):
         # It replaced the whole object: a PATCH of the preferred channel alone reset the
         # others to their defaults, and the customer's SMS opt-out was lost.
