@@ -151,6 +151,13 @@ def _scopes(value: str) -> list[str]:
 
 
 def token(scopes: list[str], subject: str, hours: float, data_dir: Path) -> None:
+    # Only a secret the services have: a new one made here (run outside the folder `make up`
+    # ran in) signed tokens every service refused, with no word why.
+    if not os.environ.get("CRM_JWT_SECRET") and not (data_dir / SECRET_FILE).exists():
+        sys.exit(
+            f"no dev secret in {data_dir / SECRET_FILE}: run `make up` first (it writes one),"
+            " run this where it ran or pass its --data-dir, or set CRM_JWT_SECRET"
+        )
     settings = AuthSettings(secret=dev_secret(data_dir))
     print(mint_token(settings, subject=subject, scopes=scopes, ttl=timedelta(hours=hours)))
 
