@@ -26,9 +26,18 @@ from shared.bus import Bus
 from shared.consumer import EventConsumer, Subscription
 from shared.db import create_engine, create_session_factory
 from shared.kafka import connection_options
+from shared.settings import AuthSettings
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class RebuildSettings(AnalyticsSettings):
+    """Analytics' settings as a rebuild reads them: it verifies no token, so, like
+    ``crm migrate``, it needs no JWT key (where `make up` runs, the dev one is not in the
+    environment but in .crm-data)."""
+
+    auth: AuthSettings | None = None  # type: ignore[assignment]
 
 
 def replay_order(subscriptions: Sequence[Subscription]) -> list[Subscription]:
@@ -106,7 +115,7 @@ async def _replay(
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO)
-    counts = asyncio.run(rebuild(AnalyticsSettings()))
+    counts = asyncio.run(rebuild(RebuildSettings()))
     for consumer, records in counts.items():
         print(f"{consumer}: {records} records replayed")
 
