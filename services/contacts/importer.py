@@ -165,7 +165,8 @@ async def import_contacts(session: AsyncSession, rows: list[Parsed]) -> ImportRe
                     row=index + 1,
                     line=line,
                     field=".".join(str(p) for p in first["loc"]) or "row",
-                    reason=first["msg"],
+                    # The validator's message alone, as the API's 422 gives it.
+                    reason=first["msg"].removeprefix("Value error, "),
                 )
             )
 
