@@ -12,7 +12,9 @@ No cluster and no Docker are needed:
   each overlay's replicas, autoscaling, disruption budget and image pin;
 - the Prometheus rules and scrape config are checked with ``promtool`` (Debian's ``prometheus``
   package), the alert rules unit-tested with ``promtool test rules``, and every metric and label
-  an alert names is looked up in the code's metric definitions, so a renamed metric fails here.
+  an alert names is looked up in the code's metric definitions, so a renamed metric fails here;
+- the guides (README.md, deploy/README.md, docs/) name every setting the code reads, and only
+  those.
 """
 
 import ast
@@ -726,3 +728,51 @@ def test_readme_documents_the_secret_keys_the_manifests_reference() -> None:
     assert "kubectl create secret generic crm-secrets" in readme
     for name in OVERLAYS:
         assert f"deploy/k8s/overlays/{name}" in readme
+
+
+# The guides an operator configures the platform from (docs/reliability.md is a lab notebook:
+# it names variables of the test harness and ones only proposed).
+GUIDES = [ROOT / "README.md", ROOT / "deploy" / "README.md"] + sorted(
+    p for p in (ROOT / "docs").glob("*.md") if p.name != "reliability.md"
+)
+# <SERVICE>_ (or <NAME>_) stands for every service's prefix.
+SETTING_IN_A_GUIDE = re.compile(
+    r"(?<![A-Za-z0-9_])(?:KAFKA|CRM_JWT|<SERVICE>|<NAME>|"
+    + "|".join(s.upper() for s in PORTS)
+    + r")_[A-Z0-9_]*[A-Z0-9]"
+)
+# Fields that are not variables for an operator: the name a service has, and the nested
+# platform-wide parts (read from KAFKA_* and CRM_JWT_*).
+NOT_SETTINGS = {"SERVICE_NAME", "KAFKA", "AUTH"}
+
+
+@cache
+def documented_env_names() -> frozenset[str]:
+    """Every setting a guide names in a code span, ``<NAME>_X`` written as ``<SERVICE>_X``."""
+    return frozenset(
+        name.replace("<NAME>_", "<SERVICE>_")
+        for guide in GUIDES
+        for span in re.findall(r"`([^`\n]+)`", guide.read_text())
+        for name in SETTING_IN_A_GUIDE.findall(span)
+    )
+
+
+def test_the_guides_name_only_settings_the_code_reads() -> None:
+    # Unknown variables are ignored (extra="ignore"): one a guide misnames is set by an
+    # operator and does nothing.
+    per_service = {f"<SERVICE>_{f.upper()}" for f in ServiceSettings.model_fields}
+    unknown = sorted(n for n in documented_env_names() if not (is_known_env(n) or n in per_service))
+    assert not unknown, f"named in the guides, read by no settings class: {unknown}"
+
+
+def test_the_guides_name_every_setting_the_code_reads() -> None:
+    documented = documented_env_names()
+    missing = sorted(
+        name
+        for name in known_env_names()
+        if SETTING_IN_A_GUIDE.fullmatch(name)
+        and name not in documented
+        and (rest := name.split("_", 1)[1]) not in NOT_SETTINGS
+        and f"<SERVICE>_{rest}" not in documented
+    )
+    assert not missing, f"settings no guide names: {missing}"
