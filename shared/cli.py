@@ -15,6 +15,7 @@ import asyncio
 import importlib
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -204,8 +205,12 @@ def up(data_dir: Path, broker_port: int) -> None:
         for service, url in urls.items():
             print(f"  {service:<10} {url}   (API docs: {url}/docs)")
         print(f"\nlogs and SQLite files: {data_dir}")
-        print("a token with every scope:  .venv/bin/crm token")
-        print('one with some scopes:      .venv/bin/crm token --scope "contacts:read"')
+        # `crm token` finds the secret in ./.crm-data; started with another, it must be told.
+        token_cmd = ".venv/bin/crm token"
+        if data_dir != DEFAULT_DATA_DIR.resolve():
+            token_cmd += f" --data-dir {shlex.quote(str(data_dir))}"
+        print(f"a token with every scope:  {token_cmd}")
+        print(f'one with some scopes:      {token_cmd} --scope "contacts:read"')
         print("stop everything with Ctrl-C")
         while all(child.poll() is None for child in children.values()):
             time.sleep(0.5)

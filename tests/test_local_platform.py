@@ -1,6 +1,7 @@
 """`make up` end to end: `crm up` starts the broker and the services as real processes."""
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -101,6 +102,23 @@ class TestCrmUp:
         assert fetched.json()["email"] == "local@example.com"
         assert httpx.get(f"{platform['url']}/readyz").json()["ready"] is True
         assert (platform["data_dir"] / "contacts.db").exists()
+
+    def test_the_token_command_it_prints_mints_a_token_it_takes(self, platform):
+        # Started with --data-dir, it printed plain `crm token`, which signs with the secret in
+        # ./.crm-data: a token every service refused (or none, where that folder is missing).
+        [line] = [ln for ln in platform["output"].splitlines() if "a token with every scope" in ln]
+        command = shlex.split(line.split(":", 1)[1])
+        assert command[:2] == [".venv/bin/crm", "token"], line
+        minted = subprocess.run(
+            [sys.executable, "-m", "shared.cli", *command[1:]],
+            cwd=ROOT,
+            env=platform["env"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        headers = {"Authorization": f"Bearer {minted.stdout.strip()}"}
+        assert httpx.get(f"{platform['url']}/v1/contacts", headers=headers).status_code == 200
 
     def test_ctrl_c_stops_everything_cleanly(self, platform):
         process = platform["process"]
