@@ -23,7 +23,7 @@ from services.sales.schemas import (
 )
 from shared import customer_view
 from shared.db import get_or_404, made_before
-from shared.errors import InvalidInput, InvalidTransition
+from shared.errors import Conflict, InvalidInput, InvalidTransition
 from shared.events import utcnow
 from shared.pagination import cut_page, page_after
 
@@ -137,10 +137,28 @@ async def list_opportunities(
     return cut_page(list(await session.scalars(query)), limit, "opened_at")
 
 
+def erased_customer(customer_id: uuid.UUID, field: str) -> Conflict:
+    """A rep's free text on an erased customer's record: it may name the person again."""
+    return Conflict(
+        f"customer {customer_id} was erased: its records take no {field} (free text may "
+        "name the person)",
+        field=field,
+    )
+
+
+async def _to_change(session: AsyncSession, opportunity_id: uuid.UUID) -> tuple[Opportunity, bool]:
+    """The deal, locked to change it, and whether its customer was erased. The customer's
+    lock is taken first, as a merge or erasure takes it before the deal's row, and holds off
+    an erasure until this change is committed (the erasure then blanks it)."""
+    opportunity = await get_opportunity(session, opportunity_id)
+    erased = await customer_view.filed_under(session, opportunity.customer_id) is None
+    return await get_opportunity(session, opportunity_id, lock=True), erased
+
+
 async def update_opportunity(
     session: AsyncSession, opportunity_id: uuid.UUID, data: OpportunityUpdate
 ) -> Opportunity:
-    opportunity = await get_opportunity(session, opportunity_id, lock=True)
+    opportunity, erased = await _to_change(session, opportunity_id)
     changes = data.model_dump(exclude_unset=True)
     for field, value in changes.items():
         if value is None and field != "expected_close":
@@ -148,6 +166,8 @@ async def update_opportunity(
     if opportunity.stage in rules.CLOSED:
         raise InvalidTransition(f"the opportunity is already {opportunity.stage}")
     changes = {f: v for f, v in changes.items() if getattr(opportunity, f) != v}
+    if erased and "title" in changes:
+        raise erased_customer(opportunity.customer_id, "title")
     if not changes:
         return opportunity  # the same terms again: no change to tell
     for field, value in changes.items():
@@ -161,9 +181,14 @@ async def update_opportunity(
 async def change_stage(
     session: AsyncSession, opportunity_id: uuid.UUID, data: StageChange, pipeline: Pipeline
 ) -> Opportunity:
-    opportunity = await get_opportunity(session, opportunity_id, lock=True)
+    opportunity, erased = await _to_change(session, opportunity_id)
     previous = opportunity.stage
-    opportunity.stage = pipeline.move(previous, data.stage, data.reason)
+    # An erased customer's deal takes no reason, so it closes as lost without one: else it
+    # could never close, and stayed in every forecast.
+    stage = pipeline.move(previous, data.stage, data.reason, reason_needed=not erased)
+    if erased and data.reason:
+        raise erased_customer(opportunity.customer_id, "reason")
+    opportunity.stage = stage
     opportunity.probability = pipeline.probability(opportunity.stage)
     opportunity.updated_at = utcnow()
     if opportunity.stage in rules.CLOSED:

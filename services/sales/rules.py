@@ -194,15 +194,17 @@ class Pipeline:
             raise InvalidInput(f"unknown stage; one of {', '.join(self.stages)}", field=field)
         return stage
 
-    def move(self, current: str, target: str, reason: str | None) -> str:
+    def move(
+        self, current: str, target: str, reason: str | None, *, reason_needed: bool = True
+    ) -> str:
         """Validate a stage change: open deals move freely, closed ones never; lost needs a
-        reason."""
+        reason (unless ``reason_needed`` is false: an erased customer's deal takes none)."""
         self.check_stage(target)
         if current in CLOSED:
             raise InvalidTransition(f"the opportunity is already {current}")
         if target == current:
             raise InvalidTransition(f"the opportunity is already in {current}")
-        if target == LOST and not reason:
+        if target == LOST and not reason and reason_needed:
             raise InvalidInput("a lost opportunity needs a reason", field="reason")
         return target
 

@@ -118,7 +118,7 @@ class LeadRead(BaseModel):
 
 
 class DisqualifyRequest(_Input):
-    reason: Reason
+    reason: Reason | None = Field(default=None, description="required, unless the lead was erased")
 
 
 class OpportunityDraft(_Input):

@@ -143,8 +143,19 @@ async def qualify(session: AsyncSession, lead_id: uuid.UUID) -> Lead:
     return lead
 
 
-async def disqualify(session: AsyncSession, lead_id: uuid.UUID, reason: str) -> Lead:
+async def disqualify(session: AsyncSession, lead_id: uuid.UUID, reason: str | None) -> Lead:
+    """A reason is required, but refused on an erased lead (it may name the person again):
+    such a lead is disqualified without one."""
     lead = await get_lead(session, lead_id, lock=True)
+    rules.next_lead_status(LeadStatus(lead.status), LeadAction.disqualify)
+    if lead.erased and reason:
+        raise Conflict(
+            f"lead {lead.id}{f' (customer {lead.customer_id})' if lead.customer_id else ''} "
+            "was erased: it takes no reason (free text may name the person)",
+            field="reason",
+        )
+    if not lead.erased and not reason:
+        raise InvalidInput("a disqualified lead needs a reason", field="reason")
     _move(lead, LeadAction.disqualify)
     lead.disqualify_reason = reason
     await session.flush()

@@ -1037,6 +1037,47 @@ class TestEdits:
             sales.OPPORTUNITY_UPDATED
         ]
 
+    async def test_an_erased_customers_deal_and_lead_close_without_a_reason(self, client):
+        # A reason is refused on an erased customer's records (it may name the person), so a
+        # lost deal or a disqualified lead needs none there: else neither could ever close,
+        # and the deal stayed in every forecast as overdue.
+        customer = str(uuid.uuid4())
+        lead = await new_lead(client, customer_id=customer)
+        deal = await new_opportunity(client, customer_id=customer, expected_close=str(_today()))
+        other = await new_opportunity(client, customer_id=customer)
+        await apply(
+            client, CONTACT_ERASED, {"contact_id": customer, "erased_at": "2026-11-24T00:00:00Z"}
+        )
+        url = f"/v1/opportunities/{deal['id']}"
+        moved = await client.patch(url, json={"amount": "1500", "owner": "rep-9"})
+        assert moved.status_code == 200, moved.text
+        assert (moved.json()["title"], moved.json()["owner"]) == ("[erased]", "rep-9")
+        proposal = await client.post(f"{url}/stage", json={"stage": "proposal"})
+        assert proposal.status_code == 200, proposal.text
+        lost = await client.post(f"{url}/stage", json={"stage": "lost"})
+        assert lost.status_code == 200, lost.text
+        assert (lost.json()["stage"], lost.json()["close_reason"]) == ("lost", None)
+        won = await client.post(f"/v1/opportunities/{other['id']}/stage", json={"stage": "won"})
+        assert won.status_code == 200, won.text
+        [event] = [
+            json.loads(e.value)["data"]
+            for e in await outbox(client, topics.SALES)
+            if e.event_type == sales.OPPORTUNITY_STAGE_CHANGED
+            and e.key == customer
+            and json.loads(e.value)["data"]["stage"] == "lost"
+        ]
+        assert event["reason"] is None
+        out = await client.post(f"/v1/leads/{lead['id']}/disqualify", json={})
+        assert out.status_code == 200, out.text
+        assert (out.json()["status"], out.json()["disqualify_reason"]) == ("disqualified", None)
+        # Anyone else's deal and lead still need a reason.
+        kept = await new_opportunity(client)
+        refused = await client.post(f"/v1/opportunities/{kept['id']}/stage", json={"stage": "lost"})
+        assert refused.status_code == 422
+        other_lead = await new_lead(client)
+        refused = await client.post(f"/v1/leads/{other_lead['id']}/disqualify", json={})
+        assert refused.status_code == 422
+
     async def test_erase_a_leads_personal_data(self, client, contacts):
         connect(client, contacts)
         lead = await new_lead(client, phone="+4930123456")

@@ -347,3 +347,28 @@ async def test_erased_customers_take_no_new_records(client, setup):
 async def test_bad_queries(client, path, params, field):
     response = await client.get(path.format(customer=uuid.uuid4()), params=params)
     assert_error(response, 422, field)
+
+
+async def test_an_erased_customers_records_take_no_free_text(client, setup):
+    # Before, a rep could write a title or a reason back on an erased customer's deal or lead
+    # (and the reason went on crm.sales.v1): what the erasure had blanked.
+    customer = str(uuid.uuid4())
+    lead = await new_lead(client, customer_id=customer)
+    deal = await new_opportunity(client, customer_id=customer)
+    await apply(
+        client, CONTACT_ERASED, {"contact_id": customer, "erased_at": "2026-01-01T00:00:00Z"}
+    )
+    before = await everything(client)
+    stage = f"/v1/opportunities/{deal['id']}/stage"
+    for method, path, body, field in [
+        ("PATCH", f"/v1/opportunities/{deal['id']}", {"title": "Bob Smith's renewal"}, "title"),
+        ("PATCH", f"/v1/opportunities/{deal['id']}", {"title": "x", "amount": "5"}, "title"),
+        ("POST", stage, {"stage": "lost", "reason": "Bob Smith moved to Oslo"}, "reason"),
+        ("POST", stage, {"stage": "won", "reason": "Bob Smith said yes"}, "reason"),
+        ("POST", stage, {"stage": "proposal", "reason": "Bob Smith asked"}, "reason"),
+        ("POST", f"/v1/leads/{lead['id']}/disqualify", {"reason": "Bob Smith moved"}, "reason"),
+    ]:
+        response = await client.request(method, path, json=body)
+        assert_error(response, 409, field)
+        assert customer in response.json()["error"]["message"]
+    assert await everything(client) == before
