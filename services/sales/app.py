@@ -7,12 +7,13 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.sales import customers
+from services.sales import customers, opportunities
 from services.sales.api import router
 from services.sales.config import SalesSettings
 from services.sales.consumers import SUBSCRIPTIONS
 from services.sales.contacts_client import ContactsClient
 from services.sales.customers_api import router as customers_router
+from services.sales.rules import Pipeline
 from shared import customer_view
 from shared.app import ServiceSpec, create_service_app
 from shared.contracts.sales import SOURCE
@@ -53,6 +54,9 @@ def create_app(settings: SalesSettings | None = None) -> FastAPI:
         )
         try:
             async with platform_lifespan(app):
+                # Migrated: refuse to start with a pipeline lacking a stage open deals are in.
+                async with app.state.session_factory() as session:
+                    await opportunities.check_pipeline(session, Pipeline(settings.pipeline))
                 yield
         finally:
             await app.state.contacts.aclose()

@@ -42,6 +42,7 @@ class SalesSettings(ServiceSettings):
     contacts_token: SecretStr | None = None
     contacts_timeout_s: float = Field(default=5.0, gt=0)
     # Stage -> probability (JSON in SALES_PIPELINE); the last two stages are won and lost.
+    # A stage open deals are in cannot be dropped: checked against the database at start.
     pipeline: dict[str, Decimal] = Field(default_factory=lambda: dict(DEFAULT_PIPELINE))
     # Pipeline and forecast figures are per currency; this one when the request names none.
     default_currency: str = Field(default="EUR", pattern="^[A-Z]{3}$")

@@ -202,6 +202,17 @@ async def change_stage(
 # ---- pipeline and forecast ------------------------------------------------------------------
 
 
+async def check_pipeline(session: AsyncSession, pipeline: Pipeline) -> None:
+    """At start: the configured pipeline still has every stage an open deal is in."""
+    query = (
+        select(Opportunity.stage, func.count())
+        .where(Opportunity.stage.not_in(rules.CLOSED))
+        .group_by(Opportunity.stage)
+    )
+    in_use = {stage: count for stage, count in await session.execute(query)}
+    rules.check_stages_in_use(pipeline, in_use)
+
+
 async def pipeline_figures(
     session: AsyncSession, pipeline: Pipeline, *, currency: str, owner: str | None
 ) -> list[StageFigures]:

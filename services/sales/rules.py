@@ -209,6 +209,23 @@ class Pipeline:
         return target
 
 
+class PipelineInUse(RuntimeError):
+    """The configured pipeline lacks stages that open deals are in: refused at start."""
+
+
+def check_stages_in_use(pipeline: Pipeline, open_deals_by_stage: Mapping[str, int]) -> None:
+    """Every stage an open deal is in must still be in the pipeline: a stage dropped from the
+    configuration while deals were in it made them vanish from the pipeline's and the
+    forecast's figures and from the open deals listed, silently."""
+    missing = {s: n for s, n in open_deals_by_stage.items() if s not in pipeline.probabilities}
+    if missing:
+        listed = ", ".join(f"{stage!r} (open deals: {n})" for stage, n in sorted(missing.items()))
+        raise PipelineInUse(
+            f"SALES_PIPELINE has no stage {listed}: keep the stage, or move its deals to "
+            "another stage (or close them) with the current pipeline first"
+        )
+
+
 # ---- pipeline and forecast arithmetic -------------------------------------------------------
 
 _PERIOD = re.compile(r"^(\d{4})-(?:(0[1-9]|1[0-2])|Q([1-4]))$")

@@ -11,12 +11,14 @@ import pytest
 from pydantic import ValidationError
 
 from services.sales import customers
-from services.sales.rules import period_bounds
+from services.sales.app import create_app
+from services.sales.config import SalesSettings
+from services.sales.rules import PipelineInUse, period_bounds
 from services.sales.tests.helpers import apply, connect, new_lead, new_opportunity, outbox
 from shared import topics
 from shared.contracts import analytics, sales, support
 from shared.events import CONTACT_ERASED, CONTACT_MERGED, INTERACTION_RECORDED
-from shared.testing import app_of
+from shared.testing import app_of, running
 
 
 def types(rows) -> list[str]:
@@ -407,6 +409,38 @@ class TestOpportunities:
         stages = {s["stage"]: s for s in (await client.get("/v1/pipeline")).json()["stages"]}
         assert stages["prospecting"]["weighted"] == "0.03"
         assert (stages["proposal"]["weighted"], stages["won"]["weighted"]) == ("0.00", "0.00")
+
+
+class TestPipelineConfiguration:
+    @staticmethod
+    def without(settings: SalesSettings, *dropped: str) -> SalesSettings:
+        pipeline = {k: v for k, v in settings.pipeline.items() if k not in dropped}
+        return SalesSettings(**{**settings.model_dump(), "pipeline": pipeline})
+
+    async def test_a_stage_open_deals_are_in_cannot_be_dropped(self, sales_settings):
+        # Before, the service started and the deals in the dropped stage vanished from the
+        # pipeline's and the forecast's figures, and from the open deals listed.
+        async with running(create_app(sales_settings)) as client:
+            deal = await new_opportunity(client, stage="proposal")
+            await new_opportunity(client, stage="negotiation")
+            await new_opportunity(client, stage="negotiation")
+            closed = await new_opportunity(client, stage="qualification")
+            lost = {"stage": "lost", "reason": "no budget"}
+            await client.post(f"/v1/opportunities/{closed['id']}/stage", json=lost)
+        with pytest.raises(PipelineInUse) as refused:
+            async with running(create_app(self.without(sales_settings, "proposal", "negotiation"))):
+                pass
+        message = str(refused.value)
+        assert "'negotiation' (open deals: 2), 'proposal' (open deals: 1)" in message
+        # A stage only closed deals passed through, or none, can go; so can one emptied.
+        async with running(create_app(self.without(sales_settings, "qualification"))) as client:
+            moved = await client.post(
+                f"/v1/opportunities/{deal['id']}/stage", json={"stage": "negotiation"}
+            )
+            assert moved.status_code == 200, moved.text
+        async with running(create_app(self.without(sales_settings, "proposal"))) as client:
+            stages = (await client.get("/v1/pipeline")).json()["stages"]
+            assert sum(s["count"] for s in stages) == 4
 
 
 class TestMoney:
