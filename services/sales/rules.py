@@ -100,7 +100,17 @@ def fit_score(lead: LeadProfile) -> int:
 
 
 # What a touch says about interest: the customer acting counts more than being acted upon.
-_KIND_POINTS = {"email_open": 2, "link_click": 5, "reply": 8, "meeting": 10, "web_visit": 3}
+# The kinds as the departments publish them (marketing's reply is ``campaign_reply``); an
+# unsubscribe is the customer acting too, against: it takes back as much as a click gives.
+_KIND_POINTS = {
+    "email_open": 2,
+    "link_click": 5,
+    "reply": 8,
+    "campaign_reply": 8,
+    "meeting": 10,
+    "web_visit": 3,
+    "unsubscribe": -5,
+}
 
 
 def engagement_score(touches: Iterable[Touch]) -> int:

@@ -108,6 +108,17 @@ class TestScoring:
         assert rules.engagement_score([Touch("call", "inbound", "positive")]) == 9
         assert rules.engagement_score([Touch("call", "outbound", "negative")]) == 0
 
+    def test_engagement_reads_the_kinds_marketing_publishes(self):
+        # Before, an unsubscribe counted as the customer reaching out (6 points: the lead's
+        # score rose), and a reply to a campaign only as much, not as the reply it is.
+        opened = [Touch("email_open", "inbound")] * 3
+        assert rules.engagement_score([*opened, Touch("unsubscribe", "inbound")]) < (
+            rules.engagement_score(opened)
+        )
+        assert rules.engagement_score([Touch("campaign_reply", "inbound")]) == (
+            rules.engagement_score([Touch("reply", "inbound")])
+        )
+
     def test_engagement_is_capped_and_never_negative(self):
         assert rules.engagement_score([Touch("meeting", "inbound")] * 20) == 50
         assert rules.engagement_score([Touch("call", "outbound", "negative")] * 5) == 0
