@@ -22,12 +22,19 @@ async def ticket_customer_identified(session: AsyncSession, event: Envelope) -> 
     )
 
 
-def _status(status: str):  # noqa: ANN202
-    async def handler(session: AsyncSession, event: Envelope) -> None:
-        ticket = support.TicketEvent.model_validate(event.data)
-        await customers.ticket_status(session, ticket.ticket_id, status)
+async def ticket_resolved(session: AsyncSession, event: Envelope) -> None:
+    ticket = support.TicketResolved.model_validate(event.data)
+    await customers.ticket_status(session, ticket, "resolved", ticket.resolved_at)
 
-    return handler
+
+async def ticket_reopened(session: AsyncSession, event: Envelope) -> None:
+    ticket = support.TicketReopened.model_validate(event.data)
+    await customers.ticket_status(session, ticket, customers.OPEN, ticket.reopened_at)
+
+
+async def ticket_closed(session: AsyncSession, event: Envelope) -> None:
+    ticket = support.TicketClosed.model_validate(event.data)
+    await customers.ticket_status(session, ticket, "closed", ticket.closed_at)
 
 
 async def customer_scored(session: AsyncSession, event: Envelope) -> None:
@@ -49,9 +56,9 @@ SUBSCRIPTIONS = [
         topics=(topics.SUPPORT,),
         handlers={
             support.TICKET_OPENED: ticket_opened,
-            support.TICKET_RESOLVED: _status("resolved"),
-            support.TICKET_REOPENED: _status(customers.OPEN),
-            support.TICKET_CLOSED: _status("closed"),
+            support.TICKET_RESOLVED: ticket_resolved,
+            support.TICKET_REOPENED: ticket_reopened,
+            support.TICKET_CLOSED: ticket_closed,
             support.TICKET_CUSTOMER_IDENTIFIED: ticket_customer_identified,
         },
     ),

@@ -4,6 +4,7 @@ together with the shared timeline. Also how merges and erasures reach sales' own
 
 import math
 import uuid
+from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
@@ -32,16 +33,24 @@ from services.sales.schemas import (
 from shared import customer_view
 from shared.contact_rules import CONTACT_WINDOW
 from shared.contracts.analytics import CustomerScored
-from shared.contracts.support import TicketCustomerIdentified, TicketOpened
+from shared.contracts.support import TicketCustomerIdentified, TicketEvent, TicketOpened
 from shared.customer_view import ContactCheck
 from shared.errors import InvalidInput, NotFound
 from shared.events import Channel, Department, utcnow
 from shared.pagination import after_row, decode_cursor, encode_cursor
 
 OPEN = "open"
+# A ticket heard of before its opening (which tells its priority) counts as this till then.
+UNKNOWN_PRIORITY = "normal"
 _CENT = Decimal("0.01")
 
 # ---- the support tickets projection ---------------------------------------------------------
+
+
+# A ticket's events come in no set order: once its customer is merged (or its unknown sender
+# identified), they are keyed by the survivor, and its earlier ones by the merged (or stand-in)
+# id, in another partition. So each applies as of its own time: a later status first creates
+# the row, the opening then adds what only it tells, and an older status changes nothing.
 
 
 async def ticket_opened(session: AsyncSession, ticket: TicketOpened) -> None:
@@ -49,7 +58,9 @@ async def ticket_opened(session: AsyncSession, ticket: TicketOpened) -> None:
     if customer_id is None:
         return  # erased
     row = await session.get(SupportTicket, ticket.ticket_id)
-    if row is None:
+    if row is not None:  # a later event came first: its status (and customer) stand
+        row.subject, row.priority, row.opened_at = ticket.subject, ticket.priority, ticket.opened_at
+    else:
         session.add(
             SupportTicket(
                 ticket_id=ticket.ticket_id,
@@ -79,12 +90,28 @@ async def ticket_customer_identified(
     await session.execute(update(SupportTicket).where(ticket).values(customer_id=customer_id))
 
 
-async def ticket_status(session: AsyncSession, ticket_id: uuid.UUID, status: str) -> None:
-    await session.execute(
-        update(SupportTicket)
-        .where(SupportTicket.ticket_id == ticket_id)
-        .values(status=status, updated_at=utcnow())
-    )
+async def ticket_status(
+    session: AsyncSession, ticket: TicketEvent, status: str, at: datetime
+) -> None:
+    """The ticket's status as of ``at``, unless what is known is later."""
+    row = await session.get(SupportTicket, ticket.ticket_id)
+    if row is None:  # before its opening (see above): the opening fills subject and priority
+        customer_id = await customer_view.filed_under(session, ticket.customer_id)
+        if customer_id is None:
+            return  # erased
+        session.add(
+            SupportTicket(
+                ticket_id=ticket.ticket_id,
+                customer_id=customer_id,
+                subject=None,
+                priority=UNKNOWN_PRIORITY,
+                status=status,
+                opened_at=at,
+                updated_at=at,
+            )
+        )
+    elif at >= row.updated_at:
+        row.status, row.updated_at = status, at
 
 
 async def open_ticket_priorities(session: AsyncSession, customer_id: uuid.UUID) -> list[str]:

@@ -744,6 +744,40 @@ class TestCustomerView:
         async with app_of(client).state.session_factory() as session:
             assert await customers.open_ticket_priorities(session, uuid.UUID(contact)) == ["urgent"]
 
+    async def test_a_tickets_events_applied_out_of_order_leave_its_latest_status(self, client):
+        # A ticket's events after its customer's merge (or its sender's identification) are
+        # keyed by the survivor, its ticket_opened by the merged (or stand-in) id: another
+        # partition, applied first or later (a replay, a lagging partition). Before, a
+        # resolution applied before the opening changed nothing, and the resolved urgent
+        # ticket stayed open in the rep's view and in the contact checks.
+        merged, survivor = str(uuid.uuid4()), str(uuid.uuid4())
+        ticket = {"ticket_id": str(uuid.uuid4()), "customer_id": survivor}
+        resolved = {**ticket, "agent_id": None, "resolved_at": "2026-11-21T10:00:00Z"}
+        await apply(client, support.TICKET_RESOLVED, resolved)
+        opened = {
+            **ticket,
+            "customer_id": merged,
+            "subject": "Invoice wrong",
+            "channel": "email",
+            "priority": "urgent",
+            "category": None,
+            "opened_at": "2026-11-20T10:00:00Z",
+        }
+        await apply(client, support.TICKET_OPENED, opened)
+        await apply(client, CONTACT_MERGED, {"merged_id": merged, "survivor_id": survivor})
+        view = (await client.get(f"/v1/customers/{survivor}")).json()
+        assert (view["open_ticket_count"], view["open_tickets"]) == (0, [])
+        # A reopening, then the resolution before it applied late: open, at its priority.
+        reopened = {**ticket, "reopened_at": "2026-11-22T10:00:00Z"}
+        await apply(client, support.TICKET_REOPENED, reopened)
+        await apply(client, support.TICKET_RESOLVED, resolved)
+        view = (await client.get(f"/v1/customers/{survivor}")).json()
+        [open_ticket] = view["open_tickets"]
+        assert (open_ticket["priority"], open_ticket["subject"]) == ("urgent", "Invoice wrong")
+        closed = {**ticket, "closed_at": "2026-11-23T10:00:00Z", "reason": "agent"}
+        await apply(client, support.TICKET_CLOSED, closed)
+        assert (await client.get(f"/v1/customers/{survivor}")).json()["open_ticket_count"] == 0
+
     async def test_an_unknown_sender_erased_before_being_identified_leaves_nothing(self, client):
         stand_in, contact = str(uuid.uuid4()), str(uuid.uuid4())
         ticket = {
