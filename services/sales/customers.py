@@ -281,8 +281,8 @@ async def contact_merged(
 
 async def contact_erased(session: AsyncSession, contact_id: uuid.UUID) -> None:
     """No PII of an erased person stays in sales: leads lose name, company, e-mail, phone and
-    disqualify reason, activities and deals their free text; tickets and scores go. Orders
-    and deals keep only amounts."""
+    disqualify reason, activities, deals and order lines their free text; tickets and scores
+    go. Orders and deals keep only amounts (and an order's skus and quantities)."""
     await session.execute(
         update(Lead)
         .where(Lead.customer_id == contact_id)
@@ -300,6 +300,11 @@ async def contact_erased(session: AsyncSession, contact_id: uuid.UUID) -> None:
         .where(Opportunity.customer_id == contact_id)
         .values(title="[erased]", close_reason=None)  # free text: may name the person
     )
+    # An order line's description is free text too ("engraved for ..."); sku, quantity and
+    # price stay, for the amounts.
+    for order in await session.scalars(select(Order).where(Order.customer_id == contact_id)):
+        if any(line.get("description") for line in order.lines):
+            order.lines = [{**line, "description": None} for line in order.lines]
     await session.execute(delete(SupportTicket).where(SupportTicket.customer_id == contact_id))
     await session.execute(delete(CustomerScore).where(CustomerScore.customer_id == contact_id))
     await territories.erased(session, contact_id)

@@ -1026,6 +1026,21 @@ class TestMergeAndErase:
         deal = (await client.get(f"/v1/opportunities/{opp['id']}")).json()
         assert (deal["title"], deal["close_reason"]) == ("[erased]", None)
 
+    async def test_erasure_clears_the_free_text_of_order_lines(self, client):
+        # Before, an order line's description (free text: "engraved for Bob Smith") stayed.
+        customer = str(uuid.uuid4())
+        line = {"sku": "RING-1", "description": "Engraved: for Bob Smith", "quantity": 1}
+        body = {"customer_id": customer, "currency": "EUR", "lines": [{**line, "unit_price": "9"}]}
+        placed = await client.post("/v1/orders", json=body)
+        assert placed.status_code == 201, placed.text
+        await apply(
+            client, CONTACT_ERASED, {"contact_id": customer, "erased_at": "2026-11-24T00:00:00Z"}
+        )
+        order = (await client.get(f"/v1/orders/{placed.json()['id']}")).json()
+        [kept] = order["lines"]
+        assert (kept["sku"], kept["description"], kept["quantity"]) == ("RING-1", None, 1)
+        assert (kept["unit_price"], order["amount"]) == ("9.00", "9.00")
+
     async def test_erasure_redacts_lead_pii(self, client, contacts):
         connect(client, contacts)
         lead = await new_lead(client, phone="+4930123456")
