@@ -183,7 +183,8 @@ class Recorded(BaseModel):
 @router.post("/engagements", status_code=status.HTTP_201_CREATED, dependencies=write)
 async def provider_event(body: ProviderEvent, session: SessionDep, response: Response) -> Recorded:
     """A delivery receipt or a reply reported by a channel provider (the first per send counts:
-    a repeat answers 200 with ``recorded: false``)."""
+    a repeat answers 200 with ``recorded: false``). A send never handed to a provider (queued,
+    suppressed, failed) cannot have been delivered or replied to: a 409 that records nothing."""
     recorded = await engagement.record(session, body.send_id, body.kind.value, body.occurred_at)
     if recorded is None:
         response.status_code = status.HTTP_200_OK

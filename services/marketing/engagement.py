@@ -16,7 +16,7 @@ from services.marketing.models import Campaign, Engagement, Recipient, Send
 from shared import customer_view, topics
 from shared.contracts import marketing as contract
 from shared.db import for_update
-from shared.errors import NotFound
+from shared.errors import InvalidTransition, NotFound
 from shared.events import Direction, utcnow
 
 # engagement kind -> the kind of the customer's touch on the timeline (None: not a touch)
@@ -33,7 +33,8 @@ async def record(
     session: AsyncSession, send_id: uuid.UUID, kind: str, at: datetime | None = None
 ) -> Engagement | None:
     """Record that the recipient of ``send_id`` did ``kind``; None if it was recorded before or
-    the customer was erased (nothing is kept about them)."""
+    the customer was erased (nothing is kept about them). A provider's report on a send it
+    was never handed is an InvalidTransition (rules.report_refusal)."""
     at = at or utcnow()
     recipient_id = await session.scalar(select(Send.customer_id).where(Send.id == send_id))
     if recipient_id is None:
@@ -51,6 +52,9 @@ async def record(
     )
     if existing is not None or customer_id is None:
         return None
+    # After the repeat: a receipt redelivered once the send has failed still answers as one.
+    if refusal := rules.report_refusal(kind, send.status):
+        raise InvalidTransition(refusal, field="send_id", details={"send_status": send.status})
     campaign = await session.get(Campaign, send.campaign_id)
     assert campaign is not None
     engagement = Engagement(

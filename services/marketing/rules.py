@@ -59,6 +59,25 @@ BUDGET_EXHAUSTED = "budget_exhausted"
 NO_ADDRESS = "no_address"
 
 
+# ---- what providers report -----------------------------------------------------------------
+
+# Engagement a provider reports by send id (POST /v1/engagements). Opens, clicks and
+# unsubscribes come through the signed links of a message, which only a claimed send has.
+PROVIDER_REPORTS = ("delivered", "replied")
+# A provider has the message once the sender claimed the send (``sending``: being handed over,
+# its receipt may come before the outcome is recorded). A queued send was never claimed, a
+# suppressed one never composed, a failed one refused: none can have been delivered.
+HANDED_OVER = ("sending", "sent")
+
+
+def report_refusal(kind: str, send_status: str) -> str | None:
+    """Why a provider cannot have reported ``kind`` on a send that is ``send_status`` (None:
+    it can)."""
+    if kind not in PROVIDER_REPORTS or send_status in HANDED_OVER:
+        return None
+    return f"the send is {send_status}: it was never handed to a provider, so nothing was {kind}"
+
+
 # ---- budgets --------------------------------------------------------------------------------
 
 

@@ -286,6 +286,28 @@ class TestBudget:
         assert rules.affordable_sends(Decimal(budget), Decimal(cost), committed) == expected
 
 
+class TestProviderReports:
+    @pytest.mark.parametrize("kind", ["delivered", "replied"])
+    @pytest.mark.parametrize(
+        ("status", "possible"),
+        [
+            ("queued", False),  # never claimed
+            ("sending", True),  # being handed over: the receipt may come first
+            ("sent", True),
+            ("suppressed", False),
+            ("failed", False),
+        ],
+    )
+    def test_only_a_send_handed_over_can_be_reported_on(self, kind, status, possible):
+        refusal = rules.report_refusal(kind, status)
+        assert (refusal is None) == possible
+        if refusal is not None:
+            assert status in refusal
+
+    def test_the_signed_links_are_not_a_providers_report(self):
+        assert rules.report_refusal("clicked", "queued") is None
+
+
 class TestAddresses:
     def address(self, channel, **fields):
         base = {"customer_id": "c-1", "email": None, "phone": None, "identities": {}}

@@ -11,6 +11,8 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
+from services.marketing.channels import DeliveryResult, OutgoingMessage
+from services.marketing.sender import Sender
 from services.marketing.tests.helpers import (
     apply,
     deliver,
@@ -220,3 +222,65 @@ class TestProviderEvents:
         )
         assert response.status_code == 404
         assert response.json()["error"]["fields"][0]["field"] == "send_id"
+
+    @pytest.mark.parametrize("kind", ["delivered", "replied"])
+    async def test_a_report_on_a_send_never_handed_over_is_refused(self, client, mailbox, kind):
+        await new_contact(client)
+        await new_contact(client, email=None)
+        campaign_id = (await new_campaign(client, (await new_segment(client))["id"]))["id"]
+        await launch(client, campaign_id)
+        by_status = {s["status"]: s for s in await sends(client, campaign_id)}
+        assert set(by_status) == {"queued", "suppressed"}
+        for send in by_status.values():
+            response = await client.post(
+                "/v1/engagements", json={"send_id": send["id"], "kind": kind}
+            )
+            # Recorded: the report said delivered 2 (or replied 2) with nothing sent.
+            assert response.status_code == 409, response.text
+            error = response.json()["error"]
+            assert error["fields"][0]["field"] == "send_id"
+            assert send["status"] in error["fields"][0]["reason"]
+        got = await report(client, campaign_id)
+        assert (got["sent"], got["delivered"], got["replied"]) == (0, 0, 0)
+        assert await marketing_events(client, "crm.marketing.engagement_recorded.v1") == []
+
+    async def test_a_report_on_a_failed_send_is_refused(self, client, mailbox):
+        customer = await new_contact(client)
+        campaign_id = (await new_campaign(client, (await new_segment(client))["id"]))["id"]
+        await launch(client, campaign_id)
+        mailbox.refuse.add(f"ada.{customer[:8]}@example.com")
+        await deliver(client)
+        [send] = await sends(client, campaign_id)
+        assert send["status"] == "failed"
+        response = await client.post(
+            "/v1/engagements", json={"send_id": send["id"], "kind": "delivered"}
+        )
+        assert response.status_code == 409, response.text
+        assert (await report(client, campaign_id))["delivered"] == 0
+
+    async def test_a_receipt_before_the_sender_records_the_send_counts_once(self, client):
+        """A provider may report delivery while the send is still ``sending``: it was handed
+        over, the sender has not recorded the outcome yet."""
+        await new_contact(client)
+        campaign_id = (await new_campaign(client, (await new_segment(client))["id"]))["id"]
+        await launch(client, campaign_id)
+        answers: list[int] = []
+
+        class ReportingAtOnce:
+            async def deliver(self, messages: list[OutgoingMessage]) -> list[DeliveryResult]:
+                for message in messages:
+                    receipt = {"send_id": str(message.send_id), "kind": "delivered"}
+                    answers.append((await client.post("/v1/engagements", json=receipt)).status_code)
+                return [DeliveryResult(m.send_id, ok=True, attempts=1) for m in messages]
+
+        app = app_of(client)
+        sender = Sender(app.state.session_factory, app.state.settings, {"email": ReportingAtOnce()})
+        assert await sender.deliver_batch() == 1
+        [send] = await sends(client, campaign_id)
+        assert send["status"] == "sent" and answers == [201]
+        again = await client.post(
+            "/v1/engagements", json={"send_id": send["id"], "kind": "delivered"}
+        )
+        assert again.status_code == 200 and again.json() == {"id": None, "recorded": False}
+        got = await report(client, campaign_id)
+        assert (got["sent"], got["delivered"]) == (1, 1)
