@@ -133,23 +133,37 @@ async def launch(
 
 async def complete_if_done(session: AsyncSession, campaign: Campaign, now: datetime) -> bool:
     """Mark the campaign completed (and say so on the bus) once no send is waiting."""
-    counts: dict[str, int] = dict(
-        (
-            await session.execute(
-                select(Send.status, func.count())
-                .where(Send.campaign_id == campaign.id)
-                .group_by(Send.status)
-            )
-        ).all()
-    )
-    if counts.get(SendStatus.queued, 0) or counts.get(SendStatus.sending, 0):
+    if _waiting(await _counts(session, campaign.id)):
         return False
+    # Counted again under its lock, read afresh: the sender reads it unlocked, and a launch
+    # may have queued more sends since (written over, "sending" would become "completed").
+    campaign = await get_campaign(session, campaign.id, lock=True)
     if campaign.status == CampaignStatus.completed:
         return True
+    counts = await _counts(session, campaign.id)
+    if _waiting(counts):
+        return False
     campaign.status = CampaignStatus.completed.value
     campaign.completed_at = now
     events.campaign_completed(session, campaign, counts, now)
     return True
+
+
+def _waiting(counts: dict[str, int]) -> bool:
+    return bool(counts.get(SendStatus.queued, 0) or counts.get(SendStatus.sending, 0))
+
+
+async def _counts(session: AsyncSession, campaign_id: uuid.UUID) -> dict[str, int]:
+    """The campaign's sends by status."""
+    return dict(
+        (
+            await session.execute(
+                select(Send.status, func.count())
+                .where(Send.campaign_id == campaign_id)
+                .group_by(Send.status)
+            )
+        ).all()
+    )
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Two transactions in a fixed order (PostgreSQL): a campaign changed while it is launched,
-and one engagement reported twice at once."""
+one engagement reported twice at once, and a campaign launched again while the sender
+records its last send."""
 
 import uuid
 from collections.abc import Awaitable, Callable
@@ -9,6 +10,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.marketing import engagement, launch, service
+from services.marketing.channels import DeliveryResult
 from services.marketing.schemas import CampaignUpdate, LaunchResult
 from services.marketing.tests.helpers import (
     apply,
@@ -17,6 +19,7 @@ from services.marketing.tests.helpers import (
     new_contact,
     new_segment,
     outbox,
+    report,
     sends,
 )
 from shared.errors import InvalidTransition
@@ -76,3 +79,27 @@ async def test_two_campaigns_launched_at_once_keep_the_weekly_limit(client):
     # Each counted the member's touches without the other's send: both queued it.
     result = await one_write_waits_for_another(factory, launch_of(first), launch_of(second))
     assert (result.queued, result.suppressed) == (0, {"weekly_limit_reached": 1})
+
+
+@postgres_only
+async def test_a_campaign_launched_again_while_its_last_send_is_recorded_is_not_completed(client):
+    factory = app_of(client).state.session_factory
+    sender = app_of(client).state.sender
+    await new_contact(client, country="DE")
+    campaign = await new_campaign(client, (await new_segment(client))["id"])
+    assert (await client.post(f"/v1/campaigns/{campaign['id']}/launch")).status_code == 202
+    claimed = await sender._claim()  # being handed over
+    await new_contact(client, country="DE")  # joins the dynamic segment
+
+    def launch_again(session: AsyncSession) -> Awaitable[object]:
+        return launch.launch(session, uuid.UUID(campaign["id"]))
+
+    async def record_it(_: AsyncSession) -> None:
+        delivered = [DeliveryResult(send_id, ok=True, attempts=1) for send_id in claimed]
+        await sender._record(delivered, {})
+
+    # The sender counted no send waiting before the launch committed one, and wrote
+    # "completed" over "sending" with a send still queued.
+    await one_write_waits_for_another(factory, launch_again, record_it)
+    got = await report(client, campaign["id"])
+    assert (got["status"], got["sent"], got["queued"]) == ("sending", 1, 1)
