@@ -567,6 +567,21 @@ async def test_every_published_event_matches_its_published_schema(
             )
         )
         await ok(await marketing_api.post(f"/v1/campaigns/{campaign['id']}/launch"))
+        # A second campaign to the family, cancelled before it was launched.
+        spare = await ok(
+            await marketing_api.post(
+                "/v1/campaigns",
+                json={
+                    "name": "Spring offer",
+                    "channel": "email",
+                    "segment_id": segment["id"],
+                    "template": "Hello {first_name}",
+                    "budget": "10",
+                    "cost_per_send": "0.01",
+                },
+            )
+        )
+        await ok(await marketing_api.post(f"/v1/campaigns/{spare['id']}/cancel"))
 
         async def completed() -> None:
             report = (await marketing_api.get(f"/v1/campaigns/{campaign['id']}/report")).json()

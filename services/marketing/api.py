@@ -125,6 +125,14 @@ async def launch_campaign(campaign_id: uuid.UUID, session: SessionDep) -> Launch
     return await launch.launch(session, campaign_id)
 
 
+@router.post("/campaigns/{campaign_id}/cancel", dependencies=write)
+async def cancel_campaign(campaign_id: uuid.UUID, session: SessionDep) -> CampaignRead:
+    """Stop the campaign for good: sends no sender has claimed yet are not sent (suppressed,
+    reason ``campaign_cancelled``), those being handed over finish; it cannot be launched
+    again. Cancelling it again changes nothing; a completed campaign is a 409."""
+    return CampaignRead.model_validate(await launch.cancel(session, campaign_id))
+
+
 @router.get("/campaigns/{campaign_id}/report", dependencies=read)
 async def campaign_report(campaign_id: uuid.UUID, session: SessionDep) -> Report:
     return await service.report(session, campaign_id)

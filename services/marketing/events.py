@@ -90,6 +90,17 @@ def campaign_completed(
     )
 
 
+def campaign_cancelled(
+    session: AsyncSession, campaign: Campaign, withdrawn: int, at: datetime
+) -> None:
+    _campaign_event(
+        session,
+        campaign,
+        contract.CAMPAIGN_CANCELLED,
+        contract.CampaignCancelled(campaign_id=campaign.id, withdrawn=withdrawn, cancelled_at=at),
+    )
+
+
 class Rows:
     """Outbox rows of a bulk operation (a launch, a sender batch), inserted in one statement."""
 

@@ -28,7 +28,7 @@ from shared import contact_rules, customer_view
 from shared.contact_rules import CONTACT_WINDOW
 from shared.customer_view import TimelineEntry
 from shared.db import lock_customers
-from shared.errors import Conflict
+from shared.errors import Conflict, InvalidTransition
 from shared.events import ContactPreferences, Department, utcnow
 
 CHUNK = 5000  # ids per IN (...) list, well under both databases' parameter limits
@@ -47,6 +47,10 @@ async def launch(
 ) -> LaunchResult:
     now = now or utcnow()
     campaign = await get_campaign(session, campaign_id, lock=True)
+    if refusal := rules.launch_refusal(campaign.status):
+        raise InvalidTransition(
+            refusal, details={"campaign_status": campaign.status, "action": "launch"}
+        )
     # Two campaigns launched at once each counted the members' touches without the other's
     # sends: with a weekly limit of one, both queued every member.
     await lock_customers(session, [LAUNCHES])
@@ -131,14 +135,50 @@ async def launch(
     )
 
 
+async def cancel(
+    session: AsyncSession, campaign_id: uuid.UUID, now: datetime | None = None
+) -> Campaign:
+    """Stop the campaign for good: its sends no sender has claimed yet are withdrawn
+    (suppressed: campaign_cancelled); those being handed over finish as they are. Cancelling
+    a cancelled campaign changes nothing."""
+    now = now or utcnow()
+    campaign = await get_campaign(session, campaign_id, lock=True)  # launches take it too
+    if campaign.status == CampaignStatus.cancelled:
+        return campaign
+    if refusal := rules.cancel_refusal(campaign.status):
+        raise InvalidTransition(
+            refusal, details={"campaign_status": campaign.status, "action": "cancel"}
+        )
+    # One statement that repeats "queued", as the sender's claim repeats it: a send the
+    # sender claims meanwhile is either claimed (and sent) or withdrawn here, never both.
+    withdrawn = list(
+        await session.scalars(
+            update(Send)
+            .where(Send.campaign_id == campaign.id, Send.status == SendStatus.queued)
+            .values(status=SendStatus.suppressed.value, reasons=[rules.CAMPAIGN_CANCELLED])
+            .returning(Send.customer_id)
+        )
+    )
+    outbox = events.Rows()
+    for customer_id in withdrawn:
+        outbox.suppressed(campaign, customer_id, [rules.CAMPAIGN_CANCELLED], now)
+    await outbox.write(session)
+    campaign.status = CampaignStatus.cancelled.value
+    events.campaign_cancelled(session, campaign, len(withdrawn), now)
+    await session.flush()
+    return campaign
+
+
 async def complete_if_done(session: AsyncSession, campaign: Campaign, now: datetime) -> bool:
-    """Mark the campaign completed (and say so on the bus) once no send is waiting."""
+    """Mark the campaign completed (and say so on the bus) once no send is waiting; a
+    cancelled campaign stays cancelled."""
     if _waiting(await _counts(session, campaign.id)):
         return False
     # Counted again under its lock, read afresh: the sender reads it unlocked, and a launch
-    # may have queued more sends since (written over, "sending" would become "completed").
+    # may have queued more sends since, or a cancel committed (written over, "sending" or
+    # "cancelled" would become "completed").
     campaign = await get_campaign(session, campaign.id, lock=True)
-    if campaign.status == CampaignStatus.completed:
+    if campaign.status in (CampaignStatus.completed, CampaignStatus.cancelled):
         return True
     counts = await _counts(session, campaign.id)
     if _waiting(counts):

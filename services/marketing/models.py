@@ -156,7 +156,8 @@ class Campaign(Base):
     budget: Mapped[Decimal] = mapped_column(Money)
     cost_per_send: Mapped[Decimal] = mapped_column(Money)
     scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    status: Mapped[str] = mapped_column(String(16))  # draft | scheduled | sending | completed
+    # draft | scheduled | sending | completed | cancelled
+    status: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     launched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -59,6 +59,28 @@ BUDGET_EXHAUSTED = "budget_exhausted"
 NO_ADDRESS = "no_address"
 
 
+# ---- campaign lifecycle ---------------------------------------------------------------------
+
+# Why a send is not sent: its campaign was cancelled before a sender claimed it.
+CAMPAIGN_CANCELLED = "campaign_cancelled"
+
+
+def launch_refusal(campaign_status: str) -> str | None:
+    """Why a campaign that is ``campaign_status`` cannot be launched (None: it can; a
+    completed one can, to reach whom the last launch did not)."""
+    if campaign_status == "cancelled":
+        return "a cancelled campaign cannot be launched again"
+    return None
+
+
+def cancel_refusal(campaign_status: str) -> str | None:
+    """Why a campaign that is ``campaign_status`` cannot be cancelled (None: it can; a
+    cancelled one is cancelled again, changing nothing)."""
+    if campaign_status == "completed":
+        return "a completed campaign has nothing left to send to cancel"
+    return None
+
+
 # ---- what providers report -----------------------------------------------------------------
 
 # Engagement a provider reports by send id (POST /v1/engagements). Opens, clicks and

@@ -107,6 +107,7 @@ class CampaignStatus(StrEnum):
     scheduled = "scheduled"
     sending = "sending"
     completed = "completed"
+    cancelled = "cancelled"  # stopped for good: its queued sends withdrawn, never launched again
 
 
 _TEMPLATE = (

@@ -164,43 +164,47 @@ class Sender:
                 await renewing
 
     async def _claim(self) -> list[uuid.UUID]:
-        """Mark a batch ``sending`` for this sender. The UPDATE repeats the claimable condition
-        and the claim is read back by its id, so two senders never hold the same send (on
-        SQLite, which has no SKIP LOCKED, the second one's UPDATE finds them taken)."""
+        """Mark a batch ``sending`` for this sender (``claim``) and commit."""
+        async with self.session_factory() as session:
+            claim, claimed = await self.claim(session)
+            await session.commit()
+        self._claims.update(dict.fromkeys(claimed, claim))
+        return claimed
+
+    async def claim(self, session: AsyncSession) -> tuple[uuid.UUID, list[uuid.UUID]]:
+        """Mark a batch ``sending`` in the caller's transaction: the claim's id and its sends.
+        The UPDATE repeats the claimable condition and the claim is read back by its id, so
+        two senders never hold the same send (on SQLite, which has no SKIP LOCKED, the second
+        one's UPDATE finds them taken), nor do a sender and a cancel (launch.cancel)."""
         now = utcnow()
         claimable = or_(
             Send.status == SendStatus.queued,
             (Send.status == SendStatus.sending) & (Send.claimed_until < now),
         )
-        async with self.session_factory() as session:
-            query = (
-                select(Send.id)
-                .where(claimable)
-                .order_by(Send.created_at, Send.id)
-                .limit(self.settings.sender_batch_size)
-                .with_for_update(skip_locked=True)
+        claim = uuid.uuid4()
+        query = (
+            select(Send.id)
+            .where(claimable)
+            .order_by(Send.created_at, Send.id)
+            .limit(self.settings.sender_batch_size)
+            .with_for_update(skip_locked=True)
+        )
+        ids = list(await session.scalars(query))
+        if not ids:
+            return claim, []
+        await session.execute(
+            update(Send)
+            .where(Send.id.in_(ids), claimable)
+            .values(
+                status=SendStatus.sending,
+                claimed_until=now + timedelta(seconds=self.settings.send_lease_s),
+                claimed_by=claim,
             )
-            ids = list(await session.scalars(query))
-            if not ids:
-                return []
-            claim = uuid.uuid4()
-            await session.execute(
-                update(Send)
-                .where(Send.id.in_(ids), claimable)
-                .values(
-                    status=SendStatus.sending,
-                    claimed_until=now + timedelta(seconds=self.settings.send_lease_s),
-                    claimed_by=claim,
-                )
-            )
-            claimed = list(
-                await session.scalars(
-                    select(Send.id).where(Send.id.in_(ids), Send.claimed_by == claim)
-                )
-            )
-            await session.commit()
-        self._claims.update(dict.fromkeys(claimed, claim))
-        return claimed
+        )
+        claimed = list(
+            await session.scalars(select(Send.id).where(Send.id.in_(ids), Send.claimed_by == claim))
+        )
+        return claim, claimed
 
     async def _compose(
         self, ids: list[uuid.UUID]

@@ -16,6 +16,9 @@ CAMPAIGN_CREATED = "crm.marketing.campaign_created.v1"
 CAMPAIGN_LAUNCHED = "crm.marketing.campaign_launched.v1"
 # Every send of the campaign has an outcome (sent, suppressed or failed): nothing is queued.
 CAMPAIGN_COMPLETED = "crm.marketing.campaign_completed.v1"
+# Stopped for good: the sends still queued were withdrawn (each a message_suppressed with the
+# reason campaign_cancelled); those a sender was handing over finish as they are.
+CAMPAIGN_CANCELLED = "crm.marketing.campaign_cancelled.v1"
 MESSAGE_SENT = "crm.marketing.message_sent.v1"
 MESSAGE_SUPPRESSED = "crm.marketing.message_suppressed.v1"
 MESSAGE_FAILED = "crm.marketing.message_failed.v1"
@@ -53,6 +56,12 @@ class CampaignCompleted(BaseModel):
     completed_at: AwareDatetime
 
 
+class CampaignCancelled(BaseModel):
+    campaign_id: uuid.UUID
+    withdrawn: int  # queued sends that will not be sent
+    cancelled_at: AwareDatetime
+
+
 class MessageSent(BaseModel):
     send_id: uuid.UUID
     campaign_id: uuid.UUID
@@ -66,7 +75,7 @@ class MessageSuppressed(BaseModel):
     campaign_id: uuid.UUID
     customer_id: uuid.UUID
     channel: Channel
-    reasons: list[str]  # the contact-check reasons, or budget_exhausted
+    reasons: list[str]  # the contact-check reasons, budget_exhausted or campaign_cancelled
     suppressed_at: AwareDatetime
 
 
@@ -99,6 +108,7 @@ EVENT_TYPES: dict[str, type[BaseModel]] = {
     CAMPAIGN_CREATED: CampaignCreated,
     CAMPAIGN_LAUNCHED: CampaignLaunched,
     CAMPAIGN_COMPLETED: CampaignCompleted,
+    CAMPAIGN_CANCELLED: CampaignCancelled,
     MESSAGE_SENT: MessageSent,
     MESSAGE_SUPPRESSED: MessageSuppressed,
     MESSAGE_FAILED: MessageFailed,

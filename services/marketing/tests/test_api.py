@@ -14,7 +14,9 @@ import pytest
 from sqlalchemy import select
 
 from services.marketing import launch as launch_module
+from services.marketing.channels import DeliveryResult, OutgoingMessage
 from services.marketing.models import Lead, Order, Score, TicketState
+from services.marketing.sender import Sender
 from services.marketing.tests.helpers import (
     NOW,
     apply,
@@ -31,12 +33,13 @@ from services.marketing.tests.helpers import (
     touch,
 )
 from shared import topics
-from shared.contracts import analytics, sales, support
+from shared.contracts import analytics, marketing, sales, support
 from shared.events import (
     CONTACT_ERASED,
     CONTACT_MERGED,
     CONTACT_POLICY_UPDATED,
     CONTACT_UPDATED,
+    decode_event,
 )
 from shared.testing import app_of, eventually
 
@@ -759,6 +762,104 @@ class TestDelivery:
             await eventually(both_delivered)
         finally:
             runner.cancel()
+
+
+class TestCancel:
+    async def cancel(self, client, campaign_id: str, status: int = 200) -> dict:
+        response = await client.post(f"/v1/campaigns/{campaign_id}/cancel")
+        assert response.status_code == status, response.text
+        return response.json()
+
+    async def test_queued_sends_are_withdrawn_and_those_being_handed_over_finish(self, client):
+        for _ in range(3):
+            await new_contact(client)
+        campaign_id = (await new_campaign(client, (await new_segment(client))["id"]))["id"]
+        await launch(client, campaign_id)
+        handed_over: list[OutgoingMessage] = []
+        answers: list[dict] = []
+
+        class CancelledWhileDelivering:
+            """The marketer cancels while the sender hands the first send over."""
+
+            async def deliver(self, messages: list[OutgoingMessage]) -> list[DeliveryResult]:
+                answers.append(await TestCancel.cancel(self, client, campaign_id))
+                handed_over.extend(messages)
+                return [DeliveryResult(m.send_id, ok=True, attempts=1) for m in messages]
+
+        app = app_of(client)
+        settings = app.state.settings.model_copy(update={"sender_batch_size": 1})
+        sender = Sender(app.state.session_factory, settings, {"email": CancelledWhileDelivering()})
+        assert await sender.deliver_batch() == 1
+        assert answers[0]["status"] == "cancelled"
+        assert await deliver(client) == 0  # nothing left to send
+        assert len(handed_over) == 1
+        by_status = sorted((s["status"], s["reasons"]) for s in await sends(client, campaign_id))
+        assert by_status == [("sent", []), *[("suppressed", ["campaign_cancelled"])] * 2]
+        got = await report(client, campaign_id)
+        assert got["status"] == "cancelled"  # recording the last send did not complete it
+        assert (got["queued"], got["sent"], got["suppressed"]) == (0, 1, 2)
+        assert got["suppressed_by_reason"] == {"campaign_cancelled": 2}
+        assert got["spend"] == "0.1"
+        rows = await outbox(client, topics.MARKETING)
+        assert "crm.marketing.campaign_completed.v1" not in event_types(rows)
+        [cancelled] = [
+            decode_event(r.value) for r in rows if r.event_type == marketing.CAMPAIGN_CANCELLED
+        ]
+        assert cancelled.data["campaign_id"] == campaign_id and cancelled.data["withdrawn"] == 2
+        withdrawn = [
+            decode_event(r.value).data for r in rows if r.event_type == marketing.MESSAGE_SUPPRESSED
+        ]
+        assert [w["reasons"] for w in withdrawn] == [["campaign_cancelled"]] * 2
+
+    async def test_a_cancelled_campaign_is_not_sent_nor_launched_again(self, client, mailbox):
+        await new_contact(client)
+        campaign_id = (await new_campaign(client, (await new_segment(client))["id"]))["id"]
+        await launch(client, campaign_id)
+        await self.cancel(client, campaign_id)
+        assert await deliver(client) == 0 and mailbox.messages == []
+        before = await outbox(client)
+        response = await client.post(f"/v1/campaigns/{campaign_id}/launch")
+        assert response.status_code == 409, response.text
+        assert response.json()["error"]["code"] == "invalid_transition"
+        assert "cancelled" in response.json()["error"]["message"]
+        [send] = await sends(client, campaign_id)
+        assert (send["status"], send["reasons"]) == ("suppressed", ["campaign_cancelled"])
+        assert len(await outbox(client)) == len(before)
+
+    async def test_cancelling_twice_changes_nothing_the_second_time(self, client):
+        await new_contact(client)
+        campaign_id = (await new_campaign(client, (await new_segment(client))["id"]))["id"]
+        await launch(client, campaign_id)
+        first = await self.cancel(client, campaign_id)
+        before = await outbox(client)
+        assert await self.cancel(client, campaign_id) == first
+        assert len(await outbox(client)) == len(before)
+
+    async def test_a_scheduled_campaign_cancelled_is_never_launched(self, client, mailbox):
+        await new_contact(client)
+        soon = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
+        segment = await new_segment(client)
+        campaign_id = (await new_campaign(client, segment["id"], scheduled_at=soon))["id"]
+        assert (await self.cancel(client, campaign_id))["status"] == "cancelled"
+        sender = app_of(client).state.sender
+        assert await sender.launch_due(datetime.now(UTC) + timedelta(hours=1)) == 0
+        assert await sends(client, campaign_id) == []
+        types = event_types(await outbox(client, topics.MARKETING))
+        assert types.count(marketing.CAMPAIGN_CANCELLED) == 1
+        assert marketing.CAMPAIGN_LAUNCHED not in types
+
+    async def test_a_completed_campaign_has_nothing_to_cancel(self, client, mailbox):
+        await new_contact(client)
+        campaign_id = (await new_campaign(client, (await new_segment(client))["id"]))["id"]
+        await launch(client, campaign_id)
+        await deliver(client)
+        error = (await self.cancel(client, campaign_id, 409))["error"]
+        assert error["code"] == "invalid_transition"
+        assert error["campaign_status"] == "completed"
+        assert (await report(client, campaign_id))["status"] == "completed"
+
+    async def test_unknown_campaign(self, client):
+        await self.cancel(client, str(uuid.uuid4()), 404)
 
 
 class TestContactsChanges:

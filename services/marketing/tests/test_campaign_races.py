@@ -1,6 +1,6 @@
 """Two transactions in a fixed order (PostgreSQL): a campaign changed while it is launched,
-one engagement reported twice at once, and a campaign launched again while the sender
-records its last send."""
+one engagement reported twice at once, a campaign launched again or cancelled while the
+sender claims or records its sends."""
 
 import uuid
 from collections.abc import Awaitable, Callable
@@ -22,8 +22,9 @@ from services.marketing.tests.helpers import (
     report,
     sends,
 )
+from shared.contracts import marketing
 from shared.errors import InvalidTransition
-from shared.events import CONTACT_POLICY_UPDATED, utcnow
+from shared.events import CONTACT_POLICY_UPDATED, decode_event, utcnow
 from shared.testing import app_of, one_write_waits_for_another, postgres_only
 
 
@@ -79,6 +80,79 @@ async def test_two_campaigns_launched_at_once_keep_the_weekly_limit(client):
     # Each counted the member's touches without the other's send: both queued it.
     result = await one_write_waits_for_another(factory, launch_of(first), launch_of(second))
     assert (result.queued, result.suppressed) == (0, {"weekly_limit_reached": 1})
+
+
+async def cancelled_events(client) -> list[dict]:
+    rows = await outbox(client)
+    return [
+        decode_event(r.value).data for r in rows if r.event_type == marketing.CAMPAIGN_CANCELLED
+    ]
+
+
+@postgres_only
+async def test_a_send_claimed_as_the_campaign_is_cancelled_is_sent_not_withdrawn(client):
+    factory = app_of(client).state.session_factory
+    sender = app_of(client).state.sender
+    await new_contact(client, country="DE")
+    campaign = await new_campaign(client, (await new_segment(client))["id"])
+    assert (await client.post(f"/v1/campaigns/{campaign['id']}/launch")).status_code == 202
+    campaign_id = uuid.UUID(campaign["id"])
+
+    def claim(session: AsyncSession) -> Awaitable[object]:
+        return sender.claim(session)
+
+    def cancel(session: AsyncSession) -> Awaitable[object]:
+        return launch.cancel(session, campaign_id)
+
+    # The cancel waits for the send the claim holds, then finds it claimed: withdrawn as
+    # well, it would be both sent (the sender holds it) and suppressed.
+    await one_write_waits_for_another(factory, claim, cancel)
+    [send] = await sends(client, campaign["id"])
+    assert (send["status"], send["reasons"]) == ("sending", [])
+    assert [e["withdrawn"] for e in await cancelled_events(client)] == [0]
+    assert marketing.MESSAGE_SUPPRESSED not in event_types(await outbox(client))
+
+
+@postgres_only
+async def test_a_send_withdrawn_by_a_cancel_under_way_is_not_claimed(client, mailbox):
+    factory = app_of(client).state.session_factory
+    sender = app_of(client).state.sender
+    await new_contact(client, country="DE")
+    campaign = await new_campaign(client, (await new_segment(client))["id"])
+    assert (await client.post(f"/v1/campaigns/{campaign['id']}/launch")).status_code == 202
+    async with factory() as session:
+        await launch.cancel(session, uuid.UUID(campaign["id"]))
+        await session.flush()
+        # The cancel holds the send, not yet committed: the sender passes it over.
+        assert await sender.deliver_batch() == 0
+        await session.commit()
+    assert await sender.deliver_batch() == 0 and mailbox.messages == []
+    [send] = await sends(client, campaign["id"])
+    assert (send["status"], send["reasons"]) == ("suppressed", ["campaign_cancelled"])
+
+
+@postgres_only
+async def test_a_campaign_cancelled_while_its_last_send_is_recorded_stays_cancelled(client):
+    factory = app_of(client).state.session_factory
+    sender = app_of(client).state.sender
+    await new_contact(client, country="DE")
+    campaign = await new_campaign(client, (await new_segment(client))["id"])
+    assert (await client.post(f"/v1/campaigns/{campaign['id']}/launch")).status_code == 202
+    claimed = await sender._claim()  # being handed over
+
+    def cancel(session: AsyncSession) -> Awaitable[object]:
+        return launch.cancel(session, uuid.UUID(campaign["id"]))
+
+    async def record_it(_: AsyncSession) -> None:
+        delivered = [DeliveryResult(send_id, ok=True, attempts=1) for send_id in claimed]
+        await sender._record(delivered, {})
+
+    # The sender read the campaign as "sending" before the cancel committed, and wrote
+    # "completed" over "cancelled" once its last send was recorded.
+    await one_write_waits_for_another(factory, cancel, record_it)
+    got = await report(client, campaign["id"])
+    assert (got["status"], got["sent"]) == ("cancelled", 1)
+    assert marketing.CAMPAIGN_COMPLETED not in event_types(await outbox(client))
 
 
 @postgres_only

@@ -286,6 +286,22 @@ class TestBudget:
         assert rules.affordable_sends(Decimal(budget), Decimal(cost), committed) == expected
 
 
+class TestCampaignLifecycle:
+    @pytest.mark.parametrize(
+        ("status", "launchable", "cancellable"),
+        [
+            ("draft", True, True),
+            ("scheduled", True, True),
+            ("sending", True, True),
+            ("completed", True, False),  # re-launched to reach the rest; nothing to cancel
+            ("cancelled", False, True),  # cancelled again: nothing changes
+        ],
+    )
+    def test_what_each_status_allows(self, status, launchable, cancellable):
+        assert (rules.launch_refusal(status) is None) == launchable
+        assert (rules.cancel_refusal(status) is None) == cancellable
+
+
 class TestProviderReports:
     @pytest.mark.parametrize("kind", ["delivered", "replied"])
     @pytest.mark.parametrize(
