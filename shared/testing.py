@@ -241,11 +241,11 @@ def consumer_record(
     )
 
 
-async def until_a_transaction_waits_for_a_lock(session: AsyncSession) -> None:
+async def until_a_transaction_waits_for_a_lock(session: AsyncSession, count: int = 1) -> None:
     """Return once another PostgreSQL session of this database is blocked on a lock (a row,
-    an advisory lock): a race test starts its second transaction, waits here, then lets the
-    first commit. Sessions of other databases on the server (another suite, a platform run
-    beside the tests) are not counted."""
+    an advisory lock), or ``count`` of them are: a race test starts its second transaction,
+    waits here, then lets the first commit. Sessions of other databases on the server
+    (another suite, a platform run beside the tests) are not counted."""
 
     async def blocked() -> None:
         # pg_stat_activity is read once per transaction and then kept: drop that snapshot, or a
@@ -257,7 +257,7 @@ async def until_a_transaction_waits_for_a_lock(session: AsyncSession) -> None:
                 " WHERE wait_event_type = 'Lock' AND datname = current_database()"
             )
         )
-        assert waiting, "no transaction is waiting for a lock"
+        assert waiting >= count, f"{waiting} transactions are waiting for a lock, not {count}"
 
     await eventually(blocked, timeout=10)
 

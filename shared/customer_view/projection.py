@@ -2,7 +2,7 @@
 make to it (applied by the consumers in consumers.py). Never commits: the caller's session does."""
 
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from datetime import datetime
 from enum import StrEnum
 
@@ -18,7 +18,7 @@ from shared.customer_view.models import (
     TimelineEntry,
 )
 from shared.customer_view.schemas import InteractionCreate, TimelineItem
-from shared.db import in_dialect, insert_new_only, lock_customers
+from shared.db import in_dialect, insert_new_only, lock_customers, on_postgres
 from shared.errors import Conflict, InvalidInput
 from shared.events import (
     INTERACTION_RECORDED,
@@ -77,12 +77,17 @@ def to_item(row: TimelineEntry) -> TimelineItem:
 
 
 async def survivor(
-    session: AsyncSession, customer_id: uuid.UUID, *, lock_each: bool = False
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    *,
+    lock_each: bool = False,
+    locked: Collection[uuid.UUID] = (),
 ) -> uuid.UUID | None:
     """Where this customer's records live now; None if the customer was erased. With
-    ``lock_each``, each customer on the way is locked before its profile is read."""
+    ``lock_each``, each customer on the way is locked before its profile is read (but those
+    of ``locked``, which the transaction holds already)."""
     for _ in range(MAX_MERGE_CHAIN):
-        if lock_each:
+        if lock_each and customer_id not in locked:
             await lock_customers(session, [customer_id])
         profile = (await session.execute(_STANDING, {"id": customer_id})).first()
         if profile is None or profile.status == ProfileStatus.active:
@@ -100,7 +105,43 @@ async def filed_under(session: AsyncSession, customer_id: uuid.UUID) -> uuid.UUI
     first (and the record follows it) or waits for the record (and moves or deletes it).
     Each customer on the way to the survivor is locked before its profile is read: a merge
     of the survivor itself (which locks only the merged id) is one of those."""
-    return await survivor(session, customer_id, lock_each=True)
+    locked = await lock_the_way(session, [customer_id])
+    return await survivor(session, customer_id, lock_each=True, locked=locked)
+
+
+async def lock_the_way(session: AsyncSession, customer_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+    """Lock these customers and those their merges lead to, in one statement (in the locks'
+    one order); the ids locked. Locked one after another on the way, a transaction held a
+    merged id while it waited for the survivor, and another one, which had locked both in the
+    locks' order (a batch of touches of both), held the survivor and waited for the merged
+    id: a deadlock. The way is read before the locks are taken, so a merge committed
+    meanwhile may lengthen it: the caller follows it again with ``survivor(lock_each=True,
+    locked=...)``, which takes a new one then. On SQLite the lock is the database's, whole."""
+    wanted = set(customer_ids)
+    if not wanted or not on_postgres(session):
+        await lock_customers(session, wanted)
+        return wanted
+    on_the_way = set(wanted)
+    ids = list(wanted)
+    for start in range(0, len(ids), 500):  # bounded IN (...) lists
+        statuses = await session.execute(_STATUSES, {"ids": ids[start : start + 500]})
+        for customer_id, status in statuses:
+            if status == ProfileStatus.merged:  # rare: follow it to the survivor
+                on_the_way |= await _the_way(session, customer_id)
+    await lock_customers(session, on_the_way)
+    return on_the_way
+
+
+async def _the_way(session: AsyncSession, customer_id: uuid.UUID) -> set[uuid.UUID]:
+    """Every customer from this one to its survivor, as the profiles say now (unlocked)."""
+    way = {customer_id}
+    for _ in range(MAX_MERGE_CHAIN):
+        profile = (await session.execute(_STANDING, {"id": customer_id})).first()
+        if profile is None or profile.merged_into is None:
+            break
+        customer_id = profile.merged_into
+        way.add(customer_id)
+    return way
 
 
 async def survivors(
@@ -143,8 +184,12 @@ async def current_customers(
 ) -> dict[uuid.UUID, uuid.UUID]:
     """``current_customer`` for a batch in one query where nobody moved: each id maps to where
     its records live now; an erased one is a 409 naming its item's field."""
-    await lock_customers(session, customer_ids)
-    return await _survivors_or_409(session, customer_ids, fields, filed_under)
+    locked = await lock_the_way(session, customer_ids)
+
+    async def follow(session: AsyncSession, customer_id: uuid.UUID) -> uuid.UUID | None:
+        return await survivor(session, customer_id, lock_each=True, locked=locked)
+
+    return await _survivors_or_409(session, customer_ids, fields, follow)
 
 
 async def _survivors_or_409(
@@ -342,7 +387,7 @@ async def record_touches(
     """``record_touch`` for a batch in a few set-based statements: the customers locked in one
     order (PostgreSQL), their profiles read at once, the new touches inserted at once."""
     customer_ids = list({t.customer_id for t in touches})
-    await lock_customers(session, customer_ids)
+    locked = await lock_the_way(session, customer_ids)
     statuses = dict((await session.execute(_STATUSES, {"ids": customer_ids})).all())
     outcomes: list[TouchOutcome | None] = []  # None: recorded unless already there
     rows: dict[uuid.UUID, dict[str, object]] = {}
@@ -351,7 +396,7 @@ async def record_touches(
         if status is None or status == ProfileStatus.active:
             customer_id: uuid.UUID | None = touch.customer_id
         else:  # merged or erased: rare, follow the chain, each one on it locked
-            customer_id = await filed_under(session, touch.customer_id)
+            customer_id = await survivor(session, touch.customer_id, lock_each=True, locked=locked)
         if customer_id is None:
             outcomes.append(TouchOutcome.erased)
         elif touch.interaction_id in rows:
@@ -424,11 +469,11 @@ async def contact_merged(
     already (a redelivered merge), or the survivor was. The merge of the survivor itself, or
     its erasure, travels under another key (another partition) and may have been applied
     first: the touches would be left under a merged-away id, or kept for an erased person."""
-    await lock_customers(session, [merged_id])
+    locked = await lock_the_way(session, [merged_id, survivor_id])
     profile = await _profile(session, merged_id)
     if profile.status == ProfileStatus.erased:
         return None
-    current = await survivor(session, survivor_id, lock_each=True)
+    current = await survivor(session, survivor_id, lock_each=True, locked=locked)
     if current is None:
         await contact_erased(session, merged_id)
         return None

@@ -1,18 +1,23 @@
 """The customer view's timeline projection on a real database: what a batch of touches does."""
 
+import asyncio
 import uuid
 from collections.abc import Awaitable
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.customer_view import projection
 from shared.customer_view.models import TimelineEntry
 from shared.customer_view.projection import TouchOutcome
 from shared.events import InteractionRecorded
-from shared.testing import one_write_waits_for_another, postgres_only
+from shared.testing import (
+    one_write_waits_for_another,
+    postgres_only,
+    until_a_transaction_waits_for_a_lock,
+)
 
 AT = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
 
@@ -134,3 +139,41 @@ async def test_a_touch_of_a_merged_customer_follows_its_survivors_merge(
     # which locks second, moved second's touches: it stayed under second, in no timeline.
     await one_write_waits_for_another(session_factory, merge_second_into_last, file_the_touch)
     assert await stored(session_factory) == {late.interaction_id: (last, "s")}
+
+
+def by_lock_order(count: int) -> list[uuid.UUID]:
+    """``count`` ids in the order ``shared.db.customer_locks`` takes their locks."""
+    return sorted((uuid.uuid4() for _ in range(count)), key=lambda c: c.int & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+@postgres_only
+async def test_a_write_for_a_merged_customer_and_a_batch_naming_both_take_turns(
+    session_factory,
+):
+    # An API write for a merged customer locked it, then read where it went and locked the
+    # survivor; the timeline's batch of both locked them in the locks' one order, the survivor
+    # first. Each held a lock the other waited for: one ended with a deadlock error (a 503 for
+    # the API's client; the e2e merge test met it).
+    survivor, merged = by_lock_order(2)
+    async with session_factory() as session:
+        await projection.contact_merged(session, merged, survivor)
+        await session.commit()
+    late = touch(merged)
+
+    async def write() -> dict[uuid.UUID, uuid.UUID]:
+        async with session_factory() as session:
+            current = await projection.current_customers(session, [merged], ["customer_id"])
+            await session.commit()
+            return current
+
+    async with session_factory() as holder:
+        # The profiles held still: the write stops between its first lock and its look.
+        await holder.execute(text("LOCK TABLE customer_profiles IN ACCESS EXCLUSIVE MODE"))
+        writing = asyncio.create_task(write())
+        await until_a_transaction_waits_for_a_lock(holder)
+        batching = asyncio.create_task(record(session_factory, [touch(survivor), late]))
+        await until_a_transaction_waits_for_a_lock(holder, 2)
+        await holder.commit()
+    assert await writing == {merged: survivor}
+    assert await batching == [TouchOutcome.recorded, TouchOutcome.recorded]
+    assert (await stored(session_factory))[late.interaction_id] == (survivor, "s")
