@@ -1,15 +1,22 @@
 """Unit tests of the contact data rules: plain functions, no I/O."""
 
+import random
+import string
 import unicodedata
+from itertools import combinations
 
 import pytest
 
+from services.contacts import rules
 from services.contacts.rules import (
     BLOCKING_KEY_LENGTH,
+    FoldedPerson,
     Person,
     best_matches,
     blocking_key,
     folded,
+    folded_similarity,
+    look_alikes,
     merged_preferences,
     similarity,
 )
@@ -186,6 +193,51 @@ class TestSimilarity:
     def test_a_company_on_one_side_only_lowers_the_score(self) -> None:
         one_sided = similarity(Person("Anna", "Schmidt", "Acme"), Person("Anna", "Schmidt", None))
         assert 85 < one_sided < 100
+
+
+class TestFolded:
+    def test_an_ascii_name_folds_as_the_unicode_steps_fold_it(self) -> None:
+        # ASCII takes a shortcut (lower, translate): it must give what the full path gives.
+        rng = random.Random(5)
+        names = [f"a{chr(code)}B {chr(code)}" for code in range(128)]
+        names += ["".join(rng.choices(string.printable, k=rng.randint(0, 12))) for _ in range(2000)]
+        for name in names:
+            assert name.isascii()
+            assert folded(name) == rules._folded_unicode(name), repr(name)
+
+
+class TestLookAlikes:
+    def test_every_pair_reaching_the_threshold_is_among_them(self) -> None:
+        # Listing duplicates scores only these pairs: one missing would drop a duplicate.
+        rng = random.Random(11)
+        first = ["Anna", "Ana", "Anne", "Jo", "José", "JOSE", "Jean-Luc", "Jean Luc", "—", "A."]
+        last = [
+            "Schmidt",
+            "Schmid",
+            "O'Neil",
+            "O Neil",
+            "Smith-Jones",
+            "Smith Jones",
+            "Ng",
+            "",
+            "!",
+        ]
+        company = ["Acme GmbH", "ACME", "Acme Inc", "Globex", "&", None, None]
+        people = [
+            FoldedPerson.of(Person(rng.choice(first), rng.choice(last), rng.choice(company)))
+            for _ in range(150)
+        ]
+        scores = {
+            (i, j): folded_similarity(people[i], people[j])
+            for i, j in combinations(range(len(people)), 2)
+        }
+        for threshold in (0, 20, 30.05, 50, 77.7, 85, 90, 94.4, 99.95, 100):
+            found = list(look_alikes(people, threshold))
+            assert len(found) == len(set(found))
+            assert all(i < j for i, j in found)
+            reaching = {pair for pair, score in scores.items() if score >= threshold}
+            assert reaching <= set(found), threshold
+            assert reaching, threshold
 
 
 class TestBestMatches:
