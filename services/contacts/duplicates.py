@@ -70,6 +70,7 @@ async def duplicate_pairs(session: AsyncSession, *, threshold: float) -> list[Pa
             if score >= threshold:
                 scores[pair] = score
 
+    @functools.cache
     def contact_id(row: int) -> str:
         return str(uuid.UUID(str(rows[row][0])))
 
