@@ -34,6 +34,7 @@ lint: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/contacts_bench.py
+	$(BIN)/python benchmarks/duplicates_bench.py
 	$(BIN)/python benchmarks/support_bench.py
 	$(BIN)/python benchmarks/sales_bench.py
 	$(BIN)/python benchmarks/marketing_bench.py
