@@ -169,7 +169,9 @@ class TestProjections:
                 f"/v1/customers/{customer}/contact-check",
                 params={"channel": "email", "department": "marketing"},
             )
-            assert check.json()["reasons"] == ["open_priority_ticket"]
+            # Membership, not equality: the broker is shared, and a company policy another test
+            # published (quiet hours, which apply at night) may apply here too.
+            assert "open_priority_ticket" in check.json()["reasons"], check.text
 
         await eventually(blocked)
         resolved = {
