@@ -176,7 +176,9 @@ class TestProjections:
             check = await client.get(
                 f"/v1/customers/{customer}/contact-check", params={"channel": "sms"}
             )
-            assert check.json()["reasons"] == ["channel_opted_out"]
+            # Membership, not equality: the broker is shared, and a company policy another test
+            # published (quiet hours, which apply at night) may apply here too.
+            assert "channel_opted_out" in check.json()["reasons"], check.text
 
         await eventually(opted_out)
         await produce(
