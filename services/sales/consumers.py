@@ -45,6 +45,11 @@ async def external_order(session: AsyncSession, event: Envelope) -> None:
     await orders.take_external_order(session, ExternalOrder.model_validate(event.data))
 
 
+# Each handler files its event under its customer's lock: the batch's customers are locked at
+# once first, or the batch holds one while it waits for the next (a deadlock with a writer
+# locking both in the locks' order).
+LOCK_THE_WAY = customer_view.lock_the_way_first("customer_id")
+
 SUBSCRIPTIONS = [
     *customer_view.subscriptions(
         on_contact=territories.contact_changed,
@@ -61,15 +66,18 @@ SUBSCRIPTIONS = [
             support.TICKET_CLOSED: ticket_closed,
             support.TICKET_CUSTOMER_IDENTIFIED: ticket_customer_identified,
         },
+        prefetch=LOCK_THE_WAY,
     ),
     Subscription(
         name="scores",
         topics=(topics.ANALYTICS,),
         handlers={analytics.CUSTOMER_SCORED: customer_scored},
+        prefetch=LOCK_THE_WAY,
     ),
     Subscription(
         name="external-orders",
         topics=(topics.EXTERNAL_ORDERS,),
         handlers={EXTERNAL_ORDER: external_order},
+        prefetch=LOCK_THE_WAY,
     ),
 ]

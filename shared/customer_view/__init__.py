@@ -5,7 +5,7 @@ in its migrations, its subscriptions in its ServiceSpec and its router in its ap
 
 from shared.contact_rules import Reason
 from shared.customer_view.api import router
-from shared.customer_view.consumers import subscriptions
+from shared.customer_view.consumers import lock_the_way_first, subscriptions
 from shared.customer_view.models import (
     ContactPolicyRow,
     CustomerProfile,
@@ -55,6 +55,7 @@ __all__ = [
     "current_customers",
     "filed_under",
     "item_fields",
+    "lock_the_way_first",
     "outbound_touches",
     "policy",
     "preferences",

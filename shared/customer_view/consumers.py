@@ -2,15 +2,16 @@
 (crm.interactions.v1) and the contacts' lifecycle (crm.contacts.v1). A service passes hooks to
 apply the same contact changes to its own records, in the same transaction."""
 
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import topics
-from shared.consumer import Subscription
+from shared.consumer import BatchHandler, Subscription
 from shared.customer_view import projection
-from shared.db import lock_customers
+from shared.db import lock_customers, on_postgres
 from shared.events import (
     CONTACT_CREATED,
     CONTACT_ERASED,
@@ -33,6 +34,31 @@ OnErased = Callable[[AsyncSession, uuid.UUID], Awaitable[None]]
 OnTouches = Callable[
     [AsyncSession, list[tuple[InteractionRecorded, projection.TouchOutcome]]], Awaitable[None]
 ]
+
+
+def lock_the_way_first(*fields: str) -> BatchHandler:
+    """A subscription's ``prefetch`` for handlers that file each event under its customer
+    (``filed_under``), one after another in the batch's transaction: the customers the
+    events' ``fields`` name, and those their merges lead to, locked at once in the locks' one
+    order. Locked event by event, the batch held one customer while it waited for the next,
+    which another writer (a batch of touches of both) had locked first and held while it
+    waited for the first: a deadlock. On SQLite, whose lock is the database's, nothing runs."""
+
+    async def prefetch(session: AsyncSession, events: list[Envelope]) -> None:
+        if on_postgres(session):
+            await projection.lock_the_way(session, _ids(events, fields))
+
+    return prefetch
+
+
+def _ids(events: list[Envelope], fields: tuple[str, ...]) -> set[uuid.UUID]:
+    """The ids these fields hold; one that is not an id is left to its handler to reject."""
+    ids = set()
+    for event in events:
+        for field in fields:
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                ids.add(uuid.UUID(event.data.get(field)))
+    return ids
 
 
 def subscriptions(

@@ -5,16 +5,35 @@ applied and a lead converted while its contact's merge is."""
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.sales import consumers, service, territories
+from services.sales.models import CustomerScore
 from services.sales.rules import Pipeline
 from services.sales.schemas import AccountUpdate, AssignmentRules, ConvertRequest
 from services.sales.tests.helpers import connect, new_lead, outbox
+from shared import topics
+from shared.contracts.analytics import CUSTOMER_SCORED
 from shared.contracts.sales import ORDER_PAID
-from shared.events import CONTACT_CREATED, CONTACT_MERGED, Envelope
-from shared.testing import app_of, one_write_waits_for_another, postgres_only
+from shared.customer_view import TouchOutcome, projection
+from shared.events import (
+    CONTACT_CREATED,
+    CONTACT_MERGED,
+    Channel,
+    Department,
+    Envelope,
+    InteractionRecorded,
+)
+from shared.testing import (
+    app_of,
+    consumer_record,
+    one_write_waits_for_another,
+    postgres_only,
+    until_a_transaction_waits_for_a_lock,
+)
 
 
 def everything_to(*owners: str) -> Callable[[AsyncSession], Awaitable[None]]:
@@ -118,3 +137,70 @@ async def test_a_lead_converted_as_its_contact_is_merged_follows_the_merge(clien
     deal = (await client.get(f"/v1/opportunities/{got['opportunity_id']}")).json()
     assert deal["customer_id"] == survivor
     assert (await client.get(f"/v1/accounts/{survivor}")).json()["owner"] == "dora"
+
+
+def by_lock_order(count: int) -> list[uuid.UUID]:
+    """``count`` ids in the order ``shared.db.customer_locks`` takes their locks."""
+    return sorted((uuid.uuid4() for _ in range(count)), key=lambda c: c.int & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+@postgres_only
+async def test_a_batch_of_scores_and_a_batch_of_touches_of_both_customers_take_turns(
+    client, caplog
+):
+    # The scores' consumer filed its events one after another, each under its customer's lock:
+    # it held the later customer in the locks' order while it waited for the earlier one, which
+    # the timeline's batch of touches of both (locking both, in that order) held while it
+    # waited for the later one. PostgreSQL ended one with a deadlock (the five-service test's
+    # consumers met it, over and over).
+    app = app_of(client)
+    first, later = by_lock_order(2)
+    (scores,) = [c for c in app.state.consumers if c.subscription.name == "scores"]
+    records = [
+        consumer_record(topics.ANALYTICS, offset, CUSTOMER_SCORED, score(customer))
+        for offset, customer in enumerate([later, first])
+    ]
+    touches = [touch(later), touch(first)]
+
+    async def record_touches() -> list[TouchOutcome]:
+        async with app.state.session_factory() as session:
+            outcomes = await projection.record_touches(session, touches)
+            await session.commit()
+            return outcomes
+
+    async with app.state.session_factory() as holder:
+        # The scores held still: the batch stops once it has filed its first event.
+        await holder.execute(text("LOCK TABLE customer_scores IN ACCESS EXCLUSIVE MODE"))
+        scoring = asyncio.create_task(scores.process(records))
+        await until_a_transaction_waits_for_a_lock(holder)
+        touching = asyncio.create_task(record_touches())
+        await until_a_transaction_waits_for_a_lock(holder, 2)
+        await holder.commit()
+    await scoring
+    assert await touching == [TouchOutcome.recorded, TouchOutcome.recorded]
+    # In one transaction: a failed batch is applied again event by event, after a log line.
+    assert not [r for r in caplog.records if r.getMessage().startswith("batch failed")]
+    async with app.state.session_factory() as session:
+        scored = set(await session.scalars(select(CustomerScore.customer_id)))
+    assert scored == {first, later}
+
+
+def score(customer: uuid.UUID) -> dict[str, str]:
+    return {
+        "customer_id": str(customer),
+        "churn_risk": "0.5",
+        "churn_level": "medium",
+        "scored_at": "2026-12-04T09:00:00+00:00",
+    }
+
+
+def touch(customer: uuid.UUID) -> InteractionRecorded:
+    return InteractionRecorded(
+        interaction_id=uuid.uuid4(),
+        customer_id=customer,
+        department=Department.support,
+        channel=Channel.email,
+        direction="inbound",
+        kind="email",
+        occurred_at=datetime(2026, 12, 4, 9, 0, tzinfo=UTC),
+    )
