@@ -10,8 +10,9 @@ attributes and flushing them one by one were a fifth of the consumer's time. A k
 looked up and not found is remembered as missing, so a new fact costs no query either.
 """
 
+import functools
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -28,7 +29,7 @@ from services.analytics.models import (
     TicketMessageFact,
 )
 from shared.customer_view import projection
-from shared.db import insert_on_conflict, lock_customers
+from shared.db import insert_on_conflict
 from shared.events import Envelope
 
 _ROWS = "analytics_rows"
@@ -173,13 +174,19 @@ async def owner(session: AsyncSession, customer_id: uuid.UUID | None) -> uuid.UU
 
 
 async def load_owners(
-    session: AsyncSession, customer_ids: Iterable[uuid.UUID], *, lock_the_way: bool = False
+    session: AsyncSession,
+    customer_ids: Iterable[uuid.UUID],
+    *,
+    locked: Collection[uuid.UUID] | None = None,
 ) -> None:
-    """``owner`` for many customers at once; ``lock_the_way`` locks each customer on the way
-    from a merged one to its survivor (``projection.filed_under``)."""
+    """``owner`` for many customers at once. With ``locked`` (what ``projection.lock_the_way``
+    locked), a merged one is followed to its survivor under each one's lock on the way, those
+    of ``locked`` being held already."""
     owners = session.info.setdefault(_OWNERS, {})
     wanted = [customer_id for customer_id in set(customer_ids) if customer_id not in owners]
-    follow = projection.filed_under if lock_the_way else projection.survivor
+    follow: projection.Follow = projection.survivor
+    if locked is not None:
+        follow = functools.partial(projection.survivor, lock_each=True, locked=locked)
     owners.update(await projection.survivors(session, wanted, follow))
 
 
@@ -212,10 +219,13 @@ async def _lock_and_load_owners(session: AsyncSession, events: list[Envelope]) -
     and re-points or anonymises the facts this batch writes. Without the locks a fact the
     batch created kept the id of a customer erased meanwhile. A customer merged earlier is
     followed to its survivor under each one's lock on the way: the survivor's own merge,
-    applied at the same time, locks only the survivor."""
+    applied at the same time, locks only the survivor. Those on the way are locked with the
+    batch's, in one statement: locked after them, the batch held a merged customer while it
+    waited for the survivor, which another batch naming both held, waiting for the merged
+    one (a deadlock on PostgreSQL)."""
     customers = _ids(events, "customer_id")
-    await lock_customers(session, customers)
-    await load_owners(session, customers, lock_the_way=True)
+    locked = await projection.lock_the_way(session, customers)
+    await load_owners(session, customers, locked=locked)
 
 
 async def prefetch_support(session: AsyncSession, events: list[Envelope]) -> None:
