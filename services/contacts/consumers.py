@@ -14,7 +14,7 @@ from shared import topics
 from shared.consumer import Subscription
 from shared.contracts.marketing import UNSUBSCRIBED, Unsubscribed
 from shared.customer_view.projection import MAX_MERGE_CHAIN
-from shared.db import lock_customers
+from shared.db import lock_customers, on_postgres
 from shared.events import (
     INTERACTION_RECORDED,
     ContactPreferences,
@@ -37,14 +37,14 @@ async def interaction_recorded(session: AsyncSession, event: Envelope) -> None:
 
 async def interactions_recorded(session: AsyncSession, events: list[Envelope]) -> None:
     """A fetched batch of touches: the contacts and their activity rows read in two queries.
-    The touches' contacts are locked first (a merge or an erasure of one waits, or is waited
-    for), and the activity rows are locked as they are read: another replica counting touches
+    The touches' contacts, with the survivors of merged ones, are locked first in one statement
+    (a merge or an erasure of one waits, or is waited for), and the activity rows are locked as they are read: another replica counting touches
     for the same survivor waits instead of overwriting this count."""
     touches = [InteractionRecorded.model_validate(event.data) for event in events]
     wanted = {touch.customer_id for touch in touches}
-    await lock_customers(session, wanted)
+    locked = await _the_way(session, wanted) if on_postgres(session) else set(wanted)
+    await lock_customers(session, locked)
     current = await _currents(session, wanted)
-    locked = set(wanted)
     for _ in range(MAX_MERGE_CHAIN):  # merges re-point earlier ones: one round in practice
         # A touch of a contact merged earlier counts for its survivor, which may be being
         # merged into another right now (that merge locks the survivor, not this contact):
@@ -81,6 +81,22 @@ async def interactions_recorded(session: AsyncSession, events: list[Envelope]) -
             activity.last_inbound_at = _later(activity.last_inbound_at, touch.occurred_at)
         else:
             activity.last_outbound_at = _later(activity.last_outbound_at, touch.occurred_at)
+
+
+async def _the_way(session: AsyncSession, contact_ids: set[uuid.UUID]) -> set[uuid.UUID]:
+    """These contacts and those their merges lead to, as read now (unlocked), to be locked in
+    one statement (in the locks' one order). Locked after the touches' contacts, a batch held
+    a merged contact while it waited for the survivor, which a batch of touches of both held
+    while it waited for the merged one: a deadlock. A merge committed before the locks are
+    taken may lengthen the way: the loop under the locks takes what it adds."""
+    way, frontier = set(contact_ids), contact_ids
+    for _ in range(MAX_MERGE_CHAIN):
+        current = await _currents(session, frontier)
+        frontier = {c for c in current.values() if c is not None} - way
+        if not frontier:
+            break
+        way |= frontier
+    return way
 
 
 async def _currents(

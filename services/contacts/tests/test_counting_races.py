@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.contacts import consumers, importer, service
@@ -108,6 +108,42 @@ async def test_a_touch_of_a_contact_merged_earlier_counts_while_its_survivor_is_
     async with factory() as session:
         assert (await session.get(ContactActivity, last)).interactions_total == 3
         assert await session.get(ContactActivity, second) is None
+
+
+def lock_order(contact_id: uuid.UUID) -> int:
+    """Where ``shared.db.customer_locks`` takes this contact's lock."""
+    return contact_id.int & 0x7FFF_FFFF_FFFF_FFFF
+
+
+@postgres_only
+async def test_touches_of_a_merged_contact_and_of_both_counted_at_once_take_turns(client):
+    # A batch of touches of a merged contact locked it, then read where it went and locked the
+    # survivor; another batch, of touches of both, had locked them in the locks' one order,
+    # the survivor first. Each held a lock the other waited for: PostgreSQL ended one with a
+    # deadlock (the five-service test's consumers met it).
+    factory = app_of(client).state.session_factory
+    survivor, merged = sorted([await new_contact(client) for _ in range(2)], key=lock_order)
+    async with factory() as session:
+        await service.merge_contacts(session, survivor, [merged])
+        await session.commit()
+
+    async def count(*contact_ids: uuid.UUID) -> None:
+        async with factory() as session:
+            await consumers.interactions_recorded(session, [touch(str(c)) for c in contact_ids])
+            await session.commit()
+
+    async with factory() as holder:
+        # The contacts held still: the first batch stops between its first lock and its look.
+        await holder.execute(text("LOCK TABLE contacts IN ACCESS EXCLUSIVE MODE"))
+        of_merged = asyncio.create_task(count(merged))
+        await until_a_transaction_waits_for_a_lock(holder)
+        of_both = asyncio.create_task(count(survivor, merged))
+        await until_a_transaction_waits_for_a_lock(holder, 2)
+        await holder.commit()
+    await of_merged
+    await of_both
+    async with factory() as session:
+        assert (await session.get(ContactActivity, survivor)).interactions_total == 3
 
 
 @postgres_only
