@@ -204,3 +204,48 @@ def touch(customer: uuid.UUID) -> InteractionRecorded:
         kind="email",
         occurred_at=datetime(2026, 12, 4, 9, 0, tzinfo=UTC),
     )
+
+
+@postgres_only
+async def test_a_batch_of_contact_changes_and_a_batch_of_touches_of_both_take_turns(client, caplog):
+    # The contacts' consumer (every service's customer view) applied each contact's change
+    # under its lock, one after another: it held the later contact in the locks' order while
+    # it waited for the earlier one, which a batch of touches of both held while it waited for
+    # the later one. PostgreSQL ended one with a deadlock (the five-service test met it).
+    app = app_of(client)
+    first, later = by_lock_order(2)
+    (contacts,) = [c for c in app.state.consumers if c.subscription.name == "contacts"]
+    records = [
+        consumer_record(topics.CONTACTS, offset, CONTACT_CREATED, created(customer))
+        for offset, customer in enumerate([later, first])
+    ]
+
+    async def record_touches() -> list[TouchOutcome]:
+        async with app.state.session_factory() as session:
+            outcomes = await projection.record_touches(session, [touch(later), touch(first)])
+            await session.commit()
+            return outcomes
+
+    async with app.state.session_factory() as holder:
+        # The accounts held still: the batch stops once it has applied its first contact.
+        await holder.execute(text("LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE"))
+        changing = asyncio.create_task(contacts.process(records))
+        await until_a_transaction_waits_for_a_lock(holder)
+        touching = asyncio.create_task(record_touches())
+        await until_a_transaction_waits_for_a_lock(holder, 2)
+        await holder.commit()
+    await changing
+    assert await touching == [TouchOutcome.recorded, TouchOutcome.recorded]
+    assert not [r for r in caplog.records if r.getMessage().startswith("batch failed")]
+    for customer in (first, later):
+        assert (await client.get(f"/v1/accounts/{customer}")).json()["country"] == "DE"
+
+
+def created(customer: uuid.UUID) -> dict[str, str]:
+    return {
+        "contact_id": str(customer),
+        "first_name": "Ada",
+        "country": "DE",
+        "created_at": "2026-01-01T00:00:00Z",
+        "updated_at": "2026-01-01T00:00:00Z",
+    }
