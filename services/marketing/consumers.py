@@ -91,6 +91,11 @@ async def customer_scored(session: AsyncSession, event: Envelope) -> None:
     await projections.customer_scored(session, analytics.CustomerScored.model_validate(event.data))
 
 
+# Each handler files its event under its customer's lock: the batch's customers are locked at
+# once first, or the batch holds one while it waits for the next (a deadlock with a writer
+# locking both in the locks' order).
+LOCK_THE_WAY = customer_view.lock_the_way_first("customer_id")
+
 SUBSCRIPTIONS = [
     *customer_view.subscriptions(
         on_contact=projections.contact_changed,
@@ -110,6 +115,7 @@ SUBSCRIPTIONS = [
             support.TICKET_SLA_BREACHED: ticket_sla_breached,
             support.TICKET_CUSTOMER_IDENTIFIED: ticket_customer_identified,
         },
+        prefetch=LOCK_THE_WAY,
     ),
     Subscription(
         name="sales",
@@ -121,10 +127,12 @@ SUBSCRIPTIONS = [
             sales.LEAD_CREATED: lead_created,
             sales.LEAD_CONVERTED: lead_converted,
         },
+        prefetch=LOCK_THE_WAY,
     ),
     Subscription(
         name="analytics",
         topics=(topics.ANALYTICS,),
         handlers={analytics.CUSTOMER_SCORED: customer_scored},
+        prefetch=LOCK_THE_WAY,
     ),
 ]
