@@ -241,6 +241,11 @@ def in_dialect(session: AsyncSession, statements: dict[str, Any]) -> Any:
     return statements[session.get_bind().dialect.name]
 
 
+def customer_lock_key(customer_id: uuid.UUID) -> int:
+    """The advisory lock key of a customer (a signed 64-bit key), by which locks are ordered."""
+    return customer_id.int & 0x7FFF_FFFF_FFFF_FFFF
+
+
 def customer_locks(customer_ids: Iterable[uuid.UUID]) -> TextClause:
     """The statement that takes these customers' transaction locks (PostgreSQL advisory locks
     keyed by the customer id, held until the transaction ends), always in one order so that
@@ -248,7 +253,7 @@ def customer_locks(customer_ids: Iterable[uuid.UUID]) -> TextClause:
     Whatever changes one customer's records across consumers and APIs takes them first: a
     touch applied while a merge or an erasure of its customer commits would otherwise be
     filed under the old id, or a counter updated by both would lose one update."""
-    keys = sorted({c.int & 0x7FFF_FFFF_FFFF_FFFF for c in customer_ids})  # signed 64-bit keys
+    keys = sorted({customer_lock_key(c) for c in customer_ids})
     return text(
         "SELECT pg_advisory_xact_lock(k) FROM "
         "(SELECT unnest(CAST(:keys AS bigint[])) AS k ORDER BY k) AS ordered"

@@ -17,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.auth import ALL_SCOPES, mint_token
+from shared.db import customer_lock_key
 from shared.events import encode_event
 from shared.settings import AuthSettings
 
@@ -284,3 +285,8 @@ async def one_write_waits_for_another(
         await until_a_transaction_waits_for_a_lock(session)
         await session.commit()
     return await later
+
+
+def by_lock_order(count: int) -> list[uuid.UUID]:
+    """``count`` new customer ids in the order ``shared.db.customer_locks`` takes their locks."""
+    return sorted((uuid.uuid4() for _ in range(count)), key=customer_lock_key)

@@ -14,6 +14,7 @@ from shared.customer_view.models import TimelineEntry
 from shared.customer_view.projection import TouchOutcome
 from shared.events import InteractionRecorded
 from shared.testing import (
+    by_lock_order,
     one_write_waits_for_another,
     postgres_only,
     until_a_transaction_waits_for_a_lock,
@@ -139,11 +140,6 @@ async def test_a_touch_of_a_merged_customer_follows_its_survivors_merge(
     # which locks second, moved second's touches: it stayed under second, in no timeline.
     await one_write_waits_for_another(session_factory, merge_second_into_last, file_the_touch)
     assert await stored(session_factory) == {late.interaction_id: (last, "s")}
-
-
-def by_lock_order(count: int) -> list[uuid.UUID]:
-    """``count`` ids in the order ``shared.db.customer_locks`` takes their locks."""
-    return sorted((uuid.uuid4() for _ in range(count)), key=lambda c: c.int & 0x7FFF_FFFF_FFFF_FFFF)
 
 
 @postgres_only

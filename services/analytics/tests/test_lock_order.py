@@ -11,12 +11,12 @@ from services.analytics import rows
 from shared.contracts import sales, support
 from shared.customer_view import projection
 from shared.events import Envelope
-from shared.testing import app_of, postgres_only, until_a_transaction_waits_for_a_lock
-
-
-def by_lock_order(count: int) -> list[uuid.UUID]:
-    """``count`` ids in the order ``shared.db.customer_locks`` takes their locks."""
-    return sorted((uuid.uuid4() for _ in range(count)), key=lambda c: c.int & 0x7FFF_FFFF_FFFF_FFFF)
+from shared.testing import (
+    app_of,
+    by_lock_order,
+    postgres_only,
+    until_a_transaction_waits_for_a_lock,
+)
 
 
 def event(event_type: str, customer: uuid.UUID) -> Envelope:

@@ -16,6 +16,7 @@ from services.contacts.models import ContactActivity
 from services.contacts.schemas import ContactUpdate, IdentityIn
 from services.contacts.tests.test_bus import interaction
 from shared.contracts import marketing
+from shared.db import customer_lock_key
 from shared.errors import Conflict
 from shared.events import (
     CONTACT_MERGED,
@@ -110,11 +111,6 @@ async def test_a_touch_of_a_contact_merged_earlier_counts_while_its_survivor_is_
         assert await session.get(ContactActivity, second) is None
 
 
-def lock_order(contact_id: uuid.UUID) -> int:
-    """Where ``shared.db.customer_locks`` takes this contact's lock."""
-    return contact_id.int & 0x7FFF_FFFF_FFFF_FFFF
-
-
 @postgres_only
 async def test_touches_of_a_merged_contact_and_of_both_counted_at_once_take_turns(client):
     # A batch of touches of a merged contact locked it, then read where it went and locked the
@@ -122,7 +118,7 @@ async def test_touches_of_a_merged_contact_and_of_both_counted_at_once_take_turn
     # the survivor first. Each held a lock the other waited for: PostgreSQL ended one with a
     # deadlock (the five-service test's consumers met it).
     factory = app_of(client).state.session_factory
-    survivor, merged = sorted([await new_contact(client) for _ in range(2)], key=lock_order)
+    survivor, merged = sorted([await new_contact(client) for _ in range(2)], key=customer_lock_key)
     async with factory() as session:
         await service.merge_contacts(session, survivor, [merged])
         await session.commit()

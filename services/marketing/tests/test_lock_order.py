@@ -13,15 +13,11 @@ from shared.customer_view import TouchOutcome, projection
 from shared.events import Channel, Department, InteractionRecorded
 from shared.testing import (
     app_of,
+    by_lock_order,
     consumer_record,
     postgres_only,
     until_a_transaction_waits_for_a_lock,
 )
-
-
-def by_lock_order(count: int) -> list[uuid.UUID]:
-    """``count`` ids in the order ``shared.db.customer_locks`` takes their locks."""
-    return sorted((uuid.uuid4() for _ in range(count)), key=lambda c: c.int & 0x7FFF_FFFF_FFFF_FFFF)
 
 
 @postgres_only

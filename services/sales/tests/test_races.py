@@ -29,6 +29,7 @@ from shared.events import (
 )
 from shared.testing import (
     app_of,
+    by_lock_order,
     consumer_record,
     one_write_waits_for_another,
     postgres_only,
@@ -137,11 +138,6 @@ async def test_a_lead_converted_as_its_contact_is_merged_follows_the_merge(clien
     deal = (await client.get(f"/v1/opportunities/{got['opportunity_id']}")).json()
     assert deal["customer_id"] == survivor
     assert (await client.get(f"/v1/accounts/{survivor}")).json()["owner"] == "dora"
-
-
-def by_lock_order(count: int) -> list[uuid.UUID]:
-    """``count`` ids in the order ``shared.db.customer_locks`` takes their locks."""
-    return sorted((uuid.uuid4() for _ in range(count)), key=lambda c: c.int & 0x7FFF_FFFF_FFFF_FFFF)
 
 
 @postgres_only
