@@ -7,7 +7,7 @@ republishes, and every service's contact check then says so."""
 
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,7 +18,7 @@ from services.contacts.app import create_app as create_contacts
 from services.contacts.config import ContactsSettings
 from services.marketing.app import create_app as create_marketing
 from services.marketing.config import MarketingSettings
-from services.marketing.tests.servers import Mailbox, smtp_server
+from services.marketing.tests.servers import Mailbox
 from services.support.app import create_app as create_support
 from services.support.config import SupportSettings
 from shared import topics
@@ -29,12 +29,6 @@ from shared.testing import app_of, eventually, isolated_database, running
 pytestmark = pytest.mark.bus
 FAMILY = "Test" + uuid.uuid4().hex[:8]  # this test's customers only (the broker is shared)
 THIS_FAMILY = {"field": "last_name", "op": "eq", "value": FAMILY}
-
-
-@pytest.fixture
-def mailbox() -> Iterator[Mailbox]:
-    with smtp_server() as box:
-        yield box
 
 
 @pytest.fixture
