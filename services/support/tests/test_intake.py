@@ -6,7 +6,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import pytest
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.support import intake, service
@@ -21,7 +20,12 @@ from shared.events import (
     Envelope,
     decode_event,
 )
-from shared.testing import app_of, eventually, one_write_waits_for_another, postgres_only
+from shared.testing import (
+    app_of,
+    one_write_waits_for_another,
+    postgres_only,
+    until_a_transaction_waits_for_a_lock,
+)
 
 NOW = "2026-11-24T12:00:00+00:00"
 # The namespace support once derived stand-in ids from (uuid5 of the sender): it is public in
@@ -291,22 +295,6 @@ async def test_a_sender_becoming_known_while_their_message_arrives_gets_the_tick
     assert (ticket["customer_id"], ticket["unknown_customer"]) == (contact, False)
 
 
-async def until_transactions_wait_for_locks(session: AsyncSession, count: int) -> None:
-    """Once ``count`` other PostgreSQL sessions of this database are blocked on a lock."""
-
-    async def blocked() -> None:
-        await session.execute(text("SELECT pg_stat_clear_snapshot()"))  # a fresh look each time
-        waiting = await session.scalar(
-            text(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
-            )
-        )
-        assert waiting >= count, f"{waiting} of {count} transactions wait for a lock"
-
-    await eventually(blocked, timeout=10)
-
-
 @postgres_only
 async def test_a_message_while_its_senders_contact_is_applied_twice_deadlocks_nothing(client):
     """Intake holds an unknown sender's stand-in locks, then, finding the sender known after
@@ -343,9 +331,9 @@ async def test_a_message_while_its_senders_contact_is_applied_twice_deadlocks_no
         receiving = asyncio.create_task(
             in_a_transaction(lambda s: intake.receive(s, message, stand_in_key=stand_in_key))
         )
-        await until_transactions_wait_for_locks(watcher, 1)
+        await until_a_transaction_waits_for_a_lock(watcher)
         updated = asyncio.create_task(in_a_transaction(contact_event(CONTACT_UPDATED)))
-        await until_transactions_wait_for_locks(watcher, 2)
+        await until_a_transaction_waits_for_a_lock(watcher, 2)
         await created.commit()
     await asyncio.gather(receiving, updated)
 
