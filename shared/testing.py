@@ -229,12 +229,17 @@ async def isolated_database(directory: Any, name: str) -> AsyncIterator[dict[str
 
 
 def consumer_record(
-    topic: str, offset: int, event_type: str, data: dict[str, Any], key: str | None = None
+    topic: str,
+    offset: int,
+    event_type: str,
+    data: dict[str, Any],
+    key: str | None = None,
+    event_id: uuid.UUID | None = None,
 ) -> ConsumerRecord:
     """A fetched Kafka record holding one event, for driving ``EventConsumer.process`` without
-    the broker."""
+    the broker; ``event_id`` to deliver one event again (a new id each time by default)."""
     _, value, headers = encode_event(
-        event_type=event_type, source="/crm/test", data=data, subject=key
+        event_type=event_type, source="/crm/test", data=data, subject=key, event_id=event_id
     )
     encoded_key = key.encode() if key is not None else None
     return ConsumerRecord(

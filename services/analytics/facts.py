@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.analytics import rows, rules, scoring
 from services.analytics.models import (
+    CountedTouch,
     LeadFact,
     OpportunityFact,
     OrderFact,
@@ -26,6 +27,7 @@ from services.analytics.models import (
     TouchDaily,
 )
 from shared.contracts import support
+from shared.db import in_dialect, insert_new_only
 from shared.events import ContactSnapshot, InteractionRecorded
 
 
@@ -195,7 +197,10 @@ async def sla_breached(session: AsyncSession, data: support.TicketSlaBreached) -
 
 async def touches_recorded(session: AsyncSession, touches: list[InteractionRecorded]) -> None:
     """New touches (not replayed ones): counted for the usage figures, their customers
-    rescored. The counts are anonymous: they survive the customer's erasure."""
+    rescored. The counts are anonymous: they survive the customer's erasure, and so does the
+    record of which touches they hold (``counted_touches``): the timeline's row that told a
+    touch delivered again from a new one goes with the erasure."""
+    touches = await _not_counted_yet(session, touches)
     if not touches:
         return
     counts = Counter(
@@ -225,6 +230,27 @@ async def touches_recorded(session: AsyncSession, touches: list[InteractionRecor
         await rows.load_owners(session, scored)
         for customer_id in scored:
             scoring.mark(session, await rows.owner(session, customer_id))
+
+
+_COUNT_ONCE = insert_new_only(
+    CountedTouch.__table__, returning=CountedTouch.__table__.c.interaction_id
+)
+
+
+async def _not_counted_yet(
+    session: AsyncSession, touches: list[InteractionRecorded]
+) -> list[InteractionRecorded]:
+    """These touches' ids recorded as counted, in one INSERT; the touches not counted before
+    (once each, of one id repeated in the batch)."""
+    unique = {touch.interaction_id: touch for touch in touches}
+    if not unique:
+        return []
+    new = set(
+        await session.scalars(
+            in_dialect(session, _COUNT_ONCE), [{"interaction_id": i} for i in unique]
+        )
+    )
+    return [touch for interaction_id, touch in unique.items() if interaction_id in new]
 
 
 async def contact_changed(session: AsyncSession, contact: ContactSnapshot) -> None:

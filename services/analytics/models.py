@@ -223,6 +223,16 @@ class TouchDaily(Base):
     touches: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class CountedTouch(Base):
+    """A touch counted in ``touch_daily``: its id only, tied to no one, so a touch delivered
+    again is not counted again. The timeline's row, which told that before, goes with its
+    customer's erasure; this stays and says nothing about the person."""
+
+    __tablename__ = "counted_touches"
+
+    interaction_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+
+
 class CustomerScore(Base):
     """The latest scores of a customer (what crm.customer.scored.v1 last published)."""
 

@@ -27,6 +27,24 @@ async def apply(client: httpx.AsyncClient, event_type: str, data: dict[str, Any]
     await apply_many(client, [(event_type, data)])
 
 
+async def deliver(
+    client: httpx.AsyncClient, event_type: str, data: dict[str, Any], event_id: uuid.UUID
+) -> None:
+    """Apply an event under this CloudEvent id (``apply`` gives each delivery a new one): the
+    same event delivered again, as the broker redelivers or a replay reads it."""
+    (consumer,) = [
+        c for c in app_of(client).state.consumers if c.subscription.topics[0] == _topic(event_type)
+    ]
+    topic = consumer.subscription.topics[0]
+    await consumer.process([consumer_record(topic, 0, event_type, _json(data), event_id=event_id)])
+
+
+def _topic(event_type: str) -> str:
+    return _TOPICS.get(event_type) or (
+        topics.INTERACTIONS if event_type == INTERACTION_RECORDED else topics.CONTACTS
+    )
+
+
 async def apply_many(client: httpx.AsyncClient, items: list[tuple[str, dict[str, Any]]]) -> None:
     """Several events as the service's consumers apply a fetched batch (prefetch, handlers,
     processed-event records, one transaction per consumer), without the broker."""

@@ -4,6 +4,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -20,6 +21,7 @@ from services.analytics.tests.helpers import (
     apply_many,
     breached,
     contact,
+    deliver,
     erased,
     identified,
     merged,
@@ -33,6 +35,7 @@ from services.analytics.tests.helpers import (
     touch,
 )
 from shared import topics
+from shared.consumer import prune_processed
 from shared.contracts import sales, support
 from shared.contracts.analytics import CUSTOMER_SCORED
 from shared.events import Envelope, InteractionRecorded, decode_event
@@ -487,6 +490,30 @@ class TestUsage:
         await apply_many(client, [contact(c), touch(c, "2026-11-20T10:00:00Z")])
         await apply(client, *erased(c))
         await apply(client, *touch(c, "2026-11-20T11:00:00Z"))  # late: kept nowhere, counted
+        usage = (
+            await client.get("/v1/kpis/usage", params={"from": "2026-11-20", "to": "2026-11-20"})
+        ).json()
+        assert usage["per_department"] == [
+            {"date": "2026-11-20", "department": "sales", "touches": 2}
+        ]
+        assert (await client.get(f"/v1/customers/{c}/360")).status_code == 404
+
+    async def test_a_touch_of_an_erased_customer_delivered_again_counts_once(self, client):
+        """The timeline's row of a touch is what told a replayed touch from a new one, and the
+        erasure deletes it: a touch counted before the erasure counted again when it came back
+        after it, under its own event id once the runner's processed-event records of it had
+        aged out (as a replay or a late redelivery finds them), or under another one."""
+        c = str(uuid.uuid4())
+        before, late = touch(c, "2026-11-20T10:00:00Z"), touch(c, "2026-11-20T11:00:00Z")
+        before_id, late_id = uuid.uuid4(), uuid.uuid4()
+        await apply(client, *contact(c))
+        await deliver(client, *before, before_id)
+        await apply(client, *erased(c))
+        await deliver(client, *late, late_id)  # late: first seen after the erasure, counted
+        await prune_processed(app_of(client).state.session_factory, timedelta(0))
+        for event, event_id in ((before, before_id), (late, late_id)):
+            await deliver(client, *event, event_id)
+            await apply(client, *event)  # under another event id
         usage = (
             await client.get("/v1/kpis/usage", params={"from": "2026-11-20", "to": "2026-11-20"})
         ).json()
