@@ -8,14 +8,21 @@ of the rebuild, without a consumer group (the live service's offsets are untouch
 the same runner as the live consumers: the same handlers, the same processed-event records,
 so the result equals the live projection and the service can be switched onto it. The contacts
 topic goes first, so merges and erasures are known before the facts that depend on them.
+
+The replay publishes no scores: its integrators have had them from the live service. Once it
+is done, a score goes into the outbox only where it differs from the last one crm.analytics.v1
+holds for its customer (``scoring.publish_changed``): where the rules changed since, say.
 """
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from pydantic import ValidationError
 
 from services.analytics import scoring
 from services.analytics.config import AnalyticsSettings
@@ -24,12 +31,16 @@ from shared import topics
 from shared.app import migrate
 from shared.bus import Bus
 from shared.consumer import EventConsumer, Subscription
+from shared.contracts import analytics
+from shared.contracts.analytics import CustomerScored
 from shared.db import create_engine, create_session_factory
+from shared.events import MalformedEvent, decode_event
 from shared.kafka import connection_options
 from shared.settings import AuthSettings
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
+SCORES_REPUBLISHED = "scores republished"  # in the counts: those that differ from the topic's
 
 
 class RebuildSettings(AnalyticsSettings):
@@ -45,11 +56,13 @@ def replay_order(subscriptions: Sequence[Subscription]) -> list[Subscription]:
 
 
 async def rebuild(settings: AnalyticsSettings) -> dict[str, int]:
-    """Replay every subscription's topics; returns the number of records read per consumer."""
+    """Replay every subscription's topics, then publish the scores that differ from the
+    published ones; returns the number of records read per consumer, and of scores published
+    under ``SCORES_REPUBLISHED``."""
     engine = create_engine(settings.database_url, settings.database_schema)
     await migrate(engine, settings, MIGRATIONS)
     session_factory = create_session_factory(engine)
-    session_factory.configure(info=scoring.session_info(settings.reporting_currency))
+    session_factory.configure(info=scoring.session_info(settings.reporting_currency, publish=False))
     bus = Bus(settings.kafka, client_id="crm-analytics-rebuild")
     counts: dict[str, int] = {}
     try:
@@ -66,6 +79,13 @@ async def rebuild(settings: AnalyticsSettings) -> dict[str, int]:
             )
             counts[runner.name] = await _replay(settings, subscription, runner)
             log.info("replayed", extra={"consumer": runner.name, "records": counts[runner.name]})
+        published = await _last_published_scores(settings)
+        info = scoring.session_info(settings.reporting_currency)  # this one publishes
+        async with session_factory(info=info) as session:
+            counts[SCORES_REPUBLISHED] = await session.run_sync(
+                lambda sync: scoring.publish_changed(sync, published)
+            )
+            await session.commit()
     finally:
         await bus.reset()
         await engine.dispose()
@@ -75,9 +95,36 @@ async def rebuild(settings: AnalyticsSettings) -> dict[str, int]:
 async def _replay(
     settings: AnalyticsSettings, subscription: Subscription, runner: EventConsumer
 ) -> int:
+    return await _read(settings, subscription.name, subscription.topics, runner.process)
+
+
+async def _last_published_scores(settings: AnalyticsSettings) -> dict[uuid.UUID, CustomerScored]:
+    """Each customer's last score on crm.analytics.v1 (keyed by customer: in offset order)."""
+    last: dict[uuid.UUID, CustomerScored] = {}
+
+    async def keep(records: list[ConsumerRecord]) -> None:
+        for record in records:
+            with contextlib.suppress(MalformedEvent, ValidationError):  # not a score to compare
+                event = decode_event(record.value)
+                if event.type == analytics.CUSTOMER_SCORED:
+                    score = CustomerScored.model_validate(event.data)
+                    last[score.customer_id] = score
+
+    await _read(settings, "scores", (topics.ANALYTICS,), keep)
+    return last
+
+
+async def _read(
+    settings: AnalyticsSettings,
+    name: str,
+    topic_names: Sequence[str],
+    process: Callable[[list[ConsumerRecord]], Awaitable[None]],
+) -> int:
+    """Every record of these topics from their start to (at least) their end as of now, fetch
+    by fetch to ``process``; how many."""
     reader = AIOKafkaConsumer(
         **connection_options(settings.kafka),
-        client_id=f"crm-analytics-rebuild-{subscription.name}",
+        client_id=f"crm-analytics-rebuild-{name}",
         group_id=None,
         enable_auto_commit=False,
         fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
@@ -87,7 +134,7 @@ async def _replay(
         await reader.topics()  # fetches the cluster's metadata
         partitions = [
             TopicPartition(topic, partition)
-            for topic in subscription.topics
+            for topic in topic_names
             for partition in sorted(reader.partitions_for_topic(topic) or ())
         ]
         reader.assign(partitions)
@@ -104,7 +151,7 @@ async def _replay(
                 # broker gives as end the first offset of a partition's last record batch + 1,
                 # so the rest of that batch lies past it. Newer events are applied like live ones.
                 if records:
-                    await runner.process(records)
+                    await process(records)
                     records_read += len(records)
                 if await reader.position(tp) >= ends[tp]:
                     remaining.discard(tp)
@@ -116,8 +163,10 @@ async def _replay(
 def main() -> None:
     logging.basicConfig(level=logging.INFO)
     counts = asyncio.run(rebuild(RebuildSettings()))
+    republished = counts.pop(SCORES_REPUBLISHED)
     for consumer, records in counts.items():
         print(f"{consumer}: {records} records replayed")
+    print(f"{republished} scores republished (those differing from crm.analytics.v1's last)")
 
 
 if __name__ == "__main__":

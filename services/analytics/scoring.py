@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from services.analytics import events, rules
 from services.analytics.models import CustomerScore, OrderFact, TicketFact
+from shared.contracts.analytics import CustomerScored
 from shared.customer_view import CustomerProfile, ProfileStatus, TimelineEntry
 from shared.db import UTCDateTime, customer_locks, on_postgres
 from shared.events import utcnow
@@ -24,13 +25,16 @@ from shared.outbox import add_rows_before_commit
 
 _DIRTY = "analytics_rescore"
 _CURRENCY = "analytics_reporting_currency"
+_PUBLISH = "analytics_publish_scores"
 CHUNK = 500  # customers rescored per round of queries
 
 
-def session_info(reporting_currency: str) -> dict[str, Any]:
+def session_info(reporting_currency: str, *, publish: bool = True) -> dict[str, Any]:
     """What the service's sessions carry for the scoring (the rescoring runs inside a commit,
-    wherever the session came from: the API, a consumer, the rebuild)."""
-    return {_CURRENCY: reporting_currency}
+    wherever the session came from: the API, a consumer, the rebuild). Without ``publish``
+    changed scores are stored but not published: a rebuild's replay, whose scores are the
+    live service's over again (``publish_changed`` then publishes those that differ)."""
+    return {_CURRENCY: reporting_currency, _PUBLISH: publish}
 
 
 def _currency(session: Session) -> str:
@@ -94,7 +98,43 @@ def _rescore(session: Session, customer_ids: list[uuid.UUID], now: datetime) -> 
         session.execute(
             update(CustomerScore), changed, execution_options={"synchronize_session": False}
         )
-    add_rows_before_commit(session, [events.customer_scored_row(v) for v in new + changed])
+    if session.info.get(_PUBLISH, True):
+        add_rows_before_commit(session, [events.customer_scored_row(v) for v in new + changed])
+
+
+def publish_changed(session: Session, published: dict[uuid.UUID, CustomerScored]) -> int:
+    """After a rebuild's replay: publish the scores that differ from those last published
+    (``published``, read from crm.analytics.v1), not the others again; how many went out.
+    A published score is compared with the rebuilt facts scored as of its own ``scored_at``:
+    scored as of now, every score would differ by the days gone by since (recency, activity),
+    which the live service publishes at the customer's next event, not at a rebuild. Where
+    they agree, the stored row becomes the published one, as the live service keeps it; a
+    customer with no score on the topic (before its retention, or never) gets theirs."""
+    stored = {row.customer_id: row for row in session.execute(select(CustomerScore.__table__))}
+    as_of: dict[datetime, list[uuid.UUID]] = defaultdict(list)
+    for customer_id in stored:
+        if customer_id in published:
+            as_of[published[customer_id].scored_at].append(customer_id)
+    kept: list[dict[str, Any]] = []
+    for at, customer_ids in as_of.items():  # a live batch scored its customers at one time
+        for start in range(0, len(customer_ids), CHUNK):
+            for customer_id, inputs in load_inputs_many(
+                session, customer_ids[start : start + CHUNK], at
+            ).items():
+                values = values_of(rules.score(inputs)) | {
+                    "customer_id": customer_id,
+                    "scored_at": at,
+                }
+                if CustomerScored.model_validate(values) == published[customer_id]:
+                    kept.append(values)
+    if kept:
+        session.execute(
+            update(CustomerScore), kept, execution_options={"synchronize_session": False}
+        )
+    same = {values["customer_id"] for values in kept}
+    changed = [row._asdict() for customer_id, row in stored.items() if customer_id not in same]
+    add_rows_before_commit(session, [events.customer_scored_row(v) for v in changed])
+    return len(changed)
 
 
 def values_of(scores: rules.Scores) -> dict[str, Any]:
