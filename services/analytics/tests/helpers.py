@@ -170,8 +170,13 @@ def reopened(ticket: str, customer: str, at: str) -> tuple[str, dict]:
     }
 
 
-def closed(ticket: str, customer: str, at: str) -> tuple[str, dict]:
-    return support.TICKET_CLOSED, {"ticket_id": ticket, "customer_id": customer, "closed_at": at}
+def closed(ticket: str, customer: str, at: str, **fields: Any) -> tuple[str, dict]:
+    return support.TICKET_CLOSED, {
+        "ticket_id": ticket,
+        "customer_id": customer,
+        "closed_at": at,
+        **fields,
+    }
 
 
 def rated(ticket: str, customer: str, agent: str | None, score: int, at: str) -> tuple[str, dict]:

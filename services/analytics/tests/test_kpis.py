@@ -494,6 +494,33 @@ class TestArrivalOrder:
         assert kpis["avg_resolution_seconds"] == 86400.0
         assert kpis["avg_first_response_seconds"] == 3600.0
 
+    @pytest.mark.parametrize("erasure_first", [False, True])
+    async def test_a_close_for_the_customers_erasure_is_no_resolution(self, client, erasure_first):
+        """Support closes an erased customer's unfinished tickets (``reason: erasure``): an
+        unresolved one closed so is no resolution, nor one whose resolution a reopening undid
+        (the close arriving before or after the rest); a ticket an agent resolved before
+        the erasure keeps its resolution, credited to the agent."""
+        c, unresolved, undone, done = ids(4)
+        history = [
+            opened(unresolved, c, "2026-11-05T10:00:00Z"),
+            assigned(unresolved, c, A, "2026-11-05T10:00:00Z"),
+            opened(undone, c, "2026-11-05T10:00:00Z"),
+            resolved(undone, c, A, "2026-11-05T12:00:00Z"),
+            reopened(undone, c, "2026-11-06T09:00:00Z"),
+            opened(done, c, "2026-11-05T10:00:00Z"),
+            resolved(done, c, B, "2026-11-05T11:00:00Z"),
+        ]
+        closes = [
+            closed(t, c, "2026-11-07T10:00:00Z", reason="erasure")
+            for t in (unresolved, undone, done)
+        ]
+        for event in closes + history if erasure_first else history + closes:
+            await apply(client, *event)
+        kpis = (await client.get("/v1/kpis/support", params=NOV)).json()
+        assert kpis["tickets_resolved"] == 1
+        assert kpis["closed_per_agent"] == [{"agent_id": B, "closed": 1, "avg_csat": None}]
+        assert kpis["avg_resolution_seconds"] == 3600.0
+
     async def test_a_ticket_resolved_by_no_agent_is_credited_to_none(self, client):
         c, t, u = ids(3)
         await apply(client, *opened(t, c, "2026-11-05T10:00:00Z"))
