@@ -4,7 +4,7 @@ crm up                      broker + every service, SQLite files under .crm-data
 crm serve contacts          one service (what the container image runs)
 crm token [--scope "..."]   a JWT signed with the dev secret (every scope by default)
 crm migrate contacts        apply one service's migrations and exit (a deploy job)
-crm create-topics           create the platform's topics on KAFKA_BOOTSTRAP_SERVERS and exit
+crm create-topics           create the platform's topics (or set their configs) and exit
 crm <service> <command>     a service's own commands (services/<name>/commands.py), e.g.
                             crm analytics rebuild: replay every topic into a fresh database
 crm docs [--check]          regenerate (or check) docs/schemas, docs/asyncapi.yaml, docs/openapi
@@ -32,7 +32,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shared.app import migrate
 from shared.auth import ALL_SCOPES, mint_token
 from shared.db import create_engine
-from shared.kafka import TopicsNotCreated, ensure_topics
+from shared.kafka import TopicsNotConfigured, TopicsNotCreated, ensure_topics
 from shared.logs import logging_config
 from shared.settings import AuthSettings, KafkaSettings, ServiceSettings
 
@@ -299,7 +299,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     migrate_cmd.add_argument("service")
     commands.add_parser(
-        "create-topics", help="create the platform's topics on KAFKA_BOOTSTRAP_SERVERS and exit"
+        "create-topics",
+        help="create the platform's topics on KAFKA_BOOTSTRAP_SERVERS, or set the platform's"
+        " configs on existing ones, and exit",
     )
     service_commands = _service_commands()
     for service, own in service_commands.items():
@@ -321,9 +323,12 @@ def main(argv: list[str] | None = None) -> None:
         service_commands[args.command][args.service_command]()
     elif args.command == "create-topics":
         try:
-            asyncio.run(ensure_topics(KafkaSettings()))
+            changes = asyncio.run(ensure_topics(KafkaSettings()))
         except TopicsNotCreated as exc:
             sys.exit(f"the broker refused to create topics: {exc}")
+        except TopicsNotConfigured as exc:
+            sys.exit(f"the topics' configs are not the platform's: {exc}")
+        print("\n".join(changes) or "every topic exists with the platform's configs")
     elif args.command == "up":
         up(args.data_dir, args.broker_port)
     elif args.command == "serve":

@@ -1,15 +1,17 @@
-"""Kafka clients built from ``KafkaSettings`` (SASL/TLS included), and topic creation."""
+"""Kafka clients built from ``KafkaSettings`` (SASL/TLS included), and topic set-up."""
 
 import logging
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.admin import NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import IncompatibleBrokerVersion, TopicAlreadyExistsError, for_code
 from aiokafka.helpers import create_ssl_context
 
+from shared.kafka_admin import AdminClient
 from shared.settings import KafkaSettings
-from shared.topics import ALL_TOPICS
+from shared.topics import ALL_TOPICS, TopicSpec
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +84,29 @@ def refused_topics(topic_errors: list[Any]) -> str:
     return "; ".join(refused)
 
 
-async def ensure_topics(settings: KafkaSettings) -> None:
-    """Create the platform's topics if missing (idempotent; a deploy job may own this)."""
-    admin = AIOKafkaAdminClient(**connection_options(settings), client_id="crm-topic-setup")
+class TopicsNotConfigured(RuntimeError):
+    """The broker refused to read or set existing topics' configs (no permission, a value it
+    does not take, a broker older than Kafka 2.3...): a topic keeps configs the platform
+    relies on being otherwise (erasure tombstones kept for a day, say)."""
+
+
+def refused_resources(resources: list[Any]) -> str:
+    """What a DescribeConfigs or IncrementalAlterConfigs answer refused, per topic, as
+    ``topic: error (message)``, or "" for nothing (aiokafka raises none of them)."""
+    refused = []
+    for code, message, _, name, *_ in resources:
+        if code != 0:
+            detail = f" ({message})" if message else ""
+            refused.append(f"{name}: {for_code(code).__name__}{detail}")
+    return "; ".join(refused)
+
+
+async def ensure_topics(settings: KafkaSettings) -> list[str]:
+    """Create the platform's missing topics, and set the configs ``shared.topics`` gives a
+    topic on existing topics whose value differs (a cluster created before the config was
+    added); a topic's other configs stay as the operator set them. Idempotent (a deploy job
+    may own this). Returns what it changed, one line each."""
+    admin = AdminClient(**connection_options(settings), client_id="crm-topic-setup")
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -98,11 +120,61 @@ async def ensure_topics(settings: KafkaSettings) -> None:
             for spec in ALL_TOPICS
             if spec.name not in existing
         ]
+        changes = [f"created {topic.name}" for topic in missing]
         if missing:
             response = await admin.create_topics(missing)
             refused = refused_topics(response.topic_errors)
             if refused:
                 raise TopicsNotCreated(refused)
             log.info("created topics", extra={"topics": [t.name for t in missing]})
+        configured = [spec for spec in ALL_TOPICS if spec.name in existing and spec.config]
+        changes += await _align_configs(admin, configured)
+        return changes
     finally:
         await admin.close()
+
+
+async def _align_configs(admin: AdminClient, specs: list[TopicSpec]) -> list[str]:
+    """Set each spec's configs whose value on the broker differs; what changed, one line each."""
+    if not specs:
+        return []
+    # All of each topic's configs: the embedded broker drops the connection on a request
+    # naming some.
+    described = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, spec.name) for spec in specs]
+    )
+    resources = [resource for response in described for resource in response.resources]
+    refused = refused_resources(resources)
+    if refused:
+        raise TopicsNotConfigured(f"could not read the topics' configs: {refused}")
+    # On Apache Kafka an unset config reads as its default; the embedded broker leaves it out.
+    current = {
+        name: {entry[0]: entry[1] for entry in entries} for _, _, _, name, entries in resources
+    }
+    stale = {
+        spec.name: {
+            key: value for key, value in spec.config.items() if current[spec.name].get(key) != value
+        }
+        for spec in specs
+    }
+    stale = {topic: configs for topic, configs in stale.items() if configs}
+    if not stale:
+        return []
+    wanted = ", ".join(f"{topic} {configs}" for topic, configs in stale.items())
+    try:
+        response = await admin.set_topic_configs(stale)
+    except IncompatibleBrokerVersion as exc:
+        raise TopicsNotConfigured(
+            f"the broker does not take IncrementalAlterConfigs (Apache Kafka 2.3 or later);"
+            f" set these by hand: {wanted}"
+        ) from exc
+    refused = refused_resources(response.responses)
+    if refused:
+        raise TopicsNotConfigured(f"could not set {wanted}: {refused}")
+    changes = [
+        f"{topic}: {key} {current[topic].get(key, '(unset)')} -> {value}"
+        for topic, configs in stale.items()
+        for key, value in configs.items()
+    ]
+    log.warning("changed existing topics' configs", extra={"changes": changes})
+    return changes

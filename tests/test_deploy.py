@@ -37,8 +37,10 @@ import pytest
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient
 
+from shared.kafka import refused_resources
+from shared.kafka_admin import AdminClient
 from shared.settings import AuthSettings, KafkaSettings, ServiceSettings
-from shared.topics import ALL_TOPICS
+from shared.topics import ALL_TOPICS, CONTACTS, TOMBSTONE_RETENTION_MS
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
@@ -410,8 +412,8 @@ def test_jobs_create_the_topics_and_migrate_every_service(objects) -> None:
         assert job["spec"]["activeDeadlineSeconds"] > 0, name
 
 
-def run_job_command(job: dict[str, Any], env: dict[str, str], cwd: Path) -> None:
-    """Run a Job's command (``crm ...``) with only the given environment."""
+def run_job_command(job: dict[str, Any], env: dict[str, str], cwd: Path) -> str:
+    """Run a Job's command (``crm ...``) with only the given environment; its output."""
     command = container(job)["command"]
     assert command[0] == "crm"
     result = subprocess.run(
@@ -429,6 +431,7 @@ def run_job_command(job: dict[str, Any], env: dict[str, str], cwd: Path) -> None
         check=False,
     )
     assert result.returncode == 0, f"{command} failed:\n{result.stderr[-3000:]}"
+    return result.stdout
 
 
 def job_environment(name: str, job: str, **overrides: str) -> dict[str, str]:
@@ -440,6 +443,16 @@ def job_environment(name: str, job: str, **overrides: str) -> dict[str, str]:
     missing = set(overrides) - set(env) - set(env_of(workload))
     assert not missing, f"{job} does not set {missing}"
     return env | overrides
+
+
+async def set_topic_configs(bootstrap: str, topic: str, configs: dict[str, str]) -> None:
+    admin = AdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        response = await admin.set_topic_configs({topic: configs})
+    finally:
+        await admin.close()
+    assert refused_resources(response.responses) == ""
 
 
 async def topic_names(bootstrap: str) -> set[str]:
@@ -459,6 +472,21 @@ def test_the_topics_job_creates_every_topic(kafka_bootstrap: str, tmp_path: Path
     env["KAFKA_ENABLE_IDEMPOTENCE"] = "false"
     run_job_command(job, env, tmp_path)
     assert {spec.name for spec in ALL_TOPICS} <= asyncio.run(topic_names(kafka_bootstrap))
+
+
+@pytest.mark.bus
+def test_the_topics_job_sets_the_platforms_configs_on_existing_topics(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    # An upgrade: crm.contacts.v1 was created when tombstones were kept a day.
+    asyncio.run(set_topic_configs(kafka_bootstrap, CONTACTS, {"delete.retention.ms": "86400000"}))
+    job = of_kind(overlay("dev"), "Job")["crm-create-topics"]
+    env = job_environment("dev", "crm-create-topics", KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap)
+    output = run_job_command(job, env, tmp_path)
+    assert f"crm.contacts.v1: delete.retention.ms 86400000 -> {TOMBSTONE_RETENTION_MS}" in output
+    # Run again (every deploy does): nothing left to change.
+    output = run_job_command(job, env, tmp_path)
+    assert output.strip() == "every topic exists with the platform's configs"
 
 
 @pytest.mark.parametrize("service", sorted(PORTS))

@@ -1,11 +1,74 @@
-"""Topic creation: what the broker refuses is told, not logged as created."""
+"""Topic set-up: existing topics get the platform's configs; what the broker refuses is told,
+not logged as done."""
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.protocol.admin import CreateTopicsResponse_v3
 
 from shared import topics
-from shared.kafka import refused_topics
+from shared.kafka import ensure_topics, refused_resources, refused_topics
+from shared.kafka_admin import AdminClient, IncrementalAlterConfigsResponse_v0
+from shared.settings import KafkaSettings
+
+DAY_MS = "86400000"  # Kafka's default delete.retention.ms
+WEEK_MS = "604800000"
+
+
+async def topic_configs(bootstrap: str, topic: str) -> dict[str, str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        await admin.close()
+    [(_, _, _, _, entries)] = response.resources
+    return {entry[0]: entry[1] for entry in entries}
+
+
+async def set_configs(bootstrap: str, topic: str, configs: dict[str, str]) -> None:
+    admin = AdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        response = await admin.set_topic_configs({topic: configs})
+    finally:
+        await admin.close()
+    assert refused_resources(response.responses) == ""
+
+
+async def test_an_existing_topic_gets_the_platforms_configs_and_keeps_its_own(kafka_bootstrap):
+    # A cluster whose crm.contacts.v1 was created before tombstones were kept for good: it
+    # drops them a day after compaction. Its operator set a retention of their own.
+    await set_configs(
+        kafka_bootstrap, topics.CONTACTS, {"delete.retention.ms": DAY_MS, "retention.ms": WEEK_MS}
+    )
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+
+    changes = await ensure_topics(settings)
+
+    assert changes == [
+        f"crm.contacts.v1: delete.retention.ms {DAY_MS} -> {topics.TOMBSTONE_RETENTION_MS}"
+    ]
+    configs = await topic_configs(kafka_bootstrap, topics.CONTACTS)
+    assert configs["delete.retention.ms"] == str(topics.TOMBSTONE_RETENTION_MS)
+    assert configs["cleanup.policy"] == "compact"
+    assert configs["retention.ms"] == WEEK_MS  # the operator's own config stays
+    assert await ensure_topics(settings) == []  # nothing left to change
+
+
+def test_a_refused_config_is_named_with_the_brokers_reason():
+    # What Apache Kafka answers a principal without AlterConfigs permission on the topic (the
+    # embedded broker takes every config, so the answer is built here).
+    response = IncrementalAlterConfigsResponse_v0(
+        throttle_time_ms=0,
+        responses=[
+            (0, None, ConfigResourceType.TOPIC, topics.SALES),
+            (29, "Authorization failed.", ConfigResourceType.TOPIC, topics.CONTACTS),
+        ],
+    )
+    assert refused_resources(response.responses) == (
+        "crm.contacts.v1: TopicAuthorizationFailedError (Authorization failed.)"
+    )
 
 
 async def test_a_topic_another_service_created_first_is_no_refusal(kafka_bootstrap):
