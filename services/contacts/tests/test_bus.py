@@ -165,6 +165,34 @@ class TestOutboxDuringBrokerOutage:
         assert sorted(r.key.decode() for r in records) == sorted(during)  # each exactly once
 
 
+class TestReadinessWhenTheBrokerStops:
+    async def test_readyz_reports_the_broker_unavailable_once_it_has_stopped(
+        self, contacts_settings: ContactsSettings
+    ):
+        # A broker of this test's own, stopped for good. Each /readyz makes a metadata round
+        # trip (shared.bus.Bus.ping), so no cached connection state can answer for a dead one.
+        port = free_port()
+        broker = start_broker(port)
+        kafka = contacts_settings.kafka.model_copy(
+            update={"bootstrap_servers": f"127.0.0.1:{port}"}
+        )
+        settings = contacts_settings.model_copy(update={"kafka": kafka})
+        try:
+            async with running(create_app(settings)) as client:
+                await create(client)  # the relay and the consumer hold connections
+                assert (await client.get("/readyz")).json()["checks"]["broker"] == "ok"
+                # Returns once the process has exited: the broker answers on its open
+                # connections (and takes new ones) for a few seconds after SIGTERM.
+                await asyncio.to_thread(stop_broker, broker)
+                response = await client.get("/readyz")
+        finally:
+            stop_broker(broker)
+        assert response.status_code == 503
+        checks = response.json()["checks"]
+        assert checks["database"] == "ok"
+        assert checks["broker"].startswith("unavailable: ")
+
+
 async def _pending(client: httpx.AsyncClient) -> int:
     from sqlalchemy import func, select
 
