@@ -386,7 +386,24 @@ async def consume(
                             next_prune = time.monotonic() + 3600
                             await prune_processed(consumers[0].session_factory, dedupe_retention)
             finally:
-                await consumer.stop()
+                await _stop(consumer)
+
+
+async def _stop(consumer: AIOKafkaConsumer) -> None:
+    """``consumer.stop()``, but for the CancelledError aiokafka raises out of it when a fetch it
+    cancels was sleeping its retry back-off (the broker away: aio-libs/aiokafka#647). That is
+    no cancellation of this task; let through, it ended the consume loop for good (no retry
+    takes a BaseException) and the service accepted writes it never applied again."""
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # this task was cancelled: the service is shutting down
+        log.info("the Kafka consumer did not stop cleanly", extra={"error": "CancelledError"})
+        # stop() gave up before closing the client: close its connections and metadata task.
+        with contextlib.suppress(Exception):
+            await consumer._client.close()  # noqa: SLF001
 
 
 class _Dispatcher(ConsumerRebalanceListener):

@@ -5,7 +5,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from sqlalchemy import Column, MetaData, String, Table, insert, select
 from sqlalchemy.exc import OperationalError
 
@@ -13,9 +13,12 @@ from shared import topics
 from shared.bus import Bus
 from shared.consumer import EventConsumer, Subscription, consume, prune_processed
 from shared.db import lock_customers
+from shared.embedded_broker import free_port, start_broker, stop_broker
 from shared.events import decode_event, encode_event, utcnow
+from shared.kafka import ensure_topics
 from shared.models import ProcessedEvent
-from shared.testing import TopicTail, consumer_record, eventually
+from shared.settings import KafkaSettings
+from shared.testing import BrokerProxy, TopicTail, consumer_record, eventually
 
 pytestmark = pytest.mark.bus
 
@@ -446,3 +449,74 @@ async def test_an_event_delivered_again_is_applied_once(tables, kafka_settings, 
             select(ProcessedEvent.event_id).where(ProcessedEvent.consumer == "test.t")
         )
         assert sorted(recorded) == sorted({decode_event(r.value).id for r in (first, second)})
+
+
+async def test_a_consumer_that_fails_while_the_broker_is_away_runs_on_once_it_is_back(tables):
+    """A network outage can take the database and the broker away together. The apply fails,
+    the loop restarts its Kafka consumer, and stopping that consumer while the broker is still
+    away must not end the loop: aiokafka's stop() then raised CancelledError (a fetch of the
+    other subscription sleeping out its retry back-off), which no retry caught, and the
+    service went on accepting writes it never applied again (the broker-outage test)."""
+    broker_port, proxy_port = free_port(), free_port()
+    broker = start_broker(broker_port, advertised_port=proxy_port)
+    proxy = BrokerProxy(proxy_port, broker_port)
+    await proxy.start()
+    settings = KafkaSettings(
+        bootstrap_servers=f"127.0.0.1:{proxy_port}",
+        fetch_max_wait_ms=10,
+        session_timeout_ms=1000,
+        heartbeat_interval_ms=300,
+    )
+    key = str(uuid.uuid4())
+    outage, over, given_up = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    attempts = 0
+
+    async def apply_unless_cut_off(session, event):
+        nonlocal attempts
+        if not outage.is_set():
+            outage.set()
+            await proxy.stop()
+            # Long enough for the other subscription's fetch to fail and sleep its back-off.
+            await asyncio.sleep(0.5)
+        if not over.is_set():
+            attempts += 1
+            if attempts == 4:  # the batch, then max_attempts=3 one by one: the loop restarts
+                given_up.set()
+            raise ConnectionError("the database is out of reach too")
+        await insert_applied(session, event)
+
+    bus = Bus(settings, "test-consumer")
+    task = None
+    try:
+        await ensure_topics(settings)
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+        await producer.start()
+        try:
+            await publish(producer, key, "first", topics.ANALYTICS)
+        finally:
+            await producer.stop()
+        subscribers = [
+            subscriber(tables, settings, bus, "cut", topics.ANALYTICS, apply_unless_cut_off),
+            subscriber(tables, settings, bus, "other", topics.SUPPORT),
+        ]
+        task = asyncio.create_task(
+            consume(settings, group_id=f"test-{uuid.uuid4()}", consumers=subscribers, client_id="t")
+        )
+        await asyncio.wait_for(outage.wait(), timeout=30)
+        await asyncio.wait_for(given_up.wait(), timeout=30)
+        await asyncio.sleep(0.5)  # the loop stops its Kafka consumer with the broker still away
+        over.set()
+        await proxy.start()
+
+        async def applied_after_the_outage():
+            assert not task.done(), f"the consumer loop ended: {task}"
+            assert await applied_labels(tables, key) == ["first"]
+
+        await eventually(applied_after_the_outage, timeout=30)
+    finally:
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await bus.close()
+        await proxy.stop()
+        stop_broker(broker)
