@@ -1,6 +1,7 @@
 """The consumer runner against the real broker and a real database."""
 
 import asyncio
+import dataclasses
 import uuid
 from datetime import timedelta
 
@@ -520,3 +521,33 @@ async def test_a_consumer_that_fails_while_the_broker_is_away_runs_on_once_it_is
         await bus.close()
         await proxy.stop()
         stop_broker(broker)
+
+
+async def test_a_fetchs_partitions_are_applied_in_one_transaction_each_in_order(
+    tables, kafka_settings
+):
+    applied: list[tuple[object, str]] = []  # (the session, the label), in applying order
+
+    async def handler(session, event):
+        applied.append((session, event.data["label"]))
+        await insert_applied(session, event)
+
+    consumer = subscriber(
+        tables,
+        kafka_settings,
+        Bus(kafka_settings, "test-partitions"),
+        "t",
+        topics.ANALYTICS,
+        handler,
+    )
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    on_zero = [record(0, first, "a1"), record(1, first, "a2")]
+    on_one = [dataclasses.replace(record(i, second, f"b{i + 1}"), partition=1) for i in (0, 1)]
+
+    await consumer.process_partitions([on_zero, on_one])
+
+    assert [label for _, label in applied] == ["a1", "a2", "b1", "b2"]
+    sessions = {id(session) for session, _ in applied}  # each kept alive in ``applied``
+    assert len(sessions) == 1  # one transaction for the fetch
+    assert await applied_labels(tables, first) == ["a1", "a2"]
+    assert await applied_labels(tables, second) == ["b1", "b2"]
