@@ -173,6 +173,10 @@ def _lifespan(spec: ServiceSpec) -> Any:
                     name=f"{spec.name}.consumer",
                 )
             )
+        for task in tasks:
+            task.add_done_callback(lambda ended: _report_if_ended_early(app, ended))
+        app.state.workers = tasks
+        app.state.stopping = False
         app.state.engine = engine
         app.state.session_factory = session_factory
         app.state.bus = bus
@@ -183,6 +187,7 @@ def _lifespan(spec: ServiceSpec) -> Any:
         try:
             yield
         finally:
+            app.state.stopping = True
             # Cancel until every task has ended: aiokafka's close() can swallow a cancellation.
             pending = set(tasks)
             for _ in range(10):
@@ -203,6 +208,20 @@ def _lifespan(spec: ServiceSpec) -> Any:
             log.info("service stopped")
 
     return lifespan
+
+
+def _report_if_ended_early(app: FastAPI, task: asyncio.Task[None]) -> None:
+    # The relay and the consumer loop retry every error themselves and run until shutdown:
+    # one that ends before it (a cancellation raised out of a library, say) leaves the API
+    # accepting writes that nothing publishes or applies. /healthz then fails, so that the
+    # orchestrator restarts the process.
+    if not app.state.stopping:
+        error = None if task.cancelled() else task.exception()
+        log.error(
+            "a background task ended before shutdown",
+            extra={"task": task.get_name()},
+            exc_info=error,
+        )
 
 
 async def migrate(engine: AsyncEngine, settings: ServiceSettings, migrations: Path) -> None:
@@ -230,8 +249,11 @@ def _operations_router() -> APIRouter:
     router = APIRouter(tags=["operations"])
 
     @router.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz(request: Request) -> JSONResponse:
+        ended = sorted(task.get_name() for task in request.app.state.workers if task.done())
+        if ended:
+            return JSONResponse({"status": "failing", "ended": ended}, status_code=503)
+        return JSONResponse({"status": "ok"})
 
     @router.get("/readyz")
     async def readyz(request: Request) -> JSONResponse:

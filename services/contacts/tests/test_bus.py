@@ -193,6 +193,26 @@ class TestReadinessWhenTheBrokerStops:
         assert checks["broker"].startswith("unavailable: ")
 
 
+class TestLivenessWhenAWorkerEnds:
+    async def test_healthz_fails_naming_a_worker_that_ended_before_shutdown(
+        self, contacts_settings: ContactsSettings
+    ):
+        async with running(create_app(contacts_settings)) as client:
+            assert (await client.get("/healthz")).json() == {"status": "ok"}
+            # As when a library's cancellation escapes the consumer loop's retries: the task
+            # ends, while the API goes on taking writes that nothing would apply.
+            (consumer,) = [
+                task
+                for task in app_of(client).state.workers
+                if task.get_name().endswith("consumer")
+            ]
+            consumer.cancel()
+            await asyncio.gather(consumer, return_exceptions=True)
+            response = await client.get("/healthz")
+        assert response.status_code == 503
+        assert response.json() == {"status": "failing", "ended": ["contacts.consumer"]}
+
+
 async def _pending(client: httpx.AsyncClient) -> int:
     from sqlalchemy import func, select
 
