@@ -41,12 +41,14 @@ def later(new: datetime, old: datetime | None) -> bool:
 async def _ticket(
     session: AsyncSession, ticket_id: uuid.UUID, customer: uuid.UUID | None
 ) -> rows.Row:
-    """The ticket's row (a ``TicketFact``), added if new, filed under its customer's owner."""
-    customer_id = await rows.owner(session, customer)
+    """The ticket's row (a ``TicketFact``), added if new, filed under its customer's owner;
+    an event under the stand-in id the ticket had before its sender was identified is older
+    than the identification, and leaves the ticket with the contact (or no one, erased)."""
     ticket = await rows.get(session, TicketFact, ticket_id)
     if ticket is None:
         ticket = rows.add(session, TicketFact, ticket_id=ticket_id)
-    ticket.customer_id = customer_id
+    if customer is None or customer != ticket.stand_in_id:
+        ticket.customer_id = await rows.owner(session, customer)
     return ticket
 
 
@@ -67,7 +69,8 @@ def _derive(ticket: rows.Row) -> None:
 
 async def ticket_opened(session: AsyncSession, data: support.TicketOpened) -> None:
     ticket = await _ticket(session, data.ticket_id, data.customer_id)
-    ticket.unknown_customer = data.unknown_customer
+    # Once identified, the sender is no longer unknown, however late this opening comes.
+    ticket.unknown_customer = data.unknown_customer and ticket.stand_in_id is None
     _rescore(session, ticket)
     opened = data.opened_at.astimezone(UTC)
     ticket.channel = data.channel.value
@@ -85,9 +88,11 @@ async def ticket_customer_identified(
     """An unknown sender's ticket now belongs to a contact: as if the stand-in id had been
     merged into the contact, its facts (this ticket's, and any other ticket of that sender)
     move to them and its scores (from events that did not flag it) go: they scored no
-    customer. Each of the sender's tickets is identified by an event of its own."""
+    customer. Each of the sender's tickets is identified by an event of its own, and keeps
+    the stand-in id: the ticket's events under it, delivered again or late, are older."""
     ticket = await _ticket(session, data.ticket_id, data.customer_id)  # a row of this batch too
     ticket.unknown_customer = False  # its later events rescore the contact
+    ticket.stand_in_id = data.previous_customer_id
     if ticket.customer_id is None:
         await contact_erased(session, data.previous_customer_id)
     else:

@@ -47,6 +47,9 @@ class TicketFact(Base):
     # An unknown sender's ticket, filed under a stand-in id until the sender is identified:
     # that id is no customer to score.
     unknown_customer: Mapped[bool] = mapped_column(Boolean, default=False)
+    # That stand-in id once the sender was identified: an event still under it is from before
+    # the identification (late or delivered again), and leaves the ticket with the contact.
+    stand_in_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     channel: Mapped[str | None] = mapped_column(String(16))
     priority: Mapped[str | None] = mapped_column(String(16))
     # None until the TicketOpened event arrives (another event of the ticket may come first

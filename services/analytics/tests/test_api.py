@@ -19,6 +19,7 @@ from services.analytics.models import CustomerScore, OrderFact, TicketFact
 from services.analytics.tests.helpers import (
     apply,
     apply_many,
+    assigned,
     breached,
     contact,
     deliver,
@@ -345,6 +346,46 @@ class TestMergesAndErasures:
         last = (await scored_events(client, customer))[-1]
         assert _factor(last, "open_tickets") == 0
         assert stand_in not in await scored(client)
+        assert await scored_events(client, stand_in) == []
+
+    async def test_an_event_from_before_the_identification_leaves_the_ticket_with_the_contact(
+        self, client
+    ):
+        """The ticket's events under the stand-in id delivered again after the sender was
+        identified: under a new event id, and under their own once their processed-event
+        records aged out. Before, each filed the ticket under the stand-in again (and the
+        opening flagged it unknown again): the contact's 360 had no open ticket, their
+        open-ticket factor fell to 0 and the ticket's later events rescored no one."""
+        customer, stand_in, ticket = (str(uuid.uuid4()) for _ in range(3))
+        opening = opened(ticket, stand_in, "2026-11-20T10:00:00Z", unknown_customer=True)
+        opening_id = uuid.uuid4()
+        before = [
+            assigned(ticket, stand_in, str(uuid.uuid4()), "2026-11-20T10:01:00Z"),
+            message(ticket, stand_in, "agent", "2026-11-20T11:00:00Z"),
+            breached(ticket, stand_in, "resolution", "2026-11-20T12:00:00Z"),
+        ]
+        await apply(client, *contact(customer))
+        await deliver(client, *opening, opening_id)
+        await apply_many(client, before)
+        await apply(client, *identified(ticket, customer, stand_in, "2026-11-21T10:00:00Z"))
+
+        async def still_the_contacts() -> None:
+            view = (await client.get(f"/v1/customers/{customer}/360")).json()
+            assert [t["ticket_id"] for t in view["open_tickets"]] == [ticket]
+            assert _factor(view["scores"], "open_tickets") > 0
+            assert stand_in not in await scored(client)
+
+        await apply(client, *opening)  # under a new event id
+        await still_the_contacts()
+        await apply_many(client, before)
+        await still_the_contacts()
+        await prune_processed(app_of(client).state.session_factory, timedelta(0))
+        await deliver(client, *opening, opening_id)  # under its own
+        await still_the_contacts()
+        # Its later events still rescore the contact: the ticket is not flagged unknown again.
+        await apply(client, *resolved(ticket, customer, None, "2026-11-22T10:00:00Z"))
+        last = (await scored_events(client, customer))[-1]
+        assert _factor(last, "open_tickets") == 0
         assert await scored_events(client, stand_in) == []
 
     async def test_an_erasure_leaves_only_anonymous_counts(self, client):
