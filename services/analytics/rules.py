@@ -52,6 +52,22 @@ def weighted(amount: Decimal, probability: float) -> Decimal:
     return (amount * Decimal(str(probability))).quantize(CENT, rounding=ROUND_HALF_UP)
 
 
+def follows_in_its_instant(
+    applied_stage: str, stage: str, from_stage: str | None, *, opening: bool
+) -> bool:
+    """Whether a deal's event of the same instant as the state applied (a clock that coarse,
+    or the applied event itself again) is the later one, told by what the events say, so
+    the order they arrive in does not decide. An opening is every deal's first event: never.
+    A stage change (``from_stage``) when it moves on from the applied stage. New terms
+    (``from_stage`` None) when they are of the applied stage; of two such, the one applied
+    last stays (events carry no sequence to tell them apart)."""
+    if opening:
+        return False
+    if from_stage is not None:
+        return from_stage == applied_stage != stage
+    return stage == applied_stage
+
+
 def forecast_closes(first: date, last: date, today: date) -> tuple[date | None, date] | None:
     """Which open deals the weighted forecast of ``first``-``last`` counts, as the range of
     their expected close (None: no lower end), or None for none; as sales' forecast counts

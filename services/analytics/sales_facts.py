@@ -8,7 +8,6 @@ from decimal import Decimal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.analytics import rows, rules, scoring
-from services.analytics.facts import later
 from services.analytics.models import (
     CampaignFact,
     LeadFact,
@@ -66,9 +65,11 @@ async def opportunity_changed(
     session: AsyncSession,
     data: sales.OpportunityOpened | sales.OpportunityStageChanged | sales.OpportunityUpdated,
 ) -> None:
-    """Every opportunity event carries the deal's whole state: the latest one applied wins."""
+    """Every opportunity event carries the deal's whole state: the latest one applied wins;
+    of one instant, the one that follows by what it says (``rules.follows_in_its_instant``)."""
+    from_stage = None
     if isinstance(data, sales.OpportunityStageChanged):
-        changed_at = data.changed_at
+        changed_at, from_stage = data.changed_at, data.from_stage
     elif isinstance(data, sales.OpportunityUpdated):
         changed_at = data.updated_at  # new terms (amount, close date, owner), same stage
     else:
@@ -77,8 +78,15 @@ async def opportunity_changed(
     opportunity = await rows.get(session, OpportunityFact, data.opportunity_id)
     if opportunity is None:
         opportunity = rows.add(session, OpportunityFact, opportunity_id=data.opportunity_id)
-    elif not later(changed_at, opportunity.changed_at):
+    elif changed_at < opportunity.changed_at:
         return  # an older state than the one applied
+    elif changed_at == opportunity.changed_at and not rules.follows_in_its_instant(
+        opportunity.stage,
+        data.stage,
+        from_stage,
+        opening=isinstance(data, sales.OpportunityOpened),
+    ):
+        return  # of the same instant, and not after the state applied
     opportunity.customer_id = customer
     opportunity.owner = data.owner
     opportunity.stage = data.stage

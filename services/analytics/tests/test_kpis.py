@@ -14,6 +14,7 @@ from services.analytics.tests.helpers import (
     assigned,
     breached,
     closed,
+    deliver,
     message,
     opened,
     rated,
@@ -21,7 +22,9 @@ from services.analytics.tests.helpers import (
     reopened,
     resolved,
 )
+from shared.consumer import prune_processed
 from shared.contracts import marketing, sales
+from shared.testing import app_of
 
 A = "00000000-0000-0000-0000-00000000000a"
 B = "00000000-0000-0000-0000-00000000000b"
@@ -322,6 +325,57 @@ class TestSalesKpis:
         ]
         assert kpis["weighted_forecast"] == [{"currency": "EUR", "value": "2500.00"}]
 
+    async def test_a_deals_opening_delivered_again_does_not_undo_a_change_of_its_instant(
+        self, client
+    ):
+        """Won in the instant it was opened, then the opening delivered again: under a new
+        event id, and under its own once its processed-event record aged out. An event of
+        the same instant as the one applied passed as newer (>=): the won deal was open in
+        its first stage again, in the pipeline and out of the win rate."""
+        o, c = ids(2)
+        opening = deal(o, c, "1000", "2099-11-20")
+        opening_id = uuid.uuid4()
+        await deliver(client, *opening, opening_id)
+        await apply(client, *stage_change(o, c, "proposal", "won", 1.0, "2026-11-01T00:00:00Z"))
+
+        async def still_won() -> None:
+            kpis = (await client.get("/v1/kpis/sales", params=NOV)).json()
+            assert kpis["win_rate"] == 1.0 and kpis["pipeline_per_stage"] == []
+
+        await still_won()
+        await apply(client, *opening)
+        await still_won()
+        await prune_processed(app_of(client).state.session_factory, timedelta(0))
+        await deliver(client, *opening, opening_id)
+        await still_won()
+
+    @pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
+    async def test_changes_of_one_instant_leave_the_deal_as_sales_left_it(self, client, order):
+        """Moved twice and given new terms in one instant (a clock that coarse), and those
+        events delivered again in any order after the last: the deal is as the last left it,
+        in negotiation at 5000. Before, the one applied last won, whatever it said."""
+        o, c = ids(2)
+        at = "2026-11-02T00:00:00Z"
+        changes = [
+            stage_change(o, c, "qualification", "proposal", 0.5, at),
+            stage_change(o, c, "proposal", "negotiation", 0.75, at),
+            deal(o, c, "5000", "2099-11-20", "negotiation", 0.75, updated_at=at),
+        ]
+        await apply_many(client, [deal(o, c, "1000", "2099-11-20", "qualification", 0.25)])
+        await apply_many(client, changes)
+        for n in order:
+            await apply(client, *changes[n])  # each under a new event id, in a batch of its own
+        kpis = (await client.get("/v1/kpis/sales", params=NOV_2099)).json()
+        assert kpis["pipeline_per_stage"] == [
+            {
+                "stage": "negotiation",
+                "currency": "EUR",
+                "count": 1,
+                "value": "5000.00",
+                "weighted_value": "3750.00",
+            }
+        ]
+
     async def test_weighted_figures_round_each_deal_half_up_as_sales_does(self, client):
         o1, o2, o3, o4, c = ids(5)
         await apply_many(
@@ -378,6 +432,15 @@ def deal(opp, customer, amount, close, stage="proposal", p=0.5, updated_at=None)
     if updated_at is None:
         return sales.OPPORTUNITY_OPENED, data
     return sales.OPPORTUNITY_UPDATED, {**data, "updated_at": updated_at}
+
+
+def stage_change(opp, customer, from_stage, stage, p, at, amount="1000"):
+    """A deal opened on 1 November (as ``deal``) moved from ``from_stage`` to ``stage``."""
+    return sales.OPPORTUNITY_STAGE_CHANGED, {
+        **deal(opp, customer, amount, "2099-11-20", stage, p)[1],
+        "from_stage": from_stage,
+        "changed_at": at,
+    }
 
 
 def order_event(customer, amount, at, **fields):

@@ -187,3 +187,20 @@ class TestPipeline:
     )
     def test_a_deals_weighted_amount_rounds_half_up_once(self, amount, probability, weighted):
         assert rules.weighted(Decimal(amount), probability) == Decimal(weighted)
+
+    @pytest.mark.parametrize(
+        ("applied", "stage", "from_stage", "opening", "follows"),
+        [
+            ("won", "proposal", None, True, False),  # the opening again, after a change
+            ("proposal", "proposal", None, True, False),  # or after itself
+            ("proposal", "won", "proposal", False, True),  # moves on from the applied stage
+            ("won", "won", "proposal", False, False),  # the same change again
+            ("negotiation", "proposal", "qualification", False, False),  # an earlier move
+            ("negotiation", "negotiation", None, False, True),  # new terms in that stage
+            ("won", "negotiation", None, False, False),  # terms from before the close
+        ],
+    )
+    def test_an_event_of_the_applied_instant_follows_it_by_what_it_says(
+        self, applied, stage, from_stage, opening, follows
+    ):
+        assert rules.follows_in_its_instant(applied, stage, from_stage, opening=opening) is follows
