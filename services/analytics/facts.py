@@ -154,11 +154,13 @@ async def ticket_reopened(session: AsyncSession, data: support.TicketReopened) -
     ticket.reopen_count = (ticket.reopen_count or 0) + 1
     if later(data.reopened_at, ticket.reopened_at):
         ticket.reopened_at = data.reopened_at
-    if ticket.resolved_at is not None and ticket.resolved_at < ticket.reopened_at:
+    # A resolution or close of the reopening's instant is undone too, as one arriving after
+    # it is ignored (``ticket_resolved``, ``ticket_closed``): either order, the same ticket.
+    if ticket.resolved_at is not None and ticket.resolved_at <= ticket.reopened_at:
         ticket.resolved_at = None
         ticket.resolved_by = None
         _derive(ticket)
-    if ticket.closed_at is not None and ticket.closed_at < ticket.reopened_at:
+    if ticket.closed_at is not None and ticket.closed_at <= ticket.reopened_at:
         ticket.closed_at = None
 
 

@@ -658,6 +658,28 @@ class TestArrivalOrder:
         view = (await client.get(f"/v1/customers/{c}/360")).json()
         assert view["open_tickets"] == []
 
+    @pytest.mark.parametrize("ending", ["resolved", "closed"])
+    @pytest.mark.parametrize("reopening_first", [False, True])
+    async def test_a_reopening_undoes_a_resolution_or_close_of_its_instant(
+        self, client, ending, reopening_first
+    ):
+        """Resolved (or closed) and reopened in one instant (times an agent or an import
+        gave support): the ticket is open, in whichever order the events arrive. Before,
+        the reopening undid only an older resolution, and a resolution was undone only when
+        older: in the order support published them the ticket stayed resolved, in the other
+        it was open."""
+        c, t = ids(2)
+        at = "2026-11-05T12:00:00Z"
+        end = resolved(t, c, A, at) if ending == "resolved" else closed(t, c, at)
+        events = [end, reopened(t, c, at)]
+        await apply(client, *opened(t, c, "2026-11-05T10:00:00Z"))
+        for e in reversed(events) if reopening_first else events:
+            await apply(client, *e)
+        view = (await client.get(f"/v1/customers/{c}/360")).json()
+        assert [o["ticket_id"] for o in view["open_tickets"]] == [t]
+        kpis = (await client.get("/v1/kpis/support", params=NOV)).json()
+        assert kpis["tickets_resolved"] == 0
+
     async def test_a_resolution_without_its_opening_is_left_out_of_the_average(self, client):
         """A ticket whose opening analytics never saw (opened before the topic's retention,
         or not arrived yet) has no resolution time: it counts as resolved, not as resolved
