@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shared.auth import ALL_SCOPES, mint_token
 from shared.db import customer_lock_key
 from shared.events import encode_event
+from shared.kafka import refused_resources
+from shared.kafka_admin import AdminClient
 from shared.settings import AuthSettings
 
 TEST_JWT_SECRET = "test-secret-" + uuid.uuid4().hex
@@ -295,3 +297,14 @@ async def one_write_waits_for_another(
 def by_lock_order(count: int) -> list[uuid.UUID]:
     """``count`` new customer ids in the order ``shared.db.customer_locks`` takes their locks."""
     return sorted((uuid.uuid4() for _ in range(count)), key=customer_lock_key)
+
+
+async def set_topic_configs(bootstrap: str, topic: str, configs: dict[str, str]) -> None:
+    """Set a topic's configs on the broker, as an operator would have set them by hand."""
+    admin = AdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        response = await admin.set_topic_configs({topic: configs})
+    finally:
+        await admin.close()
+    assert refused_resources(response.responses) == ""

@@ -37,9 +37,8 @@ import pytest
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient
 
-from shared.kafka import refused_resources
-from shared.kafka_admin import AdminClient
 from shared.settings import AuthSettings, KafkaSettings, ServiceSettings
+from shared.testing import set_topic_configs
 from shared.topics import ALL_TOPICS, CONTACTS, TOMBSTONE_RETENTION_MS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -443,16 +442,6 @@ def job_environment(name: str, job: str, **overrides: str) -> dict[str, str]:
     missing = set(overrides) - set(env) - set(env_of(workload))
     assert not missing, f"{job} does not set {missing}"
     return env | overrides
-
-
-async def set_topic_configs(bootstrap: str, topic: str, configs: dict[str, str]) -> None:
-    admin = AdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        response = await admin.set_topic_configs({topic: configs})
-    finally:
-        await admin.close()
-    assert refused_resources(response.responses) == ""
 
 
 async def topic_names(bootstrap: str) -> set[str]:

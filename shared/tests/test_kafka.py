@@ -8,8 +8,9 @@ from aiokafka.protocol.admin import CreateTopicsResponse_v3
 
 from shared import topics
 from shared.kafka import ensure_topics, refused_resources, refused_topics
-from shared.kafka_admin import AdminClient, IncrementalAlterConfigsResponse_v0
+from shared.kafka_admin import IncrementalAlterConfigsResponse_v0
 from shared.settings import KafkaSettings
+from shared.testing import set_topic_configs
 
 DAY_MS = "86400000"  # Kafka's default delete.retention.ms
 WEEK_MS = "604800000"
@@ -26,20 +27,10 @@ async def topic_configs(bootstrap: str, topic: str) -> dict[str, str]:
     return {entry[0]: entry[1] for entry in entries}
 
 
-async def set_configs(bootstrap: str, topic: str, configs: dict[str, str]) -> None:
-    admin = AdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        response = await admin.set_topic_configs({topic: configs})
-    finally:
-        await admin.close()
-    assert refused_resources(response.responses) == ""
-
-
 async def test_an_existing_topic_gets_the_platforms_configs_and_keeps_its_own(kafka_bootstrap):
     # A cluster whose crm.contacts.v1 was created before tombstones were kept for good: it
     # drops them a day after compaction. Its operator set a retention of their own.
-    await set_configs(
+    await set_topic_configs(
         kafka_bootstrap, topics.CONTACTS, {"delete.retention.ms": DAY_MS, "retention.ms": WEEK_MS}
     )
     settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
