@@ -19,7 +19,6 @@ from shared.db import get_or_404, made_before
 from shared.errors import InvalidInput
 from shared.events import Channel, Department, Direction, SourceRef, utcnow
 from shared.pagination import cut_page, page_after
-from shared.values import MAX_AMOUNT
 
 
 async def _touch(session: AsyncSession, order: Order) -> None:
@@ -64,13 +63,12 @@ def _new_order(
 async def place_order(session: AsyncSession, data: OrderCreate) -> Order:
     """The order placed and published; sent again with its ``order_id``, the order first
     placed (the id of another order is a 409)."""
+    # Checked before anything is looked up: an amount that is not its lines' total is a 422.
+    amount = rules.order_amount(
+        [(line.quantity, line.unit_price) for line in data.lines], data.amount
+    )
     customer_id = await customer_view.current_customer(session, data.customer_id)
     lines = [line.model_dump(mode="json") for line in data.lines]
-    amount = data.amount
-    if amount is None:
-        amount = sum((line.unit_price * line.quantity for line in data.lines), Decimal(0))
-        if amount > MAX_AMOUNT:  # as an amount given would be
-            raise InvalidInput(f"the lines' total must be at most {MAX_AMOUNT}", field="lines")
     earlier = await made_before(
         session,
         Order,

@@ -10,7 +10,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 
 from shared.errors import InvalidInput, InvalidTransition
-from shared.values import FIRST_YEAR, LAST_YEAR
+from shared.values import FIRST_YEAR, LAST_YEAR, MAX_AMOUNT
 
 CENT = Decimal("0.01")
 
@@ -349,3 +349,27 @@ def order_steps(current: OrderStatus, target: OrderStatus) -> list[OrderStatus]:
     """The steps from ``current`` up to ``target`` (none if it is there or beyond already):
     an accounting system may tell only the latest status, or tell it twice."""
     return _ORDER_FLOW[_ORDER_FLOW.index(current) + 1 : _ORDER_FLOW.index(target) + 1]
+
+
+def order_amount(lines: Sequence[tuple[int, Decimal]], given: Decimal | None) -> Decimal:
+    """The amount of an order of ``lines`` (quantity, unit price): their total, which an amount
+    ``given`` as well must equal to the cent (an order of 2 × 5.00 told as 11.00 was taken,
+    and revenue, RFM and CLV counted what the lines did not add up to). An order without
+    lines is its amount given. The total is exact: at most 1,000 lines of 1,000,000 × at most
+    999999999999.99 fit Decimal's 28 digits."""
+    if not lines:
+        if given is None:
+            raise InvalidInput("an order needs an amount or lines", field="amount")
+        return given
+    total = sum((unit_price * quantity for quantity, unit_price in lines), Decimal("0.00"))
+    if given is None:
+        if total > MAX_AMOUNT:  # as an amount given would be
+            raise InvalidInput(f"the lines' total must be at most {MAX_AMOUNT}", field="lines")
+        return total
+    if given != total:
+        raise InvalidInput(
+            f"must equal the total of the lines, {total} (or be left out to take that total);"
+            f" {given} was given",
+            field="amount",
+        )
+    return given

@@ -321,7 +321,11 @@ class OrderCreate(_Input):
         " same id, a retry after a timeout say, is placed and published once",
     )
     customer_id: uuid.UUID
-    amount: Amount | None = Field(default=None, description="else the sum of the lines")
+    amount: Amount | None = Field(
+        default=None,
+        description="left out, the total of the lines (each quantity × unit_price); given with"
+        " lines, it must equal that total (a 422 on amount tells the total)",
+    )
     currency: Currency
     ordered_at: HappenedAt | None = None
     lines: list[OrderLine] = Field(default_factory=list, max_length=1000)

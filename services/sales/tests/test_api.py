@@ -613,9 +613,26 @@ class TestOrders:
         assert {r.json()["id"] for r in sent} == {body["order_id"]}
         assert types(await outbox(client, topics.SALES)) == [sales.ORDER_PLACED]
         assert len(await outbox(client, topics.INTERACTIONS)) == 1
-        other = await client.post("/v1/orders", json={**body, "amount": "11"})
+        other = await client.post("/v1/orders", json={**body, "lines": [], "amount": "11"})
         assert other.status_code == 409
         assert other.json()["error"]["fields"][0]["field"] == "order_id"
+
+    async def test_an_amount_given_with_lines_must_be_their_total(self, client):
+        lines = [
+            {"sku": "A", "quantity": 3, "unit_price": "0.10"},
+            {"sku": "B", "quantity": 1, "unit_price": "0.2"},
+        ]
+        body = {"customer_id": str(uuid.uuid4()), "currency": "EUR", "lines": lines}
+        # Before, 0.51 was taken for lines of 0.50, and counted as revenue.
+        wrong = await client.post("/v1/orders", json={**body, "amount": "0.51"})
+        assert wrong.status_code == 422, wrong.text
+        [error] = wrong.json()["error"]["fields"]
+        assert error["field"] == "amount" and "0.50" in error["reason"]
+        assert await outbox(client) == []
+        right = await client.post("/v1/orders", json={**body, "amount": "0.5"})
+        assert right.status_code == 201 and right.json()["amount"] == "0.50"
+        derived = await client.post("/v1/orders", json=body)
+        assert derived.status_code == 201 and derived.json()["amount"] == "0.50"
 
     async def test_order_lifecycle(self, client):
         customer = str(uuid.uuid4())

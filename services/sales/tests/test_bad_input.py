@@ -230,6 +230,14 @@ CASES = [
         "lines",
     ),
     ("POST", "/v1/orders", {"customer_id": ORDER["customer_id"], "currency": "EUR"}, 422, None),
+    # An amount that is not its lines' total was taken, and counted as revenue.
+    (
+        "POST",
+        "/v1/orders",
+        {**ORDER, "amount": "11", "lines": [{"sku": "A", "quantity": 2, "unit_price": "5"}]},
+        422,
+        "amount",
+    ),
     (
         "POST",
         "/v1/orders",

@@ -330,3 +330,29 @@ class TestOrderStates:
     def test_money_from_the_database_is_exact_cents(self):
         assert rules.money(300.29999999999995) == Decimal("300.30")
         assert rules.money(0) == Decimal("0.00")
+
+
+class TestOrderAmount:
+    def test_left_out_it_is_the_lines_total_exactly(self):
+        lines = [(3, Decimal("0.10")), (1, Decimal("0.20"))]  # 0.1 * 3 + 0.2 is not 0.5 in floats
+        assert rules.order_amount(lines, None) == Decimal("0.50")
+        assert str(rules.order_amount([(1, Decimal("0.00"))], None)) == "0.00"
+
+    def test_given_with_lines_it_must_be_their_total(self):
+        lines = [(2, Decimal("5.00"))]
+        assert rules.order_amount(lines, Decimal("10.00")) == Decimal("10.00")
+        for wrong in (Decimal("11.00"), Decimal("9.99"), Decimal("0.00")):
+            with pytest.raises(InvalidInput) as refused:
+                rules.order_amount(lines, wrong)
+            assert refused.value.field == "amount"
+            assert "10.00" in refused.value.message
+
+    def test_without_lines_it_is_the_amount_given(self):
+        assert rules.order_amount([], Decimal("7.00")) == Decimal("7.00")
+        with pytest.raises(InvalidInput):
+            rules.order_amount([], None)
+
+    def test_a_total_beyond_the_largest_amount_is_refused_on_lines(self):
+        with pytest.raises(InvalidInput) as refused:
+            rules.order_amount([(1000, Decimal("999999999999.99"))], None)
+        assert refused.value.field == "lines"
