@@ -6,9 +6,16 @@ real uvicorn process on SQLite (or CONTACTS_DATABASE_URL), then prints:
     by wrk where it is installed (apt-get install wrk), else by httpx (heavier: it competes
     with the service for the same cores),
   * rows/s through POST /v1/contacts/import (10,000-row CSV files),
-  * latency from an API write to its event arriving at a Kafka consumer (p50/p99), light load.
+  * latency from an API write to its event arriving at a Kafka consumer (p50/p99), light load,
+  * the time of the near-duplicate check's scoring (rules.best_matches) of one new contact
+    against the most candidates a create compares it with (500), in this process.
+
+Each create's last name is unique by default, so it has no near-duplicate candidates; with
+--surnames N they are drawn from N last names, and once those are common every create is
+compared with 500 contacts sharing its last name (a common surname in a real base).
 
     .venv/bin/python benchmarks/contacts_bench.py [--creates 3000] [--concurrency 32]
+        [--surnames 4]
 """
 
 import argparse
@@ -29,6 +36,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from services.contacts import rules  # noqa: E402
+from services.contacts.service import NEAR_DUPLICATE_CANDIDATES  # noqa: E402
 from shared.auth import mint_token  # noqa: E402
 from shared.embedded_broker import free_port, start_broker, stop_broker  # noqa: E402
 from shared.settings import AuthSettings  # noqa: E402
@@ -54,12 +63,48 @@ def service_pids(pid: int) -> list[int]:
     return found
 
 
+# The last names of --surnames, one with an accent (folded by the Unicode path); beyond these,
+# made-up ones.
+SURNAMES = ["Müller", "Schmidt", "Schneider", "Fischer", "Weber", "Meyer", "Wagner", "Becker"]
+
+
+def last_name(n: int, surnames: int) -> str:
+    """The n-th create's last name: unique, or one of ``surnames`` (0: unique)."""
+    if not surnames:
+        return uuid.uuid4().hex[:10]
+    k = n % surnames
+    return SURNAMES[k] if k < len(SURNAMES) else f"Surname{k}"
+
+
+def best_match_time(surnames: int) -> None:
+    """rules.best_matches of one new contact against as many candidates as a create compares
+    it with, all sharing its last name (as --surnames makes them)."""
+    name = last_name(0, max(surnames, 1))
+    candidates = [
+        (n, rules.Person(f"Bench{n}", name, None)) for n in range(NEAR_DUPLICATE_CANDIDATES)
+    ]
+    person = rules.Person("Bench12345", name, None)
+    best = float("inf")
+    for _ in range(5):
+        rounds = 50
+        started = time.process_time()
+        for _ in range(rounds):
+            rules.best_matches(person, candidates, 85)
+        best = min(best, (time.process_time() - started) / rounds)
+    print(
+        f"best match:       {best * 1000:8.2f} ms CPU  (rules.best_matches of one contact against"
+        f" {len(candidates)} candidates of its last name, best of 5 × 50)"
+    )
+
+
 def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
 
 
-async def single_creates(url: str, headers: dict, total: int, concurrency: int) -> None:
+async def single_creates(
+    url: str, headers: dict, total: int, concurrency: int, surnames: int
+) -> None:
     latencies: list[float] = []
     counter = iter(range(total))
 
@@ -67,7 +112,7 @@ async def single_creates(url: str, headers: dict, total: int, concurrency: int) 
         for n in counter:
             body = {
                 "first_name": f"Bench{n}",
-                "last_name": uuid.uuid4().hex[:10],
+                "last_name": last_name(n, surnames),
                 "email": f"bench-{uuid.uuid4().hex}@example.com",
             }
             started = time.perf_counter()
@@ -94,19 +139,27 @@ wrk.headers["Authorization"] = "Bearer TOKEN"
 math.randomseed(os.time())
 local run = math.random(1, 1000000000)
 local n = 0
+local surnames = {SURNAMES}
 request = function()
   n = n + 1
+  local last = string.format("L%d_%d", run, n)
+  if #surnames > 0 then
+    last = surnames[n % #surnames + 1]
+  end
   local body = string.format(
-    '{"first_name":"Wrk","last_name":"L%d_%d","email":"wrk%d_%d@example.com"}', run, n, run, n)
+    '{"first_name":"Wrk%d","last_name":"%s","email":"wrk%d_%d@example.com"}', n, last, run, n)
   return wrk.format(nil, "/v1/contacts", nil, body)
 end
 """
 
 
-def wrk_creates(url: str, token: str, seconds: int, concurrency: int, workdir: Path) -> int:
+def wrk_creates(
+    url: str, token: str, seconds: int, concurrency: int, surnames: int, workdir: Path
+) -> int:
     """The same creates driven by wrk (C, light): the service, not the client, is measured."""
     script = workdir / "create.lua"
-    script.write_text(WRK_SCRIPT.replace("TOKEN", token))
+    names = ", ".join(f'"{last_name(k, surnames)}"' for k in range(surnames))
+    script.write_text(WRK_SCRIPT.replace("TOKEN", token).replace("SURNAMES", names))
     result = subprocess.run(
         ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", str(script), url],
         capture_output=True,
@@ -208,7 +261,14 @@ async def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="service worker processes")
     parser.add_argument("--seconds", type=int, default=15, help="wrk duration")
     parser.add_argument("--httpx", action="store_true", help="drive creates with httpx, not wrk")
+    parser.add_argument(
+        "--surnames",
+        type=int,
+        default=0,
+        help="draw the creates' last names from this many (0: each unique)",
+    )
     args = parser.parse_args()
+    best_match_time(args.surnames)
 
     workdir = Path(tempfile.mkdtemp(prefix="crm-bench-"))
     secret = uuid.uuid4().hex * 2
@@ -255,11 +315,12 @@ async def main() -> None:
         pids = service_pids(service.pid)
         cpu = sum(cpu_seconds(pid) for pid in pids)
         if shutil.which("wrk") and not args.httpx:
+            token = headers["Authorization"].split()[1]
             creates = wrk_creates(
-                url, headers["Authorization"].split()[1], args.seconds, args.concurrency, workdir
+                url, token, args.seconds, args.concurrency, args.surnames, workdir
             )
         else:
-            await single_creates(url, headers, args.creates, args.concurrency)
+            await single_creates(url, headers, args.creates, args.concurrency, args.surnames)
             creates = args.creates
         used = sum(cpu_seconds(pid) for pid in pids) - cpu
         print(
