@@ -16,6 +16,20 @@ compared with 500 contacts sharing its last name (a common surname in a real bas
 
     .venv/bin/python benchmarks/contacts_bench.py [--creates 3000] [--concurrency 32]
         [--surnames 4]
+
+Figures (2 cores shared with other jobs; SQLite, httpx driving 3,000 creates with 32 clients,
+--surnames 4, so the last blocks hold 750 contacts and later creates are compared with 500;
+three runs each, minutes apart, before and after best_matches folded each name once and
+scored only the candidates rapidfuzz's batch calls let through):
+
+                                      before                 after
+    best match, 500 candidates        5.0-5.1 ms CPU         1.3-1.4 ms CPU
+    service CPU per create            10.3, 11.5, 10.7 ms    9.5, 9.7, 9.2 ms
+    creates/s                         90, 81, 87             98, 96, 101
+
+With unique last names (no candidates) a create costs 5.0 ms of service CPU (175/s). What the
+check costs now is mostly the query of the candidates: in-process on SQLite, the whole check
+of one create against 500 (service.near_duplicates) took 5.8 ms CPU, 1.4 of it the scoring.
 """
 
 import argparse

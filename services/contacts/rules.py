@@ -1,5 +1,6 @@
 """Contact data rules: normalisation, near-duplicate scoring, merging. Plain Python, no I/O."""
 
+import functools
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -78,9 +79,12 @@ class FoldedPerson:
 
     @classmethod
     def of(cls, person: Person, fold: Callable[[str], str] = folded) -> "FoldedPerson":
-        """``fold``: ``folded`` itself, or a memo of it (names repeat across a contact base)."""
-        parts = " ".join(part for part in (person.first_name, person.last_name) if part)
-        full_name = fold(parts)
+        """``fold``: ``folded`` itself, or a memo of it (names repeat across a contact base).
+        The first and the last name are folded apart, as the same last name is shared by the
+        many contacts of its block (the whole name folds the same: folding drops and
+        collapses spaces, and nothing composes with a space)."""
+        parts = (fold(part) for part in (person.first_name, person.last_name) if part)
+        full_name = " ".join(part for part in parts if part)
         return cls(
             full_name, full_name.replace(" ", ""), fold(person.company) if person.company else None
         )
@@ -115,39 +119,60 @@ def _least_name_score(threshold: float, has_company: bool) -> float:
     return min(both_or_neither, least / 0.9) - 1
 
 
+def _may_reach(
+    person: FoldedPerson, full: Sequence[str], compact: Sequence[str], threshold: float
+) -> list[int]:
+    """The indices, in order, of the others (their ``full`` and ``compact`` names) that may
+    score ``threshold`` or more with ``person``: every one that does, and some that do not.
+    Two rapidfuzz batch calls find them, where scoring each in Python took ~10-20 µs."""
+    floor = _least_name_score(threshold, person.company is not None)
+    if floor <= 0:  # any of them may reach the threshold
+        return list(range(len(full)))
+    # The name score is the better of these two (folded_similarity): either may pass.
+    alike: set[int] = set()
+    for scorer, name, names in (
+        (fuzz.token_sort_ratio, person.full_name, full),
+        (fuzz.ratio, person.compact_name, compact),
+    ):
+        matches = process.extract(
+            name, names, scorer=scorer, processor=None, score_cutoff=floor, limit=None
+        )
+        alike.update(j for _, _, j in matches)
+    return sorted(alike)
+
+
 def look_alikes(people: Sequence[FoldedPerson], threshold: float) -> Iterator[tuple[int, int]]:
     """The index pairs (i < j) of ``people`` that may score ``threshold`` or more: every pair
-    that does, and some that do not. Most pairs of a block have names too far apart, and two
-    rapidfuzz batch calls per person find the others, where scoring every pair in Python took
-    ~20 µs each."""
-    floors = {has: _least_name_score(threshold, has) for has in (True, False)}
+    that does, and some that do not. Most pairs of a block have names too far apart."""
     full = [person.full_name for person in people]
     compact = [person.compact_name for person in people]
     for i, person in enumerate(people[:-1]):
-        floor = floors[person.company is not None]
-        if floor <= 0:  # any pair may reach the threshold
-            yield from ((i, j) for j in range(i + 1, len(people)))
-            continue
-        # The name score is the better of these two (folded_similarity): either may pass.
-        alike: set[int] = set()
-        for scorer, names in ((fuzz.token_sort_ratio, full), (fuzz.ratio, compact)):
-            matches = process.extract(
-                names[i],
-                names[i + 1 :],
-                scorer=scorer,
-                processor=None,
-                score_cutoff=floor,
-                limit=None,
-            )
-            alike.update(j for _, _, j in matches)
-        yield from ((i, i + 1 + j) for j in alike)
+        after = _may_reach(person, full[i + 1 :], compact[i + 1 :], threshold)
+        yield from ((i, i + 1 + j) for j in after)
 
 
 def best_matches(
     person: Person, candidates: Iterable[tuple[K, Person]], threshold: float
 ) -> list[tuple[K, float]]:
-    scored = [(key, similarity(person, other)) for key, other in candidates]
-    return sorted([(k, s) for k, s in scored if s >= threshold], key=lambda pair: -pair[1])
+    """The candidates scoring ``threshold`` or more with ``person``, best first (in the order
+    given where scores tie). Each name is folded once: the person's once, not once per
+    candidate, and a last name or company the candidates share once for all of them (a
+    create compares a new contact with up to 500 sharing its last name)."""
+    fold = functools.cache(folded)
+    this = FoldedPerson.of(person, fold)
+    keys: list[K] = []
+    others: list[FoldedPerson] = []
+    for key, other in candidates:
+        keys.append(key)
+        others.append(FoldedPerson.of(other, fold))
+    full = [other.full_name for other in others]
+    compact = [other.compact_name for other in others]
+    scored = []
+    for j in _may_reach(this, full, compact, threshold):
+        score = folded_similarity(this, others[j])
+        if score >= threshold:
+            scored.append((keys[j], score))
+    return sorted(scored, key=lambda pair: -pair[1])
 
 
 def patched_preferences(stored: ContactPreferences, sent: dict[str, Any]) -> ContactPreferences:

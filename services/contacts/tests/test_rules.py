@@ -206,6 +206,19 @@ class TestFolded:
             assert folded(name) == rules._folded_unicode(name), repr(name)
 
 
+class TestFoldedPerson:
+    def test_a_name_folded_by_its_parts_folds_as_a_whole(self) -> None:
+        # FoldedPerson folds the first and the last name apart, so a shared last name is
+        # folded once: it must come out as the whole name folded.
+        rng = random.Random(7)
+        pool = [*"aZ -'.ßσςΣİ", "\u0301", "\u00b4", "\u02bc", "\ufb01", "\u00a0", "\u3000"]
+        pool += ["\u1100", "\u1161", "\u11a8", "\u212b", "e\u0301", "\u00bd", "\u0345"]
+        for _ in range(20_000):
+            first, last = ("".join(rng.choices(pool, k=rng.randint(0, 4))) for _ in "ab")
+            whole = folded(" ".join(part for part in (first, last) if part))
+            assert FoldedPerson.of(Person(first, last, None)).full_name == whole, (first, last)
+
+
 class TestLookAlikes:
     def test_every_pair_reaching_the_threshold_is_among_them(self) -> None:
         # Listing duplicates scores only these pairs: one missing would drop a duplicate.
@@ -251,6 +264,47 @@ class TestBestMatches:
         matches = best_matches(anna, candidates, threshold=85)
         assert [key for key, _ in matches] == ["exact", "typo"]
         assert matches[0][1] == 100 > matches[1][1] >= 85
+
+    def test_the_same_as_scoring_every_candidate(self) -> None:
+        # best_matches scores only the candidates whose names may reach the threshold.
+        rng = random.Random(5)
+        first = ["Anna", "Ana", "Anne", "Jo", "José", "JOSE", "Jean-Luc", "Jean Luc", "—", "A."]
+        last = ["Schmidt", "Schmid", "O'Neil", "O Neil", "Smith-Jones", "Ng", "", "!"]
+        company = ["Acme GmbH", "ACME", "Acme Inc", "Globex", "&", None, None]
+
+        def anyone() -> Person:
+            return Person(rng.choice(first), rng.choice(last), rng.choice(company))
+
+        candidates = [(n, anyone()) for n in range(200)]
+        for _ in range(20):
+            person = anyone()
+            for threshold in (0, 30.05, 50, 77.7, 85, 94.4, 100):
+                scored = [(key, similarity(person, other)) for key, other in candidates]
+                every = sorted(
+                    [(key, score) for key, score in scored if score >= threshold],
+                    key=lambda pair: -pair[1],
+                )
+                assert best_matches(person, candidates, threshold) == every, (person, threshold)
+
+    def test_each_name_is_folded_once(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # A create compares the new contact with up to 500 sharing its last name: its name
+        # was folded again for each of them, and theirs whole (the shared last name too).
+        calls: list[str] = []
+
+        def counted(value: str) -> str:
+            calls.append(value)
+            return fold_unicode(value)
+
+        fold_unicode = rules._folded_unicode
+        monkeypatch.setattr(rules, "_folded_unicode", counted)
+        firsts = ["Zoë", "Léa", "Jürgen", "Øystein", "Ján"]
+        candidates = [
+            (n, Person(firsts[n % len(firsts)], "Müller", "Bäckerei" if n % 2 else None))
+            for n in range(500)
+        ]
+        matches = best_matches(Person("José", "Müller", "Bäckerei"), candidates, threshold=60)
+        assert matches
+        assert sorted(calls) == sorted({*firsts, "José", "Müller", "Bäckerei"})
 
 
 class TestMergedPreferences:
