@@ -63,25 +63,48 @@ def parse_rows(body: bytes, content_type: str, max_rows: int) -> list[Parsed]:
 CSV_DELIMITERS = ",;\t"
 
 
-def csv_delimiter(text: str) -> str:
+def blank_line(line: str) -> bool:
+    """Whether a line of a CSV file holds no value, whatever its delimiter: nothing, spaces,
+    or delimiters alone (Excel's row of empty cells, ";;;" or ",,," or tabs)."""
+    return all(ch in CSV_DELIMITERS or ch.isspace() for ch in line)
+
+
+def header_line(text: str) -> tuple[int, str]:
+    """(the number of blank lines before the CSV header, the header line): the first line
+    that is not blank. Excel keeps a row of empty cells above the header as ";;;": that row
+    was taken for the header, or told the sniffer the delimiter, and the file was refused."""
+    skipped = 0
+    # newline="": lines end in CRLF, LF or a lone CR, as the csv reader splits them.
+    for line in io.StringIO(text, newline=""):
+        if not blank_line(line):
+            return skipped, line.rstrip("\r\n")
+        skipped += 1
+    return skipped, ""
+
+
+def csv_delimiter(header: str) -> str:
     """The delimiter of a CSV file, as the csv module's sniffer reads its header line (the
     column names: cells of the rows below, a company "Smith, Weber & Co" in a file split by
     semicolons say, would mislead it); a comma where it cannot tell (one column).
     Its first 1,000 characters only: the known columns fit in far fewer, and the sniffer's
     regular expressions take time quadratic in the length (7 s for 40 KB of ',",",')."""
-    header = text[:1000].partition("\n")[0].partition("\r")[0]
     try:
-        return csv.Sniffer().sniff(header, delimiters=CSV_DELIMITERS).delimiter
+        return csv.Sniffer().sniff(header[:1000], delimiters=CSV_DELIMITERS).delimiter
     except csv.Error:
         return ","
 
 
 def _csv_rows(text: str) -> list[Parsed]:
+    skipped, header = header_line(text)
     # newline="": lines may end in CRLF, LF or a lone CR (Excel for Mac), as the csv module
     # expects its file to be opened. Only the delimiter is taken from the sniffer; quoting
     # stays the csv module's default.
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=csv_delimiter(text))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=csv_delimiter(header))
     try:
+        # A blank line holds no quote, so the reader reads each as one row: passed over
+        # through the reader, they count in the lines it tells the rows are on.
+        for _ in range(skipped):
+            next(reader)
         return _read_csv(reader)
     except csv.Error as exc:  # past this, the reader cannot tell where the rows are
         raise InvalidInput(
@@ -90,8 +113,8 @@ def _csv_rows(text: str) -> list[Parsed]:
 
 
 def _read_csv(reader: "csv._reader") -> list[Parsed]:
-    # The first line that is not blank: csv.reader reads a blank line as a row of no cells.
-    header = [name.strip() for name in next((cells for cells in reader if cells), [])]
+    # The header's line, after the blank ones: a file of blank lines alone has none.
+    header = [name.strip() for name in next(reader, [])]
     unknown = sorted(set(header) - CSV_COLUMNS)
     if unknown:
         raise InvalidInput(

@@ -931,6 +931,37 @@ class TestImport:
         assert (result["received"], result["created"]) == (2, 1)
         assert [(e["row"], e["line"], e["field"]) for e in result["errors"]] == [(2, 5, "email")]
 
+    @pytest.mark.parametrize(
+        ("before", "delimiter"),
+        [
+            (";;;\r\n", ";"),
+            ("\r\n;;\r\n", ";"),
+            (",,,\r\n", ";"),
+            (" ; ; \r\n", ","),
+            ("\t\t\r\n", "\t"),
+            ("\r\n", ";"),
+        ],
+        ids=["semicolons", "blank-then-semicolons", "commas", "spaced", "tabs", "blank"],
+    )
+    async def test_rows_of_empty_cells_before_the_csv_header_are_skipped(
+        self, client, before, delimiter
+    ):
+        # Excel keeps a row of empty cells above the header as ";;;": it was read as the
+        # header (unknown column ''), or its delimiter taken for the file's, and the file
+        # refused.
+        rows = ["first_name;email;company", "Anna;anna@example.com;Acme", "Bob;nope;"]
+        body = before + "".join(row.replace(";", delimiter) + "\r\n" for row in rows)
+        response = await import_file(client, body, CSV)
+        assert response.status_code == 200, response.text
+        result = response.json()
+        assert (result["received"], result["created"]) == (2, 1)
+        header = before.count("\n") + 1
+        assert [(e["row"], e["line"], e["field"]) for e in result["errors"]] == [
+            (2, header + 2, "email")
+        ]
+        [anna] = await all_contacts(client)
+        assert (anna["first_name"], anna["company"]) == ("Anna", "Acme")
+
     async def test_a_bad_rows_reason_reads_as_the_apis_422_does(self, client):
         # The row's reason carried pydantic's "Value error, " before the validator's message,
         # which the same value posted to /v1/contacts does not.
