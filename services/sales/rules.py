@@ -151,6 +151,47 @@ class AssignmentRule:
     source: str | None = None
 
 
+def _wider_but_for_countries(earlier: AssignmentRule, later: AssignmentRule) -> bool:
+    """Whether ``earlier`` takes every segment and source ``later`` does."""
+    return earlier.segment in (None, later.segment) and earlier.source in (None, later.source)
+
+
+def check_reachable(rules: Sequence[AssignmentRule]) -> None:
+    """Refuse a rule that can never be the first match: the rules before it match every lead
+    and account it would (a catch-all before a rule naming a country, the same conditions
+    twice, or its countries shared out among earlier rules). Taken as given, that rule was
+    kept and silently never applied. The 422 names it (``rules.N``) and the rules covering it.
+
+    Only countries can be shared out like that: a rule taking any segment, source or country
+    (None, or no countries) also takes leads and accounts with none, which only another
+    rule taking any of them covers."""
+    for index, rule in enumerate(rules):
+        countries_left = set(rule.countries)
+        covering: list[int] = []
+        for before in range(index):
+            earlier = rules[before]
+            if not _wider_but_for_countries(earlier, rule):
+                continue
+            if not earlier.countries:  # any country: it alone takes all this rule would
+                covering = [before]
+                countries_left = set()
+                break
+            if countries_left & set(earlier.countries):
+                covering.append(before)
+                countries_left -= set(earlier.countries)
+                if not countries_left:
+                    break
+        if covering and not countries_left:
+            names = " and ".join(f"rules.{i} (owner {rules[i].owner!r})" for i in covering)
+            verb = "matches" if len(covering) == 1 else "match"
+            raise InvalidInput(
+                f"never applies: {names} before it {verb} every lead and account it would;"
+                " move it before them, or drop it",
+                field=f"rules.{index}",
+                details={"covered_by": [f"rules.{i}" for i in covering]},
+            )
+
+
 def assign(
     rules: Sequence[AssignmentRule],
     *,

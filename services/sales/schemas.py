@@ -142,13 +142,25 @@ class ConvertRequest(_Input):
 class AssignmentRule(_Input):
     owner: Owner
     territory: Owner | None = None
-    countries: list[Country] = Field(default_factory=list, max_length=300)
-    segment: Segment | None = None
-    source: Key | None = None
+    countries: list[Country] = Field(
+        default_factory=list, max_length=300, description="none: any country, or none known"
+    )
+    segment: Segment | None = Field(
+        default=None,
+        description="leads of this segment only; an account has no segment, so a rule naming"
+        " one never assigns an account",
+    )
+    source: Key | None = Field(
+        default=None,
+        description="leads of this source only; an account has no source, so a rule naming"
+        " one never assigns an account",
+    )
 
 
 class AssignmentRules(_Input):
-    """Applied to each new lead in order: the first rule that matches assigns the owner."""
+    """Applied in order to each new lead, and each account, without an owner: the first rule
+    whose conditions all match assigns the owner. A rule that can never be the first match
+    (the rules before it match all it would) is a 422 on ``rules.N``, naming them."""
 
     rules: list[AssignmentRule] = Field(max_length=500)
 

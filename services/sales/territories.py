@@ -30,6 +30,18 @@ async def assignment_rules(session: AsyncSession) -> list[rules.AssignmentRule]:
 
 
 async def set_assignment_rules(session: AsyncSession, data: AssignmentRules) -> None:
+    rules.check_reachable(
+        [
+            rules.AssignmentRule(
+                owner=rule.owner,
+                territory=rule.territory,
+                countries=tuple(rule.countries),
+                segment=rule.segment,
+                source=rule.source,
+            )
+            for rule in data.rules
+        ]
+    )
     await lock_table(session, AssignmentRuleRow)
     await session.execute(delete(AssignmentRuleRow))
     session.add_all(

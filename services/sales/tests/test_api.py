@@ -135,6 +135,26 @@ class TestLeads:
         assert fr["owner"] == "cleo"
         assert (mine["owner"], mine["territory"]) == ("dora", None)
 
+    async def test_a_rule_that_can_never_apply_is_refused_naming_what_covers_it(self, client):
+        kept = {"rules": [{"owner": "ben", "countries": ["DE"]}, {"owner": "cleo"}]}
+        assert (await client.put("/v1/assignment-rules", json=kept)).status_code == 200
+        # Before, dora's rule was kept, and no lead ever went to her: DE and AT are taken.
+        rules = [
+            {"owner": "ben", "countries": ["DE"]},
+            {"owner": "ann", "countries": ["AT", "CH"], "segment": "smb"},
+            {"owner": "al", "countries": ["AT"]},
+            {"owner": "dora", "countries": ["AT", "DE"], "segment": "enterprise"},
+        ]
+        refused = await client.put("/v1/assignment-rules", json={"rules": rules})
+        assert refused.status_code == 422, refused.text
+        error = refused.json()["error"]
+        [field] = error["fields"]
+        assert field["field"] == "rules.3"
+        assert "rules.0 (owner 'ben') and rules.2 (owner 'al')" in field["reason"]
+        assert error["covered_by"] == ["rules.0", "rules.2"]
+        stored = (await client.get("/v1/assignment-rules")).json()["rules"]
+        assert [(r["owner"], r["countries"]) for r in stored] == [("ben", ["DE"]), ("cleo", [])]
+
     async def test_list_filters_and_pages(self, client):
         for source in ["web", "referral", "web"]:
             await new_lead(client, source=source)

@@ -137,6 +137,14 @@ CASES = [
         "rules.0.countries.1",
     ),
     ("PUT", "/v1/assignment-rules", {"rules": {}}, 422, "rules"),
+    # A rule the ones before it cover was kept, and silently never applied.
+    (
+        "PUT",
+        "/v1/assignment-rules",
+        {"rules": [{"owner": "a"}, {"owner": "b", "source": "web"}, {"owner": "c"}]},
+        422,
+        "rules.1",
+    ),
     ("POST", "/v1/opportunities", {**OPPORTUNITY, "amount": "1.005"}, 422, "amount"),
     ("POST", "/v1/opportunities", {**OPPORTUNITY, "amount": "lots"}, 422, "amount"),
     ("POST", "/v1/opportunities", {**OPPORTUNITY, "currency": "euro"}, 422, "currency"),

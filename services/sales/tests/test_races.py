@@ -38,7 +38,10 @@ from shared.testing import (
 
 
 def everything_to(*owners: str) -> Callable[[AsyncSession], Awaitable[None]]:
-    rules = AssignmentRules.model_validate({"rules": [{"owner": owner} for owner in owners]})
+    """A rule per owner, each for a source of its own (a rule taking all would leave the
+    rules after it nothing to match: a 422), and the last one for everything else."""
+    listed = [{"owner": owner, "source": owner} for owner in owners[:-1]] + [{"owner": owners[-1]}]
+    rules = AssignmentRules.model_validate({"rules": listed})
     return lambda session: territories.set_assignment_rules(session, rules)
 
 

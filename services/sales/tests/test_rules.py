@@ -151,6 +151,75 @@ class TestTerritories:
         assert rules.assign([], country="DE", segment=None, source="web") is None
 
 
+class TestUnreachableRules:
+    @pytest.mark.parametrize(
+        ("given", "field", "covered_by"),
+        [
+            # A catch-all before anything else.
+            ([AssignmentRule("all"), AssignmentRule("de", countries=("DE",))], "rules.1", [0]),
+            # The same conditions twice: the second owner never gets a lead.
+            (
+                [AssignmentRule("a", source="web"), AssignmentRule("b", source="web")],
+                "rules.1",
+                [0],
+            ),
+            # A wider country list before a narrower one.
+            (
+                [
+                    AssignmentRule("x", segment="smb"),
+                    AssignmentRule("dach", countries=("DE", "AT", "CH")),
+                    AssignmentRule("de-ent", countries=("DE",), segment="enterprise"),
+                ],
+                "rules.2",
+                [1],
+            ),
+            # Its countries shared out among the rules before it.
+            (
+                [
+                    AssignmentRule("de", countries=("DE",)),
+                    AssignmentRule("fr-web", countries=("FR",), source="web"),
+                    AssignmentRule("at", countries=("AT", "CH")),
+                    AssignmentRule("dach-web", countries=("DE", "AT"), source="web"),
+                ],
+                "rules.3",
+                [0, 2],
+            ),
+        ],
+    )
+    def test_a_rule_the_ones_before_it_cover_is_refused(self, given, field, covered_by):
+        with pytest.raises(InvalidInput) as refused:
+            rules.check_reachable(given)
+        assert refused.value.field == field
+        assert refused.value.details == {"covered_by": [f"rules.{i}" for i in covered_by]}
+        for i in covered_by:
+            assert f"rules.{i} (owner {given[i].owner!r})" in refused.value.message
+
+    @pytest.mark.parametrize(
+        "given",
+        [
+            TestTerritories.RULES,
+            [],
+            # Narrower first, wider after: each takes some leads.
+            [
+                AssignmentRule("de-ent", countries=("DE",), segment="enterprise"),
+                AssignmentRule("de", countries=("DE",)),
+                AssignmentRule("all"),
+            ],
+            # A rule naming a source does not take the leads of other sources, nor accounts.
+            [AssignmentRule("web", source="web"), AssignmentRule("all")],
+            [AssignmentRule("smb", segment="smb"), AssignmentRule("any", source="web")],
+            # Countries shared out, but one left over (FR).
+            [
+                AssignmentRule("de", countries=("DE",)),
+                AssignmentRule("at", countries=("AT",)),
+                AssignmentRule("dach-fr", countries=("DE", "AT", "FR")),
+            ],
+        ],
+    )
+    def test_rules_that_each_may_apply_are_taken(self, given):
+        rules.check_reachable(given)
+
+
 class TestPipeline:
     def test_stages_and_probabilities(self):
         assert PIPELINE.open_stages == ["prospecting", "qualification", "proposal", "negotiation"]
