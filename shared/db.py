@@ -1,7 +1,7 @@
 """Async database engine and sessions for PostgreSQL (asyncpg) and SQLite (aiosqlite)."""
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -278,6 +278,40 @@ async def lock_customers(session: AsyncSession, customer_ids: Iterable[uuid.UUID
         await session.execute(customer_locks(ids))
     else:
         await _hold_sqlite_write_lock(session)
+
+
+# Where these customers' merges lead: they and the ids on the way to their survivors, as the
+# database says now (each service reads its own table of who was merged into whom).
+TheWay = Callable[[AsyncSession, set[uuid.UUID]], Awaitable[set[uuid.UUID]]]
+
+
+async def lock_customers_on_the_way(
+    session: AsyncSession, customer_ids: Iterable[uuid.UUID], the_way: TheWay, *, rounds: int
+) -> set[uuid.UUID]:
+    """``lock_customers`` for these customers and those their merges lead to (``the_way``),
+    in one statement; the ids locked. Taken after the others, a survivor's lock came after
+    its merged id's, against the locks' one order, while a transaction that took both in
+    order (a batch of touches of both) held the survivor and waited for the merged id: a
+    deadlock. The way is read under the locks, where no merge can lengthen it; one committed
+    while this waited for them may have: the locks taken here are given back (a savepoint)
+    and the longer way's taken at once. After ``rounds`` such merges the way last read is
+    locked, and the caller follows the rest. On SQLite, the database's one lock."""
+    wanted = set(customer_ids)
+    if not wanted or not on_postgres(session):
+        await lock_customers(session, wanted)
+        return wanted
+    locking = wanted
+    for _ in range(rounds):
+        savepoint = await session.begin_nested()
+        await lock_customers(session, locking)
+        way = await the_way(session, wanted)
+        if way <= locking:
+            await savepoint.commit()
+            return locking
+        await savepoint.rollback()
+        locking = way
+    await lock_customers(session, locking)
+    return locking
 
 
 async def for_update(session: AsyncSession, query: Select[Any]) -> Select[Any]:

@@ -18,7 +18,7 @@ from shared.customer_view.models import (
     TimelineEntry,
 )
 from shared.customer_view.schemas import InteractionCreate, TimelineItem
-from shared.db import in_dialect, insert_new_only, lock_customers, on_postgres
+from shared.db import in_dialect, insert_new_only, lock_customers, lock_customers_on_the_way
 from shared.errors import Conflict, InvalidInput
 from shared.events import (
     INTERACTION_RECORDED,
@@ -110,30 +110,25 @@ async def filed_under(session: AsyncSession, customer_id: uuid.UUID) -> uuid.UUI
 
 
 async def lock_the_way(session: AsyncSession, customer_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
-    """Lock these customers and those their merges lead to, in one statement (in the locks'
-    one order); the ids locked. Locked one after another on the way, a transaction held a
-    merged id while it waited for the survivor, and another one, which had locked both in the
-    locks' order (a batch of touches of both), held the survivor and waited for the merged
-    id: a deadlock. The way is read before the locks are taken, so a merge committed
-    meanwhile may lengthen it: the caller follows it again with ``survivor(lock_each=True,
-    locked=...)``, which takes a new one then. On SQLite the lock is the database's, whole."""
-    wanted = set(customer_ids)
-    if not wanted or not on_postgres(session):
-        await lock_customers(session, wanted)
-        return wanted
-    on_the_way = set(wanted)
-    ids = list(wanted)
+    """Lock these customers and those their merges lead to, at once in the locks' one order
+    (``lock_customers_on_the_way``); the ids locked."""
+    return await lock_customers_on_the_way(session, customer_ids, _the_ways, rounds=MAX_MERGE_CHAIN)
+
+
+async def _the_ways(session: AsyncSession, customer_ids: set[uuid.UUID]) -> set[uuid.UUID]:
+    """These customers and every customer their merges lead to, as the profiles say now."""
+    ways = set(customer_ids)
+    ids = list(customer_ids)
     for start in range(0, len(ids), 500):  # bounded IN (...) lists
         statuses = await session.execute(_STATUSES, {"ids": ids[start : start + 500]})
         for customer_id, status in statuses:
             if status == ProfileStatus.merged:  # rare: follow it to the survivor
-                on_the_way |= await _the_way(session, customer_id)
-    await lock_customers(session, on_the_way)
-    return on_the_way
+                ways |= await _the_way(session, customer_id)
+    return ways
 
 
 async def _the_way(session: AsyncSession, customer_id: uuid.UUID) -> set[uuid.UUID]:
-    """Every customer from this one to its survivor, as the profiles say now (unlocked)."""
+    """Every customer from this one to its survivor, as the profiles say now."""
     way = {customer_id}
     for _ in range(MAX_MERGE_CHAIN):
         profile = (await session.execute(_STANDING, {"id": customer_id})).first()

@@ -173,3 +173,33 @@ async def test_a_write_for_a_merged_customer_and_a_batch_naming_both_take_turns(
     assert await writing == {merged: survivor}
     assert await batching == [TouchOutcome.recorded, TouchOutcome.recorded]
     assert (await stored(session_factory))[late.interaction_id] == (survivor, "s")
+
+
+@postgres_only
+async def test_a_write_that_waited_for_a_merge_and_a_batch_naming_both_take_turns(
+    session_factory,
+):
+    # The write read the merged customer as active, waited for its lock while the merge was
+    # applied, then found the survivor on the way and locked it: after the merged id, against
+    # the locks' one order. The batch of both, which had waited on the survivor meanwhile,
+    # held it and waited for the merged id: a deadlock (the five-service test met it).
+    survivor, merged = by_lock_order(2)
+
+    async def write() -> dict[uuid.UUID, uuid.UUID]:
+        async with session_factory() as session:
+            current = await projection.current_customers(session, [merged], ["customer_id"])
+            await session.commit()
+            return current
+
+    async with session_factory() as merging:
+        await projection.contact_merged(merging, merged, survivor)
+        await merging.flush()
+        writing = asyncio.create_task(write())
+        await until_a_transaction_waits_for_a_lock(merging)
+        batch = [touch(survivor), touch(merged)]
+        batching = asyncio.create_task(record(session_factory, batch))
+        await until_a_transaction_waits_for_a_lock(merging, 2)
+        await merging.commit()
+    assert await writing == {merged: survivor}
+    assert await batching == [TouchOutcome.recorded, TouchOutcome.recorded]
+    assert set((await stored(session_factory)).values()) == {(survivor, "s")}
