@@ -14,7 +14,7 @@ from shared import topics
 from shared.consumer import Subscription
 from shared.contracts.marketing import UNSUBSCRIBED, Unsubscribed
 from shared.customer_view.projection import MAX_MERGE_CHAIN
-from shared.db import lock_customers, on_postgres
+from shared.db import lock_customers, lock_customers_on_the_way
 from shared.events import (
     INTERACTION_RECORDED,
     ContactPreferences,
@@ -42,13 +42,11 @@ async def interactions_recorded(session: AsyncSession, events: list[Envelope]) -
     for the same survivor waits instead of overwriting this count."""
     touches = [InteractionRecorded.model_validate(event.data) for event in events]
     wanted = {touch.customer_id for touch in touches}
-    locked = await _the_way(session, wanted) if on_postgres(session) else set(wanted)
-    await lock_customers(session, locked)
+    locked = await lock_customers_on_the_way(session, wanted, _the_way, rounds=MAX_MERGE_CHAIN)
     current = await _currents(session, wanted)
-    for _ in range(MAX_MERGE_CHAIN):  # merges re-point earlier ones: one round in practice
-        # A touch of a contact merged earlier counts for its survivor, which may be being
-        # merged into another right now (that merge locks the survivor, not this contact):
-        # lock the survivors too, then look again.
+    for _ in range(MAX_MERGE_CHAIN):  # none in practice: the way was locked whole above
+        # Merges kept landing while the locks were awaited (more than the rounds above): a
+        # touch counts for its survivor, so lock the survivors left too, then look again.
         survivors = {c for c in current.values() if c is not None} - locked
         if not survivors:
             break
@@ -84,11 +82,8 @@ async def interactions_recorded(session: AsyncSession, events: list[Envelope]) -
 
 
 async def _the_way(session: AsyncSession, contact_ids: set[uuid.UUID]) -> set[uuid.UUID]:
-    """These contacts and those their merges lead to, as read now (unlocked), to be locked in
-    one statement (in the locks' one order). Locked after the touches' contacts, a batch held
-    a merged contact while it waited for the survivor, which a batch of touches of both held
-    while it waited for the merged one: a deadlock. A merge committed before the locks are
-    taken may lengthen the way: the loop under the locks takes what it adds."""
+    """These contacts and those their merges lead to, as read now, to be locked in one
+    statement (``lock_customers_on_the_way``)."""
     way, frontier = set(contact_ids), contact_ids
     for _ in range(MAX_MERGE_CHAIN):
         current = await _currents(session, frontier)
@@ -125,6 +120,11 @@ async def unsubscribed(session: AsyncSession, event: Envelope) -> None:
     request = Unsubscribed.model_validate(event.data)
     contact_id: uuid.UUID | None = request.customer_id
     contact = None
+    # The way to the survivor locked at once: one hop after another, the survivor's lock came
+    # after the merged contact's, against the locks' one order (the hops below hold them).
+    await lock_customers_on_the_way(
+        session, [request.customer_id], _the_way, rounds=MAX_MERGE_CHAIN
+    )
     while contact_id is not None:  # to the survivor, each one locked before it is read
         await lock_customers(session, [contact_id])  # as the API's changes of a contact do
         contact = await session.get(Contact, contact_id, populate_existing=True)

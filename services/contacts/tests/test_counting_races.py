@@ -143,6 +143,36 @@ async def test_touches_of_a_merged_contact_and_of_both_counted_at_once_take_turn
 
 
 @postgres_only
+async def test_touches_counted_while_their_contact_is_merged_and_a_batch_of_both_take_turns(
+    client,
+):
+    # A batch of touches of the merged contact read it as active, waited for its lock while
+    # the merge ran, then found the survivor and locked it after the merged contact, against
+    # the locks' one order; a batch of both had waited on the survivor meanwhile, held it and
+    # waited for the merged one: a deadlock (the five-service test's consumers met it).
+    factory = app_of(client).state.session_factory
+    survivor, merged = sorted([await new_contact(client) for _ in range(2)], key=customer_lock_key)
+
+    async def count(*contact_ids: uuid.UUID) -> None:
+        async with factory() as session:
+            await consumers.interactions_recorded(session, [touch(str(c)) for c in contact_ids])
+            await session.commit()
+
+    async with factory() as merging:
+        await service.merge_contacts(merging, survivor, [merged])
+        await merging.flush()
+        of_merged = asyncio.create_task(count(merged))
+        await until_a_transaction_waits_for_a_lock(merging)
+        of_both = asyncio.create_task(count(survivor, merged))
+        await until_a_transaction_waits_for_a_lock(merging, 2)
+        await merging.commit()
+    await of_merged
+    await of_both
+    async with factory() as session:
+        assert (await session.get(ContactActivity, survivor)).interactions_total == 3
+
+
+@postgres_only
 async def test_one_identity_added_to_two_contacts_at_once_is_a_409_on_value(client):
     factory = app_of(client).state.session_factory
     ada, augusta = await new_contact(client), await new_contact(client)
