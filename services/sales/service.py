@@ -199,6 +199,11 @@ async def convert(
 ) -> tuple[Lead, bool, Opportunity | None]:
     """The lead becomes a customer (a contact found or created in contacts) and optionally an
     opportunity. Contacts unreachable: a 503 and nothing changed."""
+    # The customer's lock before the lead's row, as a merge or an erasure takes them (it
+    # re-points or blanks the customer's leads): the other way round, each waited for the other.
+    known = (await get_lead(session, lead_id)).customer_id
+    if known is not None:
+        await customer_view.filed_under(session, known)
     lead = await get_lead(session, lead_id, lock=True)
     rules.next_lead_status(LeadStatus(lead.status), LeadAction.convert)  # 409 before any call
     draft = data.opportunity

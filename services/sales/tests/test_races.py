@@ -144,6 +144,45 @@ async def test_a_lead_converted_as_its_contact_is_merged_follows_the_merge(clien
 
 
 @postgres_only
+async def test_a_lead_of_a_customer_converted_while_the_customer_is_merged_takes_turns(client):
+    # The conversion locked the lead's row, then waited for its customer's lock, which the
+    # merge held while it re-pointed the customer's leads, that one among them: each waited
+    # for the other, a deadlock (a 503 for the client, a retried batch for the consumer).
+    app = app_of(client)
+    merged, survivor = uuid.uuid4(), uuid.uuid4()
+    lead = await new_lead(client, customer_id=str(merged), owner="dora")
+    handlers = {t: h for s in consumers.SUBSCRIPTIONS for t, h in s.handlers.items()}
+    merge = Envelope(
+        id=str(uuid.uuid4()),
+        source="/crm/contacts",
+        type=CONTACT_MERGED,
+        data={"merged_id": str(merged), "survivor_id": str(survivor)},
+    )
+
+    async def convert() -> None:
+        async with app.state.session_factory() as session:
+            await service.convert(
+                session,
+                uuid.UUID(lead["id"]),
+                ConvertRequest(),
+                contacts=app.state.contacts,
+                pipeline=Pipeline(app.state.settings.pipeline),
+            )
+            await session.commit()
+
+    async with app.state.session_factory() as merging:
+        # The customers' locks first, as the contacts consumer takes a batch's (its prefetch).
+        await projection.lock_the_way(merging, [merged, survivor])
+        converting = asyncio.create_task(convert())
+        await until_a_transaction_waits_for_a_lock(merging)
+        await handlers[CONTACT_MERGED](merging, merge)
+        await merging.commit()
+    await converting
+    got = (await client.get(f"/v1/leads/{lead['id']}")).json()
+    assert (got["status"], got["customer_id"]) == ("converted", str(survivor))
+
+
+@postgres_only
 async def test_a_batch_of_scores_and_a_batch_of_touches_of_both_customers_take_turns(
     client, caplog
 ):
