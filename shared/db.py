@@ -241,23 +241,32 @@ def in_dialect(session: AsyncSession, statements: dict[str, Any]) -> Any:
     return statements[session.get_bind().dialect.name]
 
 
-def customer_lock_key(customer_id: uuid.UUID) -> int:
-    """The advisory lock key of a customer (a signed 64-bit key), by which locks are ordered."""
-    return customer_id.int & 0x7FFF_FFFF_FFFF_FFFF
+# A customer's lock key: a 64-bit hash of the service's schema and the id. Services may share
+# one database (a schema each; the tests do), and PostgreSQL keeps one space of advisory locks
+# per database: keyed by the id alone, a service waited for another's transactions of the same
+# customer, and the locks of two services, each taking its own in order, closed cycles
+# between them (support's stand-in ids before the contacts, a batch in sales).
+_LOCK_KEY = "hashtextextended(coalesce(current_schema(), '') || ':' || id, 0)"
 
 
 def customer_locks(customer_ids: Iterable[uuid.UUID]) -> TextClause:
     """The statement that takes these customers' transaction locks (PostgreSQL advisory locks
-    keyed by the customer id, held until the transaction ends), always in one order so that
-    two transactions locking overlapping sets wait for each other instead of deadlocking.
-    Whatever changes one customer's records across consumers and APIs takes them first: a
-    touch applied while a merge or an erasure of its customer commits would otherwise be
-    filed under the old id, or a counter updated by both would lose one update."""
-    keys = sorted({customer_lock_key(c) for c in customer_ids})
+    keyed by the customer id in the service's schema, held until the transaction ends), always
+    in one order so that two transactions locking overlapping sets wait for each other instead
+    of deadlocking. Whatever changes one customer's records across consumers and APIs takes
+    them first: a touch applied while a merge or an erasure of its customer commits would
+    otherwise be filed under the old id, or a counter updated by both would lose one update."""
     return text(
-        "SELECT pg_advisory_xact_lock(k) FROM "
-        "(SELECT unnest(CAST(:keys AS bigint[])) AS k ORDER BY k) AS ordered"
-    ).bindparams(keys=keys)
+        f"SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT {_LOCK_KEY} AS k"
+        " FROM unnest(CAST(:ids AS text[])) AS id ORDER BY k) AS ordered"
+    ).bindparams(ids=[str(c) for c in set(customer_ids)])
+
+
+def customer_lock_keys(customer_ids: Iterable[uuid.UUID]) -> TextClause:
+    """(id, key) of these customers: ``customer_locks`` takes their locks by key, lowest first."""
+    return text(
+        f"SELECT CAST(id AS uuid), {_LOCK_KEY} FROM unnest(CAST(:ids AS text[])) AS id"
+    ).bindparams(ids=[str(c) for c in customer_ids])
 
 
 # Writes nothing, but begins the write transaction: SQLite's driver begins one only at the

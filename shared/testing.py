@@ -17,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.auth import ALL_SCOPES, mint_token
-from shared.db import customer_lock_key
+from shared.db import customer_lock_keys
 from shared.events import encode_event
 from shared.kafka import refused_resources
 from shared.kafka_admin import AdminClient
@@ -294,9 +294,22 @@ async def one_write_waits_for_another(
     return await later
 
 
-def by_lock_order(count: int) -> list[uuid.UUID]:
-    """``count`` new customer ids in the order ``shared.db.customer_locks`` takes their locks."""
-    return sorted((uuid.uuid4() for _ in range(count)), key=customer_lock_key)
+async def by_lock_order(
+    session_factory: async_sessionmaker[AsyncSession], count: int
+) -> list[uuid.UUID]:
+    """``count`` new customer ids in the order ``shared.db.customer_locks`` takes their locks
+    in this database (PostgreSQL)."""
+    return await in_lock_order(session_factory, [uuid.uuid4() for _ in range(count)])
+
+
+async def in_lock_order(
+    session_factory: async_sessionmaker[AsyncSession], customer_ids: list[uuid.UUID]
+) -> list[uuid.UUID]:
+    """These customer ids in the order ``shared.db.customer_locks`` takes their locks in this
+    database (PostgreSQL: the keys are its schema's)."""
+    async with session_factory() as session:
+        keys = dict((await session.execute(customer_lock_keys(customer_ids))).all())
+    return sorted(customer_ids, key=keys.__getitem__)
 
 
 async def set_topic_configs(bootstrap: str, topic: str, configs: dict[str, str]) -> None:

@@ -150,7 +150,7 @@ async def test_a_write_for_a_merged_customer_and_a_batch_naming_both_take_turns(
     # survivor; the timeline's batch of both locked them in the locks' one order, the survivor
     # first. Each held a lock the other waited for: one ended with a deadlock error (a 503 for
     # the API's client; the e2e merge test met it).
-    survivor, merged = by_lock_order(2)
+    survivor, merged = await by_lock_order(session_factory, 2)
     async with session_factory() as session:
         await projection.contact_merged(session, merged, survivor)
         await session.commit()
@@ -183,7 +183,7 @@ async def test_a_write_that_waited_for_a_merge_and_a_batch_naming_both_take_turn
     # applied, then found the survivor on the way and locked it: after the merged id, against
     # the locks' one order. The batch of both, which had waited on the survivor meanwhile,
     # held it and waited for the merged id: a deadlock (the five-service test met it).
-    survivor, merged = by_lock_order(2)
+    survivor, merged = await by_lock_order(session_factory, 2)
 
     async def write() -> dict[uuid.UUID, uuid.UUID]:
         async with session_factory() as session:

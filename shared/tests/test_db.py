@@ -7,10 +7,16 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
-from shared.db import failed_for_now, lock_customers
+from shared.db import (
+    create_engine,
+    create_session_factory,
+    ensure_schema,
+    failed_for_now,
+    lock_customers,
+)
 from shared.events import utcnow
 from shared.models import ProcessedEvent
-from shared.testing import postgres_only
+from shared.testing import isolated_database, postgres_only
 
 
 async def test_what_a_transaction_read_after_taking_customer_locks_cannot_change_under_it(
@@ -36,6 +42,27 @@ async def test_what_a_transaction_read_after_taking_customer_locks_cannot_change
         assert not writing.done()
         await first.commit()
     await writing
+
+
+@postgres_only
+async def test_a_customer_locked_by_one_service_is_not_locked_for_another_in_the_database(
+    session_factory, tmp_path
+):
+    """Services may share one database, a schema each: a customer's lock in one (a merge
+    applied in sales) held the same customer's in every other (support's batch of touches)."""
+    customer = uuid.uuid4()
+    async with isolated_database(tmp_path, "other") as other_database:
+        schema = other_database["database_schema"]
+        engine = create_engine(other_database["database_url"], schema)
+        await ensure_schema(engine, schema)
+        try:
+            async with session_factory() as one, create_session_factory(engine)() as other:
+                await lock_customers(one, [customer])
+                await asyncio.wait_for(lock_customers(other, [customer]), timeout=5)
+                await other.commit()
+                await one.commit()
+        finally:
+            await engine.dispose()
 
 
 async def database_error(session_factory, statement: str) -> DBAPIError:

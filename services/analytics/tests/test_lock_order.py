@@ -35,7 +35,7 @@ async def test_a_batch_naming_a_merged_customer_and_one_naming_both_take_turns(c
     # survivor first. Each held a lock the other waited for: PostgreSQL ended one with a
     # deadlock (the five-service test's consumers met it).
     factory = app_of(client).state.session_factory
-    survivor, merged = by_lock_order(2)
+    survivor, merged = await by_lock_order(factory, 2)
     async with factory() as session:
         await projection.contact_merged(session, merged, survivor)
         await session.commit()

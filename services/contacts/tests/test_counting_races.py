@@ -16,7 +16,6 @@ from services.contacts.models import ContactActivity
 from services.contacts.schemas import ContactUpdate, IdentityIn
 from services.contacts.tests.test_bus import interaction
 from shared.contracts import marketing
-from shared.db import customer_lock_key
 from shared.errors import Conflict
 from shared.events import (
     CONTACT_MERGED,
@@ -30,6 +29,7 @@ from shared.events import (
 from shared.models import OutboxMessage
 from shared.testing import (
     app_of,
+    in_lock_order,
     one_write_waits_for_another,
     postgres_only,
     until_a_transaction_waits_for_a_lock,
@@ -118,7 +118,7 @@ async def test_touches_of_a_merged_contact_and_of_both_counted_at_once_take_turn
     # the survivor first. Each held a lock the other waited for: PostgreSQL ended one with a
     # deadlock (the five-service test's consumers met it).
     factory = app_of(client).state.session_factory
-    survivor, merged = sorted([await new_contact(client) for _ in range(2)], key=customer_lock_key)
+    survivor, merged = await in_lock_order(factory, [await new_contact(client) for _ in range(2)])
     async with factory() as session:
         await service.merge_contacts(session, survivor, [merged])
         await session.commit()
@@ -151,7 +151,7 @@ async def test_touches_counted_while_their_contact_is_merged_and_a_batch_of_both
     # the locks' one order; a batch of both had waited on the survivor meanwhile, held it and
     # waited for the merged one: a deadlock (the five-service test's consumers met it).
     factory = app_of(client).state.session_factory
-    survivor, merged = sorted([await new_contact(client) for _ in range(2)], key=customer_lock_key)
+    survivor, merged = await in_lock_order(factory, [await new_contact(client) for _ in range(2)])
 
     async def count(*contact_ids: uuid.UUID) -> None:
         async with factory() as session:

@@ -29,7 +29,7 @@ async def test_a_batch_of_scores_and_a_batch_of_touches_of_both_customers_take_t
     # the timeline's batch of touches of both (locking both, in that order) held while it
     # waited for the later one. PostgreSQL ended one with a deadlock.
     app = app_of(client)
-    first, later = by_lock_order(2)
+    first, later = await by_lock_order(app.state.session_factory, 2)
     (scores,) = [c for c in app.state.consumers if c.subscription.name == "analytics"]
     records = [
         consumer_record(topics.ANALYTICS, offset, CUSTOMER_SCORED, score(customer))

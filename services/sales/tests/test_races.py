@@ -192,7 +192,7 @@ async def test_a_batch_of_scores_and_a_batch_of_touches_of_both_customers_take_t
     # waited for the later one. PostgreSQL ended one with a deadlock (the five-service test's
     # consumers met it, over and over).
     app = app_of(client)
-    first, later = by_lock_order(2)
+    first, later = await by_lock_order(app.state.session_factory, 2)
     (scores,) = [c for c in app.state.consumers if c.subscription.name == "scores"]
     records = [
         consumer_record(topics.ANALYTICS, offset, CUSTOMER_SCORED, score(customer))
@@ -251,7 +251,7 @@ async def test_a_batch_of_contact_changes_and_a_batch_of_touches_of_both_take_tu
     # it waited for the earlier one, which a batch of touches of both held while it waited for
     # the later one. PostgreSQL ended one with a deadlock (the five-service test met it).
     app = app_of(client)
-    first, later = by_lock_order(2)
+    first, later = await by_lock_order(app.state.session_factory, 2)
     (contacts,) = [c for c in app.state.consumers if c.subscription.name == "contacts"]
     records = [
         consumer_record(topics.CONTACTS, offset, CONTACT_CREATED, created(customer))
