@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 from shared.embedded_broker import free_port, start_broker, stop_broker
 from shared.kafka import ensure_topics
 from shared.settings import AuthSettings, KafkaSettings
-from shared.testing import TEST_JWT_SECRET, isolated_database
+from shared.testing import TEST_JWT_SECRET, isolated_database, start_groups_at_the_end
 
 
 def _docker_engine_running() -> bool:
@@ -53,6 +53,20 @@ def _broker() -> Iterator[str]:
             yield f"127.0.0.1:{port}"
         finally:
             stop_broker(broker)
+
+
+SERVICE_GROUPS = [
+    f"crm.{service}" for service in ("contacts", "sales", "marketing", "support", "analytics")
+]
+
+
+@pytest.fixture(autouse=True)
+def services_start_at_the_topics_end(request: pytest.FixtureRequest) -> None:
+    """A test that runs services on the broker has them start at the topics' end, not behind
+    the events of every test before it (``start_groups_at_the_end``)."""
+    if "kafka_bootstrap" in request.fixturenames:
+        bootstrap = request.getfixturevalue("kafka_bootstrap")
+        asyncio.run(start_groups_at_the_end(bootstrap, SERVICE_GROUPS))
 
 
 @pytest.fixture

@@ -12,10 +12,13 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError
 from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
+from shared import topics
 from shared.auth import ALL_SCOPES, mint_token
 from shared.db import customer_lock_keys
 from shared.events import encode_event
@@ -321,3 +324,37 @@ async def set_topic_configs(bootstrap: str, topic: str, configs: dict[str, str])
     finally:
         await admin.close()
     assert refused_resources(response.responses) == ""
+
+
+async def start_groups_at_the_end(bootstrap: str, groups: list[str]) -> None:
+    """Commit every platform topic's end offsets for these consumer groups. Every test's
+    services join the same groups (``crm.<service>``), each with a fresh database: without
+    this, a test's consumers would first apply every event the tests before it published
+    since the group last ran (tens of thousands late in a full run), and the test's own events
+    would wait behind them. A group that still has a member (an earlier test's consumer not
+    yet timed out) refuses the commit; it is tried again for a few seconds, then left as is."""
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type(CommitFailedError),
+        wait=wait_fixed(0.2),
+        stop=stop_after_delay(5),
+        retry_error_callback=lambda state: None,
+    )
+    for group in groups:
+        await retrying(_commit_the_end, bootstrap, group)
+
+
+async def _commit_the_end(bootstrap: str, group: str) -> None:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        partitions = [
+            TopicPartition(spec.name, partition)
+            for spec in topics.ALL_TOPICS
+            for partition in sorted(consumer.partitions_for_topic(spec.name) or ())
+        ]
+        consumer.assign(partitions)
+        await consumer.commit(await consumer.end_offsets(partitions))
+    finally:
+        await consumer.stop()

@@ -239,11 +239,12 @@ async def test_a_merge_under_every_departments_touches_leaves_one_history(platfo
         assert activity["interactions_total"] == touches
         for client in (support, sales, marketing):
             for customer in (ada, twin):  # the twin's id reads Ada's history
-                assert sorted(await timeline_ids(client, customer)) == history
+                found = sorted(await timeline_ids(client, customer))
+                assert found == history, (str(client.base_url), customer, len(found))
         for customer in (ada, twin):
             view, ids = await touches_360(analytics, customer)
             assert view["customer_id"] == ada
-            assert sorted(ids) == history
+            assert sorted(ids) == history, ("analytics 360", customer, len(ids))
             assert sum(view["touches_per_department"].values()) == touches
             assert [t["ticket_id"] for t in view["open_tickets"]] == [records["ticket"]]
             assert [o["order_id"] for o in view["orders"]] == [records["order"]]
