@@ -253,24 +253,33 @@ def consumer_record(
 
 
 async def until_a_transaction_waits_for_a_lock(session: AsyncSession, count: int = 1) -> None:
-    """Return once another PostgreSQL session of this database is blocked on a lock (a row,
-    an advisory lock), or ``count`` of them are: a race test starts its second transaction,
-    waits here, then lets the first commit. Sessions of other databases on the server
-    (another suite, a platform run beside the tests) are not counted."""
+    """Return once another PostgreSQL session is blocked on a lock (a row, an advisory lock)
+    this session holds, or ``count`` of them are, directly or behind one that is: a race test
+    starts its second transaction, waits here, then lets the first commit. Sessions waiting
+    for anything else (a service's own consumer, another suite) are not counted."""
 
     async def blocked() -> None:
         # pg_stat_activity is read once per transaction and then kept: drop that snapshot, or a
-        # first look taken before the other transaction blocked is all this ever sees.
+        # session that connected after the first look is never seen.
         await session.execute(text("SELECT pg_stat_clear_snapshot()"))
-        waiting = await session.scalar(
-            text(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
-            )
-        )
-        assert waiting >= count, f"{waiting} transactions are waiting for a lock, not {count}"
+        waiting = await session.scalar(_BLOCKED_BY_THIS_SESSION)
+        assert waiting >= count, f"{waiting} transactions are waiting for this one, not {count}"
 
     await eventually(blocked, timeout=10)
+
+
+# The sessions waiting for this one's locks, and those waiting for them in turn.
+_BLOCKED_BY_THIS_SESSION = text(
+    """
+    WITH RECURSIVE blocked(pid) AS (
+        SELECT pid FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))
+        UNION
+        SELECT waiting.pid FROM pg_stat_activity AS waiting, blocked
+        WHERE blocked.pid = ANY(pg_blocking_pids(waiting.pid))
+    )
+    SELECT count(*) FROM blocked
+    """
+)
 
 
 async def one_write_waits_for_another(

@@ -324,16 +324,16 @@ async def test_a_message_while_its_senders_contact_is_applied_twice_deadlocks_no
         )
         return lambda session: handlers[event_type](session, envelope)
 
-    async with factory() as created, factory() as watcher:
+    async with factory() as created:
         await contact_event(CONTACT_CREATED)(created)  # applied, not committed yet
         await created.flush()
         # The sender is unknown to intake yet: it waits for the stand-in locks.
         receiving = asyncio.create_task(
             in_a_transaction(lambda s: intake.receive(s, message, stand_in_key=stand_in_key))
         )
-        await until_a_transaction_waits_for_a_lock(watcher)
+        await until_a_transaction_waits_for_a_lock(created)
         updated = asyncio.create_task(in_a_transaction(contact_event(CONTACT_UPDATED)))
-        await until_a_transaction_waits_for_a_lock(watcher, 2)
+        await until_a_transaction_waits_for_a_lock(created, 2)
         await created.commit()
     await asyncio.gather(receiving, updated)
 
