@@ -754,8 +754,8 @@ class TestContactPolicy:
         wanted["max_outbound_per_week"] = 0
         await client.put("/v1/contact-policy", json=wanted)
         assert (await client.get("/v1/contact-policy")).json()["max_outbound_per_week"] == 0
-        # The policy went out on the shared test broker, where other services' bus tests read
-        # crm.contacts.v1 from the start: leave the default as the latest policy there.
+        # The policy went out on the shared test broker, where a later test's services may
+        # still read the topic's last records: leave the default as the latest policy there.
         assert (await client.put("/v1/contact-policy", json=default)).status_code == 200
 
 
