@@ -206,7 +206,7 @@ def _lifespan(spec: ServiceSpec) -> Any:
                 )
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(relay.release_lease(), 5)
-            await bus.reset()  # bounded: a sick broker must not hold up the shutdown
+            await bus.close()  # bounded: a sick broker must not hold up the shutdown
             await engine.dispose()
             log.info("service stopped")
 

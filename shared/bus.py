@@ -17,6 +17,7 @@ class Bus:
         self.client_id = client_id
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
+        self._stopping: set[asyncio.Task[None]] = set()
 
     async def producer(self) -> AIOKafkaProducer:
         """The started producer; raises if the broker cannot be reached (callers retry)."""
@@ -38,16 +39,33 @@ class Bus:
         producer = await asyncio.wait_for(self.producer(), timeout_s)
         await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout_s)
 
-    async def reset(self) -> None:
-        """Drop the producer after a failure; the next use reconnects (and re-creates topics)."""
-        try:
-            # stop() flushes pending batches, which may never complete against a sick broker.
-            await asyncio.wait_for(self.close(), 5.0)
-        except Exception as exc:  # a broken producer may fail to stop; it is dropped anyway
-            log.info("dropped a producer that did not stop cleanly", extra={"error": repr(exc)})
-
-    async def close(self) -> None:
+    async def reset(self, wait_s: float = 5.0) -> None:
+        """Drop the producer after a failure; the next use reconnects (and re-creates topics).
+        The dropped producer's stop() first waits for its pending batches, which against a
+        sick broker end only when they expire (its request timeout): it is waited for up to
+        ``wait_s``, then left to finish on its own. Cut short, it would leave its sender and
+        metadata tasks retrying the broker for good, one more with every reset of an outage
+        (what is pending goes again from the outbox)."""
         async with self._lock:
             producer, self._producer = self._producer, None
-            if producer is not None:
-                await producer.stop()
+        if producer is not None:
+            stopping = asyncio.create_task(_stop(producer), name=f"{self.client_id}.stop")
+            self._stopping.add(stopping)
+            stopping.add_done_callback(self._stopping.discard)
+        if self._stopping:
+            await asyncio.wait(self._stopping, timeout=wait_s)
+
+    async def close(self, wait_s: float = 5.0) -> None:
+        """At shutdown: stop the producer, waiting at most ``wait_s`` for it and any dropped
+        one; a stop still waiting on a sick broker then is cancelled (the process ends)."""
+        await self.reset(wait_s)
+        for stopping in list(self._stopping):
+            stopping.cancel()
+        await asyncio.gather(*self._stopping, return_exceptions=True)
+
+
+async def _stop(producer: AIOKafkaProducer) -> None:
+    try:
+        await producer.stop()
+    except Exception as exc:  # a broken producer may fail to stop; it is dropped anyway
+        log.info("dropped a producer that did not stop cleanly", extra={"error": repr(exc)})
