@@ -7,9 +7,11 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import Row, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
@@ -152,27 +154,10 @@ class OutboxRelay:
         async with self.session_factory() as session:
             rows = (await session.execute(self._unsent)).all()
             if rows:
-                producer = await self.bus.producer()
-                faults.crash_point("relay.before_send")  # fault injection (tests/reliability)
-                # Send the whole batch, then wait for every ack: aiokafka keeps one request in
-                # flight per partition, so per-key order is kept while the batch is pipelined.
-                deliveries = []
-                for row in rows:
-                    deliveries.append(
-                        await producer.send(
-                            row.topic,
-                            value=row.value,
-                            key=row.key.encode() if row.key is not None else None,
-                            headers=[(k, str(v).encode()) for k, v in row.headers.items()],
-                        )
-                    )
-                    if len(rows) > 1 and faults.armed("relay.mid_batch"):  # fault injection:
-                        await deliveries[0]  # the first row is on the broker, the rest unsent
-                        faults.crash_point("relay.mid_batch")
-                # Bounded: a broker that accepts connections but never acks must not hang us.
+                # Bounded, connecting and every send's wait for metadata included: a broker
+                # that accepts connections but never answers must not hang the relay.
                 async with asyncio.timeout(self.send_timeout_s):
-                    # Every batch acked or failed; a quarter cheaper than gather() on 500.
-                    await producer.flush()
+                    deliveries = await self._send(rows)
                 failures = [d.exception() for d in deliveries if d.exception() is not None]
                 if failures:
                     raise failures[0]
@@ -184,6 +169,27 @@ class OutboxRelay:
         for row in rows:
             metrics.EVENTS_PUBLISHED.labels(self.service, row.topic).inc()
         return len(rows)
+
+    async def _send(self, rows: Sequence[Row[Any]]) -> list[asyncio.Future[Any]]:
+        """Send the whole batch, then wait for every ack or failure: aiokafka keeps one request
+        in flight per partition, so per-key order is kept while the batch is pipelined."""
+        producer = await self.bus.producer()
+        faults.crash_point("relay.before_send")  # fault injection (tests/reliability)
+        deliveries = []
+        for row in rows:
+            deliveries.append(
+                await producer.send(
+                    row.topic,
+                    value=row.value,
+                    key=row.key.encode() if row.key is not None else None,
+                    headers=[(k, str(v).encode()) for k, v in row.headers.items()],
+                )
+            )
+            if len(rows) > 1 and faults.armed("relay.mid_batch"):  # fault injection:
+                await deliveries[0]  # the first row is on the broker, the rest unsent
+                faults.crash_point("relay.mid_batch")
+        await producer.flush()  # every batch acked or failed; a quarter cheaper than gather()
+        return deliveries
 
     async def _hold_lease(self) -> bool:
         # Renew only past half the lease: no other replica can take it before it expires.

@@ -27,6 +27,7 @@ from shared.outbox import (
     event_row,
 )
 from shared.relay import OutboxRelay
+from shared.settings import KafkaSettings
 from shared.testing import TopicTail, on_postgres
 
 pytestmark = pytest.mark.bus
@@ -332,3 +333,33 @@ async def test_rows_a_commit_hook_adds_wake_other_replicas(session_factory):
             )
             await session.commit()
         await asyncio.wait_for(heard.wait(), timeout=5)
+
+
+async def test_a_broker_that_never_answers_holds_the_relay_no_longer_than_its_send_timeout(
+    session_factory,
+):
+    """A broker that takes connections and never answers: connecting and each send's wait
+    for the topic's metadata were outside the relay's send timeout, bounded only by
+    aiokafka's request timeout (10 s to connect, then again for a send's metadata)."""
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the client gives up and closes
+
+    silent = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    settings = KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}", create_topics=False)
+    async with session_factory() as session:
+        add_event(session, topic=topics.ANALYTICS, key="k", event_type="t", source="/s", data={})
+        await session.commit()
+    relay = OutboxRelay(
+        service="test",
+        session_factory=session_factory,
+        bus=Bus(settings, "silent"),
+        send_timeout_s=1.0,
+    )
+    try:
+        with pytest.raises(TimeoutError):  # the relay's own bound, not aiokafka's
+            await relay.publish_pending()
+    finally:
+        await relay.bus.close(wait_s=1.0)
+        silent.close()
