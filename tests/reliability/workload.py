@@ -170,8 +170,11 @@ async def reconcile(
                 got_set = {str(uuid.UUID(str(e))) for e in got}
                 assert len(got) == len(got_set)
                 missing, extra = expected - got_set, got_set - expected
+                lost = [row for row in events if row["event_id"] in missing][:3]
                 assert not missing and not extra, (
-                    f"{name}: {len(missing)} events lost, {len(extra)} not in any outbox"
+                    f"{name}: {len(missing)} events lost, {len(extra)} not in any outbox;"
+                    " the first lost: "
+                    + "; ".join(f"{r['type']} on {r['topic']} key {r['key']}" for r in lost)
                 )
 
             await eventually(applied, timeout=wait_s, interval=0.2)
