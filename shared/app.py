@@ -6,6 +6,8 @@ import functools
 import gc
 import json
 import logging
+import signal
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
@@ -217,7 +219,8 @@ def _report_if_ended_early(app: FastAPI, task: asyncio.Task[None]) -> None:
     # The relay and the consumer loop retry every error themselves and run until shutdown:
     # one that ends before it (a cancellation raised out of a library, say) leaves the API
     # accepting writes that nothing publishes or applies. /healthz then fails, so that the
-    # orchestrator restarts the process.
+    # orchestrator restarts the process; with ``exit_when_a_worker_ends`` the process ends
+    # itself (a graceful stop, as on SIGTERM) for its supervisor to start it anew.
     if not app.state.stopping:
         error = None if task.cancelled() else task.exception()
         log.error(
@@ -225,6 +228,14 @@ def _report_if_ended_early(app: FastAPI, task: asyncio.Task[None]) -> None:
             extra={"task": task.get_name()},
             exc_info=error,
         )
+        if app.state.settings.exit_when_a_worker_ends:
+            WORKER_ENDED.set()
+            log.error("stopping the process, for its supervisor to start it again")
+            signal.raise_signal(signal.SIGTERM)
+
+
+# Set when a worker ended before shutdown: `crm serve` then exits with status 1.
+WORKER_ENDED = threading.Event()
 
 
 async def migrate(engine: AsyncEngine, settings: ServiceSettings, migrations: Path) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.app import migrate
+from shared.app import WORKER_ENDED, migrate
 from shared.auth import ALL_SCOPES, mint_token
 from shared.db import create_engine
 from shared.kafka import TopicsNotConfigured, TopicsNotCreated, ensure_topics
@@ -72,6 +72,10 @@ def serve(service: str) -> None:
     import uvicorn
 
     _known(service)
+    # A served process ends when a worker does, for its supervisor to restart it (see
+    # ServiceSettings.exit_when_a_worker_ends); each uvicorn worker reads this too.
+    prefix = _settings_class(service).model_config.get("env_prefix", "")
+    os.environ.setdefault(f"{prefix}EXIT_WHEN_A_WORKER_ENDS", "true")
     settings = _settings(service)
     options = {
         "host": settings.host,
@@ -101,6 +105,8 @@ def serve(service: str) -> None:
         return
     app_module = importlib.import_module(f"services.{service}.app")
     uvicorn.run(app_module.create_app(settings), **options)
+    if WORKER_ENDED.is_set():
+        sys.exit(f"{service} stopped: a background worker ended (see the log above)")
 
 
 class DatabaseSettings(BaseSettings):
@@ -184,6 +190,17 @@ def up(data_dir: Path, broker_port: int) -> None:
         env.setdefault("KAFKA_HEARTBEAT_INTERVAL_MS", "300")
     children: dict[str, subprocess.Popen[bytes]] = {}
     urls: dict[str, str] = {}
+
+    def start(service: str) -> subprocess.Popen[bytes]:
+        with open(data_dir / f"{service}.log", "ab") as log:  # the child keeps its own copy
+            return subprocess.Popen(
+                [sys.executable, "-m", "shared.cli", "serve", service],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+
     try:
         for service in available_services():
             prefix = service.upper()
@@ -191,14 +208,7 @@ def up(data_dir: Path, broker_port: int) -> None:
             default_port = _settings_class(service).model_fields["port"].default
             settings_port = int(env.get(f"{prefix}_PORT", default_port))
             env[f"{prefix}_PORT"] = str(settings_port)
-            log = open(data_dir / f"{service}.log", "ab")  # noqa: SIM115
-            children[service] = subprocess.Popen(
-                [sys.executable, "-m", "shared.cli", "serve", service],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-            )
+            children[service] = start(service)
             urls[service] = f"http://127.0.0.1:{settings_port}"
         _wait_healthy(urls, children, data_dir)
         print("\nCRM platform is up:")
@@ -212,10 +222,7 @@ def up(data_dir: Path, broker_port: int) -> None:
         print(f"a token with every scope:  {token_cmd}")
         print(f'one with some scopes:      {token_cmd} --scope "contacts:read"')
         print("stop everything with Ctrl-C")
-        while all(child.poll() is None for child in children.values()):
-            time.sleep(0.5)
-        failed = [name for name, child in children.items() if child.poll() is not None]
-        print(f"service(s) stopped unexpectedly: {failed}; see {data_dir}/<service>.log")
+        _restart_what_stops(children, start, data_dir)
     except KeyboardInterrupt:
         print("\nstopping...")
     finally:
@@ -229,6 +236,29 @@ def up(data_dir: Path, broker_port: int) -> None:
                 child.kill()
         if broker is not None:
             stop_broker(broker)
+
+
+def _restart_what_stops(
+    children: dict[str, subprocess.Popen[bytes]],
+    start: Callable[[str], subprocess.Popen[bytes]],
+    data_dir: Path,
+) -> None:
+    """Start a service again when it stops (a crash, or a worker that ended), as Docker's
+    restart policy or Kubernetes would; the topics and the outboxes hold what it missed.
+    One that stopped five times within a minute keeps failing: then everything stops."""
+    stops: dict[str, list[float]] = {service: [] for service in children}
+    while True:
+        time.sleep(0.5)
+        for service, child in children.items():
+            if child.poll() is None:
+                continue
+            now = time.monotonic()
+            stops[service] = [at for at in stops[service] if now - at < 60] + [now]
+            if len(stops[service]) >= 5:
+                print(f"{service} stopped 5 times within a minute; see {data_dir}/{service}.log")
+                return
+            print(f"{service} stopped (exit status {child.returncode}); starting it again")
+            children[service] = start(service)
 
 
 def _wait_healthy(

@@ -159,3 +159,8 @@ class ServiceSettings(BaseSettings):
     consumer_group: str | None = None
     run_consumers: bool = True
     run_relay: bool = True
+    # End the process when the relay or the consumer loop ends before shutdown (they retry
+    # every error themselves, so that is a bug), for whatever supervises it to start it anew:
+    # Docker's restart policy, `crm up`, uvicorn's for a worker. `crm serve` turns it on;
+    # off, /healthz fails instead (a Kubernetes liveness probe restarts the pod).
+    exit_when_a_worker_ends: bool = False

@@ -126,3 +126,27 @@ class TestCrmUp:
         assert process.wait(timeout=60) == 0
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{platform['url']}/healthz", timeout=2)
+
+    def test_a_service_that_stops_is_started_again(self, platform):
+        """A crash (here SIGKILL) stopped every service before; now the one that stopped is
+        started again, as Docker's restart policy or Kubernetes would, and serves again."""
+        crm_up = platform["process"].pid
+        children = Path(f"/proc/{crm_up}/task/{crm_up}/children").read_text().split()
+        [contacts] = [
+            int(pid)
+            for pid in children
+            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[-2:] == [b"contacts", b""]
+        ]
+        os.kill(contacts, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        ready = False
+        while not ready and time.monotonic() < deadline:
+            time.sleep(0.5)
+            try:
+                ready = httpx.get(f"{platform['url']}/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                pass
+        assert ready, "contacts was not started again"
+        assert platform["process"].poll() is None  # crm up and the other services run on
+        again = Path(f"/proc/{crm_up}/task/{crm_up}/children").read_text().split()
+        assert str(contacts) not in again and len(again) == len(children)

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import signal
 import uuid
 from datetime import UTC, datetime
 
@@ -211,6 +212,28 @@ class TestLivenessWhenAWorkerEnds:
             response = await client.get("/healthz")
         assert response.status_code == 503
         assert response.json() == {"status": "failing", "ended": ["contacts.consumer"]}
+
+    async def test_a_served_process_stops_itself_for_its_supervisor_to_restart_it(
+        self, contacts_settings: ContactsSettings
+    ):
+        """Under `crm serve` (exit_when_a_worker_ends), Docker's restart policy and `crm up`
+        restart a process that exits; a failing /healthz alone only Kubernetes acted on."""
+        settings = contacts_settings.model_copy(update={"exit_when_a_worker_ends": True})
+        signalled = asyncio.Event()
+        previous = signal.signal(signal.SIGTERM, lambda *_: signalled.set())
+        try:
+            async with running(create_app(settings)) as client:
+                (relay,) = [
+                    task
+                    for task in app_of(client).state.workers
+                    if task.get_name().endswith("relay")
+                ]
+                assert not signalled.is_set()
+                relay.cancel()
+                await asyncio.wait_for(signalled.wait(), 10)
+                assert (await client.get("/healthz")).json()["ended"] == ["contacts.relay"]
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 async def _pending(client: httpx.AsyncClient) -> int:
