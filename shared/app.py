@@ -220,7 +220,7 @@ def _report_if_ended_early(app: FastAPI, task: asyncio.Task[None]) -> None:
     # one that ends before it (a cancellation raised out of a library, say) leaves the API
     # accepting writes that nothing publishes or applies. /healthz then fails, so that the
     # orchestrator restarts the process; with ``exit_when_a_worker_ends`` the process ends
-    # itself (a graceful stop, as on SIGTERM) for its supervisor to start it anew.
+    # itself (a graceful stop, as on Ctrl-C) for its supervisor to start it anew.
     if not app.state.stopping:
         error = None if task.cancelled() else task.exception()
         log.error(
@@ -231,7 +231,10 @@ def _report_if_ended_early(app: FastAPI, task: asyncio.Task[None]) -> None:
         if app.state.settings.exit_when_a_worker_ends:
             WORKER_ENDED.set()
             log.error("stopping the process, for its supervisor to start it again")
-            signal.raise_signal(signal.SIGTERM)
+            # SIGINT, not SIGTERM: uvicorn stops gracefully on either, then raises it again
+            # with the handler it found; SIGINT's is Python's KeyboardInterrupt, which `crm
+            # serve` turns into exit status 1, where SIGTERM's would kill the process.
+            signal.raise_signal(signal.SIGINT)
 
 
 # Set when a worker ended before shutdown: `crm serve` then exits with status 1.

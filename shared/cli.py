@@ -104,7 +104,11 @@ def serve(service: str) -> None:
                 shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR"), ignore_errors=True)
         return
     app_module = importlib.import_module(f"services.{service}.app")
-    uvicorn.run(app_module.create_app(settings), **options)
+    try:
+        uvicorn.run(app_module.create_app(settings), **options)
+    except KeyboardInterrupt:
+        if not WORKER_ENDED.is_set():
+            raise
     if WORKER_ENDED.is_set():
         sys.exit(f"{service} stopped: a background worker ended (see the log above)")
 

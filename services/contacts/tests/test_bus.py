@@ -220,7 +220,7 @@ class TestLivenessWhenAWorkerEnds:
         restart a process that exits; a failing /healthz alone only Kubernetes acted on."""
         settings = contacts_settings.model_copy(update={"exit_when_a_worker_ends": True})
         signalled = asyncio.Event()
-        previous = signal.signal(signal.SIGTERM, lambda *_: signalled.set())
+        previous = signal.signal(signal.SIGINT, lambda *_: signalled.set())
         try:
             async with running(create_app(settings)) as client:
                 (relay,) = [
@@ -233,7 +233,7 @@ class TestLivenessWhenAWorkerEnds:
                 await asyncio.wait_for(signalled.wait(), 10)
                 assert (await client.get("/healthz")).json()["ended"] == ["contacts.relay"]
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous)
 
 
 async def _pending(client: httpx.AsyncClient) -> int:
