@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -150,3 +151,59 @@ class TestCrmUp:
         assert platform["process"].poll() is None  # crm up and the other services run on
         again = Path(f"/proc/{crm_up}/task/{crm_up}/children").read_text().split()
         assert str(contacts) not in again and len(again) == len(children)
+
+
+# `crm serve contacts` whose outbox relay ends a second after startup, as when a library's
+# cancellation escapes the relay's retries.
+SERVE_WITH_A_RELAY_THAT_ENDS = """
+import asyncio, contextlib
+import services.contacts.app as contacts_app
+from shared import cli
+
+create_app = contacts_app.create_app
+
+def create_app_whose_relay_ends(settings):
+    app = create_app(settings)
+    lifespan = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan_then_end_the_relay(app):
+        async with lifespan(app) as state:
+            relay = next(t for t in app.state.workers if t.get_name().endswith("relay"))
+            asyncio.get_running_loop().call_later(1, relay.cancel)
+            yield state
+
+    app.router.lifespan_context = lifespan_then_end_the_relay
+    return app
+
+contacts_app.create_app = create_app_whose_relay_ends
+cli.serve("contacts")
+"""
+
+
+def test_a_served_process_whose_worker_ended_stops_with_status_1(tmp_path, kafka_bootstrap):
+    """For Docker's restart policy (which acts on exits, not on failing health checks) and
+    `crm up` to start it again; before, it went on serving with a failing /healthz."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("KAFKA_", "CRM_JWT_", "DATABASE_URL", "CONTACTS_"))
+    }
+    env |= {
+        "CONTACTS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'contacts.db'}",
+        "CONTACTS_PORT": str(free_port()),
+        "CONTACTS_CONSUMER_GROUP": f"test-{uuid.uuid4()}",
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "CRM_JWT_SECRET": "a-secret-of-at-least-32-bytes-for-this-test",
+    }
+    served = subprocess.run(
+        [sys.executable, "-c", SERVE_WITH_A_RELAY_THAT_ENDS],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert served.returncode == 1, served.stdout + served.stderr
+    assert "Application shutdown complete" in served.stdout + served.stderr  # graceful
+    assert "contacts stopped: a background worker ended" in served.stderr
