@@ -65,8 +65,9 @@ CSV_DELIMITERS = ",;\t"
 
 def blank_line(line: str) -> bool:
     """Whether a line of a CSV file holds no value, whatever its delimiter: nothing, spaces,
-    or delimiters alone (Excel's row of empty cells, ";;;" or ",,," or tabs)."""
-    return all(ch in CSV_DELIMITERS or ch.isspace() for ch in line)
+    or delimiters alone (Excel's row of empty cells, ";;;" or ",,," or tabs), their cells
+    quoted or not (a row of quoted empty cells, '"";"";""', from some exports)."""
+    return all(ch in CSV_DELIMITERS or ch == '"' or ch.isspace() for ch in line)
 
 
 def header_line(text: str) -> tuple[int, str]:

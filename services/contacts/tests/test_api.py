@@ -940,8 +940,9 @@ class TestImport:
             (" ; ; \r\n", ","),
             ("\t\t\r\n", "\t"),
             ("\r\n", ";"),
+            ('"";"";""\r\n', ";"),
         ],
-        ids=["semicolons", "blank-then-semicolons", "commas", "spaced", "tabs", "blank"],
+        ids=["semicolons", "blank-then-semicolons", "commas", "spaced", "tabs", "blank", "quoted"],
     )
     async def test_rows_of_empty_cells_before_the_csv_header_are_skipped(
         self, client, before, delimiter
