@@ -164,6 +164,7 @@ async def cancel(
         outbox.suppressed(campaign, customer_id, [rules.CAMPAIGN_CANCELLED], now)
     await outbox.write(session)
     campaign.status = CampaignStatus.cancelled.value
+    campaign.cancelled_at = now
     events.campaign_cancelled(session, campaign, len(withdrawn), now)
     await session.flush()
     return campaign

@@ -169,6 +169,7 @@ class CampaignRead(BaseModel):
     created_at: datetime
     launched_at: datetime | None
     completed_at: datetime | None
+    cancelled_at: datetime | None  # null too for one cancelled before migration 0005
 
 
 class LaunchResult(BaseModel):

@@ -831,8 +831,9 @@ class TestCancel:
         campaign_id = (await new_campaign(client, (await new_segment(client))["id"]))["id"]
         await launch(client, campaign_id)
         first = await self.cancel(client, campaign_id)
+        assert first["cancelled_at"] is not None and first["completed_at"] is None
         before = await outbox(client)
-        assert await self.cancel(client, campaign_id) == first
+        assert await self.cancel(client, campaign_id) == first  # cancelled_at too
         assert len(await outbox(client)) == len(before)
 
     async def test_a_scheduled_campaign_cancelled_is_never_launched(self, client, mailbox):
