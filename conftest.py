@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from shared.cli import available_services
 from shared.embedded_broker import free_port, start_broker, stop_broker
 from shared.kafka import ensure_topics
-from shared.settings import AuthSettings, KafkaSettings
+from shared.settings import AuthSettings, KafkaSettings, default_consumer_group
 from shared.testing import TEST_JWT_SECRET, isolated_database, start_groups_at_the_end
 
 
@@ -55,9 +56,7 @@ def _broker() -> Iterator[str]:
             stop_broker(broker)
 
 
-SERVICE_GROUPS = [
-    f"crm.{service}" for service in ("contacts", "sales", "marketing", "support", "analytics")
-]
+SERVICE_GROUPS = [default_consumer_group(service) for service in available_services()]
 
 
 @pytest.fixture(autouse=True)

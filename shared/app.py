@@ -42,7 +42,7 @@ from shared.migrations import upgrade_to_head
 from shared.outbox import NOTIFY, NOTIFY_CHANNEL
 from shared.relay import OutboxRelay
 from shared.request_context import reset_request_id, set_request_id
-from shared.settings import ServiceSettings
+from shared.settings import ServiceSettings, default_consumer_group
 from shared.values import NUL, NUL_REASON, where_nul
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ def _lifespan(spec: ServiceSpec) -> Any:
                 NOTIFY_CHANNEL: relay.notify_channel,
             }
         )
-        group = settings.consumer_group or f"crm.{spec.name}"
+        group = settings.consumer_group or default_consumer_group(spec.name)
         consumers = [
             EventConsumer(
                 service=spec.name,

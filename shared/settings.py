@@ -164,3 +164,8 @@ class ServiceSettings(BaseSettings):
     # Docker's restart policy, `crm up`, uvicorn's for a worker. `crm serve` turns it on;
     # off, /healthz fails instead (a Kubernetes liveness probe restarts the pod).
     exit_when_a_worker_ends: bool = False
+
+
+def default_consumer_group(service: str) -> str:
+    """The consumer group of a service whose ``consumer_group`` is unset."""
+    return f"crm.{service}"

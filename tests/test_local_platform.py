@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from shared.cli import available_services
 from shared.embedded_broker import free_port
@@ -139,15 +140,20 @@ class TestCrmUp:
             if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[-2:] == [b"contacts", b""]
         ]
         os.kill(contacts, signal.SIGKILL)
-        deadline = time.monotonic() + 60
-        ready = False
-        while not ready and time.monotonic() < deadline:
-            time.sleep(0.5)
+
+        def ready() -> bool:
             try:
-                ready = httpx.get(f"{platform['url']}/readyz", timeout=2).status_code == 200
+                return httpx.get(f"{platform['url']}/readyz", timeout=2).status_code == 200
             except httpx.HTTPError:
-                pass
-        assert ready, "contacts was not started again"
+                return False
+
+        waiting = Retrying(
+            retry=retry_if_result(lambda answered: not answered),
+            wait=wait_fixed(0.5),
+            stop=stop_after_delay(60),
+            retry_error_callback=lambda state: False,
+        )
+        assert waiting(ready), "contacts was not started again"
         assert platform["process"].poll() is None  # crm up and the other services run on
         again = Path(f"/proc/{crm_up}/task/{crm_up}/children").read_text().split()
         assert str(contacts) not in again and len(again) == len(children)
