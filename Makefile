@@ -38,6 +38,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/support_bench.py
 	$(BIN)/python benchmarks/sales_bench.py
 	$(BIN)/python benchmarks/marketing_bench.py
+	$(BIN)/python benchmarks/relay_bench.py
 	$(BIN)/python benchmarks/analytics_bench.py
 	$(BIN)/python benchmarks/load.py
 

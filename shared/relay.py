@@ -7,6 +7,7 @@ import os
 import socket
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -166,8 +167,8 @@ class OutboxRelay:
             if time.monotonic() - self._backlog_recorded > 1.0 or not rows:
                 await self._record_backlog(session)
             await session.commit()
-        for row in rows:
-            metrics.EVENTS_PUBLISHED.labels(self.service, row.topic).inc()
+        for topic, count in Counter(row.topic for row in rows).items():
+            metrics.EVENTS_PUBLISHED.labels(self.service, topic).inc(count)
         return len(rows)
 
     async def _send(self, rows: Sequence[Row[Any]]) -> list[asyncio.Future[Any]]:

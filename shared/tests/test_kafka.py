@@ -1,13 +1,17 @@
 """Topic set-up: existing topics get the platform's configs; what the broker refuses is told,
-not logged as done."""
+not logged as done. The producers' partitioner puts a key where every Kafka producer does."""
+
+import os
+import uuid
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.protocol.admin import CreateTopicsResponse_v3
 
 from shared import topics
-from shared.kafka import ensure_topics, refused_resources, refused_topics
+from shared.kafka import KeyPartitioner, ensure_topics, refused_resources, refused_topics
 from shared.kafka_admin import IncrementalAlterConfigsResponse_v0
 from shared.settings import KafkaSettings
 from shared.testing import set_topic_configs
@@ -90,3 +94,38 @@ def test_a_refused_topic_is_named_with_the_brokers_reason():
         "crm.contacts.v1: InvalidReplicationFactorError"
         " (Replication factor: 3 larger than available brokers: 1.)"
     )
+
+
+# The Java client's own murmur2 test vectors (org.apache.kafka.common.utils.UtilsTest), hashes
+# as Java's signed ints: the partition is (hash & 0x7fffffff) % partitions.
+JAVA_MURMUR2 = {
+    b"21": -973932308,
+    b"foobar": -790332482,
+    b"a-little-bit-long-string": -985981536,
+    b"a-little-bit-longer-string": -1486304829,
+    b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+    b"abc": 479470107,
+}
+
+
+def test_a_key_lands_on_the_partition_the_java_client_picks():
+    partitions = list(range(1000))
+    for key, java_hash in JAVA_MURMUR2.items():
+        expected = (java_hash & 0x7FFFFFFF) % len(partitions)
+        assert KeyPartitioner()(key, partitions, partitions) == expected, key
+
+
+def test_the_partitioner_agrees_with_aiokafkas_default_on_every_key():
+    # A different partition for a key than the producers of an older release (aiokafka's
+    # default) would put a customer's new events beside their old ones out of order.
+    keys = [str(uuid.uuid4()).encode() for _ in range(2000)]  # the platform's keys
+    keys += [os.urandom(length) for length in range(64) for _ in range(20)]  # every tail
+    default, ours = DefaultPartitioner(), KeyPartitioner()
+    for count in (1, 3, 6, 7, 48):
+        partitions = list(range(count))
+        for key in keys:
+            assert ours(key, partitions, partitions) == default(key, partitions, partitions), key
+
+
+def test_an_event_without_a_key_goes_to_an_available_partition():
+    assert KeyPartitioner()(None, [0, 1, 2, 3], [2]) == 2
