@@ -16,8 +16,9 @@ Phases (each prints its figures):
    sustained writes/s, write/read p50/p99, 5xx, propagation under load, and the outbox backlog and
    consumer lag scraped from /metrics every second;
 3. half load: the same mix at half the rate phase 2 sustained, with propagation;
-4. batch ingest: POST /v1/interactions:batch with 1,000 items per call, timed until every touch
-   is counted in the contacts service (end to end into another service's projection).
+4. batch ingest: POST /v1/interactions:batch with 1,000 items per call (``--batch-concurrency``
+   calls at a time, 1 by default), timed until every touch is counted in the contacts service
+   (end to end into another service's projection).
 ``--soak M`` replaces 2-4 by M minutes at half rate (rate from a short full-load run), printing
 every 30 s the RSS of each service process, the outbox table size (published rows are kept one
 minute in this mode, so the size levels off) and the lag.
@@ -339,7 +340,9 @@ class Load:
         peak = max(s.get(f"{n}.backlog", 0) for s in rows for n in names)
         print(f"  peak outbox backlog {peak:.0f}")
 
-    async def batch_ingest(self, calls: int, size: int = 1000) -> None:
+    async def batch_ingest(self, calls: int, size: int = 1000, concurrency: int = 1) -> None:
+        """``calls`` POSTs of ``size`` touches, ``concurrency`` of them at a time (an
+        integrator's loaders side by side; several support workers can then share them)."""
         running = self.running
         targets = await self.create_customers(20)
         before = await self.counted(targets)
@@ -348,12 +351,19 @@ class Load:
         own_cpu = time.process_time()
         started = time.perf_counter()
         api = []
-        for call in range(calls):
-            items = [touch(targets[(call * size + i) % len(targets)], i) for i in range(size)]
-            t = time.perf_counter()
-            r = await self.http.post(f"{self.support}/v1/interactions:batch", json={"items": items})
-            api.append(time.perf_counter() - t)
-            r.raise_for_status()
+        todo = iter(range(calls))
+
+        async def loader() -> None:
+            for call in todo:
+                items = [touch(targets[(call * size + i) % len(targets)], i) for i in range(size)]
+                t = time.perf_counter()
+                r = await self.http.post(
+                    f"{self.support}/v1/interactions:batch", json={"items": items}
+                )
+                api.append(time.perf_counter() - t)
+                r.raise_for_status()
+
+        await asyncio.gather(*(loader() for _ in range(concurrency)))
         accepted = time.perf_counter() - started
         total = calls * size
         while True:
@@ -362,7 +372,8 @@ class Load:
             await asyncio.sleep(0.01)
         end_to_end = time.perf_counter() - started
         print(
-            f"batch ingest: {calls} x {size} touches; API {total / accepted:,.0f}/s"
+            f"batch ingest: {calls} x {size} touches, {concurrency} at a time;"
+            f" API {total / accepted:,.0f}/s"
             f" (call p50 {ms(percentile(api, 50))}); end to end into contacts' projection"
             f" {total / end_to_end:,.0f}/s ({end_to_end:.1f} s)"
         )
@@ -429,7 +440,7 @@ async def main(args: argparse.Namespace) -> None:
             scraper = asyncio.create_task(load.scrape(stop))
 
             if args.batch_only:
-                await load.batch_ingest(args.batch_calls)
+                await load.batch_ingest(args.batch_calls, concurrency=args.batch_concurrency)
             else:
                 light = Stats()
                 await load.probes(light, args.light)
@@ -438,7 +449,7 @@ async def main(args: argparse.Namespace) -> None:
                     await soak(load, running, args)
                 else:
                     await full_and_half_load(load, running, args)
-                    await load.batch_ingest(args.batch_calls)
+                    await load.batch_ingest(args.batch_calls, concurrency=args.batch_concurrency)
             stop.set()
             await scraper
             await load.contacts_db.dispose()
@@ -514,6 +525,9 @@ if __name__ == "__main__":
     parser.add_argument("--light", type=float, default=8, help="seconds of light-load probes")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--batch-calls", type=int, default=10)
+    parser.add_argument(
+        "--batch-concurrency", type=int, default=1, help="batch calls in flight at once"
+    )
     parser.add_argument(
         "--touches-only",
         action="store_true",
