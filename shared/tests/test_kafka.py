@@ -116,8 +116,8 @@ def test_a_key_lands_on_the_partition_the_java_client_picks():
 
 
 def test_the_partitioner_agrees_with_aiokafkas_default_on_every_key():
-    # A different partition for a key than the producers of an older release (aiokafka's
-    # default) would put a customer's new events beside their old ones out of order.
+    # A key sent elsewhere than the producers of an older release (aiokafka's default) sent it
+    # would split a customer's events over two partitions: out of order across an upgrade.
     keys = [str(uuid.uuid4()).encode() for _ in range(2000)]  # the platform's keys
     keys += [os.urandom(length) for length in range(64) for _ in range(20)]  # every tail
     default, ours = DefaultPartitioner(), KeyPartitioner()
