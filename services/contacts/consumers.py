@@ -2,6 +2,7 @@
 and opts a channel out when a customer unsubscribes from marketing."""
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -63,22 +64,47 @@ async def interactions_recorded(session: AsyncSession, events: list[Envelope]) -
             .with_for_update()
         )
     }
-    for touch in touches:
-        contact_id = current[touch.customer_id]
-        if contact_id is None:
-            continue  # erased: keep nothing about this person
+    # Folded per contact first: a batch holds many touches of each of few contacts, and each
+    # change to a loaded row goes through the ORM's attribute events.
+    for contact_id, folded in fold_touches(touches, current).items():
         activity = activities.get(contact_id)
         if activity is None:
-            activity = activities[contact_id] = ContactActivity(
-                contact_id=contact_id, interactions_total=0
-            )
+            activity = ContactActivity(contact_id=contact_id, interactions_total=0)
             session.add(activity)
-        activity.interactions_total += 1
-        activity.last_interaction_at = _later(activity.last_interaction_at, touch.occurred_at)
+        activity.interactions_total += folded.count
+        activity.last_interaction_at = _latest(activity.last_interaction_at, folded.last)
+        activity.last_inbound_at = _latest(activity.last_inbound_at, folded.last_inbound)
+        activity.last_outbound_at = _latest(activity.last_outbound_at, folded.last_outbound)
+
+
+@dataclass
+class FoldedTouches:
+    """What a batch's touches add to one contact's activity."""
+
+    count: int = 0
+    last: datetime | None = None
+    last_inbound: datetime | None = None
+    last_outbound: datetime | None = None
+
+
+def fold_touches(
+    touches: list[InteractionRecorded], counted_for: dict[uuid.UUID, uuid.UUID | None]
+) -> dict[uuid.UUID, FoldedTouches]:
+    """The touches per contact they count for (``counted_for``: the survivor of a merged
+    customer, None for an erased one, whose touches count for no one)."""
+    folded: dict[uuid.UUID, FoldedTouches] = {}
+    for touch in touches:
+        contact_id = counted_for[touch.customer_id]
+        if contact_id is None:
+            continue  # erased: keep nothing about this person
+        into = folded.setdefault(contact_id, FoldedTouches())
+        into.count += 1
+        into.last = _latest(into.last, touch.occurred_at)
         if touch.direction == Direction.inbound:
-            activity.last_inbound_at = _later(activity.last_inbound_at, touch.occurred_at)
+            into.last_inbound = _latest(into.last_inbound, touch.occurred_at)
         else:
-            activity.last_outbound_at = _later(activity.last_outbound_at, touch.occurred_at)
+            into.last_outbound = _latest(into.last_outbound, touch.occurred_at)
+    return folded
 
 
 async def _the_way(session: AsyncSession, contact_ids: set[uuid.UUID]) -> set[uuid.UUID]:
@@ -140,7 +166,9 @@ async def unsubscribed(session: AsyncSession, event: Envelope) -> None:
     await service.set_preferences(session, contact.id, preferences)
 
 
-def _later(current: datetime | None, candidate: datetime) -> datetime:
+def _latest(current: datetime | None, candidate: datetime | None) -> datetime | None:
+    if candidate is None:
+        return current
     return candidate if current is None or candidate > current else current
 
 
