@@ -39,6 +39,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/sales_bench.py
 	$(BIN)/python benchmarks/marketing_bench.py
 	$(BIN)/python benchmarks/relay_bench.py
+	$(BIN)/python benchmarks/consumer_bench.py
 	$(BIN)/python benchmarks/analytics_bench.py
 	$(BIN)/python benchmarks/load.py
 

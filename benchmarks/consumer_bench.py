@@ -1,0 +1,155 @@
+"""Each service's consumer of crm.interactions.v1 alone: CPU per touch it applies, in this process.
+
+Every touch any department logs is applied by all five services (contacts counts it, the
+others file it in their customer view and more), so what one costs a consumer is paid five
+times. For each service this starts the app's lifespan on a fresh SQLite file (or
+DATABASE_URL; on PostgreSQL a schema of its own, dropped afterwards) with its relay and its
+Kafka consumer off, and hands the service's interactions subscription fetched batches of
+touch events (``EventConsumer.process``, as the fetch loop does): 20 customers, the shape of a
+batch ingest. Prints CPU per touch, and how much of it the garbage collector took.
+
+    .venv/bin/python benchmarks/consumer_bench.py [--touches 20000] [--batch 500] [--runs 3]
+        [--services contacts support]
+
+Figures (2 cores, SQLite, defaults, 5 Dec): see docs/reliability.md, "5 Dec, evening".
+"""
+
+import argparse
+import asyncio
+import gc
+import os
+import tempfile
+import time
+import uuid
+from typing import Any
+
+from aiokafka import ConsumerRecord
+from harness import ROOT  # noqa: F401  (puts the project on sys.path)
+
+from services.analytics.app import create_app as create_analytics
+from services.analytics.config import AnalyticsSettings
+from services.contacts.app import create_app as create_contacts
+from services.contacts.config import ContactsSettings
+from services.marketing.app import create_app as create_marketing
+from services.marketing.config import MarketingSettings
+from services.sales.app import create_app as create_sales
+from services.sales.config import SalesSettings
+from services.support.app import create_app as create_support
+from services.support.config import SupportSettings
+from shared import topics
+from shared.consumer import EventConsumer
+from shared.events import INTERACTION_RECORDED, Channel, Department, InteractionRecorded, utcnow
+from shared.outbox import event_row
+from shared.settings import AuthSettings, KafkaSettings
+
+SERVICES: dict[str, tuple[Any, Any, dict[str, Any]]] = {
+    "contacts": (create_contacts, ContactsSettings, {}),
+    "sales": (create_sales, SalesSettings, {}),
+    "marketing": (create_marketing, MarketingSettings, {"run_sender": False}),
+    "support": (create_support, SupportSettings, {"run_scheduler": False}),
+    "analytics": (create_analytics, AnalyticsSettings, {}),
+}
+
+
+def touch_records(customers: list[uuid.UUID], count: int) -> list[ConsumerRecord]:
+    """Fetched records of touch events, as support's relay publishes them."""
+    records = []
+    for offset in range(count):
+        customer = customers[offset % len(customers)]
+        touch = InteractionRecorded(
+            interaction_id=uuid.uuid4(),
+            customer_id=customer,
+            department=Department.support,
+            channel=Channel.phone,
+            direction="inbound",
+            kind="call",
+            subject=f"load {offset}",
+            occurred_at=utcnow(),
+        )
+        row = event_row(
+            topic=topics.INTERACTIONS,
+            key=str(customer),
+            event_type=INTERACTION_RECORDED,
+            source="/crm/support",
+            subject=str(customer),
+            data=touch,
+            event_id=touch.interaction_id,
+        )
+        headers = [(name, value.encode()) for name, value in row["headers"].items()]
+        key = str(customer).encode()
+        records.append(
+            ConsumerRecord(
+                topics.INTERACTIONS, 0, offset, 0, 0, key, row["value"], None, 0, 0, headers
+            )
+        )
+    return records
+
+
+class CollectorTime:
+    """Time spent in the garbage collector, from its callbacks."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, _: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+
+
+async def bench(service: str, args: argparse.Namespace, collector: CollectorTime) -> None:
+    create_app, settings_class, extra = SERVICES[service]
+    url = os.environ.get("DATABASE_URL") or f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/db.db"
+    schema = f"bench_consumer_{uuid.uuid4().hex[:8]}" if url.startswith("postgresql") else None
+    settings = settings_class(
+        database_url=url,
+        database_schema=schema,
+        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1", create_topics=False),
+        auth=AuthSettings(secret="consumer-bench-" + uuid.uuid4().hex),
+        run_relay=False,
+        run_consumers=False,
+        **extra,
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        consumer: EventConsumer = next(
+            c for c in app.state.consumers if topics.INTERACTIONS in c.subscription.topics
+        )
+        customers = [uuid.uuid4() for _ in range(20)]
+        await consumer.process(touch_records(customers, args.batch))  # warm-up
+        figures = []
+        for _ in range(args.runs):
+            records = touch_records(customers, args.touches)
+            collector.seconds = 0.0
+            started = time.process_time()
+            for start in range(0, len(records), args.batch):
+                await consumer.process(records[start : start + args.batch])
+            used = time.process_time() - started
+            per_touch, in_gc = used / args.touches, collector.seconds / args.touches
+            figures.append(f"{per_touch * 1e6:.1f} us ({in_gc * 1e6:.1f} in GC)")
+        print(
+            f"{consumer.name}: CPU per touch, {args.runs} runs: {', '.join(figures)}"
+            f" (collector thresholds {gc.get_threshold()})"
+        )
+        if schema:
+            async with app.state.engine.begin() as connection:
+                await connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+async def main(args: argparse.Namespace) -> None:
+    collector = CollectorTime()
+    print(f"{args.touches:,} touches in fetched batches of {args.batch}")
+    for service in args.services:
+        await bench(service, args, collector)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--touches", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--services", nargs="+", choices=list(SERVICES), default=list(SERVICES))
+    asyncio.run(main(parser.parse_args()))
