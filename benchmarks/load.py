@@ -22,6 +22,10 @@ Phases (each prints its figures):
 ``--soak M`` replaces 2-4 by M minutes at half rate (rate from a short full-load run), printing
 every 30 s the RSS of each service process, the outbox table size (published rows are kept one
 minute in this mode, so the size levels off) and the lag.
+``--fetch-wait-ms`` sets the consumers' ``KAFKA_FETCH_MAX_WAIT_MS`` (10 by default, as ``crm up``
+on the embedded broker, which answers a fetch only when that wait ends). Each fetch costs that
+broker more as its in-memory log grows: a long soak on it wants fewer fetches (50 ms:
+docs/reliability.md, "A 30-minute soak").
 
 The company's weekly limit of outbound touches is raised to 1,000 first: the mix logs thousands
 of touches to 200 customers, and at the default 5 every campaign send would be suppressed.
@@ -413,7 +417,7 @@ def outbox_rows(running: Platform, service: str) -> str:
 
 async def main(args: argparse.Namespace) -> None:
     with platform() as running, smtp_server() as mailbox:
-        env = {"KAFKA_FETCH_MAX_WAIT_MS": "10"}
+        env = {"KAFKA_FETCH_MAX_WAIT_MS": str(args.fetch_wait_ms)}
         if args.soak:  # published outbox rows kept a minute: the table's size must level off
             env |= {f"{s}_RELAY_RETENTION_S": "60" for s in ("CONTACTS", "SUPPORT", "MARKETING")}
         running.start("contacts", **env)
@@ -534,6 +538,12 @@ if __name__ == "__main__":
         help="every operation a POST /v1/interactions (the platform's most frequent write)",
     )
     parser.add_argument("--soak", type=float, default=0, help="minutes at half the rate")
+    parser.add_argument(
+        "--fetch-wait-ms",
+        type=int,
+        default=10,
+        help="the consumers' fetch_max_wait_ms: the embedded broker answers a fetch only then",
+    )
     parser.add_argument(
         "--batch-only", action="store_true", help="the batch ingest alone (for profiling it)"
     )
