@@ -24,7 +24,7 @@ import uuid
 from typing import Any
 
 from aiokafka import ConsumerRecord
-from harness import ROOT  # noqa: F401  (puts the project on sys.path)
+from harness import touch_rows
 
 from services.analytics.app import create_app as create_analytics
 from services.analytics.config import AnalyticsSettings
@@ -38,8 +38,6 @@ from services.support.app import create_app as create_support
 from services.support.config import SupportSettings
 from shared import topics
 from shared.consumer import EventConsumer
-from shared.events import INTERACTION_RECORDED, Channel, Department, InteractionRecorded, utcnow
-from shared.outbox import event_row
 from shared.settings import AuthSettings, KafkaSettings
 
 SERVICES: dict[str, tuple[Any, Any, dict[str, Any]]] = {
@@ -53,36 +51,22 @@ SERVICES: dict[str, tuple[Any, Any, dict[str, Any]]] = {
 
 def touch_records(customers: list[uuid.UUID], count: int) -> list[ConsumerRecord]:
     """Fetched records of touch events, as support's relay publishes them."""
-    records = []
-    for offset in range(count):
-        customer = customers[offset % len(customers)]
-        touch = InteractionRecorded(
-            interaction_id=uuid.uuid4(),
-            customer_id=customer,
-            department=Department.support,
-            channel=Channel.phone,
-            direction="inbound",
-            kind="call",
-            subject=f"load {offset}",
-            occurred_at=utcnow(),
+    return [
+        ConsumerRecord(
+            topics.INTERACTIONS,
+            0,
+            offset,
+            0,
+            0,
+            row["key"].encode(),
+            row["value"],
+            None,
+            0,
+            0,
+            [(name, value.encode()) for name, value in row["headers"].items()],
         )
-        row = event_row(
-            topic=topics.INTERACTIONS,
-            key=str(customer),
-            event_type=INTERACTION_RECORDED,
-            source="/crm/support",
-            subject=str(customer),
-            data=touch,
-            event_id=touch.interaction_id,
-        )
-        headers = [(name, value.encode()) for name, value in row["headers"].items()]
-        key = str(customer).encode()
-        records.append(
-            ConsumerRecord(
-                topics.INTERACTIONS, 0, offset, 0, 0, key, row["value"], None, 0, 0, headers
-            )
-        )
-    return records
+        for offset, row in enumerate(touch_rows(customers, 0, count))
+    ]
 
 
 class CollectorTime:

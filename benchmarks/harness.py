@@ -1,7 +1,7 @@
 """What the benchmarks share: an embedded broker (or KAFKA_BOOTSTRAP_SERVERS) and services
 started as real `crm serve` processes on SQLite files (or <SERVICE>_DATABASE_URL; on
-PostgreSQL each run gets schemas of its own, dropped afterwards), plus percentiles and CPU
-accounting."""
+PostgreSQL each run gets schemas of its own, dropped afterwards), plus percentiles, CPU
+accounting and the touch events a batch ingest writes."""
 
 import asyncio
 import concurrent.futures
@@ -22,10 +22,49 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from shared import topics  # noqa: E402
 from shared.auth import mint_token  # noqa: E402
 from shared.db import create_engine  # noqa: E402
 from shared.embedded_broker import free_port, start_broker, stop_broker  # noqa: E402
+from shared.events import (  # noqa: E402
+    INTERACTION_RECORDED,
+    Channel,
+    Department,
+    InteractionRecorded,
+    utcnow,
+)
+from shared.outbox import event_row  # noqa: E402
 from shared.settings import AuthSettings  # noqa: E402
+
+
+def touch_rows(customers: list[uuid.UUID], start: int, count: int) -> list[dict]:
+    """Outbox rows of touch events numbered ``start`` on, as support's batch API writes them:
+    the customers in turn, each keyed by its id."""
+    rows = []
+    for index in range(start, start + count):
+        customer = customers[index % len(customers)]
+        touch = InteractionRecorded(
+            interaction_id=uuid.uuid4(),
+            customer_id=customer,
+            department=Department.support,
+            channel=Channel.phone,
+            direction="inbound",
+            kind="call",
+            subject=f"load {index}",
+            occurred_at=utcnow(),
+        )
+        rows.append(
+            event_row(
+                topic=topics.INTERACTIONS,
+                key=str(customer),
+                event_type=INTERACTION_RECORDED,
+                source="/crm/support",
+                subject=str(customer),
+                data=touch,
+                event_id=touch.interaction_id,
+            )
+        )
+    return rows
 
 
 def percentile(values: list[float], pct: float) -> float:

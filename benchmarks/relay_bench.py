@@ -26,44 +26,14 @@ import tempfile
 import time
 import uuid
 
-from harness import ROOT  # noqa: F401  (puts the project on sys.path)
+from harness import touch_rows
 
-from shared import topics
 from shared.bus import Bus
 from shared.db import PlatformBase, create_engine, create_session_factory, ensure_schema
 from shared.embedded_broker import free_port, start_broker, stop_broker
-from shared.events import INTERACTION_RECORDED, Channel, Department, InteractionRecorded, utcnow
-from shared.outbox import add_rows, event_row
+from shared.outbox import add_rows
 from shared.relay import OutboxRelay
 from shared.settings import KafkaSettings
-
-
-def touch_rows(customers: list[uuid.UUID], start: int, count: int) -> list[dict]:
-    rows = []
-    for index in range(start, start + count):
-        customer = customers[index % len(customers)]
-        touch = InteractionRecorded(
-            interaction_id=uuid.uuid4(),
-            customer_id=customer,
-            department=Department.support,
-            channel=Channel.phone,
-            direction="inbound",
-            kind="call",
-            subject=f"load {index}",
-            occurred_at=utcnow(),
-        )
-        rows.append(
-            event_row(
-                topic=topics.INTERACTIONS,
-                key=str(customer),
-                event_type=INTERACTION_RECORDED,
-                source="/crm/support",
-                subject=str(customer),
-                data=touch,
-                event_id=touch.interaction_id,
-            )
-        )
-    return rows
 
 
 async def one_run(bootstrap: str, rows: int, batch: int) -> tuple[float, float]:
