@@ -53,17 +53,17 @@ def touch_records(customers: list[uuid.UUID], count: int) -> list[ConsumerRecord
     """Fetched records of touch events, as support's relay publishes them."""
     return [
         ConsumerRecord(
-            topics.INTERACTIONS,
-            0,
-            offset,
-            0,
-            0,
-            row["key"].encode(),
-            row["value"],
-            None,
-            0,
-            0,
-            [(name, value.encode()) for name, value in row["headers"].items()],
+            topic=topics.INTERACTIONS,
+            partition=0,
+            offset=offset,
+            timestamp=0,
+            timestamp_type=0,
+            key=row["key"].encode(),
+            value=row["value"],
+            checksum=None,
+            serialized_key_size=0,
+            serialized_value_size=0,
+            headers=[(name, value.encode()) for name, value in row["headers"].items()],
         )
         for offset, row in enumerate(touch_rows(customers, 0, count))
     ]

@@ -25,7 +25,7 @@ minute in this mode, so the size levels off) and the lag.
 ``--fetch-wait-ms`` sets the consumers' ``KAFKA_FETCH_MAX_WAIT_MS`` (10 by default, as ``crm up``
 on the embedded broker, which answers a fetch only when that wait ends). Each fetch costs that
 broker more as its in-memory log grows: a long soak on it wants fewer fetches (50 ms:
-docs/reliability.md, "A 30-minute soak").
+docs/reliability.md, "5 Dec, evening: a 30-minute soak").
 
 The company's weekly limit of outbound touches is raised to 1,000 first: the mix logs thousands
 of touches to 200 customers, and at the default 5 every campaign send would be suppressed.
