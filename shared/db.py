@@ -350,6 +350,47 @@ async def get_or_404(
     return row
 
 
+# What ``load_rows`` read in a transaction (``session.info``): the keys not found, per model,
+# and the rows found.
+_MISSING_ROWS = "db.missing_rows"
+_ROWS_READ = "db.rows_read"
+_IN_LIST = 500  # keys per IN (...) list
+
+
+async def load_rows(session: AsyncSession, model: type[Model], keys: Iterable[Any]) -> None:
+    """Read the rows of these primary keys (of a one-column key) at once, for ``get_row`` to
+    answer without a query: a consumer's handlers, each looking up its event's row, ran a
+    query per event, and the session flushed the row the one before had added first (a
+    statement more each)."""
+    missing = session.info.setdefault(_MISSING_ROWS, {}).setdefault(model, set())
+    # The session keeps an unchanged row only while something else refers to it.
+    held = session.info.setdefault(_ROWS_READ, [])
+    (key_column,) = inspect(model).primary_key
+    wanted = list(set(keys))
+    for start in range(0, len(wanted), _IN_LIST):
+        chunk = wanted[start : start + _IN_LIST]
+        found = list(await session.scalars(select(model).where(key_column.in_(chunk))))
+        held += found
+        missing.update(set(chunk) - {getattr(row, key_column.key) for row in found})
+
+
+async def get_row(session: AsyncSession, model: type[Model], key: Any) -> Model | None:
+    """``session.get``, with no query for a row ``load_rows`` read (the session holds it) or
+    found missing (until ``add_row`` adds it)."""
+    if key in session.info.get(_MISSING_ROWS, {}).get(model, ()):
+        return None
+    return await session.get(model, key)
+
+
+def add_row(session: AsyncSession, row: DeclarativeBase) -> None:
+    """``session.add`` for a row ``get_row`` may have answered missing: found from now on."""
+    session.add(row)
+    missing = session.info.get(_MISSING_ROWS, {}).get(type(row))
+    if missing:
+        (key,) = inspect(row).mapper.primary_key_from_instance(row)
+        missing.discard(key)
+
+
 async def made_before(
     session: AsyncSession,
     model: type[Model],

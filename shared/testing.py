@@ -6,7 +6,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import httpx
@@ -14,8 +14,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError
 from fastapi import FastAPI
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from shared import topics
@@ -250,6 +250,35 @@ def consumer_record(
     return ConsumerRecord(
         topic, 0, offset, 0, 0, encoded_key, value, None, 0, 0, list(headers.items())
     )
+
+
+@contextlib.contextmanager
+def statements_run(engine: AsyncEngine) -> Iterator[list[str]]:
+    """The SQL statements the engine runs meanwhile (on any of its connections)."""
+    run: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        run.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        yield run
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", seen)
+
+
+async def statements_per_batch(
+    app: FastAPI, subscription: str, batches: list[list[ConsumerRecord]], tables: tuple[str, ...]
+) -> list[int]:
+    """How many statements naming one of these tables the consumer of this subscription runs
+    for each fetched batch, one after another (the relay may run meanwhile, on others)."""
+    (consumer,) = [c for c in app.state.consumers if c.subscription.name == subscription]
+    counts = []
+    for records in batches:
+        with statements_run(app.state.engine) as statements:
+            await consumer.process(records)
+        counts.append(len([s for s in statements if any(table in s for table in tables)]))
+    return counts
 
 
 async def until_a_transaction_waits_for_a_lock(session: AsyncSession, count: int = 1) -> None:

@@ -5,7 +5,12 @@ in its migrations, its subscriptions in its ServiceSpec and its router in its ap
 
 from shared.contact_rules import Reason
 from shared.customer_view.api import router
-from shared.customer_view.consumers import lock_the_way_first, subscriptions
+from shared.customer_view.consumers import (
+    file_under_first,
+    ids_in,
+    lock_the_way_first,
+    subscriptions,
+)
 from shared.customer_view.models import (
     ContactPolicyRow,
     CustomerProfile,
@@ -53,7 +58,9 @@ __all__ = [
     "contact_check",
     "current_customer",
     "current_customers",
+    "file_under_first",
     "filed_under",
+    "ids_in",
     "item_fields",
     "lock_the_way_first",
     "outbound_touches",

@@ -47,13 +47,27 @@ def lock_the_way_first(*fields: str) -> BatchHandler:
 
     async def prefetch(session: AsyncSession, events: list[Envelope]) -> None:
         if on_postgres(session):
-            await projection.lock_the_way(session, _ids(events, fields))
+            await projection.lock_the_way(session, ids_in(events, *fields))
 
     return prefetch
 
 
-def _ids(events: list[Envelope], fields: tuple[str, ...]) -> set[uuid.UUID]:
-    """The ids these fields hold; one that is not an id is left to its handler to reject."""
+def file_under_first(*fields: str) -> BatchHandler:
+    """``lock_the_way_first``, and where each of those customers is filed now remembered for
+    the batch's transaction (``projection.filed_under_all``): handlers that call
+    ``filed_under`` event by event then ask nothing more, on SQLite too (where the batch's
+    first one took the database's lock, this takes it). For subscriptions to other topics
+    than contacts', whose handlers apply no merge or erasure."""
+
+    async def prefetch(session: AsyncSession, events: list[Envelope]) -> None:
+        await projection.filed_under_all(session, ids_in(events, *fields))
+
+    return prefetch
+
+
+def ids_in(events: list[Envelope], *fields: str) -> set[uuid.UUID]:
+    """The ids these fields of the events' data hold; one that is not an id is left to its
+    handler to reject."""
     ids = set()
     for event in events:
         for field in fields:

@@ -34,6 +34,8 @@ from shared.outbox import add_rows_once, event_row
 from shared.pagination import cut_page, page_after
 
 MAX_MERGE_CHAIN = 10
+# Where ``filed_under_all`` found a transaction's customers filed (``session.info``).
+_FILED_UNDER = "customer_view.filed_under"
 # How a merged customer is followed to the survivor: ``survivor``, or ``filed_under``.
 Follow = Callable[[AsyncSession, uuid.UUID], Awaitable[uuid.UUID | None]]
 UnrecordedOutbound = Callable[[AsyncSession, uuid.UUID, datetime], Awaitable[int]]
@@ -104,9 +106,32 @@ async def filed_under(session: AsyncSession, customer_id: uuid.UUID) -> uuid.UUI
     customer's merge or erasure). A merge or erasure applied at the same time either commits
     first (and the record follows it) or waits for the record (and moves or deletes it).
     Each customer on the way to the survivor is locked before its profile is read: a merge
-    of the survivor itself (which locks only the merged id) is one of those."""
+    of the survivor itself (which locks only the merged id) is one of those.
+    Answered from memory for the customers ``filed_under_all`` looked up."""
+    remembered = session.info.get(_FILED_UNDER)
+    if remembered is not None and customer_id in remembered:
+        return remembered[customer_id]  # type: ignore[no-any-return]
     locked = await lock_the_way(session, [customer_id])
     return await survivor(session, customer_id, lock_each=True, locked=locked)
+
+
+async def filed_under_all(session: AsyncSession, customer_ids: Iterable[uuid.UUID]) -> None:
+    """``filed_under`` for many customers at once (their locks in one statement, their
+    profiles in one query where nobody moved), remembered for the transaction: a consumer's
+    batch of events of another topic than contacts' then files each one without a query.
+    The locks are held until the transaction ends, so the answers stay true while it does;
+    only a merge or an erasure applied in the same transaction changes them, and those
+    forget what was remembered (``contact_merged``, ``contact_erased``)."""
+    wanted = set(customer_ids)
+    if not wanted:
+        return
+    locked = await lock_the_way(session, wanted)
+
+    async def follow(session: AsyncSession, customer_id: uuid.UUID) -> uuid.UUID | None:
+        return await survivor(session, customer_id, lock_each=True, locked=locked)
+
+    found = await survivors(session, list(wanted), follow)
+    session.info.setdefault(_FILED_UNDER, {}).update(found)
 
 
 async def lock_the_way(session: AsyncSession, customer_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
@@ -464,6 +489,7 @@ async def contact_merged(
     already (a redelivered merge), or the survivor was. The merge of the survivor itself, or
     its erasure, travels under another key (another partition) and may have been applied
     first: the touches would be left under a merged-away id, or kept for an erased person."""
+    session.info.pop(_FILED_UNDER, None)
     locked = await lock_the_way(session, [merged_id, survivor_id])
     profile = await _profile(session, merged_id)
     if profile.status == ProfileStatus.erased:
@@ -490,6 +516,7 @@ async def contact_merged(
 
 async def contact_erased(session: AsyncSession, contact_id: uuid.UUID) -> None:
     """GDPR: the person's touches go; the profile stays as an 'erased' marker without data."""
+    session.info.pop(_FILED_UNDER, None)
     await lock_customers(session, [contact_id])
     profile = await _profile(session, contact_id)
     profile.status = ProfileStatus.erased.value

@@ -17,6 +17,7 @@ from shared.testing import (
     by_lock_order,
     one_write_waits_for_another,
     postgres_only,
+    statements_run,
     until_a_transaction_waits_for_a_lock,
 )
 
@@ -89,6 +90,24 @@ async def test_touches_of_merged_and_erased_customers(session_factory):
         to_merged.interaction_id: (survivor, "s"),  # filed under the survivor
         to_survivor.interaction_id: (survivor, "s"),
     }
+
+
+async def test_customers_filed_at_once_are_filed_without_a_query_until_a_merge(session_factory):
+    survivor, merged, erased, new = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    async with session_factory() as session:
+        await projection.contact_merged(session, merged, survivor)
+        await projection.contact_erased(session, erased)
+        await session.commit()
+    async with session_factory() as session:
+        await projection.filed_under_all(session, [merged, erased, new])
+        with statements_run(session.bind) as statements:
+            assert await projection.filed_under(session, merged) == survivor
+            assert await projection.filed_under(session, erased) is None
+            assert await projection.filed_under(session, new) == new
+        assert statements == []
+        # A merge in the same transaction changes where the customer is filed.
+        await projection.contact_merged(session, new, survivor)
+        assert await projection.filed_under(session, new) == survivor
 
 
 async def test_merges_applied_out_of_order_end_under_the_last_survivor(session_factory):

@@ -7,16 +7,20 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
+from shared.customer_view.models import CustomerProfile
 from shared.db import (
+    add_row,
     create_engine,
     create_session_factory,
     ensure_schema,
     failed_for_now,
+    get_row,
+    load_rows,
     lock_customers,
 )
 from shared.events import utcnow
 from shared.models import ProcessedEvent
-from shared.testing import isolated_database, postgres_only
+from shared.testing import isolated_database, postgres_only, statements_run
 
 
 async def test_what_a_transaction_read_after_taking_customer_locks_cannot_change_under_it(
@@ -87,3 +91,24 @@ async def test_a_connection_ended_by_the_server_is_failed_for_now(session_factor
     # reliability suite's connections-killed test sees them), a consumer tries again.
     ended = await database_error(session_factory, "SELECT pg_terminate_backend(pg_backend_pid())")
     assert failed_for_now(ended)
+
+
+async def test_rows_read_at_once_are_got_without_a_query_and_one_added_is_found(session_factory):
+    stored, missing = uuid.uuid4(), uuid.uuid4()
+    async with session_factory() as session:
+        session.add(CustomerProfile(contact_id=stored, updated_at=utcnow()))
+        await session.commit()
+    async with session_factory() as session:
+        await load_rows(session, CustomerProfile, [stored, missing])
+        with statements_run(session.bind) as statements:
+            found = await get_row(session, CustomerProfile, stored)
+            assert found is not None and found.contact_id == stored
+            assert await get_row(session, CustomerProfile, missing) is None
+        assert statements == []
+        added = CustomerProfile(contact_id=missing, updated_at=utcnow())
+        add_row(session, added)
+        # Missing no more: a second event of a new row in one batch changes the row added.
+        assert await get_row(session, CustomerProfile, missing) is added
+        await session.commit()
+    async with session_factory() as session:
+        assert await session.get(CustomerProfile, missing) is not None
