@@ -28,6 +28,7 @@ from shared.contact_rules import Reason
 from shared.contracts.analytics import CustomerScored
 from shared.contracts.sales import OrderPlaced
 from shared.customer_view import filed_under, projection
+from shared.db import add_row, get_row
 from shared.events import ContactPreferences, ContactSnapshot, utcnow
 
 OPEN_TICKET_STATUSES = ("open", "pending")
@@ -191,7 +192,7 @@ async def ticket_changed(
 ) -> None:
     """A ticket's status or priority; a late event (older than what is known) changes nothing.
     A ticket first heard of goes under the customer's survivor (none if erased)."""
-    ticket = await session.get(TicketState, ticket_id)
+    ticket = await get_row(session, TicketState, ticket_id)
     if ticket is None:
         current = await filed_under(session, customer_id)
         if current is None:
@@ -203,7 +204,7 @@ async def ticket_changed(
             status=status or "open",
             updated_at=at,
         )
-        session.add(ticket)
+        add_row(session, ticket)
         return
     if at < ticket.updated_at:
         return

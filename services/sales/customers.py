@@ -35,6 +35,7 @@ from shared.contact_rules import CONTACT_WINDOW
 from shared.contracts.analytics import CustomerScored
 from shared.contracts.support import TicketCustomerIdentified, TicketEvent, TicketOpened
 from shared.customer_view import ContactCheck
+from shared.db import add_row, get_row
 from shared.errors import InvalidInput, NotFound
 from shared.events import Channel, Department, utcnow
 from shared.pagination import after_row, decode_cursor, encode_cursor
@@ -57,11 +58,12 @@ async def ticket_opened(session: AsyncSession, ticket: TicketOpened) -> None:
     customer_id = await customer_view.filed_under(session, ticket.customer_id)
     if customer_id is None:
         return  # erased
-    row = await session.get(SupportTicket, ticket.ticket_id)
+    row = await get_row(session, SupportTicket, ticket.ticket_id)
     if row is not None:  # a later event came first: its status (and customer) stand
         row.subject, row.priority, row.opened_at = ticket.subject, ticket.priority, ticket.opened_at
     else:
-        session.add(
+        add_row(
+            session,
             SupportTicket(
                 ticket_id=ticket.ticket_id,
                 customer_id=customer_id,
@@ -70,7 +72,7 @@ async def ticket_opened(session: AsyncSession, ticket: TicketOpened) -> None:
                 status=OPEN,
                 opened_at=ticket.opened_at,
                 updated_at=ticket.opened_at,
-            )
+            ),
         )
 
 
@@ -94,12 +96,13 @@ async def ticket_status(
     session: AsyncSession, ticket: TicketEvent, status: str, at: datetime
 ) -> None:
     """The ticket's status as of ``at``, unless what is known is later."""
-    row = await session.get(SupportTicket, ticket.ticket_id)
+    row = await get_row(session, SupportTicket, ticket.ticket_id)
     if row is None:  # before its opening (see above): the opening fills subject and priority
         customer_id = await customer_view.filed_under(session, ticket.customer_id)
         if customer_id is None:
             return  # erased
-        session.add(
+        add_row(
+            session,
             SupportTicket(
                 ticket_id=ticket.ticket_id,
                 customer_id=customer_id,
@@ -108,7 +111,7 @@ async def ticket_status(
                 status=status,
                 opened_at=at,
                 updated_at=at,
-            )
+            ),
         )
     elif at >= row.updated_at:
         row.status, row.updated_at = status, at
