@@ -8,8 +8,11 @@ Kafka consumer off, and hands the service's interactions subscription fetched ba
 touch events (``EventConsumer.process``, as the fetch loop does): 20 customers, the shape of a
 batch ingest. Prints CPU per touch, and how much of it the garbage collector took.
 
+With ``--tickets``, the services' consumers of crm.support.v1 (sales, marketing, analytics)
+get ticket-opened events instead, a new ticket each, as the load benchmark's mix opens them.
+
     .venv/bin/python benchmarks/consumer_bench.py [--touches 20000] [--batch 500] [--runs 3]
-        [--services contacts support]
+        [--services contacts support] [--tickets]
 
 Figures (2 cores, SQLite, defaults, 5 Dec): see docs/reliability.md, "5 Dec, evening".
 """
@@ -38,6 +41,9 @@ from services.support.app import create_app as create_support
 from services.support.config import SupportSettings
 from shared import topics
 from shared.consumer import EventConsumer
+from shared.contracts import support
+from shared.events import Channel, utcnow
+from shared.outbox import event_row
 from shared.settings import AuthSettings, KafkaSettings
 
 SERVICES: dict[str, tuple[Any, Any, dict[str, Any]]] = {
@@ -51,9 +57,41 @@ SERVICES: dict[str, tuple[Any, Any, dict[str, Any]]] = {
 
 def touch_records(customers: list[uuid.UUID], count: int) -> list[ConsumerRecord]:
     """Fetched records of touch events, as support's relay publishes them."""
+    return fetched(topics.INTERACTIONS, touch_rows(customers, 0, count))
+
+
+def ticket_records(customers: list[uuid.UUID], count: int) -> list[ConsumerRecord]:
+    """Fetched records of ticket-opened events, a new ticket each, the customers in turn."""
+    rows = []
+    for index in range(count):
+        customer = customers[index % len(customers)]
+        opened = support.TicketOpened(
+            ticket_id=uuid.uuid4(),
+            customer_id=customer,
+            subject=f"load {index}",
+            channel=Channel.email,
+            priority="normal",
+            category=None,
+            opened_at=utcnow(),
+        )
+        rows.append(
+            event_row(
+                topic=topics.SUPPORT,
+                key=str(customer),
+                event_type=support.TICKET_OPENED,
+                source=support.SOURCE,
+                subject=str(opened.ticket_id),
+                data=opened,
+            )
+        )
+    return fetched(topics.SUPPORT, rows)
+
+
+def fetched(topic: str, rows: list[dict[str, Any]]) -> list[ConsumerRecord]:
+    """Outbox rows as a fetch returns them, one partition."""
     return [
         ConsumerRecord(
-            topic=topics.INTERACTIONS,
+            topic=topic,
             partition=0,
             offset=offset,
             timestamp=0,
@@ -65,7 +103,7 @@ def touch_records(customers: list[uuid.UUID], count: int) -> list[ConsumerRecord
             serialized_value_size=0,
             headers=[(name, value.encode()) for name, value in row["headers"].items()],
         )
-        for offset, row in enumerate(touch_rows(customers, 0, count))
+        for offset, row in enumerate(rows)
     ]
 
 
@@ -97,16 +135,22 @@ async def bench(service: str, args: argparse.Namespace, collector: CollectorTime
         run_consumers=False,
         **extra,
     )
+    topic, make_records = (
+        (topics.SUPPORT, ticket_records) if args.tickets else (topics.INTERACTIONS, touch_records)
+    )
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        consumer: EventConsumer = next(
-            c for c in app.state.consumers if topics.INTERACTIONS in c.subscription.topics
+        consumer: EventConsumer | None = next(
+            (c for c in app.state.consumers if topic in c.subscription.topics), None
         )
+        if consumer is None:
+            print(f"{service}: does not consume {topic}")
+            return
         customers = [uuid.uuid4() for _ in range(20)]
-        await consumer.process(touch_records(customers, args.batch))  # warm-up
+        await consumer.process(make_records(customers, args.batch))  # warm-up
         figures = []
         for _ in range(args.runs):
-            records = touch_records(customers, args.touches)
+            records = make_records(customers, args.touches)
             collector.seconds = 0.0
             started = time.process_time()
             for start in range(0, len(records), args.batch):
@@ -115,7 +159,7 @@ async def bench(service: str, args: argparse.Namespace, collector: CollectorTime
             per_touch, in_gc = used / args.touches, collector.seconds / args.touches
             figures.append(f"{per_touch * 1e6:.1f} us ({in_gc * 1e6:.1f} in GC)")
         print(
-            f"{consumer.name}: CPU per touch, {args.runs} runs: {', '.join(figures)}"
+            f"{consumer.name}: CPU per event, {args.runs} runs: {', '.join(figures)}"
             f" (collector thresholds {gc.get_threshold()})"
         )
         if schema:
@@ -125,7 +169,8 @@ async def bench(service: str, args: argparse.Namespace, collector: CollectorTime
 
 async def main(args: argparse.Namespace) -> None:
     collector = CollectorTime()
-    print(f"{args.touches:,} touches in fetched batches of {args.batch}")
+    what = "ticket-opened events" if args.tickets else "touches"
+    print(f"{args.touches:,} {what} in fetched batches of {args.batch}")
     for service in args.services:
         await bench(service, args, collector)
 
@@ -135,5 +180,6 @@ if __name__ == "__main__":
     parser.add_argument("--touches", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--tickets", action="store_true", help="ticket-opened events instead")
     parser.add_argument("--services", nargs="+", choices=list(SERVICES), default=list(SERVICES))
     asyncio.run(main(parser.parse_args()))
