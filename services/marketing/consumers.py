@@ -5,11 +5,10 @@ tickets, sales' orders and leads, and analytics' scores."""
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.marketing import projections
-from services.marketing.models import TicketState
+from services.marketing.models import Lead, Order, Score, TicketState
 from shared import customer_view, topics
 from shared.consumer import Handler, Subscription
 from shared.contracts import analytics, sales, support
-from shared.db import load_rows
 from shared.events import Envelope
 
 
@@ -93,18 +92,11 @@ async def customer_scored(session: AsyncSession, event: Envelope) -> None:
     await projections.customer_scored(session, analytics.CustomerScored.model_validate(event.data))
 
 
-# Each handler files its event under its customer's lock: the batch's customers are locked at
-# once first, or the batch holds one while it waits for the next (a deadlock with a writer
-# locking both in the locks' order); where each is filed is then looked up once for all.
-FILE_UNDER_FIRST = customer_view.file_under_first("customer_id")
-
-
-async def prefetch_tickets(session: AsyncSession, events: list[Envelope]) -> None:
-    """The batch's customers filed and its tickets read at once: its handlers query nothing."""
-    await FILE_UNDER_FIRST(session, events)
-    await load_rows(session, TicketState, customer_view.ids_in(events, "ticket_id"))
-
-
+# The subscriptions to other topics than contacts' file each event under its customer's lock:
+# the batch's customers are locked at once first (``file_under_first``), or the batch holds
+# one while it waits for the next (a deadlock with a writer locking both in the locks' order);
+# where each is filed, and the rows the handlers look up, are then read once for all (a
+# ticket event cost 1.3 ms of CPU looked up one by one).
 SUBSCRIPTIONS = [
     *customer_view.subscriptions(
         on_contact=projections.contact_changed,
@@ -124,7 +116,7 @@ SUBSCRIPTIONS = [
             support.TICKET_SLA_BREACHED: ticket_sla_breached,
             support.TICKET_CUSTOMER_IDENTIFIED: ticket_customer_identified,
         },
-        prefetch=prefetch_tickets,
+        prefetch=customer_view.file_under_first("customer_id", rows={"ticket_id": TicketState}),
     ),
     Subscription(
         name="sales",
@@ -136,12 +128,14 @@ SUBSCRIPTIONS = [
             sales.LEAD_CREATED: lead_created,
             sales.LEAD_CONVERTED: lead_converted,
         },
-        prefetch=FILE_UNDER_FIRST,
+        prefetch=customer_view.file_under_first(
+            "customer_id", rows={"order_id": Order, "lead_id": Lead}
+        ),
     ),
     Subscription(
         name="analytics",
         topics=(topics.ANALYTICS,),
         handlers={analytics.CUSTOMER_SCORED: customer_scored},
-        prefetch=FILE_UNDER_FIRST,
+        prefetch=customer_view.file_under_first("customer_id", customer_rows=Score),
     ),
 ]

@@ -248,12 +248,13 @@ _ORDER_STATUS_RANK = {"placed": 0, "paid": 1, "refunded": 2}
 
 
 async def order_placed(session: AsyncSession, placed: OrderPlaced) -> None:
-    if await session.get(Order, placed.order_id) is not None:
+    if await get_row(session, Order, placed.order_id) is not None:
         return
     customer_id = await filed_under(session, placed.customer_id)
     if customer_id is None:
         return  # erased: nothing of them is kept
-    session.add(
+    add_row(
+        session,
         Order(
             order_id=placed.order_id,
             customer_id=customer_id,
@@ -262,13 +263,13 @@ async def order_placed(session: AsyncSession, placed: OrderPlaced) -> None:
             status=placed.status,
             campaign_id=placed.campaign_id,
             ordered_at=placed.ordered_at,
-        )
+        ),
     )
 
 
 async def order_status(session: AsyncSession, order_id: uuid.UUID, status: str) -> None:
     """Paid or refunded; an order only moves forward (placed, paid, refunded)."""
-    order = await session.get(Order, order_id)
+    order = await get_row(session, Order, order_id)
     if order is not None and _ORDER_STATUS_RANK[status] > _ORDER_STATUS_RANK.get(order.status, 0):
         order.status = status
 
@@ -282,10 +283,10 @@ async def lead_from_campaign(
     created_at: datetime,
     converted_at: datetime | None = None,
 ) -> None:
-    lead = await session.get(Lead, lead_id)
+    lead = await get_row(session, Lead, lead_id)
     if lead is None:
         lead = Lead(lead_id=lead_id, campaign_id=campaign_id, created_at=created_at)
-        session.add(lead)
+        add_row(session, lead)
     if customer_id is not None:
         # Under the survivor; an erased customer's conversion still counts, without them.
         lead.customer_id = await filed_under(session, customer_id)
@@ -300,12 +301,12 @@ async def customer_scored(session: AsyncSession, scored: CustomerScored) -> None
     customer_id = await filed_under(session, scored.customer_id)
     if customer_id is None:
         return  # erased
-    score = await session.get(Score, customer_id)
+    score = await get_row(session, Score, customer_id)
     if score is not None and scored.scored_at < score.scored_at:
         return  # an older score arriving late
     if score is None:
         score = Score(customer_id=customer_id)
-        session.add(score)
+        add_row(session, score)
     score.churn_level = scored.churn_level
     score.churn_risk = scored.churn_risk
     score.rfm_segment = scored.rfm_segment

@@ -5,12 +5,11 @@ analytics' scores, and orders an accounting system publishes."""
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.sales import customers, orders, territories
-from services.sales.models import SupportTicket
+from services.sales.models import CustomerScore, SupportTicket
 from shared import customer_view, topics
 from shared.consumer import Subscription
 from shared.contracts import analytics, support
 from shared.contracts.sales import EXTERNAL_ORDER, ExternalOrder
-from shared.db import load_rows
 from shared.events import Envelope
 
 
@@ -47,18 +46,11 @@ async def external_order(session: AsyncSession, event: Envelope) -> None:
     await orders.take_external_order(session, ExternalOrder.model_validate(event.data))
 
 
-# Each handler files its event under its customer's lock: the batch's customers are locked at
-# once first, or the batch holds one while it waits for the next (a deadlock with a writer
-# locking both in the locks' order); where each is filed is then looked up once for all.
-FILE_UNDER_FIRST = customer_view.file_under_first("customer_id")
-
-
-async def prefetch_tickets(session: AsyncSession, events: list[Envelope]) -> None:
-    """The batch's customers filed and its tickets read at once: its handlers query nothing."""
-    await FILE_UNDER_FIRST(session, events)
-    await load_rows(session, SupportTicket, customer_view.ids_in(events, "ticket_id"))
-
-
+# The subscriptions to other topics than contacts' file each event under its customer's lock:
+# the batch's customers are locked at once first (``file_under_first``), or the batch holds
+# one while it waits for the next (a deadlock with a writer locking both in the locks' order);
+# where each is filed, and the rows the handlers look up, are then read once for all (a
+# ticket event cost 1.3 ms of CPU looked up one by one).
 SUBSCRIPTIONS = [
     *customer_view.subscriptions(
         on_contact=territories.contact_changed,
@@ -75,18 +67,18 @@ SUBSCRIPTIONS = [
             support.TICKET_CLOSED: ticket_closed,
             support.TICKET_CUSTOMER_IDENTIFIED: ticket_customer_identified,
         },
-        prefetch=prefetch_tickets,
+        prefetch=customer_view.file_under_first("customer_id", rows={"ticket_id": SupportTicket}),
     ),
     Subscription(
         name="scores",
         topics=(topics.ANALYTICS,),
         handlers={analytics.CUSTOMER_SCORED: customer_scored},
-        prefetch=FILE_UNDER_FIRST,
+        prefetch=customer_view.file_under_first("customer_id", customer_rows=CustomerScore),
     ),
     Subscription(
         name="external-orders",
         topics=(topics.EXTERNAL_ORDERS,),
         handlers={EXTERNAL_ORDER: external_order},
-        prefetch=FILE_UNDER_FIRST,
+        prefetch=customer_view.file_under_first("customer_id"),
     ),
 ]

@@ -149,9 +149,9 @@ async def customer_scored(session: AsyncSession, scored: CustomerScored) -> None
         "factors": [f.model_dump(mode="json") for f in scored.factors],
         "scored_at": scored.scored_at,
     }
-    row = await session.get(CustomerScore, customer_id)
+    row = await get_row(session, CustomerScore, customer_id)
     if row is None:
-        session.add(CustomerScore(customer_id=customer_id, **values))
+        add_row(session, CustomerScore(customer_id=customer_id, **values))
     elif row.scored_at <= scored.scored_at:
         for name, value in values.items():
             setattr(row, name, value)

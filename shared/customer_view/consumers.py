@@ -4,15 +4,16 @@ apply the same contact changes to its own records, in the same transaction."""
 
 import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import DeclarativeBase
 
 from shared import topics
 from shared.consumer import BatchHandler, Subscription
 from shared.customer_view import projection
-from shared.db import lock_customers, on_postgres
+from shared.db import load_rows, lock_customers, on_postgres
 from shared.events import (
     CONTACT_CREATED,
     CONTACT_ERASED,
@@ -52,15 +53,26 @@ def lock_the_way_first(*fields: str) -> BatchHandler:
     return prefetch
 
 
-def file_under_first(*fields: str) -> BatchHandler:
+def file_under_first(
+    *fields: str,
+    rows: Mapping[str, type[DeclarativeBase]] | None = None,
+    customer_rows: type[DeclarativeBase] | None = None,
+) -> BatchHandler:
     """``lock_the_way_first``, and where each of those customers is filed now remembered for
     the batch's transaction (``projection.filed_under_all``): handlers that call
     ``filed_under`` event by event then ask nothing more, on SQLite too (where the batch's
-    first one took the database's lock, this takes it). For subscriptions to other topics
-    than contacts', whose handlers apply no merge or erasure."""
+    first one took the database's lock, this takes it). ``rows``: the rows the events' other
+    fields name (a field, and the model whose primary key it holds), and ``customer_rows``:
+    those of a model keyed by the customer, each where the customer is filed; read at once
+    for the handlers' ``get_row``. For subscriptions to other topics than contacts', whose
+    handlers apply no merge or erasure."""
 
     async def prefetch(session: AsyncSession, events: list[Envelope]) -> None:
-        await projection.filed_under_all(session, ids_in(events, *fields))
+        filed = await projection.filed_under_all(session, ids_in(events, *fields))
+        for field, model in (rows or {}).items():
+            await load_rows(session, model, ids_in(events, field))
+        if customer_rows is not None:
+            await load_rows(session, customer_rows, {c for c in filed.values() if c})
 
     return prefetch
 

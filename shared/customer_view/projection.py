@@ -115,7 +115,9 @@ async def filed_under(session: AsyncSession, customer_id: uuid.UUID) -> uuid.UUI
     return await survivor(session, customer_id, lock_each=True, locked=locked)
 
 
-async def filed_under_all(session: AsyncSession, customer_ids: Iterable[uuid.UUID]) -> None:
+async def filed_under_all(
+    session: AsyncSession, customer_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, uuid.UUID | None]:
     """``filed_under`` for many customers at once (their locks in one statement, their
     profiles in one query where nobody moved), remembered for the transaction: a consumer's
     batch of events of another topic than contacts' then files each one without a query.
@@ -124,7 +126,7 @@ async def filed_under_all(session: AsyncSession, customer_ids: Iterable[uuid.UUI
     forget what was remembered (``contact_merged``, ``contact_erased``)."""
     wanted = set(customer_ids)
     if not wanted:
-        return
+        return {}
     locked = await lock_the_way(session, wanted)
 
     async def follow(session: AsyncSession, customer_id: uuid.UUID) -> uuid.UUID | None:
@@ -132,6 +134,7 @@ async def filed_under_all(session: AsyncSession, customer_ids: Iterable[uuid.UUI
 
     found = await survivors(session, list(wanted), follow)
     session.info.setdefault(_FILED_UNDER, {}).update(found)
+    return found
 
 
 async def lock_the_way(session: AsyncSession, customer_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:

@@ -1,0 +1,170 @@
+"""Sales' and marketing's subscriptions to support's tickets and analytics' scores, given
+fetched batches (no broker): a batch's customers are filed and its rows read at once
+(``customer_view.file_under_first``), then each event is applied without a query."""
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import select
+
+from services.marketing.app import create_app as create_marketing
+from services.marketing.config import MarketingSettings
+from services.marketing.models import Score, TicketState
+from services.sales.app import create_app as create_sales
+from services.sales.config import SalesSettings
+from services.sales.models import CustomerScore, SupportTicket
+from shared import topics
+from shared.contracts import analytics, support
+from shared.customer_view import projection
+from shared.settings import AuthSettings, KafkaSettings
+from shared.testing import app_of, consumer_record, running, statements_per_batch
+
+
+@dataclass(frozen=True)
+class Service:
+    create_app: Any
+    settings: Any
+    tickets: Any  # the model of its tickets' projection
+    scores: Any  # of its customers' scores
+    scores_subscription: str
+
+
+SERVICES = {
+    "sales": Service(create_sales, SalesSettings, SupportTicket, CustomerScore, "scores"),
+    "marketing": Service(create_marketing, MarketingSettings, TicketState, Score, "analytics"),
+}
+
+
+@pytest.fixture(params=list(SERVICES))
+async def service(
+    request: pytest.FixtureRequest,
+    database: dict[str, Any],
+    kafka_settings: KafkaSettings,
+    auth_settings: AuthSettings,
+) -> AsyncIterator[tuple[Service, FastAPI]]:
+    service = SERVICES[request.param]
+    settings = service.settings(
+        **database, kafka=kafka_settings, auth=auth_settings, run_consumers=False
+    )
+    async with running(service.create_app(settings)) as http:
+        yield service, app_of(http)
+
+
+def opened(customer: uuid.UUID, ticket: uuid.UUID | None = None) -> dict[str, str | None]:
+    return {
+        "ticket_id": str(ticket or uuid.uuid4()),
+        "customer_id": str(customer),
+        "subject": "Invoice wrong",
+        "channel": "email",
+        "priority": "urgent",
+        "category": None,
+        "opened_at": "2026-11-20T10:00:00Z",
+    }
+
+
+def scored(customer: uuid.UUID, at: str, churn_risk: float = 0.5) -> dict[str, str | float]:
+    return {
+        "customer_id": str(customer),
+        "churn_risk": churn_risk,
+        "churn_level": "medium",
+        "scored_at": at,
+    }
+
+
+def table(model: Any) -> str:
+    return model.__tablename__  # type: ignore[no-any-return]
+
+
+async def test_a_batch_of_ticket_events_runs_as_many_statements_whatever_its_size(service):
+    # Each event looked its ticket up and its customer's survivor, and the session flushed the
+    # ticket the event before had added: three statements or more an event (40 events: 123).
+    what, app = service
+    customers = [uuid.uuid4() for _ in range(4)]
+    batches = [
+        [
+            consumer_record(topics.SUPPORT, offset, support.TICKET_OPENED, opened(customer))
+            for offset, customer in enumerate(customers * (size // 4))
+        ]
+        for size in (4, 4, 40)  # the first opens a connection
+    ]
+    tables = (table(what.tickets), "customer_profiles")
+    counts = await statements_per_batch(app, "support", batches, tables)
+    assert counts[1] == counts[2]
+    async with app.state.session_factory() as session:
+        assert len(list(await session.scalars(select(what.tickets.ticket_id)))) == 48
+
+
+async def test_a_batch_files_new_tickets_under_survivors_and_applies_their_later_events(
+    service, caplog
+):
+    caplog.set_level(logging.INFO, logger="shared.consumer")
+    what, app = service
+    survivor, merged, erased = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    async with app.state.session_factory() as session:
+        await projection.contact_merged(session, merged, survivor)
+        await projection.contact_erased(session, erased)
+        await session.commit()
+    of_merged = uuid.uuid4()
+    resolved = {
+        "ticket_id": str(of_merged),
+        "customer_id": str(merged),
+        "agent_id": None,
+        "resolved_at": "2026-11-21T10:00:00Z",
+    }
+    (tickets,) = [c for c in app.state.consumers if c.subscription.name == "support"]
+    await tickets.process(
+        [
+            consumer_record(topics.SUPPORT, 0, support.TICKET_OPENED, opened(merged, of_merged)),
+            consumer_record(topics.SUPPORT, 1, support.TICKET_RESOLVED, resolved),
+            consumer_record(topics.SUPPORT, 2, support.TICKET_OPENED, opened(erased)),
+        ]
+    )
+    # In one transaction: a failed batch is applied again event by event, after a log line
+    # (as when a new ticket's second event found it missing and added it again).
+    assert not [r for r in caplog.records if r.getMessage().startswith("batch failed")]
+    model = what.tickets
+    async with app.state.session_factory() as session:
+        rows = await session.execute(select(model.ticket_id, model.customer_id, model.status))
+        assert set(rows) == {(of_merged, survivor, "resolved")}
+
+
+async def test_a_batch_of_scores_runs_as_many_statements_whatever_its_size(service):
+    what, app = service
+    batches = [
+        [
+            consumer_record(
+                topics.ANALYTICS,
+                offset,
+                analytics.CUSTOMER_SCORED,
+                scored(uuid.uuid4(), "2026-12-04T09:00:00Z"),
+            )
+            for offset in range(size)
+        ]
+        for size in (4, 4, 40)  # the first opens a connection
+    ]
+    tables = (table(what.scores), "customer_profiles")
+    counts = await statements_per_batch(app, what.scores_subscription, batches, tables)
+    assert counts[1] == counts[2]
+
+
+async def test_a_new_customers_scores_in_one_batch_keep_the_latest(service, caplog):
+    caplog.set_level(logging.INFO, logger="shared.consumer")
+    what, app = service
+    customer = uuid.uuid4()
+    later = scored(customer, "2026-12-04T10:00:00Z", churn_risk=0.9)
+    earlier = scored(customer, "2026-12-04T09:00:00Z", churn_risk=0.1)
+    (scores,) = [c for c in app.state.consumers if c.subscription.name == what.scores_subscription]
+    await scores.process(
+        [
+            consumer_record(topics.ANALYTICS, 0, analytics.CUSTOMER_SCORED, later),
+            consumer_record(topics.ANALYTICS, 1, analytics.CUSTOMER_SCORED, earlier),
+        ]
+    )
+    assert not [r for r in caplog.records if r.getMessage().startswith("batch failed")]
+    async with app.state.session_factory() as session:
+        assert list(await session.scalars(select(what.scores.churn_risk))) == [0.9]
