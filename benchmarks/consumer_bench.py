@@ -1,4 +1,4 @@
-"""Each service's consumer of crm.interactions.v1 alone: CPU per touch it applies, in this process.
+"""Each service's consumer alone, in this process: CPU per event applied (touches by default).
 
 Every touch any department logs is applied by all five services (contacts counts it, the
 others file it in their customer view and more), so what one costs a consumer is paid five
@@ -8,13 +8,16 @@ Kafka consumer off, and hands the service's interactions subscription fetched ba
 touch events (``EventConsumer.process``, as the fetch loop does): 20 customers, the shape of a
 batch ingest. Prints CPU per touch, and how much of it the garbage collector took.
 
-With ``--tickets``, the services' consumers of crm.support.v1 (sales, marketing, analytics)
-get ticket-opened events instead, a new ticket each, as the load benchmark's mix opens them.
+With ``--events tickets``, the services' consumers of crm.support.v1 (sales, marketing,
+analytics) get ticket-opened events instead, a new ticket each, as the load benchmark's mix
+opens them; with ``--events scores``, those of crm.analytics.v1 (sales, marketing) get
+customer-scored events, a new customer each, as a rescoring publishes them.
 
-    .venv/bin/python benchmarks/consumer_bench.py [--touches 20000] [--batch 500] [--runs 3]
-        [--services contacts support] [--tickets]
+    .venv/bin/python benchmarks/consumer_bench.py [--count 20000] [--batch 500] [--runs 3]
+        [--services contacts support] [--events touches|tickets|scores]
 
-Figures (2 cores, SQLite, defaults, 5 Dec): see docs/reliability.md, "5 Dec, evening".
+Figures (2 cores, SQLite): docs/reliability.md, "5 Dec, evening" (touches) and "5 Dec,
+night" (tickets and scores).
 """
 
 import argparse
@@ -41,7 +44,7 @@ from services.support.app import create_app as create_support
 from services.support.config import SupportSettings
 from shared import topics
 from shared.consumer import EventConsumer
-from shared.contracts import support
+from shared.contracts import analytics, support
 from shared.events import Channel, utcnow
 from shared.outbox import event_row
 from shared.settings import AuthSettings, KafkaSettings
@@ -85,6 +88,37 @@ def ticket_records(customers: list[uuid.UUID], count: int) -> list[ConsumerRecor
             )
         )
     return fetched(topics.SUPPORT, rows)
+
+
+def score_records(_customers: list[uuid.UUID], count: int) -> list[ConsumerRecord]:
+    """Fetched records of customer-scored events, each of another customer."""
+    rows = []
+    for _ in range(count):
+        scored = analytics.CustomerScored(
+            customer_id=uuid.uuid4(),
+            rfm_segment="new",
+            churn_risk=0.5,
+            churn_level="medium",
+            scored_at=utcnow(),
+        )
+        rows.append(
+            event_row(
+                topic=topics.ANALYTICS,
+                key=str(scored.customer_id),
+                event_type=analytics.CUSTOMER_SCORED,
+                source=analytics.SOURCE,
+                subject=str(scored.customer_id),
+                data=scored,
+            )
+        )
+    return fetched(topics.ANALYTICS, rows)
+
+
+EVENTS = {
+    "touches": (topics.INTERACTIONS, touch_records),
+    "tickets": (topics.SUPPORT, ticket_records),
+    "scores": (topics.ANALYTICS, score_records),
+}
 
 
 def fetched(topic: str, rows: list[dict[str, Any]]) -> list[ConsumerRecord]:
@@ -135,9 +169,7 @@ async def bench(service: str, args: argparse.Namespace, collector: CollectorTime
         run_consumers=False,
         **extra,
     )
-    topic, make_records = (
-        (topics.SUPPORT, ticket_records) if args.tickets else (topics.INTERACTIONS, touch_records)
-    )
+    topic, make_records = EVENTS[args.events]
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         consumer: EventConsumer | None = next(
@@ -150,14 +182,14 @@ async def bench(service: str, args: argparse.Namespace, collector: CollectorTime
         await consumer.process(make_records(customers, args.batch))  # warm-up
         figures = []
         for _ in range(args.runs):
-            records = make_records(customers, args.touches)
+            records = make_records(customers, args.count)
             collector.seconds = 0.0
             started = time.process_time()
             for start in range(0, len(records), args.batch):
                 await consumer.process(records[start : start + args.batch])
             used = time.process_time() - started
-            per_touch, in_gc = used / args.touches, collector.seconds / args.touches
-            figures.append(f"{per_touch * 1e6:.1f} us ({in_gc * 1e6:.1f} in GC)")
+            per_event, in_gc = used / args.count, collector.seconds / args.count
+            figures.append(f"{per_event * 1e6:.1f} us ({in_gc * 1e6:.1f} in GC)")
         print(
             f"{consumer.name}: CPU per event, {args.runs} runs: {', '.join(figures)}"
             f" (collector thresholds {gc.get_threshold()})"
@@ -169,17 +201,16 @@ async def bench(service: str, args: argparse.Namespace, collector: CollectorTime
 
 async def main(args: argparse.Namespace) -> None:
     collector = CollectorTime()
-    what = "ticket-opened events" if args.tickets else "touches"
-    print(f"{args.touches:,} {what} in fetched batches of {args.batch}")
+    print(f"{args.count:,} {args.events} in fetched batches of {args.batch}")
     for service in args.services:
         await bench(service, args, collector)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--touches", type=int, default=20_000)
+    parser.add_argument("--count", type=int, default=20_000, help="events per run")
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--tickets", action="store_true", help="ticket-opened events instead")
+    parser.add_argument("--events", choices=list(EVENTS), default="touches")
     parser.add_argument("--services", nargs="+", choices=list(SERVICES), default=list(SERVICES))
     asyncio.run(main(parser.parse_args()))
