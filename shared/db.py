@@ -351,7 +351,7 @@ async def get_or_404(
 
 
 # What ``load_rows`` read in a transaction (``session.info``): the keys not found, per model,
-# and the rows found.
+# and the rows found (and those ``add_row`` added).
 _MISSING_ROWS = "db.missing_rows"
 _ROWS_READ = "db.rows_read"
 _IN_LIST = 500  # keys per IN (...) list
@@ -383,8 +383,10 @@ async def get_row(session: AsyncSession, model: type[Model], key: Any) -> Model 
 
 
 def add_row(session: AsyncSession, row: DeclarativeBase) -> None:
-    """``session.add`` for a row ``get_row`` may have answered missing: found from now on."""
+    """``session.add`` for a row ``get_row`` may have answered missing: found from now on
+    (held, as the rows read are, once flushed)."""
     session.add(row)
+    session.info.setdefault(_ROWS_READ, []).append(row)
     missing = session.info.get(_MISSING_ROWS, {}).get(type(row))
     if missing:
         (key,) = inspect(row).mapper.primary_key_from_instance(row)

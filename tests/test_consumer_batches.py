@@ -1,6 +1,7 @@
-"""Sales' and marketing's subscriptions to support's tickets and analytics' scores, given
-fetched batches (no broker): a batch's customers are filed and its rows read at once
-(``customer_view.file_under_first``), then each event is applied without a query."""
+"""Sales' and marketing's subscriptions to contacts' events, support's tickets and analytics'
+scores, given fetched batches (no broker): a batch's customers are filed and its rows read at
+once (``customer_view.file_under_first``, the contacts subscription's prefetch), then each
+event is applied without looking them up."""
 
 import logging
 import uuid
@@ -14,13 +15,14 @@ from sqlalchemy import select
 
 from services.marketing.app import create_app as create_marketing
 from services.marketing.config import MarketingSettings
-from services.marketing.models import Score, TicketState
+from services.marketing.models import Recipient, Score, TicketState
 from services.sales.app import create_app as create_sales
 from services.sales.config import SalesSettings
-from services.sales.models import CustomerScore, SupportTicket
+from services.sales.models import Account, CustomerScore, SupportTicket
 from shared import topics
 from shared.contracts import analytics, support
-from shared.customer_view import projection
+from shared.customer_view import CustomerProfile, ProfileStatus, projection
+from shared.events import CONTACT_CREATED, CONTACT_MERGED, CONTACT_UPDATED
 from shared.settings import AuthSettings, KafkaSettings
 from shared.testing import app_of, consumer_record, running, statements_per_batch
 
@@ -32,11 +34,14 @@ class Service:
     tickets: Any  # the model of its tickets' projection
     scores: Any  # of its customers' scores
     scores_subscription: str
+    contact_rows: Any  # its own rows of each contact
 
 
 SERVICES = {
-    "sales": Service(create_sales, SalesSettings, SupportTicket, CustomerScore, "scores"),
-    "marketing": Service(create_marketing, MarketingSettings, TicketState, Score, "analytics"),
+    "sales": Service(create_sales, SalesSettings, SupportTicket, CustomerScore, "scores", Account),
+    "marketing": Service(
+        create_marketing, MarketingSettings, TicketState, Score, "analytics", Recipient
+    ),
 }
 
 
@@ -168,3 +173,61 @@ async def test_a_new_customers_scores_in_one_batch_keep_the_latest(service, capl
     assert not [r for r in caplog.records if r.getMessage().startswith("batch failed")]
     async with app.state.session_factory() as session:
         assert list(await session.scalars(select(what.scores.churn_risk))) == [0.9]
+
+
+def snapshot(contact: uuid.UUID, first_name: str = "Ada") -> dict[str, str]:
+    return {
+        "contact_id": str(contact),
+        "first_name": first_name,
+        "email": f"{contact.hex[:12]}@example.com",
+        "country": "DE",
+        "created_at": "2026-12-01T09:00:00Z",
+        "updated_at": "2026-12-01T09:00:00Z",
+    }
+
+
+async def test_a_batch_of_contact_events_reads_profiles_and_contact_rows_at_once(service):
+    # Each event read its contact's profile, and the service's row of the contact (sales'
+    # account, marketing's recipient), with a query each.
+    what, app = service
+    batches = [
+        [
+            consumer_record(topics.CONTACTS, offset, CONTACT_CREATED, snapshot(uuid.uuid4()))
+            for offset in range(size)
+        ]
+        for size in (4, 4, 40)  # the first opens a connection
+    ]
+    reads = ("FROM customer_profiles", f"FROM {table(what.contact_rows)}")
+    counts = await statements_per_batch(app, "contacts", batches, reads)
+    assert counts[1] == counts[2]
+    async with app.state.session_factory() as session:
+        assert len(list(await session.scalars(select(what.contact_rows)))) == 48
+
+
+async def test_a_batch_creating_updating_and_merging_contacts_applies_each_in_order(
+    service, caplog
+):
+    caplog.set_level(logging.INFO, logger="shared.consumer")
+    what, app = service
+    merged, survivor = uuid.uuid4(), uuid.uuid4()
+    merge = {"merged_id": str(merged), "survivor_id": str(survivor)}
+    (contacts,) = [c for c in app.state.consumers if c.subscription.name == "contacts"]
+    await contacts.process(
+        [
+            consumer_record(topics.CONTACTS, 0, CONTACT_CREATED, snapshot(merged)),
+            consumer_record(topics.CONTACTS, 1, CONTACT_CREATED, snapshot(survivor)),
+            consumer_record(topics.CONTACTS, 2, CONTACT_UPDATED, snapshot(survivor, "Grace")),
+            consumer_record(topics.CONTACTS, 3, CONTACT_MERGED, merge),
+            # A snapshot of the merged contact after its merge changes nothing.
+            consumer_record(topics.CONTACTS, 4, CONTACT_UPDATED, snapshot(merged, "Late")),
+        ]
+    )
+    assert not [r for r in caplog.records if r.getMessage().startswith("batch failed")]
+    async with app.state.session_factory() as session:
+        profiles = await session.execute(
+            select(CustomerProfile.contact_id, CustomerProfile.status, CustomerProfile.merged_into)
+        )
+        assert set(profiles) == {
+            (merged, ProfileStatus.merged, survivor),
+            (survivor, ProfileStatus.active, None),
+        }

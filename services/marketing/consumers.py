@@ -5,7 +5,7 @@ tickets, sales' orders and leads, and analytics' scores."""
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.marketing import projections
-from services.marketing.models import Lead, Order, Score, TicketState
+from services.marketing.models import Lead, Order, Recipient, Score, TicketState
 from shared import customer_view, topics
 from shared.consumer import Handler, Subscription
 from shared.contracts import analytics, sales, support
@@ -102,6 +102,7 @@ SUBSCRIPTIONS = [
         on_contact=projections.contact_changed,
         on_merged=projections.contact_merged,
         on_erased=projections.contact_erased,
+        contact_rows=[Recipient],
     ),
     Subscription(
         name="support",

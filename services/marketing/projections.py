@@ -40,10 +40,10 @@ OPEN_TICKET_STATUSES = ("open", "pending")
 async def contact_changed(session: AsyncSession, contact: ContactSnapshot) -> None:
     preferences = contact.preferences.model_dump(mode="json")
     await _keep_unsubscribes(session, contact.contact_id, preferences["opted_out_channels"])
-    recipient = await session.get(Recipient, contact.contact_id)
+    recipient = await get_row(session, Recipient, contact.contact_id)
     if recipient is None:
         recipient = Recipient(contact_id=contact.contact_id, created_at=contact.created_at)
-        session.add(recipient)
+        add_row(session, recipient)
     recipient.first_name = contact.first_name
     recipient.last_name = contact.last_name
     recipient.country = contact.country

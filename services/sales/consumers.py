@@ -5,7 +5,7 @@ analytics' scores, and orders an accounting system publishes."""
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.sales import customers, orders, territories
-from services.sales.models import CustomerScore, SupportTicket
+from services.sales.models import Account, CustomerScore, SupportTicket
 from shared import customer_view, topics
 from shared.consumer import Subscription
 from shared.contracts import analytics, support
@@ -56,6 +56,7 @@ SUBSCRIPTIONS = [
         on_contact=territories.contact_changed,
         on_merged=customers.contact_merged,
         on_erased=customers.contact_erased,
+        contact_rows=[Account],
     ),
     Subscription(
         name="support",

@@ -11,8 +11,10 @@ from services.sales import rules
 from services.sales.models import Account, AssignmentRuleRow
 from services.sales.schemas import AccountUpdate, AssignmentRules
 from shared import customer_view
-from shared.db import lock_table
+from shared.db import add_row, get_row, lock_table
 from shared.events import ContactSnapshot, utcnow
+
+_RULES = "sales.assignment_rules"  # the rules a transaction read (``session.info``)
 
 
 async def assignment_rules(session: AsyncSession) -> list[rules.AssignmentRule]:
@@ -43,6 +45,7 @@ async def set_assignment_rules(session: AsyncSession, data: AssignmentRules) -> 
         ]
     )
     await lock_table(session, AssignmentRuleRow)
+    session.info.pop(_RULES, None)
     await session.execute(delete(AssignmentRuleRow))
     session.add_all(
         AssignmentRuleRow(position=i, **rule.model_dump()) for i, rule in enumerate(data.rules)
@@ -55,10 +58,10 @@ async def account(session: AsyncSession, customer_id: uuid.UUID) -> Account | No
 
 
 async def _account(session: AsyncSession, customer_id: uuid.UUID) -> Account:
-    row = await session.get(Account, customer_id)
+    row = await get_row(session, Account, customer_id)
     if row is None:
         row = Account(customer_id=customer_id, updated_at=utcnow())
-        session.add(row)
+        add_row(session, row)
     return row
 
 
@@ -67,8 +70,11 @@ async def contact_changed(session: AsyncSession, contact: ContactSnapshot) -> No
     row = await _account(session, contact.contact_id)
     row.country = contact.country
     if row.owner is None:
+        # Read once for a consumer's batch of contact events (its transaction).
+        if _RULES not in session.info:
+            session.info[_RULES] = await assignment_rules(session)
         rule = rules.assign(
-            await assignment_rules(session), country=contact.country, segment=None, source=None
+            session.info[_RULES], country=contact.country, segment=None, source=None
         )
         if rule is not None:
             row.owner, row.territory = rule.owner, rule.territory

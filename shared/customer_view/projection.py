@@ -18,7 +18,14 @@ from shared.customer_view.models import (
     TimelineEntry,
 )
 from shared.customer_view.schemas import InteractionCreate, TimelineItem
-from shared.db import in_dialect, insert_new_only, lock_customers, lock_customers_on_the_way
+from shared.db import (
+    add_row,
+    get_row,
+    in_dialect,
+    insert_new_only,
+    lock_customers,
+    lock_customers_on_the_way,
+)
 from shared.errors import Conflict, InvalidInput
 from shared.events import (
     INTERACTION_RECORDED,
@@ -460,12 +467,12 @@ def _timeline_row(touch: InteractionRecorded, customer_id: uuid.UUID) -> dict[st
 
 
 async def _profile(session: AsyncSession, contact_id: uuid.UUID) -> CustomerProfile:
-    profile = await session.get(CustomerProfile, contact_id)
+    profile = await get_row(session, CustomerProfile, contact_id)
     if profile is None:
         profile = CustomerProfile(
             contact_id=contact_id, status=ProfileStatus.active.value, preferences={}
         )
-        session.add(profile)
+        add_row(session, profile)
     profile.updated_at = utcnow()
     return profile
 
