@@ -11,13 +11,14 @@ batch ingest. Prints CPU per touch, and how much of it the garbage collector too
 With ``--events tickets``, the services' consumers of crm.support.v1 (sales, marketing,
 analytics) get ticket-opened events instead, a new ticket each, as the load benchmark's mix
 opens them; with ``--events scores``, those of crm.analytics.v1 (sales, marketing) get
-customer-scored events, a new customer each, as a rescoring publishes them.
+customer-scored events, a new customer each, as a rescoring publishes them; with ``--events
+contacts``, those of crm.contacts.v1 (all but contacts) get contact-created events.
 
     .venv/bin/python benchmarks/consumer_bench.py [--count 20000] [--batch 500] [--runs 3]
-        [--services contacts support] [--events touches|tickets|scores]
+        [--services contacts support] [--events touches|tickets|scores|contacts]
 
 Figures (2 cores, SQLite): docs/reliability.md, "5 Dec, evening" (touches) and "5 Dec,
-night" (tickets and scores).
+night" (tickets, scores, contacts).
 """
 
 import argparse
@@ -45,7 +46,7 @@ from services.support.config import SupportSettings
 from shared import topics
 from shared.consumer import EventConsumer
 from shared.contracts import analytics, support
-from shared.events import Channel, utcnow
+from shared.events import CONTACT_CREATED, Channel, ContactSnapshot, utcnow
 from shared.outbox import event_row
 from shared.settings import AuthSettings, KafkaSettings
 
@@ -114,7 +115,32 @@ def score_records(_customers: list[uuid.UUID], count: int) -> list[ConsumerRecor
     return fetched(topics.ANALYTICS, rows)
 
 
+def contact_records(_customers: list[uuid.UUID], count: int) -> list[ConsumerRecord]:
+    """Fetched records of contact-created events, each of a new contact."""
+    rows = []
+    for index in range(count):
+        contact = ContactSnapshot(
+            contact_id=uuid.uuid4(),
+            first_name=f"Load {index}",
+            email=f"load.{index}@example.com",
+            created_at=utcnow(),
+            updated_at=utcnow(),
+        )
+        rows.append(
+            event_row(
+                topic=topics.CONTACTS,
+                key=str(contact.contact_id),
+                event_type=CONTACT_CREATED,
+                source="/crm/contacts",
+                subject=str(contact.contact_id),
+                data=contact,
+            )
+        )
+    return fetched(topics.CONTACTS, rows)
+
+
 EVENTS = {
+    "contacts": (topics.CONTACTS, contact_records),
     "touches": (topics.INTERACTIONS, touch_records),
     "tickets": (topics.SUPPORT, ticket_records),
     "scores": (topics.ANALYTICS, score_records),
