@@ -351,9 +351,10 @@ async def get_or_404(
 
 
 # What ``load_rows`` read in a transaction (``session.info``): the keys not found, per model,
-# and the rows found (and those ``add_row`` added).
+# and the rows found; and the rows ``add_row`` added, by model and key.
 _MISSING_ROWS = "db.missing_rows"
 _ROWS_READ = "db.rows_read"
+_ROWS_ADDED = "db.rows_added"
 _IN_LIST = 500  # keys per IN (...) list
 
 
@@ -375,22 +376,25 @@ async def load_rows(session: AsyncSession, model: type[Model], keys: Iterable[An
 
 
 async def get_row(session: AsyncSession, model: type[Model], key: Any) -> Model | None:
-    """``session.get``, with no query for a row ``load_rows`` read (the session holds it) or
-    found missing (until ``add_row`` adds it)."""
+    """``session.get``, with no query for a row ``load_rows`` read (the session holds it),
+    found missing, or ``add_row`` added (which ``session.get`` finds only by a query, after
+    flushing it, until the session is flushed)."""
+    added = session.info.get(_ROWS_ADDED, {}).get((model, key))
+    if added is not None:
+        state = inspect(added)
+        if state.pending or state.persistent:  # not deleted since
+            return added  # type: ignore[no-any-return]
     if key in session.info.get(_MISSING_ROWS, {}).get(model, ()):
         return None
     return await session.get(model, key)
 
 
 def add_row(session: AsyncSession, row: DeclarativeBase) -> None:
-    """``session.add`` for a row ``get_row`` may have answered missing: found from now on
-    (held, as the rows read are, once flushed)."""
+    """``session.add`` for a row ``get_row`` may look up: found from now on."""
     session.add(row)
-    session.info.setdefault(_ROWS_READ, []).append(row)
-    missing = session.info.get(_MISSING_ROWS, {}).get(type(row))
-    if missing:
-        (key,) = inspect(row).mapper.primary_key_from_instance(row)
-        missing.discard(key)
+    (key,) = inspect(row).mapper.primary_key_from_instance(row)
+    session.info.setdefault(_ROWS_ADDED, {})[(type(row), key)] = row
+    session.info.get(_MISSING_ROWS, {}).get(type(row), set()).discard(key)
 
 
 async def made_before(

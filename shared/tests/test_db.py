@@ -4,7 +4,7 @@ import asyncio
 import uuid
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from shared.customer_view.models import CustomerProfile
@@ -107,8 +107,28 @@ async def test_rows_read_at_once_are_got_without_a_query_and_one_added_is_found(
         assert statements == []
         added = CustomerProfile(contact_id=missing, updated_at=utcnow())
         add_row(session, added)
-        # Missing no more: a second event of a new row in one batch changes the row added.
+        # Missing no more: a second event of a new row in one batch changes the row added,
+        # flushed or not, without a query.
+        with statements_run(session.bind) as statements:
+            assert await get_row(session, CustomerProfile, missing) is added
+        assert statements == []
+        await session.flush()
         assert await get_row(session, CustomerProfile, missing) is added
         await session.commit()
     async with session_factory() as session:
         assert await session.get(CustomerProfile, missing) is not None
+
+
+async def test_a_row_added_then_deleted_in_the_transaction_is_not_got(session_factory):
+    key = uuid.uuid4()
+    async with session_factory() as session:
+        add_row(session, CustomerProfile(contact_id=key, updated_at=utcnow()))
+        await session.execute(delete(CustomerProfile).where(CustomerProfile.contact_id == key))
+        assert await get_row(session, CustomerProfile, key) is None
+        other = uuid.uuid4()
+        row = CustomerProfile(contact_id=other, updated_at=utcnow())
+        add_row(session, row)
+        await session.flush()
+        await session.delete(row)
+        await session.flush()
+        assert await get_row(session, CustomerProfile, other) is None
