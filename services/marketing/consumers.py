@@ -103,6 +103,7 @@ SUBSCRIPTIONS = [
         on_merged=projections.contact_merged,
         on_erased=projections.contact_erased,
         contact_rows=[Recipient],
+        read_for_contacts=projections.read_unsubscribes_waiting,
     ),
     Subscription(
         name="support",

@@ -65,6 +65,29 @@ async def keep_preferences(
     )
 
 
+# The unsubscribes waiting for contacts, per customer, that ``read_unsubscribes_waiting`` read
+# for a batch of contact events (``session.info``).
+_WAITING = "marketing.unsubscribes_waiting"
+_UNSUBSCRIBES_WAITING = (
+    select(Engagement.customer_id, Engagement.id, Campaign.channel)
+    .join(Campaign, Engagement.campaign_id == Campaign.id)
+    .where(Engagement.kind == "unsubscribed", Engagement.awaiting_contacts)
+)
+
+
+async def read_unsubscribes_waiting(session: AsyncSession, contact_ids: set[uuid.UUID]) -> None:
+    """Those of a batch's contacts at once, for ``_keep_unsubscribes``: a query each, and
+    the flush of the rows the event before had added, were most of a contact event's cost."""
+    waiting: dict[uuid.UUID, list[tuple[uuid.UUID, str]]] = {c: [] for c in contact_ids}
+    ids = list(contact_ids)
+    for start in range(0, len(ids), 500):  # bounded IN (...) lists
+        chunk = ids[start : start + 500]
+        query = _UNSUBSCRIBES_WAITING.where(Engagement.customer_id.in_(chunk))
+        for customer_id, engagement_id, channel in await session.execute(query):
+            waiting[customer_id].append((engagement_id, channel))
+    session.info[_WAITING] = waiting
+
+
 async def _keep_unsubscribes(
     session: AsyncSession, customer_id: uuid.UUID, opted_out: list[str]
 ) -> None:
@@ -73,15 +96,15 @@ async def _keep_unsubscribes(
     after it, was made before contacts took it in and must not undo it. The first snapshot
     with the opt-out shows contacts has it; one without it after that is a re-subscription.
     ``opted_out`` (the snapshot's) gets the unsubscribes still waiting."""
-    waiting = await session.execute(
-        select(Engagement.id, Campaign.channel)
-        .join(Campaign, Engagement.campaign_id == Campaign.id)
-        .where(
-            Engagement.customer_id == customer_id,
-            Engagement.kind == "unsubscribed",
-            Engagement.awaiting_contacts,
-        )
-    )
+    read = session.info.get(_WAITING, {})
+    if customer_id in read:
+        # Once: this may clear some, and a later snapshot in the batch reads them afresh.
+        waiting = read.pop(customer_id)
+    else:
+        query = _UNSUBSCRIBES_WAITING.where(Engagement.customer_id == customer_id)
+        waiting = [
+            (engagement_id, channel) for _, engagement_id, channel in await session.execute(query)
+        ]
     in_snapshot = set(opted_out)
     shown: list[uuid.UUID] = []
     for engagement_id, campaign_channel in waiting:
@@ -103,6 +126,7 @@ async def contact_merged(
 
     A campaign that reached both keeps the merged contact's send as it was when the survivor's
     was not suppressed, so a re-launch still sends to them at most once."""
+    session.info.pop(_WAITING, None)  # the merged contact's unsubscribes move too
     await session.execute(delete(Recipient).where(Recipient.contact_id == merged_id))
     for model in (TicketState, Order, Lead):
         await session.execute(

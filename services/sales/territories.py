@@ -102,21 +102,22 @@ async def set_owner(session: AsyncSession, customer_id: uuid.UUID, data: Account
 
 async def merged(session: AsyncSession, merged_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
     """The survivor's account stands; the merged one's owner is kept only if it has none."""
-    loser = await session.get(Account, merged_id)
+    loser = await get_row(session, Account, merged_id)
     if loser is None:
         return
-    survivor = await session.get(Account, survivor_id)
+    survivor = await get_row(session, Account, survivor_id)
     if survivor is None:
         await session.delete(loser)
         await session.flush()
-        session.add(
+        add_row(
+            session,
             Account(
                 customer_id=survivor_id,
                 country=loser.country,
                 owner=loser.owner,
                 territory=loser.territory,
                 updated_at=utcnow(),
-            )
+            ),
         )
         return
     if survivor.owner is None:

@@ -33,6 +33,7 @@ from shared.events import (
 OnContact = Callable[[AsyncSession, ContactSnapshot], Awaitable[None]]
 LocksBeforeContact = Callable[[ContactSnapshot], list[uuid.UUID]]
 OnMerged = Callable[[AsyncSession, uuid.UUID, uuid.UUID], Awaitable[None]]
+ReadForContacts = Callable[[AsyncSession, set[uuid.UUID]], Awaitable[None]]
 OnErased = Callable[[AsyncSession, uuid.UUID], Awaitable[None]]
 OnTouches = Callable[
     [AsyncSession, list[tuple[InteractionRecorded, projection.TouchOutcome]]], Awaitable[None]
@@ -97,6 +98,7 @@ def subscriptions(
     on_erased: OnErased | None = None,
     on_touches: OnTouches | None = None,
     contact_rows: Sequence[type[DeclarativeBase]] = (),
+    read_for_contacts: ReadForContacts | None = None,
 ) -> list[Subscription]:
     """``on_contact`` runs for active contacts only, ``on_merged`` with where the survivor's
     records live now (the survivor may have been merged on since), ``on_erased`` always (an
@@ -107,7 +109,8 @@ def subscriptions(
     writers take before the contact's; they are locked first, or each waits for the other
     (support's intake holds an unknown sender's stand-in ids, then finds the contact).
     ``contact_rows``: models keyed by the contact id whose rows the hooks look up
-    (``get_row``), read for a batch's contacts at once."""
+    (``get_row``), read for a batch's contacts at once; ``read_for_contacts``: a hook to read
+    whatever else ``on_contact`` looks up for them, at once, after those."""
 
     async def interaction_recorded(session: AsyncSession, event: Envelope) -> None:
         touch = InteractionRecorded.model_validate(event.data)
@@ -170,6 +173,8 @@ def subscriptions(
             await lock_customers(session, contact_ids)
         for model in (CustomerProfile, *contact_rows):
             await load_rows(session, model, contact_ids)
+        if read_for_contacts is not None:
+            await read_for_contacts(session, contact_ids)
 
     return [
         Subscription(

@@ -10,6 +10,7 @@ from urllib.parse import unquote
 
 import httpx
 import pytest
+from aiokafka import ConsumerRecord
 
 from services.marketing.channels import DeliveryResult, OutgoingMessage
 from services.marketing.sender import Sender
@@ -27,7 +28,7 @@ from services.marketing.tests.helpers import (
 )
 from shared import topics
 from shared.events import CONTACT_UPDATED, decode_event
-from shared.testing import app_of
+from shared.testing import app_of, consumer_record
 
 
 @pytest.fixture
@@ -192,6 +193,31 @@ class TestUnsubscribe:
         )
         later = (datetime.now(UTC) + timedelta(seconds=3)).isoformat()
         await apply(client, CONTACT_UPDATED, snapshot(customer, updated_at=later))
+        again = await new_campaign(client, (await new_segment(client))["id"], name="C")
+        assert (await launch(client, again["id"]))["queued"] == 1
+
+    async def test_snapshots_in_one_fetched_batch_see_the_unsubscribe_as_one_by_one(
+        self, client, mailbox, anon
+    ):
+        """The same, through the contacts subscription's batches: a batch reads its
+        contacts' waiting unsubscribes at once, and a snapshot that clears one leaves the next
+        snapshot in the batch to find none."""
+        customer, _, links = await sent_mail(client, mailbox)
+        assert (await anon.post(links["u"])).status_code == 200
+        (contacts,) = [
+            c for c in app_of(client).state.consumers if c.subscription.name == "contacts"
+        ]
+
+        def updated(offset: int, **fields) -> ConsumerRecord:
+            at = (datetime.now(UTC) + timedelta(seconds=offset + 1)).isoformat()
+            data = snapshot(customer, updated_at=at, **fields)
+            return consumer_record(topics.CONTACTS, offset, CONTACT_UPDATED, data, key=customer)
+
+        await contacts.process([updated(0, phone="+4915100000000")])
+        follow_up = await new_campaign(client, (await new_segment(client))["id"], name="B")
+        assert (await launch(client, follow_up["id"]))["suppressed"] == {"channel_opted_out": 1}
+        taken_in = {"opted_out_channels": ["email"]}
+        await contacts.process([updated(1, preferences=taken_in), updated(2)])
         again = await new_campaign(client, (await new_segment(client))["id"], name="C")
         assert (await launch(client, again["id"]))["queued"] == 1
 
