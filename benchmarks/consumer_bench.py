@@ -32,6 +32,7 @@ from typing import Any
 
 from aiokafka import ConsumerRecord
 from harness import touch_rows
+from pydantic import BaseModel
 
 from services.analytics.app import create_app as create_analytics
 from services.analytics.config import AnalyticsSettings
@@ -66,77 +67,82 @@ def touch_records(customers: list[uuid.UUID], count: int) -> list[ConsumerRecord
 
 def ticket_records(customers: list[uuid.UUID], count: int) -> list[ConsumerRecord]:
     """Fetched records of ticket-opened events, a new ticket each, the customers in turn."""
-    rows = []
-    for index in range(count):
-        customer = customers[index % len(customers)]
-        opened = support.TicketOpened(
+    opened = [
+        support.TicketOpened(
             ticket_id=uuid.uuid4(),
-            customer_id=customer,
+            customer_id=customers[index % len(customers)],
             subject=f"load {index}",
             channel=Channel.email,
             priority="normal",
             category=None,
             opened_at=utcnow(),
         )
-        rows.append(
-            event_row(
-                topic=topics.SUPPORT,
-                key=str(customer),
-                event_type=support.TICKET_OPENED,
-                source=support.SOURCE,
-                subject=str(opened.ticket_id),
-                data=opened,
-            )
-        )
-    return fetched(topics.SUPPORT, rows)
+        for index in range(count)
+    ]
+    return events_fetched(
+        topics.SUPPORT,
+        support.TICKET_OPENED,
+        support.SOURCE,
+        [(ticket.customer_id, ticket) for ticket in opened],
+    )
 
 
 def score_records(_customers: list[uuid.UUID], count: int) -> list[ConsumerRecord]:
     """Fetched records of customer-scored events, each of another customer."""
-    rows = []
-    for _ in range(count):
-        scored = analytics.CustomerScored(
+    scores = [
+        analytics.CustomerScored(
             customer_id=uuid.uuid4(),
             rfm_segment="new",
             churn_risk=0.5,
             churn_level="medium",
             scored_at=utcnow(),
         )
-        rows.append(
-            event_row(
-                topic=topics.ANALYTICS,
-                key=str(scored.customer_id),
-                event_type=analytics.CUSTOMER_SCORED,
-                source=analytics.SOURCE,
-                subject=str(scored.customer_id),
-                data=scored,
-            )
-        )
-    return fetched(topics.ANALYTICS, rows)
+        for _ in range(count)
+    ]
+    return events_fetched(
+        topics.ANALYTICS,
+        analytics.CUSTOMER_SCORED,
+        analytics.SOURCE,
+        [(score.customer_id, score) for score in scores],
+    )
 
 
 def contact_records(_customers: list[uuid.UUID], count: int) -> list[ConsumerRecord]:
     """Fetched records of contact-created events, each of a new contact."""
-    rows = []
-    for index in range(count):
-        contact = ContactSnapshot(
+    contacts = [
+        ContactSnapshot(
             contact_id=uuid.uuid4(),
             first_name=f"Load {index}",
             email=f"load.{index}@example.com",
             created_at=utcnow(),
             updated_at=utcnow(),
         )
-        rows.append(
-            event_row(
-                topic=topics.CONTACTS,
-                key=str(contact.contact_id),
-                event_type=CONTACT_CREATED,
-                source="/crm/contacts",
-                subject=str(contact.contact_id),
-                data=contact,
-            )
+        for index in range(count)
+    ]
+    return events_fetched(
+        topics.CONTACTS,
+        CONTACT_CREATED,
+        "/crm/contacts",
+        [(contact.contact_id, contact) for contact in contacts],
+    )
+
+
+def events_fetched(
+    topic: str, event_type: str, source: str, events: list[tuple[uuid.UUID, BaseModel]]
+) -> list[ConsumerRecord]:
+    """Events (each with its key, also its subject) as their outbox rows, then as fetched."""
+    rows = [
+        event_row(
+            topic=topic,
+            key=str(key),
+            event_type=event_type,
+            source=source,
+            subject=str(key),
+            data=data,
         )
-    return fetched(topics.CONTACTS, rows)
+        for key, data in events
+    ]
+    return fetched(topic, rows)
 
 
 EVENTS = {
