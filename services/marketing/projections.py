@@ -75,7 +75,9 @@ _UNSUBSCRIBES_WAITING = (
 )
 
 
-async def read_unsubscribes_waiting(session: AsyncSession, contact_ids: set[uuid.UUID]) -> None:
+async def read_unsubscribes_waiting(
+    session: AsyncSession, contact_ids: set[uuid.UUID], _snapshots: list[ContactSnapshot]
+) -> None:
     """Those of a batch's contacts at once, for ``_keep_unsubscribes``: a query each, and
     the flush of the rows the event before had added, were most of a contact event's cost."""
     waiting: dict[uuid.UUID, list[tuple[uuid.UUID, str]]] = {c: [] for c in contact_ids}

@@ -15,6 +15,7 @@ def subscriptions(stand_in_key: bytes) -> list[Subscription]:
         on_contact=functools.partial(customers.contact_changed, stand_in_key=stand_in_key),
         # Intake takes an unknown sender's stand-in locks, then the contact's: so does this.
         locks_before_contact=functools.partial(customers.stand_ins_of, stand_in_key=stand_in_key),
+        read_for_contacts=functools.partial(customers.read_for_contacts, stand_in_key=stand_in_key),
         on_merged=customers.contact_merged,
         on_erased=customers.contact_erased,
     )

@@ -33,7 +33,7 @@ from shared.events import (
 OnContact = Callable[[AsyncSession, ContactSnapshot], Awaitable[None]]
 LocksBeforeContact = Callable[[ContactSnapshot], list[uuid.UUID]]
 OnMerged = Callable[[AsyncSession, uuid.UUID, uuid.UUID], Awaitable[None]]
-ReadForContacts = Callable[[AsyncSession, set[uuid.UUID]], Awaitable[None]]
+ReadForContacts = Callable[[AsyncSession, set[uuid.UUID], list[ContactSnapshot]], Awaitable[None]]
 OnErased = Callable[[AsyncSession, uuid.UUID], Awaitable[None]]
 OnTouches = Callable[
     [AsyncSession, list[tuple[InteractionRecorded, projection.TouchOutcome]]], Awaitable[None]
@@ -110,7 +110,8 @@ def subscriptions(
     (support's intake holds an unknown sender's stand-in ids, then finds the contact).
     ``contact_rows``: models keyed by the contact id whose rows the hooks look up
     (``get_row``), read for a batch's contacts at once; ``read_for_contacts``: a hook to read
-    whatever else ``on_contact`` looks up for them, at once, after those."""
+    whatever else the hooks look up for them, at once, after those (given the batch's
+    contact ids, and the snapshots of its creations and updates)."""
 
     async def interaction_recorded(session: AsyncSession, event: Envelope) -> None:
         touch = InteractionRecorded.model_validate(event.data)
@@ -157,13 +158,14 @@ def subscriptions(
         applied: each applied under its lock, one after another, the batch held one contact
         while it waited for the next, which a batch of touches of both held while it waited
         for the first (a deadlock). PostgreSQL only, as ``lock_the_way_first``."""
-        if locks_before_contact is not None and on_postgres(session):
-            before = []
+        snapshots = []
+        if locks_before_contact is not None or read_for_contacts is not None:
             for event in events:
                 if event.type in (CONTACT_CREATED, CONTACT_UPDATED):
                     with contextlib.suppress(ValidationError):  # its handler rejects it
-                        before += locks_before_contact(ContactSnapshot.model_validate(event.data))
-            await lock_customers(session, before)
+                        snapshots.append(ContactSnapshot.model_validate(event.data))
+        if locks_before_contact is not None and on_postgres(session):
+            await lock_customers(session, [i for s in snapshots for i in locks_before_contact(s)])
         await lock_contacts(session, events)
         # Each event's profile (and the service's rows of the contact) read at once: a
         # contact event cost a service 2-4 ms of CPU, a query or two of them for these.
@@ -174,7 +176,7 @@ def subscriptions(
         for model in (CustomerProfile, *contact_rows):
             await load_rows(session, model, contact_ids)
         if read_for_contacts is not None:
-            await read_for_contacts(session, contact_ids)
+            await read_for_contacts(session, contact_ids, snapshots)
 
     return [
         Subscription(
