@@ -1,7 +1,7 @@
-"""Sales' and marketing's subscriptions to contacts' events, support's tickets and analytics'
-scores, given fetched batches (no broker): a batch's customers are filed and its rows read at
-once (``customer_view.file_under_first``, the contacts subscription's prefetch), then each
-event is applied without looking them up."""
+"""Sales', marketing's and analytics' subscriptions to contacts' events, and sales' and
+marketing's to support's tickets and analytics' scores, given fetched batches (no broker): a
+batch's customers are filed and its rows read at once (``customer_view.file_under_first``,
+the contacts subscription's prefetch), then each event is applied without looking them up."""
 
 import logging
 import uuid
@@ -13,6 +13,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
+from services.analytics.app import create_app as create_analytics
+from services.analytics.config import AnalyticsSettings
+from services.analytics.models import Profile
 from services.marketing.app import create_app as create_marketing
 from services.marketing.config import MarketingSettings
 from services.marketing.models import Recipient, Score, TicketState
@@ -34,14 +37,17 @@ class Service:
     tickets: Any  # the model of its tickets' projection
     scores: Any  # of its customers' scores
     scores_subscription: str
-    contact_rows: Any  # its own rows of each contact
 
 
 SERVICES = {
-    "sales": Service(create_sales, SalesSettings, SupportTicket, CustomerScore, "scores", Account),
-    "marketing": Service(
-        create_marketing, MarketingSettings, TicketState, Score, "analytics", Recipient
-    ),
+    "sales": Service(create_sales, SalesSettings, SupportTicket, CustomerScore, "scores"),
+    "marketing": Service(create_marketing, MarketingSettings, TicketState, Score, "analytics"),
+}
+# The services that keep rows of their own per contact (``contact_rows``), and the model.
+CONTACT_ROWS = {
+    "sales": (create_sales, SalesSettings, Account),
+    "marketing": (create_marketing, MarketingSettings, Recipient),
+    "analytics": (create_analytics, AnalyticsSettings, Profile),
 }
 
 
@@ -58,6 +64,20 @@ async def service(
     )
     async with running(service.create_app(settings)) as http:
         yield service, app_of(http)
+
+
+@pytest.fixture(params=list(CONTACT_ROWS))
+async def contacts_subscriber(
+    request: pytest.FixtureRequest,
+    database: dict[str, Any],
+    kafka_settings: KafkaSettings,
+    auth_settings: AuthSettings,
+) -> AsyncIterator[tuple[Any, FastAPI]]:
+    """The model of a service's own rows of each contact, and the service."""
+    create_app, settings, contact_rows = CONTACT_ROWS[request.param]
+    settings = settings(**database, kafka=kafka_settings, auth=auth_settings, run_consumers=False)
+    async with running(create_app(settings)) as http:
+        yield contact_rows, app_of(http)
 
 
 def opened(customer: uuid.UUID, ticket: uuid.UUID | None = None) -> dict[str, str | None]:
@@ -186,10 +206,12 @@ def snapshot(contact: uuid.UUID, first_name: str = "Ada") -> dict[str, str]:
     }
 
 
-async def test_a_batch_of_contact_events_reads_profiles_and_contact_rows_at_once(service):
+async def test_a_batch_of_contact_events_reads_profiles_and_contact_rows_at_once(
+    contacts_subscriber,
+):
     # Each event read its contact's profile, and the service's row of the contact (sales'
-    # account, marketing's recipient), with a query each.
-    what, app = service
+    # account, marketing's recipient, analytics' profile), with a query each.
+    contact_rows, app = contacts_subscriber
     batches = [
         [
             consumer_record(topics.CONTACTS, offset, CONTACT_CREATED, snapshot(uuid.uuid4()))
@@ -197,18 +219,18 @@ async def test_a_batch_of_contact_events_reads_profiles_and_contact_rows_at_once
         ]
         for size in (4, 4, 40)  # the first opens a connection
     ]
-    reads = ("FROM customer_profiles", f"FROM {table(what.contact_rows)}")
+    reads = ("FROM customer_profiles", f"FROM {table(contact_rows)}")
     counts = await statements_per_batch(app, "contacts", batches, reads)
     assert counts[1] == counts[2]
     async with app.state.session_factory() as session:
-        assert len(list(await session.scalars(select(what.contact_rows)))) == 48
+        assert len(list(await session.scalars(select(contact_rows)))) == 48
 
 
 async def test_a_batch_creating_updating_and_merging_contacts_applies_each_in_order(
-    service, caplog
+    contacts_subscriber, caplog
 ):
     caplog.set_level(logging.INFO, logger="shared.consumer")
-    what, app = service
+    _, app = contacts_subscriber
     merged, survivor = uuid.uuid4(), uuid.uuid4()
     merge = {"merged_id": str(merged), "survivor_id": str(survivor)}
     (contacts,) = [c for c in app.state.consumers if c.subscription.name == "contacts"]

@@ -8,6 +8,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.analytics import facts, rows, sales_facts
+from services.analytics.models import Profile
 from shared import customer_view, topics
 from shared.consumer import Handler, Subscription
 from shared.contracts import marketing, sales, support
@@ -89,6 +90,7 @@ def _subscriptions() -> list[Subscription]:
             on_merged=facts.contact_merged,
             on_erased=facts.contact_erased,
             on_touches=touches_seen,
+            contact_rows=[Profile],
         ),
         Subscription(
             name="support",

@@ -27,7 +27,7 @@ from services.analytics.models import (
     TouchDaily,
 )
 from shared.contracts import support
-from shared.db import in_dialect, insert_new_only
+from shared.db import add_row, get_row, in_dialect, insert_new_only
 from shared.events import ContactSnapshot, InteractionRecorded
 
 
@@ -261,10 +261,10 @@ async def _not_counted_yet(
 
 
 async def contact_changed(session: AsyncSession, contact: ContactSnapshot) -> None:
-    profile = await session.get(Profile, contact.contact_id)
+    profile = await get_row(session, Profile, contact.contact_id)  # a batch's read at once
     if profile is None:
         profile = Profile(customer_id=contact.contact_id, created_at=contact.created_at)
-        session.add(profile)
+        add_row(session, profile)
     elif profile.updated_at > contact.updated_at:
         return  # an older snapshot than the one kept
     profile.name = " ".join(p for p in (contact.first_name, contact.last_name) if p)[:300]
