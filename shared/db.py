@@ -1,7 +1,7 @@
 """Async database engine and sessions for PostgreSQL (asyncpg) and SQLite (aiosqlite)."""
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -66,6 +66,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 # A mapped class (a model of any service), for helpers that return its rows.
 Model = TypeVar("Model", bound=DeclarativeBase)
+T = TypeVar("T")
 
 
 class PlatformBase(DeclarativeBase):
@@ -355,7 +356,17 @@ async def get_or_404(
 _MISSING_ROWS = "db.missing_rows"
 _ROWS_READ = "db.rows_read"
 _ROWS_ADDED = "db.rows_added"
-_IN_LIST = 500  # keys per IN (...) list
+
+
+IN_LIST = 500  # ids per IN (...) list: statements of a bounded size, whatever the batch
+
+
+def chunked(items: Iterable[T], size: int = IN_LIST) -> Iterator[list[T]]:
+    """``items`` in lists of at most ``size``: one per IN (...) list of a query, or per
+    multi-row INSERT."""
+    items = list(items)
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 async def load_rows(session: AsyncSession, model: type[Model], keys: Iterable[Any]) -> None:
@@ -367,9 +378,7 @@ async def load_rows(session: AsyncSession, model: type[Model], keys: Iterable[An
     # The session keeps an unchanged row only while something else refers to it.
     held = session.info.setdefault(_ROWS_READ, [])
     (key_column,) = inspect(model).primary_key
-    wanted = list(set(keys))
-    for start in range(0, len(wanted), _IN_LIST):
-        chunk = wanted[start : start + _IN_LIST]
+    for chunk in chunked(set(keys)):
         found = list(await session.scalars(select(model).where(key_column.in_(chunk))))
         held += found
         missing.update(set(chunk) - {getattr(row, key_column.key) for row in found})

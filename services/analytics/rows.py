@@ -29,7 +29,7 @@ from services.analytics.models import (
     TicketMessageFact,
 )
 from shared.customer_view import projection
-from shared.db import insert_on_conflict
+from shared.db import chunked, insert_on_conflict
 from shared.events import Envelope
 
 _ROWS = "analytics_rows"
@@ -104,8 +104,7 @@ async def load(session: AsyncSession, model: type, keys: Iterable[uuid.UUID]) ->
     wanted = list({key for key in keys if (model, key) not in rows})
     table = _table(model)
     (column,) = table.primary_key.columns
-    for start in range(0, len(wanted), CHUNK):
-        chunk = wanted[start : start + CHUNK]
+    for chunk in chunked(wanted, CHUNK):
         for found in await session.execute(select(table).where(column.in_(chunk))):
             values = dict(found._mapping)
             _remember(session, model, values[column.key], values)
@@ -158,8 +157,8 @@ def _in_key_order(table: Table, rows: list[dict[str, Any]]) -> list[dict[str, An
 async def _execute_in_chunks(
     session: AsyncSession, statement: Any, values: list[dict[str, Any]]
 ) -> None:
-    for start in range(0, len(values), CHUNK):
-        await session.execute(statement, values[start : start + CHUNK])
+    for chunk in chunked(values, CHUNK):
+        await session.execute(statement, chunk)
 
 
 async def owner(session: AsyncSession, customer_id: uuid.UUID | None) -> uuid.UUID | None:

@@ -19,7 +19,7 @@ from services.analytics import events, rules
 from services.analytics.models import CustomerScore, OrderFact, TicketFact
 from shared.contracts.analytics import CustomerScored
 from shared.customer_view import CustomerProfile, ProfileStatus, TimelineEntry
-from shared.db import UTCDateTime, customer_locks, on_postgres
+from shared.db import UTCDateTime, chunked, customer_locks, on_postgres
 from shared.events import utcnow
 from shared.outbox import add_rows_before_commit
 
@@ -63,8 +63,8 @@ def _rescore_marked(session: Session) -> None:
 def rescore(session: Session, customer_ids: list[uuid.UUID], now: datetime) -> None:
     """Recompute these customers' scores (sync: it runs inside the commit), a few queries for
     all of them; publish those that changed."""
-    for chunk in range(0, len(customer_ids), CHUNK):
-        _rescore(session, customer_ids[chunk : chunk + CHUNK], now)
+    for chunk in chunked(customer_ids, CHUNK):
+        _rescore(session, chunk, now)
 
 
 def _rescore(session: Session, customer_ids: list[uuid.UUID], now: datetime) -> None:
@@ -117,10 +117,8 @@ def publish_changed(session: Session, published: dict[uuid.UUID, CustomerScored]
             as_of[published[customer_id].scored_at].append(customer_id)
     kept: list[dict[str, Any]] = []
     for at, customer_ids in as_of.items():  # a live batch scored its customers at one time
-        for start in range(0, len(customer_ids), CHUNK):
-            for customer_id, inputs in load_inputs_many(
-                session, customer_ids[start : start + CHUNK], at
-            ).items():
+        for chunk in chunked(customer_ids, CHUNK):
+            for customer_id, inputs in load_inputs_many(session, chunk, at).items():
                 values = values_of(rules.score(inputs)) | {
                     "customer_id": customer_id,
                     "scored_at": at,

@@ -27,7 +27,7 @@ from services.marketing.service import get_campaign, get_segment
 from shared import contact_rules, customer_view
 from shared.contact_rules import CONTACT_WINDOW
 from shared.customer_view import TimelineEntry
-from shared.db import lock_customers
+from shared.db import chunked, lock_customers
 from shared.errors import Conflict, InvalidTransition
 from shared.events import ContactPreferences, Department, utcnow
 
@@ -36,10 +36,6 @@ CHUNK = 5000  # ids per IN (...) list, well under both databases' parameter limi
 # The key of the lock launches take turns on (shared.db.lock_customers: an advisory lock on
 # PostgreSQL keyed by this id, no customer's; SQLite's write lock).
 LAUNCHES = uuid.uuid5(uuid.NAMESPACE_URL, "crm:marketing:launches")
-
-
-def _chunks(ids: list[uuid.UUID]) -> list[list[uuid.UUID]]:
-    return [ids[i : i + CHUNK] for i in range(0, len(ids), CHUNK)]
 
 
 async def launch(
@@ -107,8 +103,8 @@ async def launch(
             outbox.suppressed(campaign, customer_id, reasons, now)
 
     try:
-        for start in range(0, len(new_rows), CHUNK):
-            await session.execute(insert(Send), new_rows[start : start + CHUNK])
+        for chunk in chunked(new_rows, CHUNK):
+            await session.execute(insert(Send), chunk)
     except IntegrityError as exc:  # SQLite has no row lock: two launches at once
         raise Conflict("the campaign is being launched by another request") from exc
     await outbox.write(session)
@@ -228,7 +224,7 @@ async def reasons_not_to_send(
     touches: Counter[uuid.UUID] = Counter()
     tickets: dict[uuid.UUID, set[str]] = {}
     since = now - CONTACT_WINDOW
-    for chunk in _chunks(customers):
+    for chunk in chunked(customers, CHUNK):
         for row in await session.execute(
             select(
                 Recipient.contact_id,

@@ -33,7 +33,7 @@ from services.marketing.schemas import (
     TaskCreate,
     TaskUpdate,
 )
-from shared.db import get_or_404, made_before
+from shared.db import chunked, get_or_404, made_before
 from shared.errors import InvalidInput, InvalidTransition, NotFound
 from shared.events import utcnow
 from shared.pagination import cut_page, decode_cursor, encode_cursor, page_after
@@ -76,10 +76,9 @@ async def create_segment(session: AsyncSession, data: SegmentCreate) -> tuple[Se
     if data.kind == SegmentKind.dynamic:
         return segment, None
     members = await audience.matching(session, rule, now)
-    for start in range(0, len(members), 5000):
+    for chunk in chunked(members, 5000):
         await session.execute(
-            insert(SegmentMember),
-            [{"segment_id": segment.id, "customer_id": m} for m in members[start : start + 5000]],
+            insert(SegmentMember), [{"segment_id": segment.id, "customer_id": m} for m in chunk]
         )
     return segment, len(members)
 

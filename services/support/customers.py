@@ -2,13 +2,14 @@
 the timeline and preferences first, in the same transaction). Never commits."""
 
 import uuid
+from itertools import zip_longest
 
 from sqlalchemy import delete, inspect, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.support import events, rules
 from services.support.models import CustomerIdentity, Ticket, TicketMessage
-from shared.db import for_update, lock_customers
+from shared.db import chunked, for_update, lock_customers
 from shared.events import ContactSnapshot, utcnow
 
 ERASED = "[erased]"
@@ -34,7 +35,6 @@ def stand_ins_of(contact: ContactSnapshot, *, stand_in_key: bytes) -> list[uuid.
 # changes them; and the tickets opened under the snapshots' stand-in ids, by stand-in id.
 _IDENTITIES = "support.identities"
 _STAND_IN_TICKETS = "support.stand_in_tickets"
-_IN_LIST = 500  # bounded IN (...) lists
 
 
 async def read_for_contacts(
@@ -47,28 +47,24 @@ async def read_for_contacts(
     """For ``contact_changed``, a batch's at once: a query for its identities and four for
     its stand-in ids' tickets, each event's own, were most of a contact event's cost (3 ms).
     Under the stand-in ids' locks, which the batch took first (on SQLite the write lock)."""
-    ids = list(contact_ids)
-    keys = list(set().union(*(identities_of(contact) for contact in contacts)))
+    keys = set().union(*(identities_of(contact) for contact in contacts))
     identities: dict[tuple[str, str], CustomerIdentity] = {}
-    for start in range(0, max(len(ids), len(keys)), _IN_LIST):
+    for ids, pairs in zip_longest(chunked(contact_ids), chunked(keys), fillvalue=[]):
         query = select(CustomerIdentity).where(
             or_(
-                CustomerIdentity.contact_id.in_(ids[start : start + _IN_LIST]),
-                tuple_(CustomerIdentity.kind, CustomerIdentity.value).in_(
-                    keys[start : start + _IN_LIST]
-                ),
+                CustomerIdentity.contact_id.in_(ids),
+                tuple_(CustomerIdentity.kind, CustomerIdentity.value).in_(pairs),
             )
         )
         identities |= {(row.kind, row.value): row for row in await session.scalars(query)}
     session.info[_IDENTITIES] = identities
-    stand_ins = list(
-        {s for contact in contacts for s in stand_ins_of(contact, stand_in_key=stand_in_key)}
-    )
+    stand_ins = {
+        s for contact in contacts for s in stand_ins_of(contact, stand_in_key=stand_in_key)
+    }
     tickets: dict[uuid.UUID, list[Ticket]] = {stand_in: [] for stand_in in stand_ins}
-    for start in range(0, len(stand_ins), _IN_LIST):
+    for chunk in chunked(stand_ins):
         query = select(Ticket).where(
-            Ticket.customer_id.in_(stand_ins[start : start + _IN_LIST]),
-            Ticket.unknown_customer.is_(True),
+            Ticket.customer_id.in_(chunk), Ticket.unknown_customer.is_(True)
         )
         for ticket in await session.scalars(query):
             tickets[ticket.customer_id].append(ticket)

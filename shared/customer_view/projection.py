@@ -20,6 +20,7 @@ from shared.customer_view.models import (
 from shared.customer_view.schemas import InteractionCreate, TimelineItem
 from shared.db import (
     add_row,
+    chunked,
     get_row,
     in_dialect,
     insert_new_only,
@@ -153,9 +154,8 @@ async def lock_the_way(session: AsyncSession, customer_ids: Iterable[uuid.UUID])
 async def _the_ways(session: AsyncSession, customer_ids: set[uuid.UUID]) -> set[uuid.UUID]:
     """These customers and every customer their merges lead to, as the profiles say now."""
     ways = set(customer_ids)
-    ids = list(customer_ids)
-    for start in range(0, len(ids), 500):  # bounded IN (...) lists
-        statuses = await session.execute(_STATUSES, {"ids": ids[start : start + 500]})
+    for ids in chunked(customer_ids):
+        statuses = await session.execute(_STATUSES, {"ids": ids})
         for customer_id, status in statuses:
             if status == ProfileStatus.merged:  # rare: follow it to the survivor
                 ways |= await _the_way(session, customer_id)
@@ -184,8 +184,8 @@ async def survivors(
     follow = follow or survivor
     wanted = list(set(customer_ids))
     moved: set[uuid.UUID] = set()
-    for start in range(0, len(wanted), 500):  # bounded IN (...) lists
-        statuses = await session.execute(_STATUSES, {"ids": wanted[start : start + 500]})
+    for ids in chunked(wanted):
+        statuses = await session.execute(_STATUSES, {"ids": ids})
         moved.update(c for c, status in statuses if status != ProfileStatus.active)
     found: dict[uuid.UUID, uuid.UUID | None] = {c: c for c in wanted if c not in moved}
     for customer_id in moved:

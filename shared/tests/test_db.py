@@ -10,6 +10,7 @@ from sqlalchemy.exc import DBAPIError
 from shared.customer_view.models import CustomerProfile
 from shared.db import (
     add_row,
+    chunked,
     create_engine,
     create_session_factory,
     ensure_schema,
@@ -132,3 +133,9 @@ async def test_a_row_added_then_deleted_in_the_transaction_is_not_got(session_fa
         await session.delete(row)
         await session.flush()
         assert await get_row(session, CustomerProfile, other) is None
+
+
+def test_chunked_gives_every_item_once_in_lists_of_at_most_the_size():
+    assert list(chunked(range(7), 3)) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert list(chunked([], 3)) == []
+    assert [len(chunk) for chunk in chunked(set(range(1001)))] == [500, 500, 1]
