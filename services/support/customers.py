@@ -2,6 +2,7 @@
 the timeline and preferences first, in the same transaction). Never commits."""
 
 import uuid
+from collections import defaultdict
 from itertools import zip_longest
 
 from sqlalchemy import delete, inspect, or_, select, tuple_, update
@@ -13,9 +14,10 @@ from shared.db import chunked, for_update, lock_customers
 from shared.events import ContactSnapshot, utcnow
 
 ERASED = "[erased]"
+IdentityKey = tuple[str, str]  # kind, normalized value
 
 
-def identities_of(contact: ContactSnapshot) -> set[tuple[str, str]]:
+def identities_of(contact: ContactSnapshot) -> set[IdentityKey]:
     identities = {(i.kind, i.value) for i in contact.identities}
     identities |= {(kind, v) for kind in ("email", "phone") if (v := getattr(contact, kind))}
     return {(kind, rules.normalize_identity(kind, value)) for kind, value in identities}
@@ -31,10 +33,40 @@ def stand_ins_of(contact: ContactSnapshot, *, stand_in_key: bytes) -> list[uuid.
 
 
 # What ``read_for_contacts`` read for a batch of contact events (``session.info``): the
-# identities of its contacts and of their snapshots, by (kind, value), kept as the batch
-# changes them; and the tickets opened under the snapshots' stand-in ids, by stand-in id.
+# identities of its contacts and of their snapshots, kept as the batch changes them; and the
+# tickets opened under the snapshots' stand-in ids, by stand-in id.
 _IDENTITIES = "support.identities"
 _STAND_IN_TICKETS = "support.stand_in_tickets"
+
+
+class _Identities:
+    """Identity rows by (kind, value) and by contact, changed only through these methods."""
+
+    def __init__(self, rows: list[CustomerIdentity]) -> None:
+        self.by_key: dict[IdentityKey, CustomerIdentity] = {}
+        self.by_contact: defaultdict[uuid.UUID, set[IdentityKey]] = defaultdict(set)
+        for row in rows:
+            self.add(row)
+
+    def of(
+        self, contact_id: uuid.UUID, keys: set[IdentityKey]
+    ) -> dict[IdentityKey, CustomerIdentity]:
+        """The rows of these keys, and the contact's."""
+        wanted = (keys & self.by_key.keys()) | self.by_contact[contact_id]
+        return {key: self.by_key[key] for key in wanted}
+
+    def add(self, row: CustomerIdentity) -> None:
+        self.by_key[(row.kind, row.value)] = row
+        self.by_contact[row.contact_id].add((row.kind, row.value))
+
+    def drop(self, row: CustomerIdentity) -> None:
+        del self.by_key[(row.kind, row.value)]
+        self.by_contact[row.contact_id].discard((row.kind, row.value))
+
+    def give(self, row: CustomerIdentity, contact_id: uuid.UUID) -> None:
+        self.drop(row)
+        row.contact_id = contact_id
+        self.add(row)
 
 
 async def read_for_contacts(
@@ -48,7 +80,7 @@ async def read_for_contacts(
     its stand-in ids' tickets, each event's own, were most of a contact event's cost (3 ms).
     Under the stand-in ids' locks, which the batch took first (on SQLite the write lock)."""
     keys = set().union(*(identities_of(contact) for contact in contacts))
-    identities: dict[tuple[str, str], CustomerIdentity] = {}
+    rows: list[CustomerIdentity] = []
     for ids, pairs in zip_longest(chunked(contact_ids), chunked(keys), fillvalue=[]):
         query = select(CustomerIdentity).where(
             or_(
@@ -56,8 +88,8 @@ async def read_for_contacts(
                 tuple_(CustomerIdentity.kind, CustomerIdentity.value).in_(pairs),
             )
         )
-        identities |= {(row.kind, row.value): row for row in await session.scalars(query)}
-    session.info[_IDENTITIES] = identities
+        rows += await session.scalars(query)
+    session.info[_IDENTITIES] = _Identities(rows)
     stand_ins = {
         s for contact in contacts for s in stand_ins_of(contact, stand_in_key=stand_in_key)
     }
@@ -81,14 +113,10 @@ async def contact_changed(
     identities = session.info.get(_IDENTITIES)
     if identities is None:  # not in a batch that read them (a merge since forgot them)
         identities = await _identities_of(session, contact, stand_in_key=stand_in_key)
-    existing = {
-        key: row
-        for key, row in identities.items()
-        if key in wanted or row.contact_id == contact.contact_id
-    }
+    existing = identities.of(contact.contact_id, wanted)
     for key, row in existing.items():
         if key not in wanted and row.contact_id == contact.contact_id:
-            del identities[key]
+            identities.drop(row)
             if inspect(row).pending:  # added by an event before in the batch
                 session.expunge(row)
             else:
@@ -97,9 +125,10 @@ async def contact_changed(
         row = existing.get((kind, value))
         if row is None:
             row = CustomerIdentity(kind=kind, value=value, contact_id=contact.contact_id)
-            session.add(identities.setdefault((kind, value), row))
+            identities.add(row)
+            session.add(row)
         else:
-            row.contact_id = contact.contact_id
+            identities.give(row, contact.contact_id)
         # Under the keyed stand-in id, and the legacy one of tickets filed before it.
         for stand_in in stand_ins[(kind, value)]:
             await _identify(session, stand_in, contact.contact_id)
@@ -107,7 +136,7 @@ async def contact_changed(
 
 async def _identities_of(
     session: AsyncSession, contact: ContactSnapshot, *, stand_in_key: bytes
-) -> dict[tuple[str, str], CustomerIdentity]:
+) -> _Identities:
     """``read_for_contacts`` for one contact."""
     # Intake holds a sender's stand-in locks while it opens a ticket for an unknown sender:
     # wait for it, or that ticket, not committed yet, is not re-pointed and stays unknown.
