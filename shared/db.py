@@ -351,13 +351,6 @@ async def get_or_404(
     return row
 
 
-# What ``load_rows`` read in a transaction (``session.info``): the keys not found, per model,
-# and the rows found; and the rows ``add_row`` added, by model and key.
-_MISSING_ROWS = "db.missing_rows"
-_ROWS_READ = "db.rows_read"
-_ROWS_ADDED = "db.rows_added"
-
-
 IN_LIST = 500  # ids per IN (...) list: statements of a bounded size, whatever the batch
 
 
@@ -367,6 +360,13 @@ def chunked(items: Iterable[T], size: int = IN_LIST) -> Iterator[list[T]]:
     items = list(items)
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+# What ``load_rows`` read in a transaction (``session.info``): the keys not found, per model,
+# and the rows found; and the rows ``add_row`` added, by model and key.
+_MISSING_ROWS = "db.missing_rows"
+_ROWS_READ = "db.rows_read"
+_ROWS_ADDED = "db.rows_added"
 
 
 async def load_rows(session: AsyncSession, model: type[Model], keys: Iterable[Any]) -> None:
