@@ -51,32 +51,30 @@ CONTACT_ROWS = {
 }
 
 
+@pytest.fixture
+def no_consumers(
+    database: dict[str, Any], kafka_settings: KafkaSettings, auth_settings: AuthSettings
+) -> dict[str, Any]:
+    """A service's settings with its consumers off: the tests hand them fetched batches."""
+    return {**database, "kafka": kafka_settings, "auth": auth_settings, "run_consumers": False}
+
+
 @pytest.fixture(params=list(SERVICES))
 async def service(
-    request: pytest.FixtureRequest,
-    database: dict[str, Any],
-    kafka_settings: KafkaSettings,
-    auth_settings: AuthSettings,
+    request: pytest.FixtureRequest, no_consumers: dict[str, Any]
 ) -> AsyncIterator[tuple[Service, FastAPI]]:
     service = SERVICES[request.param]
-    settings = service.settings(
-        **database, kafka=kafka_settings, auth=auth_settings, run_consumers=False
-    )
-    async with running(service.create_app(settings)) as http:
+    async with running(service.create_app(service.settings(**no_consumers))) as http:
         yield service, app_of(http)
 
 
 @pytest.fixture(params=list(CONTACT_ROWS))
 async def contacts_subscriber(
-    request: pytest.FixtureRequest,
-    database: dict[str, Any],
-    kafka_settings: KafkaSettings,
-    auth_settings: AuthSettings,
+    request: pytest.FixtureRequest, no_consumers: dict[str, Any]
 ) -> AsyncIterator[tuple[Any, FastAPI]]:
     """The model of a service's own rows of each contact, and the service."""
     create_app, settings, contact_rows = CONTACT_ROWS[request.param]
-    settings = settings(**database, kafka=kafka_settings, auth=auth_settings, run_consumers=False)
-    async with running(create_app(settings)) as http:
+    async with running(create_app(settings(**no_consumers))) as http:
         yield contact_rows, app_of(http)
 
 
