@@ -63,7 +63,7 @@ class Stats:
     reads: list[float] = field(default_factory=list)
     propagation: list[float] = field(default_factory=list)
     errors_5xx: int = 0
-    errors_other: int = 0
+    errors_other: Counter[str] = field(default_factory=Counter)  # by the exception's class
     started: float = field(default_factory=time.monotonic)
 
     def line(self, label: str) -> str:
@@ -83,7 +83,11 @@ class Stats:
                 f"propagation p50 {ms(percentile(self.propagation, 50))}"
                 f" p99 {ms(percentile(self.propagation, 99))} (n={len(self.propagation)})"
             )
-        parts.append(f"5xx {self.errors_5xx}, other errors {self.errors_other}")
+        other = sum(self.errors_other.values())
+        kinds = ", ".join(f"{kind} {count}" for kind, count in self.errors_other.most_common())
+        parts.append(
+            f"5xx {self.errors_5xx}, other errors {other}" + (f" ({kinds})" if kinds else "")
+        )
         return "\n  ".join(parts)
 
 
@@ -139,8 +143,8 @@ class Load:
         started = time.perf_counter()
         try:
             response = await _own_client.get(self.http).request(method, url, **kw)
-        except httpx.HTTPError:
-            stats.errors_other += 1
+        except httpx.HTTPError as error:
+            stats.errors_other[type(error).__name__] += 1
             raise
         (stats.writes if kind == "write" else stats.reads).append(time.perf_counter() - started)
         if response.status_code >= 500:
