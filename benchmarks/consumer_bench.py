@@ -79,12 +79,7 @@ def ticket_records(customers: list[uuid.UUID], count: int) -> list[ConsumerRecor
         )
         for index in range(count)
     ]
-    return events_fetched(
-        topics.SUPPORT,
-        support.TICKET_OPENED,
-        support.SOURCE,
-        [(ticket.customer_id, ticket) for ticket in opened],
-    )
+    return events_fetched(topics.SUPPORT, support.TICKET_OPENED, support.SOURCE, opened)
 
 
 def score_records(_customers: list[uuid.UUID], count: int) -> list[ConsumerRecord]:
@@ -99,12 +94,7 @@ def score_records(_customers: list[uuid.UUID], count: int) -> list[ConsumerRecor
         )
         for _ in range(count)
     ]
-    return events_fetched(
-        topics.ANALYTICS,
-        analytics.CUSTOMER_SCORED,
-        analytics.SOURCE,
-        [(score.customer_id, score) for score in scores],
-    )
+    return events_fetched(topics.ANALYTICS, analytics.CUSTOMER_SCORED, analytics.SOURCE, scores)
 
 
 def contact_records(_customers: list[uuid.UUID], count: int) -> list[ConsumerRecord]:
@@ -119,28 +109,24 @@ def contact_records(_customers: list[uuid.UUID], count: int) -> list[ConsumerRec
         )
         for index in range(count)
     ]
-    return events_fetched(
-        topics.CONTACTS,
-        CONTACT_CREATED,
-        "/crm/contacts",
-        [(contact.contact_id, contact) for contact in contacts],
-    )
+    return events_fetched(topics.CONTACTS, CONTACT_CREATED, "/crm/contacts", contacts, "contact_id")
 
 
 def events_fetched(
-    topic: str, event_type: str, source: str, events: list[tuple[uuid.UUID, BaseModel]]
+    topic: str, event_type: str, source: str, events: list[BaseModel], key: str = "customer_id"
 ) -> list[ConsumerRecord]:
-    """Events (each with its key, also its subject) as their outbox rows, then as fetched."""
+    """Events as their outbox rows, then as fetched; keyed (and their subject) by the field
+    ``key`` of each."""
     rows = [
         event_row(
             topic=topic,
-            key=str(key),
+            key=str(getattr(data, key)),
             event_type=event_type,
             source=source,
-            subject=str(key),
+            subject=str(getattr(data, key)),
             data=data,
         )
-        for key, data in events
+        for data in events
     ]
     return fetched(topic, rows)
 
