@@ -19,7 +19,8 @@ Phases (each prints its figures):
 4. batch ingest: POST /v1/interactions:batch with 1,000 items per call (``--batch-concurrency``
    calls at a time, 1 by default), timed until every touch is counted in the contacts service
    (end to end into another service's projection).
-``--soak M`` replaces 2-4 by M minutes at half rate (rate from a short full-load run), printing
+``--soak M`` replaces 2-4 by M minutes at half rate (rate from a short full-load run, or
+``--soak-rate`` writes/s, to compare two soaks at one rate), printing
 every 30 s the RSS of each service process, the outbox table size (published rows are kept one
 minute in this mode, so the size levels off) and the lag.
 ``--fetch-wait-ms`` sets the consumers' ``KAFKA_FETCH_MAX_WAIT_MS`` (10 by default, as ``crm up``
@@ -498,9 +499,12 @@ async def full_and_half_load(load: Load, running: Platform, args: argparse.Names
 
 
 async def soak(load: Load, running: Platform, args: argparse.Namespace) -> None:
-    probe = Stats()
-    await load.clients(probe, args.clients, 10)
-    rate = len(probe.writes) / (time.monotonic() - probe.started)
+    if args.soak_rate:  # two soaks compared at the same rate (the machine's varies by day)
+        rate = 2 * args.soak_rate
+    else:
+        probe = Stats()
+        await load.clients(probe, args.clients, 10)
+        rate = len(probe.writes) / (time.monotonic() - probe.started)
     print(f"soak: {args.soak} min at half of {rate:,.0f} writes/s")
     load.campaign_line(0)  # the rate probe's campaigns are not the soak's
     delivered = load.delivered()
@@ -542,6 +546,9 @@ if __name__ == "__main__":
         help="every operation a POST /v1/interactions (the platform's most frequent write)",
     )
     parser.add_argument("--soak", type=float, default=0, help="minutes at half the rate")
+    parser.add_argument(
+        "--soak-rate", type=float, default=0, help="the soak's writes/s (default: half the rate)"
+    )
     parser.add_argument(
         "--fetch-wait-ms",
         type=int,
