@@ -30,7 +30,7 @@ from tenacity import (
 
 from shared import faults, metrics, topics, tracing
 from shared.bus import Bus
-from shared.db import failed_for_now, in_dialect, insert_new_only, on_postgres
+from shared.db import failed_for_now, in_dialect, insert_new_only, on_postgres, padded
 from shared.events import (
     Envelope,
     MalformedEvent,
@@ -202,7 +202,7 @@ class EventConsumer:
 
     async def _not_processed(self, session: AsyncSession, items: list[_Decoded]) -> set[str]:
         ids = {item.envelope.id for item in items if item.envelope is not None}
-        seen = await session.scalars(_SEEN, {"consumer": self.name, "ids": list(ids)})
+        seen = await session.scalars(_SEEN, {"consumer": self.name, "ids": padded(ids)})
         return ids - set(seen)
 
     async def _record_processed(self, session: AsyncSession, items: list[_Decoded]) -> set[str]:

@@ -362,6 +362,25 @@ def chunked(items: Iterable[T], size: int = IN_LIST) -> Iterator[list[T]]:
         yield items[start : start + size]
 
 
+def padded(values: Iterable[T], limit: int = IN_LIST) -> list[T]:
+    """``values`` for an IN (...) list, the last repeated up to the next power of two (at most
+    ``limit``). Each length of an IN list is an SQL text of its own, and SQLite (128 per
+    connection) and asyncpg (100) keep a prepared statement per text: consumer batches of
+    every size made 4-6 new statements a minute in each service at half load, each pushing
+    another out. Padded, a query has about ten lengths."""
+    values = list(values)
+    if not values:
+        return values
+    length = min(1 << (len(values) - 1).bit_length(), max(limit, len(values)))
+    return values + values[-1:] * (length - len(values))
+
+
+def in_lists(items: Iterable[T], size: int = IN_LIST) -> Iterator[list[T]]:
+    """``items`` in ``padded`` lists of at most ``size``, one per IN (...) list of a query."""
+    for chunk in chunked(items, size):
+        yield padded(chunk, size)
+
+
 # What ``load_rows`` read in a transaction (``session.info``): the keys not found, per model,
 # and the rows found; and the rows ``add_row`` added, by model and key.
 _MISSING_ROWS = "db.missing_rows"
@@ -378,7 +397,7 @@ async def load_rows(session: AsyncSession, model: type[Model], keys: Iterable[An
     # The session keeps an unchanged row only while something else refers to it.
     held = session.info.setdefault(_ROWS_READ, [])
     (key_column,) = inspect(model).primary_key
-    for chunk in chunked(set(keys)):
+    for chunk in in_lists(set(keys)):
         found = list(await session.scalars(select(model).where(key_column.in_(chunk))))
         held += found
         missing.update(set(chunk) - {getattr(row, key_column.key) for row in found})

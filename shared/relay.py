@@ -19,6 +19,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_ji
 
 from shared import faults, metrics
 from shared.bus import Bus
+from shared.db import padded
 from shared.events import utcnow
 from shared.models import OutboxMessage, RelayLease
 
@@ -163,7 +164,9 @@ class OutboxRelay:
                 if failures:
                     raise failures[0]
                 faults.crash_point("relay.after_send")  # fault injection: acked, not yet marked
-                await session.execute(_MARK_SENT, {"ids": [row.id for row in rows], "at": utcnow()})
+                await session.execute(
+                    _MARK_SENT, {"ids": padded(row.id for row in rows), "at": utcnow()}
+                )
             if time.monotonic() - self._backlog_recorded > 1.0 or not rows:
                 await self._record_backlog(session)
             await session.commit()

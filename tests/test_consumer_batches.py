@@ -4,7 +4,9 @@ batch's customers are filed and its rows read at once (``customer_view.file_unde
 the contacts subscription's prefetch), then each event is applied without looking them up."""
 
 import logging
+import re
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +29,13 @@ from shared.contracts import analytics, support
 from shared.customer_view import CustomerProfile, ProfileStatus, projection
 from shared.events import CONTACT_CREATED, CONTACT_MERGED, CONTACT_UPDATED
 from shared.settings import AuthSettings, KafkaSettings
-from shared.testing import app_of, consumer_record, running, statements_per_batch
+from shared.testing import (
+    app_of,
+    consumer_record,
+    running,
+    statements_per_batch,
+    statements_run,
+)
 
 
 @dataclass(frozen=True)
@@ -222,6 +230,34 @@ async def test_a_batch_of_contact_events_reads_profiles_and_contact_rows_at_once
     assert counts[1] == counts[2]
     async with app.state.session_factory() as session:
         assert len(list(await session.scalars(select(contact_rows)))) == 48
+
+
+# A list of placeholders, SQLite's or asyncpg's: (?, ?, ?) or ($1, $2, $3).
+_PLACEHOLDERS = re.compile(r"\((\?|\$\d+)(, (\?|\$\d+))*\)")
+
+
+async def test_batches_of_every_size_run_a_few_lengths_of_each_statement(contacts_subscriber):
+    # An IN list of each length is an SQL text of its own, which the database prepares and
+    # keeps (SQLite 128 a connection, asyncpg 100): batches of 1 to 40 events made 40 texts
+    # of each lookup, all day long, each pushing a hot statement out of the cache.
+    contact_rows, app = contacts_subscriber
+    (consumer,) = [c for c in app.state.consumers if c.subscription.name == "contacts"]
+    offset = 0
+    with statements_run(app.state.engine) as statements:
+        for size in range(1, 41):
+            await consumer.process(
+                [
+                    consumer_record(
+                        topics.CONTACTS, offset + i, CONTACT_CREATED, snapshot(uuid.uuid4())
+                    )
+                    for i in range(size)
+                ]
+            )
+            offset += size
+    texts = Counter(_PLACEHOLDERS.sub("(...)", statement) for statement in set(statements))
+    assert max(texts.values()) <= 7, texts.most_common(3)  # 1, 2, 4, ..., 64
+    async with app.state.session_factory() as session:
+        assert len(list(await session.scalars(select(contact_rows)))) == offset
 
 
 async def test_a_batch_creating_updating_and_merging_contacts_applies_each_in_order(

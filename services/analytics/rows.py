@@ -29,7 +29,7 @@ from services.analytics.models import (
     TicketMessageFact,
 )
 from shared.customer_view import projection
-from shared.db import chunked, insert_on_conflict
+from shared.db import chunked, in_lists, insert_on_conflict
 from shared.events import Envelope
 
 _ROWS = "analytics_rows"
@@ -104,7 +104,7 @@ async def load(session: AsyncSession, model: type, keys: Iterable[uuid.UUID]) ->
     wanted = list({key for key in keys if (model, key) not in rows})
     table = _table(model)
     (column,) = table.primary_key.columns
-    for chunk in chunked(wanted, CHUNK):
+    for chunk in in_lists(wanted, CHUNK):
         for found in await session.execute(select(table).where(column.in_(chunk))):
             values = dict(found._mapping)
             _remember(session, model, values[column.key], values)

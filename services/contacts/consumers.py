@@ -15,7 +15,7 @@ from shared import topics
 from shared.consumer import Subscription
 from shared.contracts.marketing import UNSUBSCRIBED, Unsubscribed
 from shared.customer_view.projection import MAX_MERGE_CHAIN
-from shared.db import lock_customers, lock_customers_on_the_way
+from shared.db import lock_customers, lock_customers_on_the_way, padded
 from shared.events import (
     INTERACTION_RECORDED,
     ContactPreferences,
@@ -59,7 +59,7 @@ async def interactions_recorded(session: AsyncSession, events: list[Envelope]) -
         a.contact_id: a
         for a in await session.scalars(
             select(ContactActivity)
-            .where(ContactActivity.contact_id.in_(counted))
+            .where(ContactActivity.contact_id.in_(padded(counted)))
             .order_by(ContactActivity.contact_id)  # one lock order for every replica
             .with_for_update()
         )
@@ -123,7 +123,7 @@ async def _the_way(session: AsyncSession, contact_ids: set[uuid.UUID]) -> set[uu
 async def _currents(
     session: AsyncSession, contact_ids: set[uuid.UUID]
 ) -> dict[uuid.UUID, uuid.UUID | None]:
-    contacts = {row.id: row for row in await session.execute(_STATES, {"ids": list(contact_ids)})}
+    contacts = {row.id: row for row in await session.execute(_STATES, {"ids": padded(contact_ids)})}
     return {
         contact_id: _current(contacts.get(contact_id), contact_id) for contact_id in contact_ids
     }

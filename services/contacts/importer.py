@@ -22,7 +22,7 @@ from services.contacts.service import (
     new_contact_row,
     refresh_keys,
 )
-from shared.db import chunked, lock_customers
+from shared.db import in_lists, lock_customers
 from shared.errors import Conflict, InvalidInput
 from shared.events import ContactPreferences, utcnow
 from shared.outbox import add_rows
@@ -323,7 +323,7 @@ async def _contacts_by_external_id(
     committed meanwhile is then in the import's snapshot, which is the contact's latest
     state on the compacted topic (read before, the snapshot undid that change everywhere)."""
     target: dict[str, uuid.UUID] = {}
-    for chunk in chunked(external_ids):
+    for chunk in in_lists(external_ids):
         rows = await session.execute(
             select(Contact.external_id, Contact.id, Contact.status, Contact.merged_into).where(
                 Contact.external_id.in_(chunk)
@@ -335,7 +335,7 @@ async def _contacts_by_external_id(
     ids = sorted(set(target.values()))
     await lock_customers(session, ids)
     contacts: dict[uuid.UUID, Contact] = {}
-    for chunk in chunked(ids):
+    for chunk in in_lists(ids):
         query = select(Contact).where(Contact.id.in_(chunk))
         for contact in await session.scalars(query.execution_options(populate_existing=True)):
             contacts[contact.id] = contact

@@ -27,7 +27,7 @@ from services.marketing.service import get_campaign, get_segment
 from shared import contact_rules, customer_view
 from shared.contact_rules import CONTACT_WINDOW
 from shared.customer_view import TimelineEntry
-from shared.db import chunked, lock_customers
+from shared.db import chunked, in_lists, lock_customers
 from shared.errors import Conflict, InvalidTransition
 from shared.events import ContactPreferences, Department, utcnow
 
@@ -224,7 +224,7 @@ async def reasons_not_to_send(
     touches: Counter[uuid.UUID] = Counter()
     tickets: dict[uuid.UUID, set[str]] = {}
     since = now - CONTACT_WINDOW
-    for chunk in chunked(customers, CHUNK):
+    for chunk in in_lists(customers, CHUNK):
         for row in await session.execute(
             select(
                 Recipient.contact_id,

@@ -28,7 +28,7 @@ from shared.contact_rules import Reason
 from shared.contracts.analytics import CustomerScored
 from shared.contracts.sales import OrderPlaced
 from shared.customer_view import filed_under, projection
-from shared.db import add_row, chunked, get_row
+from shared.db import add_row, get_row, in_lists
 from shared.events import ContactPreferences, ContactSnapshot, utcnow
 
 OPEN_TICKET_STATUSES = ("open", "pending")
@@ -81,7 +81,7 @@ async def read_unsubscribes_waiting(
     """Those of a batch's contacts at once, for ``_keep_unsubscribes``: a query each, and
     the flush of the rows the event before had added, were most of a contact event's cost."""
     waiting: dict[uuid.UUID, list[tuple[uuid.UUID, str]]] = {c: [] for c in contact_ids}
-    for chunk in chunked(contact_ids):
+    for chunk in in_lists(contact_ids):
         query = _UNSUBSCRIBES_WAITING.where(Engagement.customer_id.in_(chunk))
         for customer_id, engagement_id, channel in await session.execute(query):
             waiting[customer_id].append((engagement_id, channel))

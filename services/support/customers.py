@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.support import events, rules
 from services.support.models import CustomerIdentity, Ticket, TicketMessage
-from shared.db import chunked, for_update, lock_customers
+from shared.db import for_update, in_lists, lock_customers
 from shared.events import ContactSnapshot, utcnow
 
 ERASED = "[erased]"
@@ -81,7 +81,7 @@ async def read_for_contacts(
     Under the stand-in ids' locks, which the batch took first (on SQLite the write lock)."""
     keys = set().union(*(identities_of(contact) for contact in contacts))
     rows: list[CustomerIdentity] = []
-    for ids, pairs in zip_longest(chunked(contact_ids), chunked(keys), fillvalue=[]):
+    for ids, pairs in zip_longest(in_lists(contact_ids), in_lists(keys), fillvalue=[]):
         query = select(CustomerIdentity).where(
             or_(
                 CustomerIdentity.contact_id.in_(ids),
@@ -94,7 +94,7 @@ async def read_for_contacts(
         s for contact in contacts for s in stand_ins_of(contact, stand_in_key=stand_in_key)
     }
     tickets: dict[uuid.UUID, list[Ticket]] = {stand_in: [] for stand_in in stand_ins}
-    for chunk in chunked(stand_ins):
+    for chunk in in_lists(stand_ins):
         query = select(Ticket).where(
             Ticket.customer_id.in_(chunk), Ticket.unknown_customer.is_(True)
         )

@@ -20,12 +20,13 @@ from shared.customer_view.models import (
 from shared.customer_view.schemas import InteractionCreate, TimelineItem
 from shared.db import (
     add_row,
-    chunked,
     get_row,
     in_dialect,
+    in_lists,
     insert_new_only,
     lock_customers,
     lock_customers_on_the_way,
+    padded,
 )
 from shared.errors import Conflict, InvalidInput
 from shared.events import (
@@ -154,7 +155,7 @@ async def lock_the_way(session: AsyncSession, customer_ids: Iterable[uuid.UUID])
 async def _the_ways(session: AsyncSession, customer_ids: set[uuid.UUID]) -> set[uuid.UUID]:
     """These customers and every customer their merges lead to, as the profiles say now."""
     ways = set(customer_ids)
-    for ids in chunked(customer_ids):
+    for ids in in_lists(customer_ids):
         statuses = await session.execute(_STATUSES, {"ids": ids})
         for customer_id, status in statuses:
             if status == ProfileStatus.merged:  # rare: follow it to the survivor
@@ -184,7 +185,7 @@ async def survivors(
     follow = follow or survivor
     wanted = list(set(customer_ids))
     moved: set[uuid.UUID] = set()
-    for ids in chunked(wanted):
+    for ids in in_lists(wanted):
         statuses = await session.execute(_STATUSES, {"ids": ids})
         moved.update(c for c, status in statuses if status != ProfileStatus.active)
     found: dict[uuid.UUID, uuid.UUID | None] = {c: c for c in wanted if c not in moved}
@@ -418,7 +419,7 @@ async def record_touches(
     order (PostgreSQL), their profiles read at once, the new touches inserted at once."""
     customer_ids = list({t.customer_id for t in touches})
     locked = await lock_the_way(session, customer_ids)
-    statuses = dict((await session.execute(_STATUSES, {"ids": customer_ids})).all())
+    statuses = dict((await session.execute(_STATUSES, {"ids": padded(customer_ids)})).all())
     outcomes: list[TouchOutcome | None] = []  # None: recorded unless already there
     rows: dict[uuid.UUID, dict[str, object]] = {}
     for touch in touches:

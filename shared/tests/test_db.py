@@ -16,8 +16,10 @@ from shared.db import (
     ensure_schema,
     failed_for_now,
     get_row,
+    in_lists,
     load_rows,
     lock_customers,
+    padded,
 )
 from shared.events import utcnow
 from shared.models import ProcessedEvent
@@ -139,3 +141,15 @@ def test_chunked_gives_every_item_once_in_lists_of_at_most_the_size():
     assert list(chunked(range(7), 3)) == [[0, 1, 2], [3, 4, 5], [6]]
     assert list(chunked([], 3)) == []
     assert [len(chunk) for chunk in chunked(set(range(1001)))] == [500, 500, 1]
+
+
+def test_padded_repeats_the_last_value_up_to_a_power_of_two_within_the_limit():
+    assert padded([]) == []
+    assert padded([7]) == [7]
+    assert padded([1, 2, 3]) == [1, 2, 3, 3]
+    assert padded(range(5)) == [0, 1, 2, 3, 4, 4, 4, 4]
+    assert len(padded(range(300))) == 500  # not 512: a list stays within the limit
+    assert len(padded(range(700))) == 700  # a longer one is not cut
+    lists = list(in_lists(range(1100)))
+    assert [len(ids) for ids in lists] == [500, 500, 128]
+    assert sorted(set().union(*lists)) == list(range(1100))
