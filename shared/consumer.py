@@ -209,13 +209,9 @@ class EventConsumer:
         """One INSERT for the batch, skipping ids already recorded; the ids it inserted."""
         now = utcnow()
         ids = dict.fromkeys(item.envelope.id for item in items if item.envelope is not None)
-        result = await session.execute(
-            in_dialect(session, _RECORD_NEW),
-            [
-                {"consumer": self.name, "event_id": event_id, "processed_at": now}
-                for event_id in ids
-            ],
-        )
+        # Padded like an IN list (a text per row count otherwise); a row repeated is skipped.
+        rows = padded({"consumer": self.name, "event_id": id, "processed_at": now} for id in ids)
+        result = await session.execute(in_dialect(session, _RECORD_NEW), rows)
         return set(result.scalars())
 
     async def _apply_fresh(self, session: AsyncSession, fresh: list[_Decoded]) -> None:

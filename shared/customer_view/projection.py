@@ -438,7 +438,8 @@ async def record_touches(
     new: set[uuid.UUID] = set()
     if rows:
         statement = in_dialect(session, _INSERT_NEW_TOUCHES)
-        new = set(await session.scalars(statement, list(rows.values())))
+        # Padded like an IN list (a text per row count otherwise); a row repeated is skipped.
+        new = set(await session.scalars(statement, padded(rows.values())))
     decided: list[TouchOutcome] = []
     for touch, outcome in zip(touches, outcomes, strict=True):
         if outcome is None:  # not inserted: recorded before, under another event id (a retry)
