@@ -366,7 +366,7 @@ def padded(values: Iterable[T], limit: int = IN_LIST) -> list[T]:
     """``values`` for an IN (...) list, the last repeated up to the next power of two (at most
     ``limit``). Each length of an IN list is an SQL text of its own, and SQLite (128 per
     connection) and asyncpg (100) keep a prepared statement per text: consumer batches of
-    every size made 4-6 new statements a minute in each service at half load, each pushing
+    every size made 4-9 new statements a minute in each service at half load, each pushing
     another out. Padded, a query has about ten lengths."""
     values = list(values)
     if not values:
