@@ -210,7 +210,9 @@ class EventConsumer:
         now = utcnow()
         ids = dict.fromkeys(item.envelope.id for item in items if item.envelope is not None)
         # Padded like an IN list (a text per row count otherwise); a row repeated is skipped.
-        rows = padded({"consumer": self.name, "event_id": id, "processed_at": now} for id in ids)
+        rows = padded(
+            {"consumer": self.name, "event_id": event_id, "processed_at": now} for event_id in ids
+        )
         result = await session.execute(in_dialect(session, _RECORD_NEW), rows)
         return set(result.scalars())
 
