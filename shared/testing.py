@@ -20,6 +20,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 
 from shared import topics
 from shared.auth import ALL_SCOPES, mint_token
+from shared.consumer import EventConsumer
 from shared.db import customer_lock_keys
 from shared.events import encode_event
 from shared.kafka import refused_resources
@@ -267,12 +268,18 @@ def statements_run(engine: AsyncEngine) -> Iterator[list[str]]:
         event.remove(engine.sync_engine, "before_cursor_execute", seen)
 
 
+def consumer_of(app: FastAPI, subscription: str) -> EventConsumer:
+    """The service's consumer of this subscription (a test hands it fetched batches)."""
+    (consumer,) = [c for c in app.state.consumers if c.subscription.name == subscription]
+    return consumer
+
+
 async def statements_per_batch(
     app: FastAPI, subscription: str, batches: list[list[ConsumerRecord]], tables: tuple[str, ...]
 ) -> list[int]:
     """How many statements naming one of these tables the consumer of this subscription runs
     for each fetched batch, one after another (the relay may run meanwhile, on others)."""
-    (consumer,) = [c for c in app.state.consumers if c.subscription.name == subscription]
+    consumer = consumer_of(app, subscription)
     counts = []
     for records in batches:
         with statements_run(app.state.engine) as statements:

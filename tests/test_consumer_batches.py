@@ -31,6 +31,7 @@ from shared.events import CONTACT_CREATED, CONTACT_MERGED, CONTACT_UPDATED
 from shared.settings import AuthSettings, KafkaSettings
 from shared.testing import (
     app_of,
+    consumer_of,
     consumer_record,
     running,
     statements_per_batch,
@@ -147,7 +148,7 @@ async def test_a_batch_files_new_tickets_under_survivors_and_applies_their_later
         "agent_id": None,
         "resolved_at": "2026-11-21T10:00:00Z",
     }
-    (tickets,) = [c for c in app.state.consumers if c.subscription.name == "support"]
+    tickets = consumer_of(app, "support")
     await tickets.process(
         [
             consumer_record(topics.SUPPORT, 0, support.TICKET_OPENED, opened(merged, of_merged)),
@@ -189,7 +190,7 @@ async def test_a_new_customers_scores_in_one_batch_keep_the_latest(service, capl
     customer = uuid.uuid4()
     later = scored(customer, "2026-12-04T10:00:00Z", churn_risk=0.9)
     earlier = scored(customer, "2026-12-04T09:00:00Z", churn_risk=0.1)
-    (scores,) = [c for c in app.state.consumers if c.subscription.name == what.scores_subscription]
+    scores = consumer_of(app, what.scores_subscription)
     await scores.process(
         [
             consumer_record(topics.ANALYTICS, 0, analytics.CUSTOMER_SCORED, later),
@@ -248,7 +249,7 @@ async def test_batches_of_every_size_run_a_few_lengths_of_each_statement(contact
     # batches of 1 to 40 events made 40 texts of each lookup and of the processed events'
     # INSERT, all day long, each pushing a hot statement out of the cache.
     contact_rows, app = contacts_subscriber
-    (consumer,) = [c for c in app.state.consumers if c.subscription.name == "contacts"]
+    consumer = consumer_of(app, "contacts")
     offset = 0
     with statements_run(app.state.engine) as statements:
         for size in range(1, 41):
@@ -274,7 +275,7 @@ async def test_a_batch_creating_updating_and_merging_contacts_applies_each_in_or
     _, app = contacts_subscriber
     merged, survivor = uuid.uuid4(), uuid.uuid4()
     merge = {"merged_id": str(merged), "survivor_id": str(survivor)}
-    (contacts,) = [c for c in app.state.consumers if c.subscription.name == "contacts"]
+    contacts = consumer_of(app, "contacts")
     await contacts.process(
         [
             consumer_record(topics.CONTACTS, 0, CONTACT_CREATED, snapshot(merged)),

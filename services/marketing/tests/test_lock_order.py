@@ -14,6 +14,7 @@ from shared.events import Channel, Department, InteractionRecorded
 from shared.testing import (
     app_of,
     by_lock_order,
+    consumer_of,
     consumer_record,
     postgres_only,
     until_a_transaction_waits_for_a_lock,
@@ -30,7 +31,7 @@ async def test_a_batch_of_scores_and_a_batch_of_touches_of_both_customers_take_t
     # waited for the later one. PostgreSQL ended one with a deadlock.
     app = app_of(client)
     first, later = await by_lock_order(app.state.session_factory, 2)
-    (scores,) = [c for c in app.state.consumers if c.subscription.name == "analytics"]
+    scores = consumer_of(app, "analytics")
     records = [
         consumer_record(topics.ANALYTICS, offset, CUSTOMER_SCORED, score(customer))
         for offset, customer in enumerate([later, first])

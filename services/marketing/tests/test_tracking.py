@@ -28,7 +28,7 @@ from services.marketing.tests.helpers import (
 )
 from shared import topics
 from shared.events import CONTACT_UPDATED, decode_event
-from shared.testing import app_of, consumer_record
+from shared.testing import app_of, consumer_of, consumer_record
 
 
 @pytest.fixture
@@ -204,9 +204,7 @@ class TestUnsubscribe:
         snapshot in the batch to find none."""
         customer, _, links = await sent_mail(client, mailbox)
         assert (await anon.post(links["u"])).status_code == 200
-        (contacts,) = [
-            c for c in app_of(client).state.consumers if c.subscription.name == "contacts"
-        ]
+        contacts = consumer_of(app_of(client), "contacts")
 
         def updated(offset: int, **fields) -> ConsumerRecord:
             at = (datetime.now(UTC) + timedelta(seconds=offset + 1)).isoformat()

@@ -30,6 +30,7 @@ from shared.events import (
 from shared.testing import (
     app_of,
     by_lock_order,
+    consumer_of,
     consumer_record,
     one_write_waits_for_another,
     postgres_only,
@@ -193,7 +194,7 @@ async def test_a_batch_of_scores_and_a_batch_of_touches_of_both_customers_take_t
     # consumers met it, over and over).
     app = app_of(client)
     first, later = await by_lock_order(app.state.session_factory, 2)
-    (scores,) = [c for c in app.state.consumers if c.subscription.name == "scores"]
+    scores = consumer_of(app, "scores")
     records = [
         consumer_record(topics.ANALYTICS, offset, CUSTOMER_SCORED, score(customer))
         for offset, customer in enumerate([later, first])
@@ -252,7 +253,7 @@ async def test_a_batch_of_contact_changes_and_a_batch_of_touches_of_both_take_tu
     # the later one. PostgreSQL ended one with a deadlock (the five-service test met it).
     app = app_of(client)
     first, later = await by_lock_order(app.state.session_factory, 2)
-    (contacts,) = [c for c in app.state.consumers if c.subscription.name == "contacts"]
+    contacts = consumer_of(app, "contacts")
     records = [
         consumer_record(topics.CONTACTS, offset, CONTACT_CREATED, created(customer))
         for offset, customer in enumerate([later, first])

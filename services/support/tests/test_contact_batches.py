@@ -13,7 +13,7 @@ from shared import topics
 from shared.consumer import EventConsumer
 from shared.contracts import support
 from shared.events import CONTACT_CREATED, CONTACT_ERASED, CONTACT_MERGED, CONTACT_UPDATED
-from shared.testing import app_of, consumer_record, statements_per_batch
+from shared.testing import app_of, consumer_of, consumer_record, statements_per_batch
 
 NOW = "2026-12-06T09:00:00Z"
 
@@ -29,7 +29,7 @@ def snapshot(contact: uuid.UUID, **fields: str) -> dict[str, str]:
 
 
 def contacts_consumer(client) -> EventConsumer:
-    (consumer,) = [c for c in app_of(client).state.consumers if c.subscription.name == "contacts"]
+    consumer = consumer_of(app_of(client), "contacts")
     return consumer
 
 
