@@ -95,6 +95,17 @@ def service_pids(pid: int) -> list[int]:
     return found
 
 
+def memory_mb(pid: int, field: str = "VmRSS") -> float:
+    """A service's memory with its worker processes' (Linux): ``VmRSS`` resident now,
+    ``VmHWM`` the most each process has been resident."""
+    total = 0
+    for p in service_pids(pid):
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
 @dataclass
 class Platform:
     bootstrap: str

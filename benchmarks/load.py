@@ -44,11 +44,10 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import uvloop
-from harness import Platform, cpu_seconds, ms, percentile, platform, service_pids  # noqa: I001
+from harness import Platform, cpu_seconds, memory_mb, ms, percentile, platform, service_pids  # noqa: I001
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -400,15 +399,6 @@ def cpu_of(pid: int) -> float:
     return sum(cpu_seconds(p) for p in service_pids(pid))
 
 
-def rss_mb(pid: int) -> float:
-    total = 0
-    for p in service_pids(pid):
-        for line in Path(f"/proc/{p}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return total / 1024
-
-
 def outbox_rows(running: Platform, service: str) -> str:
     path = running.workdir / f"{service}.db"
     if not path.exists():
@@ -519,7 +509,7 @@ async def soak(load: Load, running: Platform, args: argparse.Namespace) -> None:
         print(
             f"  t={time.monotonic() - stats.started:5.0f}s"
             + "".join(
-                f"  {s}: rss {rss_mb(p.pid):.0f} MB outbox {outbox_rows(running, s)}"
+                f"  {s}: rss {memory_mb(p.pid):.0f} MB outbox {outbox_rows(running, s)}"
                 f" lag {last.get(f'{s}.lag_s', 0):.2f}s"
                 for s, p in running.processes.items()
             ),

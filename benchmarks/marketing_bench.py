@@ -8,7 +8,7 @@ Starts an embedded broker (or uses KAFKA_BOOTSTRAP_SERVERS), a real local SMTP s
     transaction), then launch-to-last-e-mail sends/s over SMTP, with the sender's batches,
   * segment evaluation at M customers (default 100,000, rows written straight into a second
     instance's SQLite database: recipients, orders, scores, timeline touches): count previews
-    of a simple and a nested rule (median of 3).
+    of a simple and a nested rule (median of 3), and the most memory they took.
 
     .venv/bin/python benchmarks/marketing_bench.py [--recipients 10000] [--customers 100000]
 """
@@ -27,7 +27,7 @@ import httpx
 from aiokafka import AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import ROOT, Platform, cpu_seconds, ms, platform, service_pids  # noqa: E402
+from harness import ROOT, Platform, cpu_seconds, memory_mb, ms, platform, service_pids  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 from services.marketing.tests.servers import smtp_server  # noqa: E402
@@ -183,6 +183,8 @@ def segment_evaluation(bench: Platform, url: str, db: Path, customers: int) -> N
     started = time.perf_counter()
     seed(db, customers)
     print(f"  seeded {customers} customers in {time.perf_counter() - started:.1f} s")
+    pid = bench.processes["marketing"].pid
+    resident = memory_mb(pid)
     client = httpx.Client(base_url=url, headers=bench.headers, timeout=600)
     simple = {"field": "country", "op": "eq", "value": "DE"}
     nested = {
@@ -208,6 +210,10 @@ def segment_evaluation(bench: Platform, url: str, db: Path, customers: int) -> N
             f"  {name}: {response.json()['count']} of {customers} match, "
             f"median {ms(statistics.median(times))}"
         )
+    print(
+        f"  marketing resident: {resident:.0f} MB before the previews,"
+        f" at most {memory_mb(pid, 'VmHWM'):.0f} MB during them"
+    )
 
 
 def main() -> None:
