@@ -1,6 +1,6 @@
 """Who is in a segment: the facts marketing knows per customer, gathered in a few set-based
-queries (only the columns the rule reads), and the segment rules (rules.py) applied to them.
-Never commits.
+queries (only the columns the rule reads), and the segment rules (rules.py) applied to them,
+``FACTS_CHUNK`` customers at a time. Never commits.
 
 At 100,000 customers the cost is in turning rows into Python values, so ids stay strings
 (``CAST(id AS VARCHAR)``: the same form for every table of one database) until the matches are
@@ -35,13 +35,22 @@ _SCORE_COLUMNS = {
 }
 _TOUCH_FIELDS = {"last_touch_at", "last_email_open_at", "last_link_click_at", "outbound_touches_7d"}
 
+# Customers whose facts are read and judged at once (in id order, the other tables' rows
+# read for the same range of ids): an evaluation holds one chunk's facts, not every
+# customer's. Read whole, every campaign's segment took memory in proportion to all the
+# customers marketing knows (docs/reliability.md, "6 Dec, third session").
+FACTS_CHUNK = 5000
+
 
 def _key(column: Any) -> Any:
     return cast(column, String).label("key")
 
 
-async def facts(session: AsyncSession, needed: set[str], now: datetime) -> Facts:
-    """Every known recipient (by id as a string) with the facts named in ``needed``."""
+async def facts(
+    session: AsyncSession, needed: set[str], now: datetime, *, after: uuid.UUID | None = None
+) -> Facts:
+    """The next ``FACTS_CHUNK`` recipients (by id as a string) in id order from ``after``,
+    with the facts named in ``needed``."""
     connection = await session.connection()
     columns = [_key(Recipient.contact_id)]
     names = [name for name in _TEXT_COLUMNS if name in needed]
@@ -55,8 +64,11 @@ async def facts(session: AsyncSession, needed: set[str], now: datetime) -> Facts
     with_preferences = bool(needed & _PREFERENCE_FIELDS)
     if with_preferences:
         columns.append(Recipient.preferences)
+    chunk = select(*columns).order_by(Recipient.contact_id).limit(FACTS_CHUNK)
+    if after is not None:
+        chunk = chunk.where(Recipient.contact_id > after)
     result: Facts = {}
-    for row in await connection.execute(select(*columns)):
+    for row in await connection.execute(chunk):
         known = dict(zip(names, row[1 : len(names) + 1], strict=True))
         if with_preferences:
             prefs = row[-1] or {}
@@ -65,16 +77,17 @@ async def facts(session: AsyncSession, needed: set[str], now: datetime) -> Facts
         result[row[0]] = known
     if not result:
         return result
+    ids = (uuid.UUID(next(iter(result))), uuid.UUID(next(reversed(result))))  # first, last
     if needed & _ORDER_FIELDS:
-        await _add_orders(connection, result)
+        await _add_orders(connection, result, ids)
     if needed.intersection(_SCORE_COLUMNS):
-        await _add_scores(connection, result, [n for n in _SCORE_COLUMNS if n in needed])
+        await _add_scores(connection, result, ids, [n for n in _SCORE_COLUMNS if n in needed])
     if needed & _TOUCH_FIELDS:
-        await _add_touches(connection, result, now)
+        await _add_touches(connection, result, ids, now)
     return result
 
 
-async def _add_orders(connection: Any, result: Facts) -> None:
+async def _add_orders(connection: Any, result: Facts, ids: tuple[uuid.UUID, uuid.UUID]) -> None:
     query = (
         select(
             _key(Order.customer_id),
@@ -82,7 +95,7 @@ async def _add_orders(connection: Any, result: Facts) -> None:
             func.count(),
             func.sum(Order.amount),
         )
-        .where(Order.status != "refunded")
+        .where(Order.status != "refunded", Order.customer_id.between(*ids))
         .group_by(Order.customer_id)
     )
     for key, last, count, total in await connection.execute(query):
@@ -93,14 +106,20 @@ async def _add_orders(connection: Any, result: Facts) -> None:
         known.setdefault("total_spent", 0)
 
 
-async def _add_scores(connection: Any, result: Facts, names: list[str]) -> None:
-    query = select(_key(Score.customer_id), *(_SCORE_COLUMNS[n] for n in names))
+async def _add_scores(
+    connection: Any, result: Facts, ids: tuple[uuid.UUID, uuid.UUID], names: list[str]
+) -> None:
+    query = select(_key(Score.customer_id), *(_SCORE_COLUMNS[n] for n in names)).where(
+        Score.customer_id.between(*ids)
+    )
     for row in await connection.execute(query):
         if (known := result.get(row[0])) is not None:
             known.update(zip(names, row[1:], strict=True))
 
 
-async def _add_touches(connection: Any, result: Facts, now: datetime) -> None:
+async def _add_touches(
+    connection: Any, result: Facts, ids: tuple[uuid.UUID, uuid.UUID], now: datetime
+) -> None:
     entry = TimelineEntry
     recent_outbound = (entry.direction == "outbound") & (entry.occurred_at > now - CONTACT_WINDOW)
     query = select(
@@ -109,7 +128,8 @@ async def _add_touches(connection: Any, result: Facts, now: datetime) -> None:
         func.max(case((entry.kind == "email_open", entry.occurred_at))),
         func.max(case((entry.kind == "link_click", entry.occurred_at))),
         func.sum(case((recent_outbound, 1), else_=0)),
-    ).group_by(entry.customer_id)
+    )
+    query = query.where(entry.customer_id.between(*ids)).group_by(entry.customer_id)
     for key, last, opened, clicked, outbound in await connection.execute(query):
         if (known := result.get(key)) is not None:
             known.update(
@@ -132,9 +152,16 @@ def _aware(value: Any) -> datetime | None:
 
 
 async def matching(session: AsyncSession, rule: rules.Rule, now: datetime) -> list[uuid.UUID]:
-    """The customers ``rule`` picks, in id order."""
-    known = await facts(session, rules.fields_used(rule), now)
-    return sorted(uuid.UUID(key) for key, fact in known.items() if rules.evaluate(rule, fact, now))
+    """The customers ``rule`` picks, in id order (the chunks'), a chunk judged at a time."""
+    needed = rules.fields_used(rule)
+    picked: list[uuid.UUID] = []
+    after = None
+    while known := await facts(session, needed, now, after=after):
+        picked += [uuid.UUID(key) for key, fact in known.items() if rules.evaluate(rule, fact, now)]
+        if len(known) < FACTS_CHUNK:
+            break
+        after = uuid.UUID(next(reversed(known)))
+    return picked
 
 
 async def members(session: AsyncSession, segment: Segment, now: datetime) -> list[uuid.UUID]:

@@ -13,6 +13,7 @@ from urllib.parse import unquote
 import pytest
 from sqlalchemy import select
 
+from services.marketing import audience
 from services.marketing import launch as launch_module
 from services.marketing.channels import DeliveryResult, OutgoingMessage
 from services.marketing.models import Lead, Order, Score, TicketState
@@ -50,6 +51,14 @@ def parse_mail(envelope) -> email.message.EmailMessage:
     return email.message_from_bytes(envelope.content, policy=email.policy.default)
 
 
+@pytest.fixture(params=[None, 1, 2], ids=["one chunk", "chunks of 1", "chunks of 2"])
+def facts_chunk(request, monkeypatch):
+    """Customers judged ``audience.FACTS_CHUNK`` at a time: the same members in the same order
+    whether every customer fits one chunk or each chunk holds one or two of them."""
+    if request.param:
+        monkeypatch.setattr(audience, "FACTS_CHUNK", request.param)
+
+
 class TestSegments:
     async def test_dynamic_segment_members_follow_the_data(self, client):
         ada = await new_contact(client, country="DE")
@@ -64,7 +73,7 @@ class TestSegments:
         members = await client.get(f"/v1/segments/{segment['id']}/members")
         assert {m["customer_id"] for m in members.json()["items"]} == {ada, late}
 
-    async def test_static_segment_is_a_snapshot(self, client):
+    async def test_static_segment_is_a_snapshot(self, client, facts_chunk):
         ada = await new_contact(client, country="DE")
         segment = await new_segment(client, GERMANY, kind="static")
         assert segment["member_count"] == 1
@@ -89,7 +98,7 @@ class TestSegments:
         assert other.status_code == 409
         assert other.json()["error"]["fields"][0]["field"] == "segment_id"
 
-    async def test_members_are_paged(self, client):
+    async def test_members_are_paged(self, client, facts_chunk):
         ids = sorted([await new_contact(client) for _ in range(5)])
         segment = await new_segment(client, GERMANY)
         seen, cursor = [], None
@@ -102,7 +111,7 @@ class TestSegments:
                 break
         assert seen == ids
 
-    async def test_rules_over_orders_scores_and_touches(self, client):
+    async def test_rules_over_orders_scores_and_touches(self, client, facts_chunk):
         lapsed = await new_contact(client)
         recent = await new_contact(client)
         churning = await new_contact(client)
