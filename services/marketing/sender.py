@@ -14,6 +14,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -39,6 +40,15 @@ from shared.events import utcnow
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A batch of sends a sender marked ``sending``: the claim's id (``Send.claimed_by``,
+    still theirs when the outcomes are recorded unless their lease ran out) and the sends."""
+
+    id: uuid.UUID
+    sends: list[uuid.UUID]
+
+
 class Sender:
     def __init__(
         self,
@@ -49,7 +59,6 @@ class Sender:
         self.session_factory = session_factory
         self.settings = settings
         self.providers = channel_providers or providers(settings)
-        self._claims: dict[uuid.UUID, uuid.UUID] = {}  # send id -> the claim that holds it
         # Scheduled campaign id -> when its failed launch is tried again (this replica's view).
         self._launch_retry_at: dict[uuid.UUID, datetime] = {}
 
@@ -120,25 +129,24 @@ class Sender:
     async def deliver_batch(self) -> int:
         """Claim, deliver and record one batch; the number of sends handled."""
         claim = await self._claim()
-        if not claim:
+        if not claim.sends:
             return 0
         async with self._lease_kept(claim):
-            messages, skipped = await self._compose(claim)
+            messages, skipped = await self._compose(claim.sends)
             results: list[DeliveryResult] = []
             by_channel: dict[str, list[OutgoingMessage]] = {}
             for message in messages:
                 by_channel.setdefault(message.channel, []).append(message)
             for channel, batch in by_channel.items():
                 results += await self.providers[channel].deliver(batch)
-        await self._record(results, skipped)
-        return len(claim)
+        await self._record(claim, results, skipped)
+        return len(claim.sends)
 
     @contextlib.asynccontextmanager
-    async def _lease_kept(self, ids: list[uuid.UUID]) -> AsyncIterator[None]:
+    async def _lease_kept(self, claim: Claim) -> AsyncIterator[None]:
         """Renew the claim's lease every third of it while the batch is delivered: a batch
         can take longer than one lease (a slow SMTP server, retries), and another replica
         would take the sends over and deliver them a second time."""
-        claim = self._claims[ids[0]]
         lease = timedelta(seconds=self.settings.send_lease_s)
 
         async def renew() -> None:
@@ -148,7 +156,7 @@ class Sender:
                     async with self.session_factory() as session:
                         await session.execute(
                             update(Send)
-                            .where(Send.id.in_(ids), Send.claimed_by == claim)
+                            .where(Send.id.in_(claim.sends), Send.claimed_by == claim.id)
                             .values(claimed_until=utcnow() + lease)
                         )
                         await session.commit()
@@ -163,16 +171,15 @@ class Sender:
             with contextlib.suppress(asyncio.CancelledError):
                 await renewing
 
-    async def _claim(self) -> list[uuid.UUID]:
+    async def _claim(self) -> Claim:
         """Mark a batch ``sending`` for this sender (``claim``) and commit."""
         async with self.session_factory() as session:
-            claim, claimed = await self.claim(session)
+            claim = await self.claim(session)
             await session.commit()
-        self._claims.update(dict.fromkeys(claimed, claim))
-        return claimed
+        return claim
 
-    async def claim(self, session: AsyncSession) -> tuple[uuid.UUID, list[uuid.UUID]]:
-        """Mark a batch ``sending`` in the caller's transaction: the claim's id and its sends.
+    async def claim(self, session: AsyncSession) -> Claim:
+        """Mark a batch ``sending`` in the caller's transaction.
         The UPDATE repeats the claimable condition and the claim is read back by its id, so
         two senders never hold the same send (on SQLite, which has no SKIP LOCKED, the second
         one's UPDATE finds them taken), nor do a sender and a cancel (launch.cancel)."""
@@ -191,7 +198,7 @@ class Sender:
         )
         ids = list(await session.scalars(query))
         if not ids:
-            return claim, []
+            return Claim(claim, [])
         await session.execute(
             update(Send)
             .where(Send.id.in_(ids), claimable)
@@ -204,7 +211,7 @@ class Sender:
         claimed = list(
             await session.scalars(select(Send.id).where(Send.id.in_(ids), Send.claimed_by == claim))
         )
-        return claim, claimed
+        return Claim(claim, claimed)
 
     async def _compose(
         self, ids: list[uuid.UUID]
@@ -293,13 +300,12 @@ class Sender:
         return message
 
     async def _record(
-        self, results: list[DeliveryResult], skipped: dict[uuid.UUID, list[str]]
+        self, claim: Claim, results: list[DeliveryResult], skipped: dict[uuid.UUID, list[str]]
     ) -> None:
         """Every outcome and its events in one transaction (one UPDATE statement per batch)."""
         now = utcnow()
         async with self.session_factory() as session:
             ids = [r.send_id for r in results] + list(skipped)
-            claims = {send_id: self._claims.pop(send_id, None) for send_id in ids}
             sends = {
                 row.id: row
                 for row in await session.execute(
@@ -308,7 +314,7 @@ class Sender:
                     ).where(Send.id.in_(ids), Send.status == SendStatus.sending)
                 )
                 # Still ours: not erased meanwhile, nor re-claimed after our lease ran out.
-                if row.claimed_by == claims[row.id]
+                if row.claimed_by == claim.id
             }
             campaigns = {
                 c.id: c

@@ -144,8 +144,8 @@ async def test_a_campaign_cancelled_while_its_last_send_is_recorded_stays_cancel
         return launch.cancel(session, uuid.UUID(campaign["id"]))
 
     async def record_it(_: AsyncSession) -> None:
-        delivered = [DeliveryResult(send_id, ok=True, attempts=1) for send_id in claimed]
-        await sender._record(delivered, {})
+        delivered = [DeliveryResult(send_id, ok=True, attempts=1) for send_id in claimed.sends]
+        await sender._record(claimed, delivered, {})
 
     # The sender read the campaign as "sending" before the cancel committed, and wrote
     # "completed" over "cancelled" once its last send was recorded.
@@ -169,8 +169,8 @@ async def test_a_campaign_launched_again_while_its_last_send_is_recorded_is_not_
         return launch.launch(session, uuid.UUID(campaign["id"]))
 
     async def record_it(_: AsyncSession) -> None:
-        delivered = [DeliveryResult(send_id, ok=True, attempts=1) for send_id in claimed]
-        await sender._record(delivered, {})
+        delivered = [DeliveryResult(send_id, ok=True, attempts=1) for send_id in claimed.sends]
+        await sender._record(claimed, delivered, {})
 
     # The sender counted no send waiting before the launch committed one, and wrote
     # "completed" over "sending" with a send still queued.
