@@ -10,7 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import String, case, cast, func, select
+from sqlalchemy import Select, String, case, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.marketing import rules
@@ -164,15 +164,25 @@ async def matching(session: AsyncSession, rule: rules.Rule, now: datetime) -> li
     return picked
 
 
+def _static_members(segment: Segment) -> Select[tuple[uuid.UUID]]:
+    """A static segment's frozen members still known (merges and erasures applied)."""
+    return (
+        select(SegmentMember.customer_id)
+        .join(Recipient, Recipient.contact_id == SegmentMember.customer_id)
+        .where(SegmentMember.segment_id == segment.id)
+    )
+
+
+async def static_count(session: AsyncSession, segment: Segment) -> int:
+    """How many members a static segment has, counted by the database."""
+    members = _static_members(segment).subquery()
+    return await session.scalar(select(func.count()).select_from(members)) or 0
+
+
 async def members(session: AsyncSession, segment: Segment, now: datetime) -> list[uuid.UUID]:
     """The segment's members now, in id order: the frozen list of a static segment (merges and
     erasures applied), the rules evaluated now for a dynamic one."""
     if segment.kind == "static":
-        query = (
-            select(SegmentMember.customer_id)
-            .join(Recipient, Recipient.contact_id == SegmentMember.customer_id)
-            .where(SegmentMember.segment_id == segment.id)
-            .order_by(SegmentMember.customer_id)
-        )
+        query = _static_members(segment).order_by(SegmentMember.customer_id)
         return list(await session.scalars(query))
     return await matching(session, rules.parse_rule(segment.rules), now)

@@ -93,7 +93,7 @@ async def get_segment(session: AsyncSession, segment_id: uuid.UUID) -> Segment:
 async def static_count(session: AsyncSession, segment: Segment) -> int | None:
     if segment.kind != SegmentKind.static:
         return None
-    return len(await audience.members(session, segment, utcnow()))
+    return await audience.static_count(session, segment)
 
 
 async def list_segments(

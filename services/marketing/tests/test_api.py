@@ -894,6 +894,7 @@ class TestContactsChanges:
         await apply(client, CONTACT_MERGED, {"merged_id": merged, "survivor_id": survivor})
         members = (await client.get(f"/v1/segments/{segment['id']}/members")).json()["items"]
         assert [m["customer_id"] for m in members] == [survivor]
+        assert (await client.get(f"/v1/segments/{segment['id']}")).json()["member_count"] == 1
         campaign = await new_campaign(client, segment["id"])
         result = await launch(client, campaign["id"])  # the merged contact's ticket now blocks
         assert result["suppressed"] == {"open_priority_ticket": 1}
