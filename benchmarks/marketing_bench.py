@@ -5,7 +5,8 @@ Starts an embedded broker (or uses KAFKA_BOOTSTRAP_SERVERS), a real local SMTP s
 (or MARKETING_DATABASE_URL), then prints:
   * a campaign to N recipients (default 10,000; recipients arrive as crm.contacts.v1 events
     through the consumer): the launch request (contact checks + send rows + outbox, one
-    transaction), then launch-to-last-e-mail sends/s over SMTP, with the sender's batches,
+    transaction) and the most memory it took, then launch-to-last-e-mail sends/s over SMTP,
+    with the sender's batches,
   * segment evaluation at M customers (default 100,000, rows written straight into a second
     instance's SQLite database: recipients, orders, scores, timeline touches): count previews
     of a simple and a nested rule (median of 3), and the most memory they took.
@@ -89,11 +90,15 @@ def campaign_sends(bench: Platform, url: str, recipients: int) -> None:
     ).json()
     pids = service_pids(bench.processes["marketing"].pid)
     cpu_before = sum(cpu_seconds(p) for p in pids)
+    resident = memory_mb(pids[0])
     started = time.perf_counter()
     launched = client.post(f"/v1/campaigns/{campaign['id']}/launch")
     launch_s = time.perf_counter() - started
     assert launched.status_code == 202, launched.text
-    print(f"  launch request ({launched.json()['queued']} queued): {ms(launch_s)}")
+    print(
+        f"  launch request ({launched.json()['queued']} queued): {ms(launch_s)}; marketing"
+        f" resident {resident:.0f} MB before it, at most {memory_mb(pids[0], 'VmHWM'):.0f} MB"
+    )
     while True:
         report = client.get(f"/v1/campaigns/{campaign['id']}/report").json()
         if report["status"] == "completed":
