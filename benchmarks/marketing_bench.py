@@ -90,14 +90,15 @@ def campaign_sends(bench: Platform, url: str, recipients: int) -> None:
     ).json()
     pids = service_pids(bench.processes["marketing"].pid)
     cpu_before = sum(cpu_seconds(p) for p in pids)
-    resident = memory_mb(pids[0])
+    resident, most = memory_mb(pids[0]), memory_mb(pids[0], "VmHWM")
     started = time.perf_counter()
     launched = client.post(f"/v1/campaigns/{campaign['id']}/launch")
     launch_s = time.perf_counter() - started
     assert launched.status_code == 202, launched.text
     print(
         f"  launch request ({launched.json()['queued']} queued): {ms(launch_s)}; marketing"
-        f" resident {resident:.0f} MB before it, at most {memory_mb(pids[0], 'VmHWM'):.0f} MB"
+        f" resident {resident:.0f} MB before it (at most {most:.0f} MB so far), at most"
+        f" {memory_mb(pids[0], 'VmHWM'):.0f} MB after it"
     )
     while True:
         report = client.get(f"/v1/campaigns/{campaign['id']}/report").json()

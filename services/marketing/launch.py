@@ -61,53 +61,52 @@ async def launch(
         )
     }
     todo = [m for m in members if m not in earlier or earlier[m].status == SendStatus.suppressed]
-    decided = await reasons_not_to_send(session, [Check(campaign, m) for m in todo], now)
-    decisions = dict(zip(todo, decided, strict=True))
     committed = sum(1 for row in earlier.values() if row.status in COSTING)
     affordable = rules.affordable_sends(campaign.budget, campaign.cost_per_send, committed)
 
-    outbox = events.Rows()
-    new_rows: list[dict[str, Any]] = []
     queued = 0
     suppressed: Counter[str] = Counter()
-    for customer_id in todo:
-        reasons = decisions[customer_id]
-        if not reasons and affordable is not None and queued >= affordable:
-            reasons = [rules.BUDGET_EXHAUSTED]
-        status = SendStatus.suppressed if reasons else SendStatus.queued
-        queued += status == SendStatus.queued
-        suppressed.update(reasons)
-        before = earlier.get(customer_id)
-        if before is None:
-            send_id = uuid.uuid4()
-            new_rows.append(
-                {
-                    "id": send_id,
-                    "campaign_id": campaign.id,
-                    "customer_id": customer_id,
-                    "status": status.value,
-                    "reasons": reasons,
-                    "attempts": 0,
-                    "created_at": now,
-                }
-            )
-        elif status == SendStatus.queued or list(before.reasons) != reasons:
-            await session.execute(
-                update(Send)
-                .where(Send.id == before.id)
-                .values(status=status.value, reasons=reasons)
-            )
-        else:
-            continue  # suppressed again for the same reasons: already told
-        if reasons:
-            outbox.suppressed(campaign, customer_id, reasons, now)
-
-    try:
-        for chunk in chunked(new_rows, CHUNK):
-            await session.execute(insert(Send), chunk)
-    except IntegrityError as exc:  # SQLite has no row lock: two launches at once
-        raise Conflict("the campaign is being launched by another request") from exc
-    await outbox.write(session)
+    # CHUNK members at a time, in order (the budget pays for the first ones): what a launch
+    # holds is one chunk's recipients, send rows and events, whatever the segment's size.
+    for chunk in chunked(todo, CHUNK):
+        decided = await reasons_not_to_send(session, [Check(campaign, m) for m in chunk], now)
+        outbox = events.Rows()
+        new_rows: list[dict[str, Any]] = []
+        for customer_id, reasons in zip(chunk, decided, strict=True):
+            if not reasons and affordable is not None and queued >= affordable:
+                reasons = [rules.BUDGET_EXHAUSTED]
+            status = SendStatus.suppressed if reasons else SendStatus.queued
+            queued += status == SendStatus.queued
+            suppressed.update(reasons)
+            before = earlier.get(customer_id)
+            if before is None:
+                new_rows.append(
+                    {
+                        "id": uuid.uuid4(),
+                        "campaign_id": campaign.id,
+                        "customer_id": customer_id,
+                        "status": status.value,
+                        "reasons": reasons,
+                        "attempts": 0,
+                        "created_at": now,
+                    }
+                )
+            elif status == SendStatus.queued or list(before.reasons) != reasons:
+                await session.execute(
+                    update(Send)
+                    .where(Send.id == before.id)
+                    .values(status=status.value, reasons=reasons)
+                )
+            else:
+                continue  # suppressed again for the same reasons: already told
+            if reasons:
+                outbox.suppressed(campaign, customer_id, reasons, now)
+        if new_rows:
+            try:
+                await session.execute(insert(Send), new_rows)
+            except IntegrityError as exc:  # SQLite has no row lock: two launches at once
+                raise Conflict("the campaign is being launched by another request") from exc
+        await outbox.write(session)
 
     if campaign.launched_at is None:
         campaign.launched_at = now

@@ -59,6 +59,14 @@ def facts_chunk(request, monkeypatch):
         monkeypatch.setattr(audience, "FACTS_CHUNK", request.param)
 
 
+@pytest.fixture(params=[None, 2], ids=["one chunk", "chunks of 2"])
+def launch_chunk(request, monkeypatch):
+    """Members launched ``launch.CHUNK`` at a time: the same sends, budget and events whether
+    a launch's members fit one chunk or not."""
+    if request.param:
+        monkeypatch.setattr(launch_module, "CHUNK", request.param)
+
+
 class TestSegments:
     async def test_dynamic_segment_members_follow_the_data(self, client):
         ada = await new_contact(client, country="DE")
@@ -375,7 +383,7 @@ class TestLaunch:
         assert result["queued"] == 0 and result["suppressed"] == {"weekly_limit_reached": 1}
         del customer
 
-    async def test_budget_is_never_exceeded(self, client):
+    async def test_budget_is_never_exceeded(self, client, launch_chunk):
         for _ in range(5):
             await new_contact(client)
         segment = await new_segment(client)
@@ -396,7 +404,7 @@ class TestLaunch:
         got = await report(client, campaign["id"])
         assert got["sent"] == 5 and got["suppressed"] == 0 and got["spend"] == "0.5"
 
-    async def test_relaunch_never_sends_twice(self, client, mailbox):
+    async def test_relaunch_never_sends_twice(self, client, launch_chunk, mailbox):
         for _ in range(3):
             await new_contact(client)
         campaign = await new_campaign(client, (await new_segment(client))["id"])
