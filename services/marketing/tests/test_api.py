@@ -269,6 +269,18 @@ class TestCampaigns:
 
 
 class TestLaunch:
+    async def test_the_report_counts_every_reason_of_every_suppressed_send(self, client):
+        for _ in range(2):
+            await new_contact(client, email=None)
+        await new_contact(client, email=None, preferences={"opted_out_channels": ["email"]})
+        await new_contact(client, preferences={"opted_out_channels": ["email"]})
+        await new_contact(client)
+        campaign = await new_campaign(client, (await new_segment(client))["id"])
+        assert (await launch(client, campaign["id"]))["queued"] == 1
+        got = await report(client, campaign["id"])
+        assert got["suppressed"] == 4
+        assert got["suppressed_by_reason"] == {"no_address": 3, "channel_opted_out": 2}
+
     async def test_each_suppression_reason(self, client):
         fine = await new_contact(client)
         opted_out = await new_contact(client, preferences={"opted_out_channels": ["email"]})
