@@ -173,10 +173,13 @@ def _static_members(segment: Segment) -> Select[tuple[uuid.UUID]]:
     )
 
 
-async def static_count(session: AsyncSession, segment: Segment) -> int:
-    """How many members a static segment has, counted by the database."""
-    members = _static_members(segment).subquery()
-    return await session.scalar(select(func.count()).select_from(members)) or 0
+async def member_count(session: AsyncSession, segment: Segment, now: datetime) -> int:
+    """How many members the segment has now: counted by the database for a static one, the
+    rules evaluated now for a dynamic one."""
+    if segment.kind == "static":
+        frozen = _static_members(segment).subquery()
+        return await session.scalar(select(func.count()).select_from(frozen)) or 0
+    return len(await matching(session, rules.parse_rule(segment.rules), now))
 
 
 async def members(session: AsyncSession, segment: Segment, now: datetime) -> list[uuid.UUID]:

@@ -95,7 +95,7 @@ async def get_segment(session: AsyncSession, segment_id: uuid.UUID) -> Segment:
 async def static_count(session: AsyncSession, segment: Segment) -> int | None:
     if segment.kind != SegmentKind.static:
         return None
-    return await audience.static_count(session, segment)
+    return await audience.member_count(session, segment, utcnow())
 
 
 async def list_segments(
@@ -111,7 +111,7 @@ async def preview(session: AsyncSession, raw_rules: dict[str, Any]) -> int:
 
 async def count(session: AsyncSession, segment_id: uuid.UUID) -> int:
     segment = await get_segment(session, segment_id)
-    return len(await audience.members(session, segment, utcnow()))
+    return await audience.member_count(session, segment, utcnow())
 
 
 async def members_page(

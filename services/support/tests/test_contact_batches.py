@@ -29,8 +29,7 @@ def snapshot(contact: uuid.UUID, **fields: str) -> dict[str, str]:
 
 
 def contacts_consumer(client) -> EventConsumer:
-    consumer = consumer_of(app_of(client), "contacts")
-    return consumer
+    return consumer_of(app_of(client), "contacts")
 
 
 async def unknown_sender_writes(client, kind: str, sender: str) -> str:
