@@ -4,12 +4,15 @@ import functools
 import math
 import uuid
 from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable, Iterator
+from typing import Any
 
-from sqlalchemy import String, select, type_coerce
+from sqlalchemy import String, func, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.contacts import rules
 from services.contacts.models import Contact, ContactStatus
+from shared.db import IN_LIST, padded
 from shared.errors import InvalidInput
 from shared.pagination import decode_cursor, encode_cursor
 
@@ -17,6 +20,13 @@ from shared.pagination import decode_cursor, encode_cursor
 # than this is too generic to be a duplicate signal and is skipped.
 MAX_BLOCK = 200
 
+# Contacts read per query, whole blocks at a time: a request holds one read's contacts and
+# the pairs found. Reading every active contact at once took the service from 114 to 228 MB
+# at 100,000 contacts for the length of each request (docs/reliability.md, "6 Dec, fourth
+# session").
+ROWS_PER_READ = 5000
+
+_BLOCKING_KEYS = (Contact.last_name_key, Contact.company_key)
 
 Pair = tuple[str, str, float]  # (contact id, duplicate id, score), the ids in order
 
@@ -28,57 +38,60 @@ def _order(pair: Pair) -> tuple[float, str, str]:
 
 
 async def duplicate_pairs(session: AsyncSession, *, threshold: float) -> list[Pair]:
-    rows = (
-        await session.execute(
-            select(
-                # The id as stored: made a UUID only for the pairs listed (a UUID made for every
-                # row took a fifth of the time on SQLite).
-                type_coerce(Contact.id, String),
-                Contact.first_name,
-                Contact.last_name,
-                Contact.company,
-                Contact.last_name_key,
-                Contact.company_key,
-            ).where(Contact.status == ContactStatus.active)
-        )
-    ).all()
-    blocks: dict[tuple[str, str], list[int]] = defaultdict(list)  # the rows with each key
-    for row, (*_, last_key, company_key) in enumerate(rows):
-        if last_key:
-            blocks[("last_name", last_key)].append(row)
-        if company_key:
-            blocks[("company", company_key)].append(row)
     fold = functools.cache(rules.folded)  # names and companies repeat: one request's memo
-    people: dict[int, rules.FoldedPerson] = {}  # folded once, and only those in a block
-
-    def person(row: int) -> rules.FoldedPerson:
-        if row not in people:
-            _, first, last, company, *_ = rows[row]
-            people[row] = rules.FoldedPerson.of(rules.Person(first, last, company), fold)
-        return people[row]
-
-    scores: dict[tuple[int, int], float] = {}
-    for members in blocks.values():
-        if not 2 <= len(members) <= MAX_BLOCK:  # a key of one contact makes no pair
-            continue
-        folded = [person(row) for row in members]
-        for i, j in rules.look_alikes(folded, threshold):
-            pair = (members[i], members[j]) if members[i] < members[j] else (members[j], members[i])
-            if pair in scores:  # also in the other block: same contacts, same score
-                continue
-            score = rules.folded_similarity(folded[i], folded[j])
-            if score >= threshold:
-                scores[pair] = score
-
-    @functools.cache
-    def contact_id(row: int) -> str:
-        return str(uuid.UUID(str(rows[row][0])))
-
-    pairs = []
-    for (a, b), score in scores.items():
-        first, second = sorted((contact_id(a), contact_id(b)))
-        pairs.append((first, second, score))
+    scores: dict[tuple[str, str], float] = {}  # by the ids as stored, in order
+    for key in _BLOCKING_KEYS:
+        async for block in _blocks(session, key):
+            folded = [rules.FoldedPerson.of(rules.Person(*person), fold) for _, *person in block]
+            for i, j in rules.look_alikes(folded, threshold):
+                a, b = block[i][0], block[j][0]
+                pair = (a, b) if a < b else (b, a)
+                if pair in scores:  # also in a block of the other key: same score
+                    continue
+                score = rules.folded_similarity(folded[i], folded[j])
+                if score >= threshold:
+                    scores[pair] = score
+    # The id as stored, made a UUID only for the pairs listed (a UUID made for every row took
+    # a fifth of the time on SQLite).
+    contact_id = functools.cache(lambda stored: str(uuid.UUID(str(stored))))
+    pairs = [(contact_id(a), contact_id(b), score) for (a, b), score in scores.items()]
     return sorted(pairs, key=_order)
+
+
+async def _blocks(session: AsyncSession, key: Any) -> AsyncIterator[list[Any]]:
+    """The active contacts (stored id, first name, last name, company) sharing a value of
+    ``key`` with 1 to ``MAX_BLOCK - 1`` others, a block at a time."""
+    active = Contact.status == ContactStatus.active
+    sizes = await session.execute(
+        select(key, func.count())
+        .where(active, key.is_not(None))
+        .group_by(key)
+        .having(func.count().between(2, MAX_BLOCK))
+    )
+    person = (type_coerce(Contact.id, String), Contact.first_name, Contact.last_name)
+    for values in _reads(sizes.all()):
+        query = select(*person, Contact.company, key).where(active, key.in_(padded(values)))
+        blocks: dict[str, list[Any]] = defaultdict(list)
+        for *member, value in await session.execute(query):
+            blocks[value].append(member)
+        for block in blocks.values():
+            if 2 <= len(block) <= MAX_BLOCK:  # as counted, unless contacts came in between
+                yield block
+
+
+def _reads(sizes: Iterable[tuple[str, int]]) -> Iterator[list[str]]:
+    """The key values in groups of whole blocks of ``ROWS_PER_READ`` contacts or fewer (a
+    larger block alone), at most ``IN_LIST`` values for one IN (...) list."""
+    values: list[str] = []
+    rows = 0
+    for value, count in sizes:
+        if values and (rows + count > ROWS_PER_READ or len(values) == IN_LIST):
+            yield values
+            values, rows = [], 0
+        values.append(value)
+        rows += count
+    if values:
+        yield values
 
 
 def page_of_pairs(

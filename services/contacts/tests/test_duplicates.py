@@ -1,8 +1,9 @@
 """GET /v1/contacts/duplicates answers what scoring every pair of every block answers.
 
-The service counts blocks in the database, loads only their members and scores only the
-pairs whose names come near the threshold (rules.look_alikes); this compares its pages with
-the straightforward computation over every active contact, on a seeded random contact base
+The service counts blocks in the database, loads only their members (whole blocks,
+ROWS_PER_READ contacts at a time) and scores only the pairs whose names come near the
+threshold (rules.look_alikes); this compares its pages with the straightforward computation
+over every active contact, on a seeded random contact base
 with blocks just below, at and just above MAX_BLOCK, sizes that merges and erasures changed,
 contacts sharing both keys and names that fold to nothing."""
 
@@ -15,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from services.contacts import rules
+from services.contacts import duplicates, rules
 from services.contacts.duplicates import MAX_BLOCK
 from services.contacts.tests.test_api import all_contacts
 
@@ -126,9 +127,17 @@ def blocks_at_the_edges(contacts: list[dict[str, Any]]) -> None:
     assert any(not rules.folded(c["last_name"] or "") for c in contacts)  # a name folding to ""
 
 
+@pytest.fixture(params=[None, 1, 250], ids=["one read", "a block a read", "reads of 250"])
+def rows_per_read(request, monkeypatch):
+    """Blocks read ``duplicates.ROWS_PER_READ`` contacts at a time: the same pairs whether
+    every block fits one read, each read holds one block, or reads end between blocks."""
+    if request.param:
+        monkeypatch.setattr(duplicates, "ROWS_PER_READ", request.param)
+
+
 class TestDuplicatePairs:
     async def test_pages_hold_what_scoring_every_pair_of_every_block_gives(
-        self, client, contact_base
+        self, client, contact_base, rows_per_read
     ):
         blocks_at_the_edges(contact_base)
         scored = every_pair_scored(contact_base)
