@@ -33,6 +33,11 @@ These are at the default min_score (85). A low one costs more, as more pairs com
 request scores the blocks again (nothing is cached, so a merge or an erasure shows on the next
 page at once). Memory was the same before and after: the rows of every active contact, for
 the length of a request.
+
+6 Dec: the blocks are counted in the database (an index on key and status) and read whole,
+ROWS_PER_READ (5,000) contacts at a time. At 100,000 contacts, --repeat 3, best first page,
+before -> after: SQLite 1.42 s -> 1.42 s, peak RSS 228 -> 140 MiB; PostgreSQL 1.47 s ->
+1.62 s, 227 -> 138 MiB.
 """
 
 import argparse
