@@ -196,7 +196,8 @@ class Report(BaseModel):
     unsubscribed: int
     converted_leads: int
     converted_orders: int
-    order_revenue: Amount
+    # The orders' amounts summed per ISO 4217 currency (campaigns convert in several).
+    order_revenue_by_currency: dict[str, Amount]
     budget: Amount
     spend: Amount
     budget_remaining: Amount

@@ -3,7 +3,7 @@ session and never commit: the caller does."""
 
 import json
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -265,11 +265,17 @@ async def report(session: AsyncSession, campaign_id: uuid.UUID) -> Report:
     leads = await session.scalar(
         select(func.count()).select_from(Lead).where(Lead.campaign_id == campaign_id)
     )
-    orders = list(
-        await session.scalars(
-            select(Order.amount).where(Order.campaign_id == campaign_id, Order.status != "refunded")
-        )
-    )
+    # Per currency: an amount in one currency added to another's means nothing. Summed here
+    # from the distinct amounts, not by the database: SQLite would add the decimals as floats.
+    revenue: defaultdict[str, Decimal] = defaultdict(Decimal)
+    converted_orders = 0
+    for currency, amount, count in await session.execute(
+        select(Order.currency, Order.amount, func.count())
+        .where(Order.campaign_id == campaign_id, Order.status != "refunded")
+        .group_by(Order.currency, Order.amount)
+    ):
+        revenue[currency] += Decimal(amount) * count
+        converted_orders += count
     sent = by_status.get(SendStatus.sent, 0)
     spend = events.spend(campaign, sent)
     return Report(
@@ -287,8 +293,8 @@ async def report(session: AsyncSession, campaign_id: uuid.UUID) -> Report:
         replied=engaged.get("replied", 0),
         unsubscribed=engaged.get("unsubscribed", 0),
         converted_leads=leads or 0,
-        converted_orders=len(orders),
-        order_revenue=sum((Decimal(a) for a in orders), Decimal(0)),
+        converted_orders=converted_orders,
+        order_revenue_by_currency=dict(sorted(revenue.items())),
         budget=campaign.budget,
         spend=spend,
         budget_remaining=max(campaign.budget - spend, Decimal(0)),

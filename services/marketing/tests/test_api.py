@@ -982,10 +982,13 @@ class TestReport:
         campaign = await new_campaign(client, (await new_segment(client))["id"])
         await launch(client, campaign["id"])
         await deliver(client)
-        await apply(
-            client, sales.ORDER_PLACED, order(customer, NOW, campaign["id"], amount="80.00")
-        )
+        for amount, currency in (("80.00", "EUR"), ("80.00", "EUR"), ("25.50", "USD")):
+            placed = order(customer, NOW, campaign["id"], amount=amount)
+            await apply(client, sales.ORDER_PLACED, {**placed, "currency": currency})
         await apply(client, sales.ORDER_PLACED, order(customer, NOW))  # not from the campaign
+        refunded = order(customer, NOW, campaign["id"], amount="999.00")
+        await apply(client, sales.ORDER_PLACED, refunded)
+        await apply(client, sales.ORDER_REFUNDED, {**refunded, "refunded_at": NOW.isoformat()})
         await apply(
             client,
             sales.LEAD_CREATED,
@@ -997,7 +1000,8 @@ class TestReport:
             },
         )
         got = await report(client, campaign["id"])
-        assert got["converted_orders"] == 1 and got["order_revenue"] == "80"
+        assert got["converted_orders"] == 3
+        assert got["order_revenue_by_currency"] == {"EUR": "160", "USD": "25.5"}
         assert got["converted_leads"] == 1
         assert got["targeted"] == 1 and got["sent"] == 1
 
