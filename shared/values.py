@@ -37,6 +37,11 @@ _LATEST = datetime(LAST_YEAR + 1, 1, 1, tzinfo=UTC)
 # marketing's column and analytics' sums, and their consumers dead-lettered the order.
 MAX_AMOUNT = Decimal("999999999999.99")
 
+# The currency a service adds amounts up in where orders come in several (analytics' scores,
+# marketing's total_spent): there are no exchange rates, so amounts in any other currency are
+# never added to them. Sales' default currency is the same.
+DEFAULT_REPORTING_CURRENCY = "EUR"
+
 _RFC3339_START = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]")
 _ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 

@@ -1,8 +1,8 @@
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from services.analytics.rules import DEFAULT_REPORTING_CURRENCY
 from shared.settings import AuthSettings, KafkaSettings, ServiceSettings
+from shared.values import DEFAULT_REPORTING_CURRENCY
 
 
 class AnalyticsSettings(ServiceSettings):

@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
+from shared.values import DEFAULT_REPORTING_CURRENCY
+
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 MAX_PERIOD_DAYS = 3660  # ten years of days is the longest period a KPI request may span
 
@@ -147,9 +149,6 @@ WEIGHTS = {
     "falling_engagement": 0.15,
 }
 CENT = Decimal("0.01")
-# Monetary figures are in one currency: amounts in different currencies are never added up
-# (there are no exchange rates here). Sales' default currency is the same.
-DEFAULT_REPORTING_CURRENCY = "EUR"
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from shared.customer_view import CustomerProfile, ProfileStatus, TimelineEntry
 from shared.db import UTCDateTime, chunked, customer_locks, on_postgres
 from shared.events import utcnow
 from shared.outbox import add_rows_before_commit
+from shared.values import DEFAULT_REPORTING_CURRENCY
 
 _DIRTY = "analytics_rescore"
 _CURRENCY = "analytics_reporting_currency"
@@ -38,7 +39,7 @@ def session_info(reporting_currency: str, *, publish: bool = True) -> dict[str, 
 
 
 def _currency(session: Session) -> str:
-    return session.info.get(_CURRENCY, rules.DEFAULT_REPORTING_CURRENCY)
+    return session.info.get(_CURRENCY, DEFAULT_REPORTING_CURRENCY)
 
 
 def mark(session: AsyncSession | Session, customer_id: uuid.UUID | None) -> None:

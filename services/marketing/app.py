@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.marketing import launch, sender
+from services.marketing import audience, launch, sender
 from services.marketing.api import router
 from services.marketing.config import MarketingSettings
 from services.marketing.consumers import SUBSCRIPTIONS
@@ -38,6 +38,7 @@ def create_app(settings: MarketingSettings | None = None) -> FastAPI:
             routers=[router, timeline_router, tracking_router],
             migrations=Path(__file__).parent / "migrations",
             subscriptions=SUBSCRIPTIONS,
+            session_info=audience.session_info(settings.reporting_currency),
         )
     )
     platform_lifespan = app.router.lifespan_context

@@ -17,6 +17,7 @@ from services.marketing import rules
 from services.marketing.models import Order, Recipient, Score, Segment, SegmentMember
 from shared.contact_rules import CONTACT_WINDOW
 from shared.customer_view import TimelineEntry
+from shared.values import DEFAULT_REPORTING_CURRENCY
 
 Facts = dict[str, dict[str, Any]]
 
@@ -40,6 +41,13 @@ _TOUCH_FIELDS = {"last_touch_at", "last_email_open_at", "last_link_click_at", "o
 # customer's. Read whole, every campaign's segment took memory in proportion to all the
 # customers marketing knows (docs/reliability.md, "6 Dec, third session").
 FACTS_CHUNK = 5000
+
+_CURRENCY = "marketing_reporting_currency"
+
+
+def session_info(reporting_currency: str) -> dict[str, Any]:
+    """What the service's sessions carry for the facts: the currency of ``total_spent``."""
+    return {_CURRENCY: reporting_currency}
 
 
 def _key(column: Any) -> Any:
@@ -79,7 +87,8 @@ async def facts(
         return result
     ids = (uuid.UUID(next(iter(result))), uuid.UUID(next(reversed(result))))  # first, last
     if needed & _ORDER_FIELDS:
-        await _add_orders(connection, result, ids)
+        currency = session.info.get(_CURRENCY, DEFAULT_REPORTING_CURRENCY)
+        await _add_orders(connection, result, ids, currency)
     if needed.intersection(_SCORE_COLUMNS):
         await _add_scores(connection, result, ids, [n for n in _SCORE_COLUMNS if n in needed])
     if needed & _TOUCH_FIELDS:
@@ -87,13 +96,17 @@ async def facts(
     return result
 
 
-async def _add_orders(connection: Any, result: Facts, ids: tuple[uuid.UUID, uuid.UUID]) -> None:
+async def _add_orders(
+    connection: Any, result: Facts, ids: tuple[uuid.UUID, uuid.UUID], currency: str
+) -> None:
+    """The orders not refunded: the last, how many, and the amounts in ``currency`` added
+    up (an amount in another currency added to them means nothing)."""
     query = (
         select(
             _key(Order.customer_id),
             func.max(Order.ordered_at),
             func.count(),
-            func.sum(Order.amount),
+            func.sum(case((Order.currency == currency, Order.amount), else_=0)),
         )
         .where(Order.status != "refunded", Order.customer_id.between(*ids))
         .group_by(Order.customer_id)

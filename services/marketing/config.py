@@ -8,6 +8,7 @@ from shared.settings import (
     require_secret_length,
     require_without_jwt_secret,
 )
+from shared.values import DEFAULT_REPORTING_CURRENCY
 
 
 class MarketingSettings(ServiceSettings):
@@ -54,6 +55,11 @@ class MarketingSettings(ServiceSettings):
     send_retry_wait_s: float = Field(default=0.2, ge=0)
     # A claimed send not finished within this time is claimed again (a sender died).
     send_lease_s: float = Field(default=120.0, gt=0)
+    # The currency of the segment field total_spent: only orders in it are added up (there
+    # are no exchange rates). The scores' clv is in ANALYTICS_REPORTING_CURRENCY: set both.
+    reporting_currency: str = Field(
+        default=DEFAULT_REPORTING_CURRENCY, pattern=r"^[A-Z]{3}$", description="ISO 4217"
+    )
 
     @model_validator(mode="after")
     def _a_tracking_key(self) -> "MarketingSettings":

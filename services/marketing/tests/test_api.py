@@ -155,6 +155,40 @@ class TestSegments:
         assert [s["id"] for s in rest["items"]] == [first["id"]]
 
 
+class TestTotalSpent:
+    @pytest.fixture(params=["EUR", "USD"])
+    def marketing_settings(self, request, marketing_settings):
+        return marketing_settings.model_copy(update={"reporting_currency": request.param})
+
+    async def test_adds_up_the_orders_in_the_reporting_currency_only(
+        self, client, marketing_settings
+    ):
+        currency = marketing_settings.reporting_currency
+        other = "JPY"
+        mixed, single = await new_contact(client), await new_contact(client)
+        for customer, amount, in_currency in (
+            (mixed, "600.00", currency),
+            (mixed, "600.00", other),
+            (single, "1200.00", currency),
+        ):
+            placed = {**order(customer, NOW, amount=amount), "currency": in_currency}
+            await apply(client, sales.ORDER_PLACED, placed)
+        refunded = {**order(mixed, NOW, amount="5000.00"), "currency": currency}
+        await apply(client, sales.ORDER_PLACED, refunded)
+        await apply(client, sales.ORDER_REFUNDED, {**refunded, "refunded_at": NOW.isoformat()})
+
+        async def count(op: str, value: float, field: str = "total_spent") -> int:
+            rule = {"field": field, "op": op, "value": value}
+            response = await client.post("/v1/segments:preview", json={"rules": rule})
+            assert response.status_code == 200, response.text
+            return response.json()["count"]
+
+        assert await count("gt", 1000) == 1  # single's 1,200, not mixed's 600 + 600 ¥
+        assert await count("lte", 600) == 1  # mixed: the refund not counted either
+        assert await count("gte", 600) == 2
+        assert await count("eq", 2, field="orders_count") == 1  # in any currency
+
+
 def order(customer_id: str, at: datetime, campaign_id: str | None = None, amount="50.00"):
     return {
         "order_id": str(uuid.uuid4()),
