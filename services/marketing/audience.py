@@ -164,17 +164,25 @@ def _aware(value: Any) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-async def matching(session: AsyncSession, rule: rules.Rule, now: datetime) -> list[uuid.UUID]:
-    """The customers ``rule`` picks, in id order (the chunks'), a chunk judged at a time."""
+async def matching(
+    session: AsyncSession,
+    rule: rules.Rule,
+    now: datetime,
+    *,
+    after: uuid.UUID | None = None,
+    limit: int | None = None,
+) -> list[uuid.UUID]:
+    """The customers ``rule`` picks, in id order (the chunks'), a chunk judged at a time:
+    those after ``after``, and no more than ``limit`` (no chunk is read past them: a page of
+    members judges the customers up to its last one, not all)."""
     needed = rules.fields_used(rule)
     picked: list[uuid.UUID] = []
-    after = None
     while known := await facts(session, needed, now, after=after):
         picked += [uuid.UUID(key) for key, fact in known.items() if rules.evaluate(rule, fact, now)]
-        if len(known) < FACTS_CHUNK:
+        if len(known) < FACTS_CHUNK or (limit is not None and len(picked) >= limit):
             break
         after = uuid.UUID(next(reversed(known)))
-    return picked
+    return picked[:limit]
 
 
 def _static_members(segment: Segment) -> Select[tuple[uuid.UUID]]:
@@ -195,10 +203,20 @@ async def member_count(session: AsyncSession, segment: Segment, now: datetime) -
     return len(await matching(session, rules.parse_rule(segment.rules), now))
 
 
-async def members(session: AsyncSession, segment: Segment, now: datetime) -> list[uuid.UUID]:
-    """The segment's members now, in id order: the frozen list of a static segment (merges and
-    erasures applied), the rules evaluated now for a dynamic one."""
+async def members(
+    session: AsyncSession,
+    segment: Segment,
+    now: datetime,
+    *,
+    after: uuid.UUID | None = None,
+    limit: int | None = None,
+) -> list[uuid.UUID]:
+    """The segment's members now, in id order, those after ``after`` and at most ``limit``:
+    the frozen list of a static segment (merges and erasures applied), the rules evaluated now
+    for a dynamic one."""
     if segment.kind == "static":
-        query = _static_members(segment).order_by(SegmentMember.customer_id)
+        query = _static_members(segment).order_by(SegmentMember.customer_id).limit(limit)
+        if after is not None:
+            query = query.where(SegmentMember.customer_id > after)
         return list(await session.scalars(query))
-    return await matching(session, rules.parse_rule(segment.rules), now)
+    return await matching(session, rules.parse_rule(segment.rules), now, after=after, limit=limit)

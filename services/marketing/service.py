@@ -119,14 +119,14 @@ async def members_page(
 ) -> tuple[list[Member], str | None]:
     """The members in id order; the cursor is the last id of the previous page."""
     segment = await get_segment(session, segment_id)
-    ids = await audience.members(session, segment, utcnow())
+    after = None
     if cursor is not None:
         (raw,) = decode_cursor(cursor, 1)
         try:
             after = uuid.UUID(raw)
         except ValueError as exc:
             raise InvalidInput("not a cursor returned by this API", field="cursor") from exc
-        ids = [i for i in ids if i > after]
+    ids = await audience.members(session, segment, utcnow(), after=after, limit=limit + 1)
     page = ids[:limit]
     rows = {
         r.contact_id: r
