@@ -256,3 +256,15 @@ class CustomerScore(Base):
     churn_level: Mapped[str] = mapped_column(String(8), index=True)
     factors: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     scored_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PublishedScore(Base):
+    """A rebuild's copy of each customer's last score on crm.analytics.v1 (the event's data),
+    compared with the rebuilt one a chunk of customers at a time (``scoring.publish_changed``):
+    held in memory, every customer's took the rebuild's memory in proportion to the customer
+    base. Empty but during a rebuild."""
+
+    __tablename__ = "rebuild_published_scores"
+
+    customer_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    score: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -20,20 +20,24 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
+from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.analytics import scoring
 from services.analytics.config import AnalyticsSettings
 from services.analytics.consumers import SUBSCRIPTIONS
+from services.analytics.models import PublishedScore
 from shared import topics
 from shared.app import migrate
 from shared.bus import Bus
 from shared.consumer import EventConsumer, Subscription
 from shared.contracts import analytics
 from shared.contracts.analytics import CustomerScored
-from shared.db import create_engine, create_session_factory
+from shared.db import create_engine, create_session_factory, insert_on_conflict
 from shared.events import MalformedEvent, decode_event
 from shared.kafka import connection_options
 from shared.settings import AuthSettings
@@ -79,12 +83,19 @@ async def rebuild(settings: AnalyticsSettings) -> dict[str, int]:
             )
             counts[runner.name] = await _replay(settings, subscription, runner)
             log.info("replayed", extra={"consumer": runner.name, "records": counts[runner.name]})
-        published = await _last_published_scores(settings)
+        await _copy_published_scores(settings, session_factory)
         info = scoring.session_info(settings.reporting_currency)  # this one publishes
-        async with session_factory(info=info) as session:
-            counts[SCORES_REPUBLISHED] = await session.run_sync(
-                lambda sync: scoring.publish_changed(sync, published)
-            )
+        counts[SCORES_REPUBLISHED] = 0
+        after: uuid.UUID | None = None
+        while True:  # a chunk of customers per transaction: its outbox rows, not everyone's
+            async with session_factory(info=info) as session:
+                published, after = await session.run_sync(scoring.publish_changed, after)
+                await session.commit()
+            counts[SCORES_REPUBLISHED] += published
+            if after is None:
+                break
+        async with session_factory() as session:
+            await session.execute(delete(PublishedScore))
             await session.commit()
     finally:
         await bus.reset()
@@ -98,20 +109,36 @@ async def _replay(
     return await _read(settings, subscription.name, subscription.topics, runner.process)
 
 
-async def _last_published_scores(settings: AnalyticsSettings) -> dict[uuid.UUID, CustomerScored]:
-    """Each customer's last score on crm.analytics.v1 (keyed by customer: in offset order)."""
-    last: dict[uuid.UUID, CustomerScored] = {}
+async def _copy_published_scores(
+    settings: AnalyticsSettings, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    """Each customer's last score on crm.analytics.v1 (keyed by customer: in offset order)
+    into ``PublishedScore``, a fetch at a time."""
+    async with session_factory() as session:
+        await session.execute(delete(PublishedScore))
+        await session.commit()
 
     async def keep(records: list[ConsumerRecord]) -> None:
+        last: dict[uuid.UUID, dict[str, Any]] = {}
         for record in records:
             with contextlib.suppress(MalformedEvent, ValidationError):  # not a score to compare
                 event = decode_event(record.value)
                 if event.type == analytics.CUSTOMER_SCORED:
                     score = CustomerScored.model_validate(event.data)
-                    last[score.customer_id] = score
+                    last[score.customer_id] = score.model_dump(mode="json")
+        if not last:
+            return
+        async with session_factory() as session:
+            upsert = insert_on_conflict(session, PublishedScore.__table__)
+            upsert = upsert.on_conflict_do_update(
+                index_elements=[PublishedScore.customer_id], set_={"score": upsert.excluded.score}
+            )
+            await session.execute(
+                upsert, [{"customer_id": key, "score": score} for key, score in last.items()]
+            )
+            await session.commit()
 
     await _read(settings, "scores", (topics.ANALYTICS,), keep)
-    return last
 
 
 async def _read(

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from services.analytics import events, rules
-from services.analytics.models import CustomerScore, OrderFact, TicketFact
+from services.analytics.models import CustomerScore, OrderFact, PublishedScore, TicketFact
 from shared.contracts.analytics import CustomerScored
 from shared.customer_view import CustomerProfile, ProfileStatus, TimelineEntry
 from shared.db import UTCDateTime, chunked, customer_locks, on_postgres
@@ -103,37 +103,49 @@ def _rescore(session: Session, customer_ids: list[uuid.UUID], now: datetime) -> 
         add_rows_before_commit(session, [events.customer_scored_row(v) for v in new + changed])
 
 
-def publish_changed(session: Session, published: dict[uuid.UUID, CustomerScored]) -> int:
-    """After a rebuild's replay: publish the scores that differ from those last published
-    (``published``, read from crm.analytics.v1), not the others again; how many went out.
+def publish_changed(
+    session: Session, after: uuid.UUID | None = None
+) -> tuple[int, uuid.UUID | None]:
+    """After a rebuild's replay, for the next ``CHUNK`` stored scores by customer id after
+    ``after``: publish those that differ from the ones last published (``PublishedScore``, the
+    rebuild's copy of crm.analytics.v1), not the others again. Returns how many went out and
+    the last customer id of the chunk (None when no customers are left after it).
     A published score is compared with the rebuilt facts scored as of its own ``scored_at``:
     scored as of now, every score would differ by the days gone by since (recency, activity),
     which the live service publishes at the customer's next event, not at a rebuild. Where
     they agree, the stored row becomes the published one, as the live service keeps it; a
     customer with no score on the topic (before its retention, or never) gets theirs."""
-    stored = {row.customer_id: row for row in session.execute(select(CustomerScore.__table__))}
+    query = (
+        select(CustomerScore.__table__, PublishedScore.score.label("published"))
+        .outerjoin(PublishedScore, PublishedScore.customer_id == CustomerScore.customer_id)
+        .order_by(CustomerScore.customer_id)
+        .limit(CHUNK)
+    )
+    if after is not None:
+        query = query.where(CustomerScore.customer_id > after)
+    stored: dict[uuid.UUID, dict[str, Any]] = {}
+    published: dict[uuid.UUID, CustomerScored] = {}
+    for row in session.execute(query):
+        stored[row.customer_id] = values = row._asdict()
+        if (score := values.pop("published")) is not None:
+            published[row.customer_id] = CustomerScored.model_validate(score)
     as_of: dict[datetime, list[uuid.UUID]] = defaultdict(list)
-    for customer_id in stored:
-        if customer_id in published:
-            as_of[published[customer_id].scored_at].append(customer_id)
+    for customer_id, score in published.items():
+        as_of[score.scored_at].append(customer_id)
     kept: list[dict[str, Any]] = []
     for at, customer_ids in as_of.items():  # a live batch scored its customers at one time
-        for chunk in chunked(customer_ids, CHUNK):
-            for customer_id, inputs in load_inputs_many(session, chunk, at).items():
-                values = values_of(rules.score(inputs)) | {
-                    "customer_id": customer_id,
-                    "scored_at": at,
-                }
-                if CustomerScored.model_validate(values) == published[customer_id]:
-                    kept.append(values)
+        for customer_id, inputs in load_inputs_many(session, customer_ids, at).items():
+            values = values_of(rules.score(inputs)) | {"customer_id": customer_id, "scored_at": at}
+            if CustomerScored.model_validate(values) == published[customer_id]:
+                kept.append(values)
     if kept:
         session.execute(
             update(CustomerScore), kept, execution_options={"synchronize_session": False}
         )
     same = {values["customer_id"] for values in kept}
-    changed = [row._asdict() for customer_id, row in stored.items() if customer_id not in same]
+    changed = [row for customer_id, row in stored.items() if customer_id not in same]
     add_rows_before_commit(session, [events.customer_scored_row(v) for v in changed])
-    return len(changed)
+    return len(changed), (next(reversed(stored)) if len(stored) == CHUNK else None)
 
 
 def values_of(scores: rules.Scores) -> dict[str, Any]:

@@ -8,10 +8,11 @@ import uuid
 import pytest
 from cloudevents.core.bindings.kafka import KafkaMessage, from_structured
 from cloudevents.core.formats.json import JSONFormat
-from sqlalchemy import select
+from sqlalchemy import func, select
 
+from services.analytics import scoring
 from services.analytics.app import create_app
-from services.analytics.models import CustomerScore
+from services.analytics.models import CustomerScore, PublishedScore
 from services.analytics.rebuild import rebuild
 from services.analytics.tests import helpers
 from shared import cli, topics
@@ -197,15 +198,20 @@ async def test_a_rebuild_from_the_topics_equals_the_live_figures(
     await eventually(live_equals_rebuilt)
 
 
+@pytest.mark.parametrize("chunk", [None, 1], ids=["one chunk", "a customer a chunk"])
 async def test_a_rebuild_republishes_only_the_scores_that_differ_from_the_published_ones(
-    client, producer, kafka_bootstrap, analytics_settings, tmp_path
+    client, producer, kafka_bootstrap, analytics_settings, tmp_path, chunk, monkeypatch
 ):
     """Replaying the topics rescored every customer at each of their events and put every
     result in the rebuilt database's outbox: once the service ran on it, integrators got
     each customer's scores again, and the intermediate ones of the replay besides. Now a
     rebuild publishes a customer's score only where it differs from the last one on
-    crm.analytics.v1 (here one published by rules of old, for ``stale``)."""
-    same, stale = str(uuid.uuid4()), str(uuid.uuid4())
+    crm.analytics.v1 (here one published by rules of old, for ``stale``). The rebuild compares
+    ``scoring.CHUNK`` customers at a time."""
+    if chunk:
+        monkeypatch.setattr(scoring, "CHUNK", chunk)
+    same = str(uuid.uuid4())
+    stale = "ffffffff" + str(uuid.uuid4())[8:]  # after every other customer: in the last chunk
     async with TopicTail(kafka_bootstrap, topics.ANALYTICS) as tail:
         for customer in (same, stale):
             await publish(producer, customer, helpers.contact(customer))
@@ -232,8 +238,10 @@ async def test_a_rebuild_republishes_only_the_scores_that_differ_from_the_publis
                 )
                 republished = [decode_event(row.value).data for row in rows]
                 stored = await session.get(CustomerScore, uuid.UUID(same))
+                copies = await session.scalar(select(func.count()).select_from(PublishedScore))
         finally:
             await engine.dispose()
+    assert copies == 0  # the rebuild's copy of the topic's scores is gone once it is done
     assert [s for s in republished if s["customer_id"] == same] == []
     [corrected] = [s for s in republished if s["customer_id"] == stale]
     assert corrected["frequency"] == 2 and corrected["rfm_segment"] != "champions"
