@@ -41,6 +41,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/relay_bench.py
 	$(BIN)/python benchmarks/consumer_bench.py
 	$(BIN)/python benchmarks/analytics_bench.py
+	$(BIN)/python benchmarks/rebuild_bench.py
 	$(BIN)/python benchmarks/load.py
 
 # Regenerate docs/schemas, docs/asyncapi.yaml and docs/openapi after changing an event or an API.
