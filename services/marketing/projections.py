@@ -27,7 +27,7 @@ from services.marketing.rules import bus_channel
 from shared.contact_rules import Reason
 from shared.contracts.analytics import CustomerScored
 from shared.contracts.sales import OrderPlaced
-from shared.customer_view import filed_under, projection
+from shared.customer_view import batch_locked, filed_under, projection
 from shared.db import add_row, get_row, in_lists
 from shared.events import ContactPreferences, ContactSnapshot, utcnow
 
@@ -61,7 +61,10 @@ async def keep_preferences(
     read) and in the customer view (the contact check it serves). Both change together."""
     recipient.preferences = preferences
     await projection.contact_changed(
-        session, recipient.contact_id, ContactPreferences.model_validate(preferences)
+        session,
+        recipient.contact_id,
+        ContactPreferences.model_validate(preferences),
+        locked=batch_locked(session),  # a contacts batch's, or take the customer's
     )
 
 

@@ -6,6 +6,7 @@ in its migrations, its subscriptions in its ServiceSpec and its router in its ap
 from shared.contact_rules import Reason
 from shared.customer_view.api import router
 from shared.customer_view.consumers import (
+    batch_locked,
     file_under_first,
     ids_in,
     lock_the_way_first,
@@ -55,6 +56,7 @@ __all__ = [
     "TimelineEntry",
     "TimelineItem",
     "TouchOutcome",
+    "batch_locked",
     "contact_check",
     "current_customer",
     "current_customers",

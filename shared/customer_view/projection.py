@@ -480,12 +480,18 @@ async def _profile(session: AsyncSession, contact_id: uuid.UUID) -> CustomerProf
 
 
 async def contact_changed(
-    session: AsyncSession, contact_id: uuid.UUID, new_preferences: ContactPreferences
+    session: AsyncSession,
+    contact_id: uuid.UUID,
+    new_preferences: ContactPreferences,
+    *,
+    locked: bool = False,
 ) -> bool:
     """Keep the contact's preferences; False if the contact is merged or erased (final).
-    Under the customer's lock, which the service's own hook (``on_contact``) then holds too:
-    an API write about the customer (sales handing its account over) takes it as well."""
-    await lock_customers(session, [contact_id])
+    Under the customer's lock (taken unless ``locked``: the batch's were, at once), which the
+    service's own hook (``on_contact``) then holds too: an API write about the customer
+    (sales handing its account over) takes it as well."""
+    if not locked:
+        await lock_customers(session, [contact_id])
     profile = await _profile(session, contact_id)
     if profile.status != ProfileStatus.active:
         return False

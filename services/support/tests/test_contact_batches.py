@@ -5,6 +5,7 @@ batch's identities and the tickets of its senders' stand-in ids are read at once
 import logging
 import uuid
 
+import pytest
 from sqlalchemy import select
 
 from services.support.models import CustomerIdentity, Ticket
@@ -12,6 +13,7 @@ from services.support.tests.helpers import outbox
 from shared import topics
 from shared.consumer import EventConsumer
 from shared.contracts import support
+from shared.db import is_sqlite
 from shared.events import CONTACT_CREATED, CONTACT_ERASED, CONTACT_MERGED, CONTACT_UPDATED
 from shared.testing import app_of, consumer_of, consumer_record, statements_per_batch
 
@@ -56,6 +58,24 @@ async def test_a_batch_of_contact_events_reads_identities_and_tickets_at_once(cl
     assert counts[1:] == [2, 2], counts  # before: 20 and 200
     async with app_of(client).state.session_factory() as session:
         assert len(list(await session.scalars(select(CustomerIdentity)))) == 96
+
+
+async def test_a_batch_of_contact_events_takes_the_stand_in_locks_at_once(client):
+    # On PostgreSQL each event also locked its own stand-in ids again after the batch had
+    # locked them all: a statement per contact event.
+    if is_sqlite(str(app_of(client).state.engine.url)):
+        pytest.skip("advisory locks are PostgreSQL's; SQLite has the one write lock")
+    batches = [
+        [
+            consumer_record(topics.CONTACTS, n, CONTACT_CREATED, snapshot(uuid.uuid4(), **email))
+            for n, email in enumerate(
+                {"email": f"{uuid.uuid4().hex[:12]}@example.com"} for _ in range(size)
+            )
+        ]
+        for size in (4, 4, 40)  # the first opens a connection
+    ]
+    counts = await statements_per_batch(app_of(client), "contacts", batches, ("pg_advisory",))
+    assert counts[1] == counts[2], counts
 
 
 async def test_a_batch_of_contact_events_applies_each_in_order(client, caplog):
