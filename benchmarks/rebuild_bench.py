@@ -12,7 +12,7 @@ scores (all of them: a rebuild that lost the tail of a partition's last record b
 
 Figures (6 Dec, SQLite, a 100-minute soak running beside it), 50,000 customers: before the
 scores were compared a chunk at a time, 39.8 s and at most 799 MB; after, 37.3-43.2 s and at
-most 169-174 MB.
+most 169-174 MB. 100,000 customers, after: 89.1 s, at most 184 MB.
 
     .venv/bin/python benchmarks/rebuild_bench.py [--customers 20000]
 
