@@ -27,10 +27,10 @@ from services.analytics.schemas import (
 )
 from shared import customer_view
 from shared.customer_view import TimelineEntry, TimelineItem
-from shared.customer_view.projection import check_window, to_item
+from shared.customer_view.projection import check_window, timeline_page, to_item
 from shared.errors import InvalidInput, NotFound
 from shared.events import Channel, Department, utcnow
-from shared.pagination import cut_page, decode_cursor, encode_cursor, page_after
+from shared.pagination import cut_page, decode_cursor, encode_cursor
 
 MAX_ORDERS = 100
 
@@ -176,18 +176,9 @@ async def _touches(
     until: datetime | None,
 ) -> tuple[list[TimelineItem], str | None]:
     """The customer's touches, newest first (the shared timeline's order and cursor)."""
-    query = _TOUCHES.limit(limit + 1)
-    if department is not None:
-        query = query.where(TimelineEntry.department == department.value)
-    if channel is not None:
-        query = query.where(TimelineEntry.channel == channel.value)
-    if kind is not None:
-        query = query.where(TimelineEntry.kind == kind)
-    if since is not None:
-        query = query.where(TimelineEntry.occurred_at >= since)
-    if until is not None:
-        query = query.where(TimelineEntry.occurred_at < until)
-    query = page_after(query, TimelineEntry.occurred_at, TimelineEntry.interaction_id, cursor)
+    query = timeline_page(
+        _TOUCHES.limit(limit + 1), cursor, department, channel, kind, since, until
+    )
     rows, next_cursor = cut_page(
         list(await session.scalars(query, {"ids": ids})), limit, "occurred_at", "interaction_id"
     )

@@ -5,8 +5,9 @@ import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import Select, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import contact_rules, topics
@@ -243,6 +244,30 @@ def check_window(since: datetime | None, until: datetime | None) -> None:
         raise InvalidInput(f"must not be after until ({until.isoformat()})", field="since")
 
 
+def timeline_page(
+    query: Select[Any],
+    cursor: str | None,
+    department: Department | None,
+    channel: Channel | None,
+    kind: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> Select[Any]:
+    """A query of timeline entries, newest first, narrowed to the filters and started after
+    the cursor: the shared timeline's and analytics' (across a merge's ids) alike."""
+    if department is not None:
+        query = query.where(TimelineEntry.department == department.value)
+    if channel is not None:
+        query = query.where(TimelineEntry.channel == channel.value)
+    if kind is not None:
+        query = query.where(TimelineEntry.kind == kind)
+    if since is not None:
+        query = query.where(TimelineEntry.occurred_at >= since)
+    if until is not None:
+        query = query.where(TimelineEntry.occurred_at < until)
+    return page_after(query, TimelineEntry.occurred_at, TimelineEntry.interaction_id, cursor)
+
+
 async def timeline(
     session: AsyncSession,
     customer_id: uuid.UUID,
@@ -266,17 +291,7 @@ async def timeline(
         .order_by(TimelineEntry.occurred_at.desc(), TimelineEntry.interaction_id.desc())
         .limit(limit + 1)
     )
-    if department is not None:
-        query = query.where(TimelineEntry.department == department.value)
-    if channel is not None:
-        query = query.where(TimelineEntry.channel == channel.value)
-    if kind is not None:
-        query = query.where(TimelineEntry.kind == kind)
-    if since is not None:
-        query = query.where(TimelineEntry.occurred_at >= since)
-    if until is not None:
-        query = query.where(TimelineEntry.occurred_at < until)
-    query = page_after(query, TimelineEntry.occurred_at, TimelineEntry.interaction_id, cursor)
+    query = timeline_page(query, cursor, department, channel, kind, since, until)
     rows, next_cursor = cut_page(
         list(await session.scalars(query)), limit, "occurred_at", "interaction_id"
     )

@@ -75,6 +75,25 @@ class TestTimeline:
         assert first["department"] == "sales" and first["ref"] == {"type": "activity", "id": "a-1"}
         assert first["occurred_at"] == "2026-11-24T12:00:00Z"
 
+    async def test_filters_narrow_the_timeline(self, client):
+        customer = str(uuid.uuid4())
+        call = touch(customer, at=NOW - timedelta(days=2))
+        email = touch(customer, department="marketing", channel="email", kind="campaign_send")
+        chat = touch(customer, department="support", channel="chat", kind="chat", at=NOW)
+        for data in (call, email, chat):
+            await apply(client, INTERACTION_RECORDED, data)
+        for params, expected in [
+            ({"department": "marketing"}, [email]),
+            ({"channel": "phone"}, [call]),
+            ({"kind": "chat"}, [chat]),
+            ({"since": (NOW - timedelta(days=1)).isoformat()}, [email, chat]),
+            ({"until": (NOW - timedelta(days=1)).isoformat()}, [call]),
+            ({"department": "support", "channel": "email"}, []),
+        ]:
+            page = (await client.get(f"/v1/customers/{customer}/timeline", params=params)).json()
+            got = {i["interaction_id"] for i in page["items"]}
+            assert got == {t["interaction_id"] for t in expected}, params
+
     async def test_merge_moves_timeline_and_tickets_to_the_survivor(self, client):
         survivor, merged = str(uuid.uuid4()), str(uuid.uuid4())
         await apply(client, INTERACTION_RECORDED, touch(survivor))
