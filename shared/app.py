@@ -16,7 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -40,6 +40,7 @@ from shared.db import (
 from shared.errors import DomainError, InvalidInput
 from shared.migrations import upgrade_to_head
 from shared.outbox import NOTIFY, NOTIFY_CHANNEL
+from shared.pagination import MAX_LIMIT
 from shared.relay import OutboxRelay
 from shared.request_context import reset_request_id, set_request_id
 from shared.settings import ServiceSettings, default_consumer_group
@@ -269,6 +270,9 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
 
 # scope="function": the commit happens before the response is sent, so a 201 means committed.
 SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
+# A list's page size and the cursor of its next page, the same bounds on every list endpoint.
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+Cursor = Annotated[str | None, Query(max_length=500)]
 
 
 # ---- health and metrics ---------------------------------------------------------------------

@@ -12,19 +12,17 @@ from services.analytics.schemas import (
     SegmentMember,
     Segments,
 )
-from shared.app import SessionDep
+from shared.app import Cursor, Limit, SessionDep
 from shared.auth import require_scope
 from shared.customer_view.schemas import Key
 from shared.errors import NotFound
 from shared.events import Channel, Department
-from shared.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
+from shared.pagination import DEFAULT_LIMIT, Page
 from shared.values import CalendarDay, UTCTime
 
 read = [Depends(require_scope("analytics:read"))]
 
 router = APIRouter(prefix="/v1", tags=["analytics"], dependencies=read)
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
-Cursor = Annotated[str | None, Query(max_length=500)]
 From = Annotated[
     CalendarDay, Query(alias="from", description="first UTC day (YYYY-MM-DD), inclusive")
 ]

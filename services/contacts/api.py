@@ -24,16 +24,15 @@ from services.contacts.schemas import (
     PossibleDuplicate,
     PreferencesUpdate,
 )
-from shared.app import SessionDep
+from shared.app import Cursor, Limit, SessionDep
 from shared.auth import require_scope
 from shared.events import ContactPolicy, ContactPreferences
-from shared.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
+from shared.pagination import DEFAULT_LIMIT, Page
 
 read = [Depends(require_scope("contacts:read"))]
 write = [Depends(require_scope("contacts:write"))]
 
 router = APIRouter(prefix="/v1", tags=["contacts"])
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 
 
 def to_read(contact: Contact, activity: ContactActivity | None = None) -> ContactRead:
@@ -80,7 +79,7 @@ async def list_contacts(
     session: SessionDep,
     q: Annotated[str | None, Query(max_length=200)] = None,
     limit: Limit = DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    cursor: Cursor = None,
 ) -> Page[ContactRead]:
     contacts, next_cursor = await service.list_contacts(session, q=q, limit=limit, cursor=cursor)
     found = await service.activities(session, [c.id for c in contacts])
@@ -93,7 +92,7 @@ async def list_duplicates(
     request: Request,
     min_score: Annotated[float | None, Query(ge=0, le=100)] = None,
     limit: Limit = DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    cursor: Cursor = None,
 ) -> Page[DuplicatePair]:
     threshold = (
         min_score if min_score is not None else request.app.state.settings.duplicate_threshold

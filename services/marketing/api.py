@@ -27,17 +27,15 @@ from services.marketing.schemas import (
     TaskRead,
     TaskUpdate,
 )
-from shared.app import SessionDep
+from shared.app import Cursor, Limit, SessionDep
 from shared.auth import require_scope
-from shared.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
+from shared.pagination import DEFAULT_LIMIT, Page
 from shared.values import CalendarDay
 
 read = [Depends(require_scope("marketing:read"))]
 write = [Depends(require_scope("marketing:write"))]
 
 router = APIRouter(prefix="/v1", tags=["marketing"])
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
-Cursor = Annotated[str | None, Query(max_length=500)]
 
 
 # ---- segments -------------------------------------------------------------------------------

@@ -30,17 +30,15 @@ from services.sales.schemas import (
     StageChange,
 )
 from shared import customer_view
-from shared.app import SessionDep
+from shared.app import Cursor, Limit, SessionDep
 from shared.auth import require_scope
 from shared.errors import NotFound
-from shared.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
+from shared.pagination import DEFAULT_LIMIT, Page
 
 read = [Depends(require_scope("sales:read"))]
 write = [Depends(require_scope("sales:write"))]
 
 router = APIRouter(prefix="/v1", tags=["sales"])
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
-Cursor = Annotated[str | None, Query(max_length=500)]
 OwnerQuery = Annotated[Owner | None, Query()]
 
 

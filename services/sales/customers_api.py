@@ -20,17 +20,15 @@ from services.sales.schemas import (
     OrderRead,
     ScoresRead,
 )
-from shared.app import SessionDep
+from shared.app import Cursor, Limit, SessionDep
 from shared.auth import require_scope
 from shared.customer_view import BatchCreated
-from shared.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
+from shared.pagination import DEFAULT_LIMIT, Page
 
 read = [Depends(require_scope("sales:read"))]
 write = [Depends(require_scope("sales:write"))]
 
 router = APIRouter(prefix="/v1", tags=["customers"])
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
-Cursor = Annotated[str | None, Query(max_length=500)]
 Label = Annotated[str | None, Query(min_length=1, max_length=32)]
 
 

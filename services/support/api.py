@@ -25,15 +25,14 @@ from services.support.schemas import (
     TicketCreate,
     TicketRead,
 )
-from shared.app import SessionDep
+from shared.app import Cursor, Limit, SessionDep
 from shared.auth import require_scope
-from shared.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
+from shared.pagination import DEFAULT_LIMIT, Page
 
 read = [Depends(require_scope("support:read"))]
 write = [Depends(require_scope("support:write"))]
 
 router = APIRouter(prefix="/v1", tags=["support"])
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 TeamName = Annotated[str, Query(min_length=1, max_length=64)]
 
 
@@ -141,7 +140,7 @@ async def list_tickets(
     agent_id: uuid.UUID | None = None,
     priority: Priority | None = None,
     limit: Limit = DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    cursor: Cursor = None,
 ) -> Page[TicketRead]:
     tickets, next_cursor = await service.list_tickets(
         session,

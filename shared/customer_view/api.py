@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.app import SessionDep
+from shared.app import Cursor, Limit, SessionDep
 from shared.auth import require_scope
 from shared.customer_view import projection
 from shared.customer_view.schemas import (
@@ -21,11 +21,10 @@ from shared.customer_view.schemas import (
     TimelineItem,
 )
 from shared.events import Channel, Department
-from shared.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
+from shared.pagination import DEFAULT_LIMIT, Page
 from shared.values import UTCTime
 
 OpenTicketPriorities = Callable[[AsyncSession, uuid.UUID], Awaitable[list[str]]]
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 
 
 def router(
@@ -50,7 +49,7 @@ def router(
         customer_id: uuid.UUID,
         session: SessionDep,
         limit: Limit = DEFAULT_LIMIT,
-        cursor: Annotated[str | None, Query(max_length=500)] = None,
+        cursor: Cursor = None,
         department: Department | None = None,
         channel: Channel | None = None,
         kind: Annotated[Key | None, Query()] = None,
