@@ -22,7 +22,9 @@ Phases (each prints its figures):
 ``--soak M`` replaces 2-4 by M minutes at half rate (rate from a short full-load run, or
 ``--soak-rate`` writes/s, to compare two soaks at one rate), printing
 every 30 s the RSS of each service process, the outbox table size (published rows are kept one
-minute in this mode, so the size levels off) and the lag.
+minute in this mode, so the size levels off) and the lag; at the end, per service, whether it
+stayed bounded: the RSS after the warm-up, at half time and at the end with its slope over the
+second half, the outbox backlog's peak in each half, and the lag samples over a second.
 ``--fetch-wait-ms`` sets the consumers' ``KAFKA_FETCH_MAX_WAIT_MS`` (10 by default, as ``crm up``
 on the embedded broker, which answers a fetch only when that wait ends). Each fetch costs that
 broker more as its in-memory log grows: a long soak on it wants fewer fetches (50 ms:
@@ -40,6 +42,7 @@ import contextvars
 import os
 import random
 import sqlite3
+import statistics
 import time
 import uuid
 from collections import Counter
@@ -498,20 +501,24 @@ async def soak(load: Load, running: Platform, args: argparse.Namespace) -> None:
     print(f"soak: {args.soak} min at half of {rate:,.0f} writes/s")
     load.campaign_line(0)  # the rate probe's campaigns are not the soak's
     delivered = load.delivered()
+    first_sample = len(load.samples)
     stats = Stats()
     deadline = time.monotonic() + args.soak * 60
     job = asyncio.create_task(
         load.clients(stats, args.clients, args.soak * 60, rate=rate / 2 / load.write_share)
     )
+    memory: list[dict[str, float]] = []  # every 30 s: the minute, each service's RSS in MB
     while time.monotonic() < deadline:
         await asyncio.sleep(min(30, max(0.0, deadline - time.monotonic())))
         last = load.samples[-1] if load.samples else {}
+        memory.append({"min": (time.monotonic() - stats.started) / 60})
+        memory[-1] |= {s: memory_mb(p.pid) for s, p in running.processes.items()}
         print(
             f"  t={time.monotonic() - stats.started:5.0f}s"
             + "".join(
-                f"  {s}: rss {memory_mb(p.pid):.0f} MB outbox {outbox_rows(running, s)}"
+                f"  {s}: rss {memory[-1][s]:.0f} MB outbox {outbox_rows(running, s)}"
                 f" lag {last.get(f'{s}.lag_s', 0):.2f}s"
-                for s, p in running.processes.items()
+                for s in running.processes
             ),
             flush=True,
         )
@@ -519,6 +526,36 @@ async def soak(load: Load, running: Platform, args: argparse.Namespace) -> None:
     print(stats.line("soak"))
     print(load.campaign_line(delivered))
     load.print_series()
+    print(soak_summary(memory, load.samples[first_sample:]))
+
+
+def soak_summary(memory: list[dict[str, float]], samples: list[dict[str, float]]) -> str:
+    """Whether the soak stayed bounded, per service: its RSS at the end of the first tenth
+    (the warm-up), at half time and at the end, and its slope over the second half (least
+    squares, MB a minute); the outbox backlog's peak in each half; the lag's worst and how
+    many of the per-second samples were over a second."""
+    lines = ["soak, bounded? (RSS after the first tenth / at half time / at the end)"]
+    if len(memory) < 4:
+        return lines[0] + ": too short to tell"
+    half, middle = len(memory) // 2, len(samples) // 2
+    for service in (name for name in memory[0] if name != "min"):
+        second = memory[half:]
+        slope = statistics.linear_regression(
+            [m["min"] for m in second], [m[service] for m in second]
+        )
+        backlog = [
+            max((s.get(f"{service}.backlog", 0) for s in part), default=0)
+            for part in (samples[:middle], samples[middle:])
+        ]
+        lags = [s.get(f"{service}.lag_s", 0.0) for s in samples]
+        lines.append(
+            f"  {service}: RSS {memory[len(memory) // 10][service]:.1f} / {memory[half][service]:.1f}"
+            f" / {memory[-1][service]:.1f} MB, {slope.slope:+.3f} MB a minute over the second half;"
+            f" outbox backlog at most {backlog[0]:.0f} then {backlog[1]:.0f};"
+            f" lag at most {max(lags, default=0):.1f} s, over 1 s in"
+            f" {sum(lag > 1 for lag in lags)} of {len(lags)} samples"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
