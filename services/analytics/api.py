@@ -14,6 +14,7 @@ from services.analytics.schemas import (
 )
 from shared.app import Cursor, Limit, SessionDep
 from shared.auth import require_scope
+from shared.customer_view import TimelineFilters
 from shared.customer_view.schemas import Key
 from shared.errors import NotFound
 from shared.events import Channel, Department
@@ -68,16 +69,9 @@ async def customer_360(
 ) -> Customer360:
     """Profile, every department's touches (paged, filtered), open tickets and opportunities,
     orders, scores, touch counts and the last inbound and outbound touch."""
+    filters = TimelineFilters(department, channel, kind, since, until)
     return await service.customer_360(
-        session,
-        customer_id,
-        limit=limit,
-        cursor=cursor,
-        department=department,
-        channel=channel,
-        kind=kind,
-        since=since,
-        until=until,
+        session, customer_id, limit=limit, cursor=cursor, filters=filters
     )
 
 

@@ -27,9 +27,9 @@ from services.analytics.schemas import (
 )
 from shared import customer_view
 from shared.customer_view import TimelineEntry, TimelineItem
-from shared.customer_view.projection import check_window, timeline_page, to_item
+from shared.customer_view.projection import TimelineFilters, to_item
 from shared.errors import InvalidInput, NotFound
-from shared.events import Channel, Department, utcnow
+from shared.events import utcnow
 from shared.pagination import cut_page, decode_cursor, encode_cursor
 
 MAX_ORDERS = 100
@@ -113,26 +113,11 @@ async def customer_360(
     *,
     limit: int,
     cursor: str | None = None,
-    department: Department | None = None,
-    channel: Channel | None = None,
-    kind: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    filters: TimelineFilters = TimelineFilters(),
 ) -> Customer360:
-    check_window(since, until)
     customer = await current(session, customer_id)
     ids = await session.run_sync(lambda sync: scoring.record_ids(sync, customer))
-    touches, next_cursor = await _touches(
-        session,
-        ids,
-        limit=limit,
-        cursor=cursor,
-        department=department,
-        channel=channel,
-        kind=kind,
-        since=since,
-        until=until,
-    )
+    touches, next_cursor = await _touches(session, ids, limit=limit, cursor=cursor, filters=filters)
     params = {"ids": ids}
     profile = await session.get(Profile, customer)
     last = {
@@ -169,16 +154,10 @@ async def _touches(
     *,
     limit: int,
     cursor: str | None,
-    department: Department | None,
-    channel: Channel | None,
-    kind: str | None,
-    since: datetime | None,
-    until: datetime | None,
+    filters: TimelineFilters,
 ) -> tuple[list[TimelineItem], str | None]:
     """The customer's touches, newest first (the shared timeline's order and cursor)."""
-    query = timeline_page(
-        _TOUCHES.limit(limit + 1), cursor, department, channel, kind, since, until
-    )
+    query = filters.page(_TOUCHES.limit(limit + 1), cursor)
     rows, next_cursor = cut_page(
         list(await session.scalars(query, {"ids": ids})), limit, "occurred_at", "interaction_id"
     )

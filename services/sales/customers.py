@@ -225,9 +225,10 @@ async def customer(session: AsyncSession, customer_id: uuid.UUID) -> CustomerRea
         .where(SupportTicket.customer_id == current, SupportTicket.status == OPEN)
         .order_by(SupportTicket.opened_at.desc())
     )
-    marketing, _ = await customer_view.timeline(
-        session, current, limit=100, department=Department.marketing, since=now - CONTACT_WINDOW
+    this_week = customer_view.TimelineFilters(
+        department=Department.marketing, since=now - CONTACT_WINDOW
     )
+    marketing, _ = await customer_view.timeline(session, current, limit=100, filters=this_week)
     last_touches, _ = await customer_view.timeline(session, current, limit=10)
     opportunities = await session.scalars(
         select(Opportunity)

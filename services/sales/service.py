@@ -30,9 +30,8 @@ ENGAGEMENT_WINDOW = timedelta(days=90)
 async def _touches(session: AsyncSession, customer_id: uuid.UUID | None) -> list[rules.Touch]:
     if customer_id is None:
         return []
-    items, _ = await customer_view.timeline(
-        session, customer_id, limit=MAX_LIMIT, since=utcnow() - ENGAGEMENT_WINDOW
-    )
+    recent = customer_view.TimelineFilters(since=utcnow() - ENGAGEMENT_WINDOW)
+    items, _ = await customer_view.timeline(session, customer_id, limit=MAX_LIMIT, filters=recent)
     return [rules.Touch(i.kind, i.direction, i.sentiment) for i in items]
 
 

@@ -20,6 +20,7 @@ from shared.customer_view.models import (
     TimelineEntry,
 )
 from shared.customer_view.projection import (
+    TimelineFilters,
     TouchOutcome,
     contact_check,
     current_customer,
@@ -54,6 +55,7 @@ __all__ = [
     "ProfileStatus",
     "Reason",
     "TimelineEntry",
+    "TimelineFilters",
     "TimelineItem",
     "TouchOutcome",
     "batch_locked",

@@ -57,16 +57,9 @@ def router(
         until: Annotated[UTCTime | None, Query(description="to (exclusive)")] = None,
     ) -> Page[TimelineItem]:
         """Every department's touches of this customer, newest first."""
+        filters = projection.TimelineFilters(department, channel, kind, since, until)
         items, next_cursor = await projection.timeline(
-            session,
-            customer_id,
-            limit=limit,
-            cursor=cursor,
-            department=department,
-            channel=channel,
-            kind=kind,
-            since=since,
-            until=until,
+            session, customer_id, limit=limit, cursor=cursor, filters=filters
         )
         return Page(items=items, next_cursor=next_cursor)
 

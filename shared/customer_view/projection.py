@@ -3,6 +3,7 @@ make to it (applied by the consumers in consumers.py). Never commits: the caller
 
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -238,34 +239,37 @@ async def _survivors_or_409(
     return current  # type: ignore[return-value]  # no None left
 
 
-def check_window(since: datetime | None, until: datetime | None) -> None:
-    """A touch window [since, until) whose ends are reversed is a mistake, not an empty page."""
-    if since is not None and until is not None and since > until:
-        raise InvalidInput(f"must not be after until ({until.isoformat()})", field="since")
+@dataclass(frozen=True)
+class TimelineFilters:
+    """Which of a customer's touches a timeline shows: of a department, a channel, a kind,
+    occurred in [since, until). Built once where a request arrives and passed down whole, so
+    the shared timeline and analytics' customer 360 filter alike."""
 
+    department: Department | None = None
+    channel: Channel | None = None
+    kind: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
 
-def timeline_page(
-    query: Select[Any],
-    cursor: str | None,
-    department: Department | None,
-    channel: Channel | None,
-    kind: str | None,
-    since: datetime | None,
-    until: datetime | None,
-) -> Select[Any]:
-    """A query of timeline entries, newest first, narrowed to the filters and started after
-    the cursor: the shared timeline's and analytics' (across a merge's ids) alike."""
-    if department is not None:
-        query = query.where(TimelineEntry.department == department.value)
-    if channel is not None:
-        query = query.where(TimelineEntry.channel == channel.value)
-    if kind is not None:
-        query = query.where(TimelineEntry.kind == kind)
-    if since is not None:
-        query = query.where(TimelineEntry.occurred_at >= since)
-    if until is not None:
-        query = query.where(TimelineEntry.occurred_at < until)
-    return page_after(query, TimelineEntry.occurred_at, TimelineEntry.interaction_id, cursor)
+    def __post_init__(self) -> None:
+        # A window whose ends are reversed is a mistake, not an empty page.
+        if self.since is not None and self.until is not None and self.since > self.until:
+            raise InvalidInput(f"must not be after until ({self.until.isoformat()})", field="since")
+
+    def page(self, query: Select[Any], cursor: str | None) -> Select[Any]:
+        """``query`` (timeline entries, newest first) narrowed to these filters and started
+        after the cursor."""
+        if self.department is not None:
+            query = query.where(TimelineEntry.department == self.department.value)
+        if self.channel is not None:
+            query = query.where(TimelineEntry.channel == self.channel.value)
+        if self.kind is not None:
+            query = query.where(TimelineEntry.kind == self.kind)
+        if self.since is not None:
+            query = query.where(TimelineEntry.occurred_at >= self.since)
+        if self.until is not None:
+            query = query.where(TimelineEntry.occurred_at < self.until)
+        return page_after(query, TimelineEntry.occurred_at, TimelineEntry.interaction_id, cursor)
 
 
 async def timeline(
@@ -274,14 +278,9 @@ async def timeline(
     *,
     limit: int,
     cursor: str | None = None,
-    department: Department | None = None,
-    channel: Channel | None = None,
-    kind: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    filters: TimelineFilters = TimelineFilters(),
 ) -> tuple[list[TimelineItem], str | None]:
     """Every department's touches of this customer, newest first."""
-    check_window(since, until)
     current = await survivor(session, customer_id)
     if current is None:
         return [], None
@@ -291,7 +290,7 @@ async def timeline(
         .order_by(TimelineEntry.occurred_at.desc(), TimelineEntry.interaction_id.desc())
         .limit(limit + 1)
     )
-    query = timeline_page(query, cursor, department, channel, kind, since, until)
+    query = filters.page(query, cursor)
     rows, next_cursor = cut_page(
         list(await session.scalars(query)), limit, "occurred_at", "interaction_id"
     )
