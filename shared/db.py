@@ -219,6 +219,13 @@ def insert_on_conflict(session: AsyncSession, table: Table) -> Any:
     return _INSERTS[session.get_bind().dialect.name](table)
 
 
+def insert_on_conflict_each(table: Table) -> dict[str, Any]:
+    """The table's INSERT in each dialect, to add an ON CONFLICT clause to once, for a
+    statement run per batch (building one per call cost more than running it at a batch of
+    one); ``in_dialect`` picks the session's."""
+    return {name: insert(table) for name, insert in _INSERTS.items()}
+
+
 def insert_new_only(
     table: Table,
     *,
@@ -226,11 +233,10 @@ def insert_new_only(
     returning: Column[Any] | None = None,
 ) -> dict[str, Any]:
     """``INSERT ... ON CONFLICT DO NOTHING [RETURNING returning]`` for each dialect, built once
-    for statements run per batch (building one per call cost more than running it at a batch
-    of one); ``in_dialect`` picks the session's. The rows returned are the ones inserted."""
+    (``insert_on_conflict_each``). The rows returned are the ones inserted."""
     statements = {
-        name: insert(table).on_conflict_do_nothing(index_elements=conflict_on)
-        for name, insert in _INSERTS.items()
+        name: insert.on_conflict_do_nothing(index_elements=conflict_on)
+        for name, insert in insert_on_conflict_each(table).items()
     }
     if returning is None:
         return statements

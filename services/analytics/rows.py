@@ -29,7 +29,7 @@ from services.analytics.models import (
     TicketMessageFact,
 )
 from shared.customer_view import projection
-from shared.db import chunked, in_lists, insert_on_conflict
+from shared.db import chunked, in_dialect, in_lists, insert_on_conflict_each
 from shared.events import Envelope
 
 _ROWS = "analytics_rows"
@@ -134,13 +134,7 @@ async def write(session: AsyncSession) -> None:
         cached.stored = dict(values)
     for model, inserts in new.items():
         table = _table(model)
-        statement = insert_on_conflict(session, table)
-        keys = list(table.primary_key.columns)
-        columns = {c.key: statement.excluded[c.key] for c in table.columns if not c.primary_key}
-        if columns:
-            statement = statement.on_conflict_do_update(index_elements=keys, set_=columns)
-        else:  # a row that is all key (a ticket's reopening): there is nothing to update
-            statement = statement.on_conflict_do_nothing(index_elements=keys)
+        statement = in_dialect(session, _upserts(table))
         await _execute_in_chunks(session, statement, _in_key_order(table, inserts))
     for model, updates in changed.items():
         await session.execute(
@@ -199,13 +193,29 @@ async def add_counts(
 ) -> None:
     """Insert these rows, or add their ``counter`` to that of the rows already there with the
     same primary key, in one statement per chunk (an upsert both databases have)."""
-    table = _table(model)
-    statement = insert_on_conflict(session, table)
-    statement = statement.on_conflict_do_update(
-        index_elements=list(table.primary_key.columns),
-        set_={counter: table.c[counter] + statement.excluded[counter]},
-    )
+    statement = in_dialect(session, _upserts(_table(model), counter))
     await _execute_in_chunks(session, statement, counts)
+
+
+@functools.cache
+def _upserts(table: Table, counter: str | None = None) -> dict[str, Any]:
+    """The table's upsert for each dialect, built once (building it per batch cost as much as
+    running it, at a batch of one): with ``counter``, adding the new row's to that column of
+    the row there; else setting every column but the key (nothing for a table that is all key:
+    a ticket's reopening)."""
+    keys = list(table.primary_key.columns)
+    statements = {}
+    for dialect, statement in insert_on_conflict_each(table).items():
+        if counter is not None:
+            set_ = {counter: table.c[counter] + statement.excluded[counter]}
+        else:
+            set_ = {c.key: statement.excluded[c.key] for c in table.columns if not c.primary_key}
+        statements[dialect] = (
+            statement.on_conflict_do_update(index_elements=keys, set_=set_)
+            if set_
+            else statement.on_conflict_do_nothing(index_elements=keys)
+        )
+    return statements
 
 
 def _ids(events: list[Envelope], field: str) -> list[uuid.UUID]:

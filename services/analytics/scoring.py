@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -19,7 +19,7 @@ from services.analytics import events, rules
 from services.analytics.models import CustomerScore, OrderFact, PublishedScore, TicketFact
 from shared.contracts.analytics import CustomerScored
 from shared.customer_view import CustomerProfile, ProfileStatus, TimelineEntry
-from shared.db import UTCDateTime, chunked, customer_locks, on_postgres
+from shared.db import UTCDateTime, chunked, customer_locks, on_postgres, padded
 from shared.events import utcnow
 from shared.outbox import add_rows_before_commit
 from shared.values import DEFAULT_REPORTING_CURRENCY
@@ -78,10 +78,7 @@ def _rescore(session: Session, customer_ids: list[uuid.UUID], now: datetime) -> 
     # Plain rows in and out (no ORM objects): a batch rescores hundreds of customers, and the
     # unit of work's bookkeeping per object cost more than the scoring itself.
     stored = {
-        row.customer_id: row
-        for row in session.execute(
-            select(CustomerScore.__table__).where(CustomerScore.customer_id.in_(list(inputs)))
-        )
+        row.customer_id: row for row in session.execute(_STORED_SCORES, {"ids": padded(inputs)})
     }
     new: list[dict[str, Any]] = []
     changed: list[dict[str, Any]] = []
@@ -179,70 +176,50 @@ def load_inputs_many(
     while its merge was being applied, in a concurrent transaction, can keep the merged id)."""
     owner = {customer_id: customer_id for customer_id in customer_ids}
     for contact_id, status, merged_into in session.execute(
-        select(
-            CustomerProfile.contact_id, CustomerProfile.status, CustomerProfile.merged_into
-        ).where(
-            or_(
-                CustomerProfile.contact_id.in_(customer_ids),
-                CustomerProfile.merged_into.in_(customer_ids),
-            )
-        )
+        _PROFILES, {"ids": padded(customer_ids)}
     ):
         if contact_id in customer_ids and status != ProfileStatus.active:
             owner.pop(contact_id, None)  # merged away or erased: no scores of their own
         elif merged_into in owner and status == ProfileStatus.merged:
             owner[contact_id] = merged_into
     owners = set(owner.values())
-    ids = list(owner)
+    ids = {"ids": padded(owner)}
     orders: dict[uuid.UUID, list[rules.Order]] = defaultdict(list)
-    for customer_id, at, amount, currency in session.execute(
-        select(OrderFact.customer_id, OrderFact.ordered_at, OrderFact.amount, OrderFact.currency)
-        .where(OrderFact.customer_id.in_(ids))
-        .where(OrderFact.status != "refunded")
-    ):
+    for customer_id, at, amount, currency in session.execute(_ORDERS, ids):
         orders[owner[customer_id]].append(
             rules.Order(ordered_at=at, amount=Decimal(amount), currency=currency)
         )
     tickets: dict[uuid.UUID, list[int]] = defaultdict(lambda: [0, 0])
-    for customer_id, open_count, breached in session.execute(
-        select(
-            TicketFact.customer_id,
-            func.count(),
-            func.coalesce(func.sum(case((TicketFact.sla_breaches > 0, 1), else_=0)), 0),
-        )
-        .where(
-            TicketFact.customer_id.in_(ids),
-            TicketFact.resolved_at.is_(None),
-            TicketFact.closed_at.is_(None),
-            TicketFact.opened_at.is_not(None),
-        )
-        .group_by(TicketFact.customer_id)
-    ):
+    for customer_id, open_count, breached in session.execute(_OPEN_TICKETS, ids):
         tickets[owner[customer_id]][0] += open_count
         tickets[owner[customer_id]][1] += breached
-    inbound = TimelineEntry.direction == "inbound"
-    sentiment_since = now - rules.SENTIMENT_WINDOW
-    recent_since = now - rules.ENGAGEMENT_WINDOW
-    before_since = now - 4 * rules.ENGAGEMENT_WINDOW
-    window = TimelineEntry.occurred_at <= now
+    windows = {
+        "now": now,
+        "sentiment_since": now - rules.SENTIMENT_WINDOW,
+        "recent_since": now - rules.ENGAGEMENT_WINDOW,
+        "before_since": now - 4 * rules.ENGAGEMENT_WINDOW,
+    }
+    windows["oldest"] = min(windows.values())
     touches: dict[uuid.UUID, list[Any]] = defaultdict(lambda: [None, 0, 0, 0, 0])
-    for customer_id, last, sentiments, negative, recent, before in session.execute(
-        select(
-            TimelineEntry.customer_id,
-            func.max(case((inbound, TimelineEntry.occurred_at)), type_=UTCDateTime()),
-            _count(and_(window, TimelineEntry.sentiment.is_not(None), _since(sentiment_since))),
-            _count(and_(window, TimelineEntry.sentiment == "negative", _since(sentiment_since))),
-            _count(and_(window, inbound, _since(recent_since))),
-            _count(and_(inbound, _since(before_since), TimelineEntry.occurred_at < recent_since)),
-        )
-        .where(TimelineEntry.customer_id.in_(ids))
-        .group_by(TimelineEntry.customer_id)
-    ):
+
+    def add_last_inbound(customer_id: uuid.UUID, last: datetime | None) -> None:
         total = touches[owner[customer_id]]
         if last is not None and (total[0] is None or last > total[0]):
             total[0] = last
+
+    for customer_id, last, sentiments, negative, recent, before in session.execute(
+        _WINDOWED_TOUCHES, ids | windows
+    ):
+        add_last_inbound(customer_id, last)
+        total = touches[owner[customer_id]]
         for n, value in enumerate((sentiments, negative, recent, before), start=1):
             total[n] += value
+    # A customer's last inbound touch is older than every window only when none is inside.
+    lapsed = [customer_id for customer_id in owner if touches[owner[customer_id]][0] is None]
+    if lapsed:
+        older = {"ids": padded(lapsed), "oldest": windows["oldest"]}
+        for customer_id, last in session.execute(_LAST_INBOUND_BEFORE, older):
+            add_last_inbound(customer_id, last)
     found = {}
     for customer_id in owners:
         last_inbound, sentiments, negative, recent, before = touches[customer_id]
@@ -263,17 +240,82 @@ def load_inputs_many(
     return found
 
 
+# The scoring's queries, built once on the tables' columns (no ORM entities to set up): at a
+# batch of one touch, building and executing them per call as ORM statements was two thirds
+# of analytics' CPU per touch (docs/reliability.md, "6 Dec, sixth session").
+_IDS = bindparam("ids", expanding=True)
+_PROFILE = CustomerProfile.__table__.c
+_PROFILES = select(_PROFILE.contact_id, _PROFILE.status, _PROFILE.merged_into).where(
+    or_(_PROFILE.contact_id.in_(_IDS), _PROFILE.merged_into.in_(_IDS))
+)
+_ORDER = OrderFact.__table__.c
+_ORDERS = select(_ORDER.customer_id, _ORDER.ordered_at, _ORDER.amount, _ORDER.currency).where(
+    _ORDER.customer_id.in_(_IDS), _ORDER.status != "refunded"
+)
+_TICKET = TicketFact.__table__.c
+_OPEN_TICKETS = (
+    select(
+        _TICKET.customer_id,
+        func.count(),
+        func.coalesce(func.sum(case((_TICKET.sla_breaches > 0, 1), else_=0)), 0),
+    )
+    .where(
+        _TICKET.customer_id.in_(_IDS),
+        _TICKET.resolved_at.is_(None),
+        _TICKET.closed_at.is_(None),
+        _TICKET.opened_at.is_not(None),
+    )
+    .group_by(_TICKET.customer_id)
+)
+_SCORE = CustomerScore.__table__
+_STORED_SCORES = select(_SCORE).where(_SCORE.c.customer_id.in_(_IDS))
+_ENTRY = TimelineEntry.__table__.c
+
+
+def _since(name: str) -> Any:
+    return _ENTRY.occurred_at >= bindparam(name, type_=UTCDateTime())
+
+
+def _count(condition: Any) -> Any:
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+
+_INBOUND = _ENTRY.direction == "inbound"
+_IN_WINDOW = _ENTRY.occurred_at <= bindparam("now", type_=UTCDateTime())
+# Only the windows' touches are read (the index on customer and time): read whole, a
+# customer's history was read again at each of their touches, slower as it grew.
+_WINDOWED_TOUCHES = (
+    select(
+        _ENTRY.customer_id,
+        func.max(case((_INBOUND, _ENTRY.occurred_at)), type_=UTCDateTime()),
+        _count(and_(_IN_WINDOW, _ENTRY.sentiment.is_not(None), _since("sentiment_since"))),
+        _count(and_(_IN_WINDOW, _ENTRY.sentiment == "negative", _since("sentiment_since"))),
+        _count(and_(_IN_WINDOW, _INBOUND, _since("recent_since"))),
+        _count(
+            and_(
+                _INBOUND,
+                _since("before_since"),
+                _ENTRY.occurred_at < bindparam("recent_since", type_=UTCDateTime()),
+            )
+        ),
+    )
+    .where(_ENTRY.customer_id.in_(_IDS), _since("oldest"))
+    .group_by(_ENTRY.customer_id)
+)
+_LAST_INBOUND_BEFORE = (
+    select(_ENTRY.customer_id, func.max(_ENTRY.occurred_at, type_=UTCDateTime()))
+    .where(
+        _ENTRY.customer_id.in_(_IDS),
+        _INBOUND,
+        _ENTRY.occurred_at < bindparam("oldest", type_=UTCDateTime()),
+    )
+    .group_by(_ENTRY.customer_id)
+)
+
+
 def record_ids(session: Session, customer_id: uuid.UUID) -> list[uuid.UUID]:
     """The ids this customer's records may be filed under: their own and the merged ones'."""
     merged = session.scalars(
         select(CustomerProfile.contact_id).where(CustomerProfile.merged_into == customer_id)
     )
     return [customer_id, *merged]
-
-
-def _since(at: datetime) -> Any:
-    return TimelineEntry.occurred_at >= at
-
-
-def _count(condition: Any) -> Any:
-    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)

@@ -39,7 +39,7 @@ from shared import topics
 from shared.consumer import prune_processed
 from shared.contracts import sales, support
 from shared.contracts.analytics import CUSTOMER_SCORED
-from shared.events import Envelope, InteractionRecorded, decode_event
+from shared.events import Envelope, InteractionRecorded, decode_event, utcnow
 from shared.testing import (
     app_of,
     one_write_waits_for_another,
@@ -214,6 +214,42 @@ class TestScores:
         assert len(events) == 2 and events[-1]["frequency"] == 2
         await apply(client, *second)  # unchanged against the stored scores, updated just now
         assert len(await scored_events(client, customer)) == 2
+
+    async def test_churn_factors_count_each_windows_touches_and_the_last_inbound_ever(self, client):
+        """Only the windows' touches are read for the counts; the last inbound touch, which
+        may be older than every window, is still found."""
+        customer = str(uuid.uuid4())
+
+        def days_ago(days: int) -> str:
+            return (utcnow() - timedelta(days=days, hours=1)).isoformat()
+
+        async def factors() -> dict[str, float]:
+            scores = (await client.get(f"/v1/customers/{customer}/scores")).json()
+            return {f["name"]: f["value"] for f in scores["factors"]}
+
+        await apply_many(
+            client,
+            [
+                touch(customer, days_ago(400)),
+                touch(customer, days_ago(150)),  # before every window
+                touch(customer, days_ago(1), direction="outbound", sentiment="positive"),
+            ],
+        )
+        lapsed = await factors()
+        assert lapsed["days_since_last_activity"] == round(150 / 180, 4)
+        assert lapsed["negative_sentiment"] == 0.0 and lapsed["falling_engagement"] == 0.0
+        await apply_many(
+            client,
+            [
+                touch(customer, days_ago(100)),  # the three windows before the recent one
+                touch(customer, days_ago(60)),
+                touch(customer, days_ago(10), direction="outbound", sentiment="negative"),
+            ],
+        )
+        current = await factors()
+        assert current["days_since_last_activity"] == round(60 / 180, 4)
+        assert current["negative_sentiment"] == 0.5  # one of the window's two
+        assert current["falling_engagement"] == 1.0  # none recent, two before
 
     async def test_scores_endpoint_and_rfm_segments(self, client):
         customer = str(uuid.uuid4())
