@@ -32,7 +32,9 @@ docs/reliability.md, "5 Dec, evening: a 30-minute soak").
 
 The company's weekly limit of outbound touches is raised to 1,000 first: the mix logs thousands
 of touches to 200 customers, and at the default 5 every campaign send would be suppressed.
-``--batch-only`` starts contacts and support alone. Services run on SQLite files unless
+``--batch-only`` starts contacts and support alone; ``--whole-platform`` starts sales and
+analytics as well (the mix does not call them, but they apply every event it causes, as under
+``crm up``). Services run on SQLite files unless
 <SERVICE>_DATABASE_URL is set (PostgreSQL).
 """
 
@@ -427,6 +429,9 @@ async def main(args: argparse.Namespace) -> None:
                 MARKETING_SENDER_POLL_INTERVAL_S="0.05",
                 **env,
             )
+        if args.whole_platform:  # not driven by the mix: they apply what it publishes
+            running.start("sales", **env)
+            running.start("analytics", **env)
         print(f"services: {running.urls} (databases: {running.database('support')})")
         limits = httpx.Limits(max_connections=args.clients + 20, max_keepalive_connections=None)
         async with httpx.AsyncClient(headers=running.headers, limits=limits, timeout=60) as http:
@@ -584,6 +589,11 @@ if __name__ == "__main__":
     )
     parser.add_argument(
         "--batch-only", action="store_true", help="the batch ingest alone (for profiling it)"
+    )
+    parser.add_argument(
+        "--whole-platform",
+        action="store_true",
+        help="sales and analytics running too, applying every touch, ticket and send",
     )
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     uvloop.run(main(parser.parse_args()))  # the services' event loop too: less CPU per request
