@@ -25,8 +25,8 @@ every 30 s the RSS of each service process, the outbox table size (published row
 minute in this mode, so the size levels off) and the lag; at the end, per service, whether it
 stayed bounded: the RSS after the warm-up, at half time and at the end with its slope over the
 second half, the outbox backlog's peak in each half, and the lag samples over a second.
-``--fetch-wait-ms`` sets the consumers' ``KAFKA_FETCH_MAX_WAIT_MS`` (10 by default, as ``crm up``
-on the embedded broker, which answers a fetch only when that wait ends). Each fetch costs that
+``--fetch-wait-ms`` sets the consumers' ``KAFKA_FETCH_MAX_WAIT_MS`` (by default what ``crm up``
+sets on the embedded broker, which answers a fetch only when that wait ends). Each fetch costs that
 broker more as its in-memory log grows: a long soak on it wants fewer fetches (50 ms:
 docs/reliability.md, "5 Dec, evening: a 30-minute soak").
 
@@ -58,6 +58,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.contacts.models import ContactActivity  # noqa: E402 (harness sets the path)
 from services.marketing.tests.servers import Mailbox, smtp_server
+from shared.cli import EMBEDDED_FETCH_WAIT_MS
 
 CHANNELS = ("phone", "email", "chat", "sms", "web")
 
@@ -584,7 +585,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--fetch-wait-ms",
         type=int,
-        default=10,
+        default=EMBEDDED_FETCH_WAIT_MS,
         help="the consumers' fetch_max_wait_ms: the embedded broker answers a fetch only then",
     )
     parser.add_argument(
