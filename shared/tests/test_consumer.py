@@ -6,7 +6,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from sqlalchemy import Column, MetaData, String, Table, insert, select
 from sqlalchemy.exc import OperationalError
 
@@ -265,6 +265,52 @@ class TestOneGroupPerService:
             for task in members:
                 task.cancel()
             await asyncio.gather(*members, return_exceptions=True)
+            await bus.close()
+
+    async def test_what_every_subscription_applied_is_committed_to_the_group(
+        self, tables, kafka_settings, producer
+    ):
+        """The offsets go to the group after the transactions (at the next fetch, one request
+        for every subscription's): a member that starts again starts after them."""
+        key = str(uuid.uuid4())
+        bus = Bus(kafka_settings, "test-consumer")
+        subscribers = [
+            subscriber(tables, kafka_settings, bus, "scores", topics.ANALYTICS),
+            subscriber(tables, kafka_settings, bus, "tickets", topics.SUPPORT),
+        ]
+        sent = {}
+        for label, topic in (
+            ("a", topics.ANALYTICS),
+            ("b", topics.ANALYTICS),
+            ("c", topics.SUPPORT),
+        ):
+            event_id, value, headers = encode_event(
+                event_type=TEST_EVENT, source="/crm/test", subject=key, data={"label": label}
+            )
+            metadata = await producer.send_and_wait(
+                topic, value=value, key=key.encode(), headers=list(headers.items())
+            )
+            sent[TopicPartition(topic, metadata.partition)] = metadata.offset + 1
+        group = f"test-{uuid.uuid4()}"
+        task = asyncio.create_task(
+            consume(kafka_settings, group_id=group, consumers=subscribers, client_id="test")
+        )
+        # Of the same group but never joining it: it only reads the group's offsets.
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=kafka_settings.bootstrap_servers, group_id=group
+        )
+        await reader.start()
+        try:
+
+            async def committed_past_them():
+                assert await applied_labels(tables, key) == ["a", "b", "c"]
+                assert {tp: await reader.committed(tp) for tp in sent} == sent
+
+            await eventually(committed_past_them)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await reader.stop()
             await bus.close()
 
     async def test_two_subscriptions_of_one_topic_are_refused(self, tables, kafka_settings):
