@@ -31,6 +31,14 @@ _STATES = select(_CONTACTS.id, _CONTACTS.status, _CONTACTS.merged_into).where(
     _CONTACTS.id.in_(bindparam("ids", expanding=True))
 )
 
+# Built once, as _STATES: at a batch of one touch, building it was a tenth of the batch's CPU.
+_ACTIVITIES = (
+    select(ContactActivity)
+    .where(ContactActivity.contact_id.in_(bindparam("ids", expanding=True)))
+    .order_by(ContactActivity.contact_id)  # one lock order for every replica
+    .with_for_update()
+)
+
 
 async def interaction_recorded(session: AsyncSession, event: Envelope) -> None:
     await interactions_recorded(session, [event])
@@ -56,13 +64,7 @@ async def interactions_recorded(session: AsyncSession, events: list[Envelope]) -
         current = await _currents(session, wanted)
     counted = {contact_id for contact_id in current.values() if contact_id is not None}
     activities = {
-        a.contact_id: a
-        for a in await session.scalars(
-            select(ContactActivity)
-            .where(ContactActivity.contact_id.in_(padded(counted)))
-            .order_by(ContactActivity.contact_id)  # one lock order for every replica
-            .with_for_update()
-        )
+        a.contact_id: a for a in await session.scalars(_ACTIVITIES, {"ids": padded(counted)})
     }
     # Folded per contact first: a batch holds many touches of each of few contacts, and each
     # change to a loaded row goes through the ORM's attribute events.
