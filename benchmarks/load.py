@@ -61,6 +61,7 @@ from services.marketing.tests.servers import Mailbox, smtp_server
 from shared.cli import EMBEDDED_FETCH_WAIT_MS
 
 CHANNELS = ("phone", "email", "chat", "sms", "web")
+SERVICES = ("CONTACTS", "SUPPORT", "MARKETING", "SALES", "ANALYTICS")
 
 
 @dataclass
@@ -420,7 +421,7 @@ async def main(args: argparse.Namespace) -> None:
     with platform() as running, smtp_server() as mailbox:
         env = {"KAFKA_FETCH_MAX_WAIT_MS": str(args.fetch_wait_ms)}
         if args.soak:  # published outbox rows kept a minute: the table's size must level off
-            env |= {f"{s}_RELAY_RETENTION_S": "60" for s in ("CONTACTS", "SUPPORT", "MARKETING")}
+            env |= {f"{s}_RELAY_RETENTION_S": "60" for s in SERVICES}
         running.start("contacts", **env)
         running.start("support", SUPPORT_RUN_SCHEDULER="false", **env)
         if not args.batch_only:
