@@ -217,10 +217,12 @@ class TestOneGroupPerService:
     ):
         """Member "a" is mid-transaction on an event of partition 1 when "b" joins; the round
         robin gives partition 1 to "b" (members sorted by id). "b" must start after the event,
-        not apply it a second time while "a" still is."""
+        not apply it a second time while "a" still is, nor be handed it again at all: "a"
+        commits its offset before giving the partition up."""
         key = str(uuid.uuid4())
         release, first_entered = asyncio.Event(), asyncio.Event()
         entered: list[str] = []
+        delivered: list[tuple[str, int]] = []  # who was handed the event, at which offset
 
         def member(name: str) -> EventConsumer:
             async def handler(session, event):
@@ -230,11 +232,25 @@ class TestOneGroupPerService:
                     await release.wait()
                     await insert_applied(session, event)
 
-            return subscriber(tables, kafka_settings, bus, "t", topics.ANALYTICS, handler)
+            consumer = subscriber(tables, kafka_settings, bus, "t", topics.ANALYTICS, handler)
+            process = consumer.process
+
+            async def process_noting(records):
+                delivered.extend((name, r.offset) for r in records if r.key == key.encode())
+                await process(records)
+
+            consumer.process = process_noting  # type: ignore[method-assign]
+            return consumer
 
         bus = Bus(kafka_settings, "test-consumer")
         await publish(producer, key, "once", topics.ANALYTICS, partition=1)
+        partition = TopicPartition(topics.ANALYTICS, 1)
         group = f"test-{uuid.uuid4()}"
+        # Of the same group but never joining it: it only reads the group's offsets.
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=kafka_settings.bootstrap_servers, group_id=group
+        )
+        await reader.start()
         members = []
         try:
             for name in ("a", "b"):
@@ -259,12 +275,21 @@ class TestOneGroupPerService:
                 assert await applied_labels(tables, key) == ["once"]
 
             await eventually(applied_once)
-            assert entered == ["a"]
+            [(_, offset)] = delivered
+
+            async def committed_past_the_event():
+                # By "a" before "b" got the partition, so "b" is never handed the event; else
+                # by "b", once it was handed the event again (and skipped it: its id recorded).
+                assert (await reader.committed(partition) or 0) > offset
+
+            await eventually(committed_past_the_event)
+            assert entered == ["a"] and delivered == [("a", offset)]
         finally:
             release.set()
             for task in members:
                 task.cancel()
             await asyncio.gather(*members, return_exceptions=True)
+            await reader.stop()
             await bus.close()
 
     async def test_what_every_subscription_applied_is_committed_to_the_group(
