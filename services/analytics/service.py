@@ -26,8 +26,8 @@ from services.analytics.schemas import (
     Touches,
 )
 from shared import customer_view
-from shared.customer_view import TimelineEntry, TimelineItem
-from shared.customer_view.projection import TimelineFilters, to_item
+from shared.customer_view import TimelineEntry, TimelineFilters, TimelineItem
+from shared.customer_view.projection import to_item
 from shared.errors import InvalidInput, NotFound
 from shared.events import utcnow
 from shared.pagination import cut_page, decode_cursor, encode_cursor
