@@ -95,6 +95,11 @@ def service_pids(pid: int) -> list[int]:
     return found
 
 
+def cpu_of(pid: int) -> float:
+    """``cpu_seconds`` of a service with its worker processes'."""
+    return sum(cpu_seconds(p) for p in service_pids(pid))
+
+
 def memory_mb(pid: int, field: str = "VmRSS") -> float:
     """A service's memory with its worker processes' (Linux): ``VmRSS`` resident now,
     ``VmHWM`` the most each process has been resident."""

@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 
 import httpx
 import uvloop
-from harness import Platform, cpu_seconds, memory_mb, ms, percentile, platform, service_pids  # noqa: I001
+from harness import Platform, cpu_of, cpu_seconds, memory_mb, ms, percentile, platform  # noqa: I001
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -400,10 +400,6 @@ class Load:
             "  CPU per touch: "
             + ", ".join(f"{s} {u * 1e6 / total:.0f} µs" for s, u in used.items())
         )
-
-
-def cpu_of(pid: int) -> float:
-    return sum(cpu_seconds(p) for p in service_pids(pid))
 
 
 def outbox_rows(running: Platform, service: str) -> str:
